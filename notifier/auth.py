@@ -1,0 +1,92 @@
+"""Password hashing (scrypt) and access tokens (JWT, HS256 only)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import time
+from dataclasses import dataclass
+
+import jwt
+
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+ALGORITHM = "HS256"
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, expired or not signed by us."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a valid token speaks for."""
+
+    user_id: str
+    username: str
+    role: str
+    expires_at: float
+
+    @property
+    def is_admin(self) -> bool:
+        """True for users with the admin role."""
+        return self.role == "admin"
+
+
+def hash_password(password: str) -> str:
+    """An scrypt hash with its parameters and salt, safe to store."""
+    salt = os.urandom(16)
+    digest = _scrypt(password, salt, _SCRYPT_N, _SCRYPT_R, _SCRYPT_P)
+    return "$".join(
+        ["scrypt", str(_SCRYPT_N), str(_SCRYPT_R), str(_SCRYPT_P), _b64(salt), _b64(digest)]
+    )
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Check a password in constant time; a missing user still costs one scrypt."""
+    try:
+        _, n, r, p, salt, digest = (stored or _DUMMY_HASH).split("$")
+        actual = _scrypt(password, _unb64(salt), int(n), int(r), int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(actual, _unb64(digest)) and stored is not None
+
+
+def issue_token(secret: str, user_id: str, username: str, role: str, ttl: int) -> str:
+    """A signed access token for a user, valid for ttl seconds."""
+    now = int(time.time())
+    claims = {"sub": user_id, "username": username, "role": role, "iat": now, "exp": now + ttl}
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def read_token(secret: str, token: str) -> Identity:
+    """Verify a token and return who it speaks for; raise InvalidToken otherwise."""
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={"require": ["exp", "iat", "sub"]},
+        )
+    except jwt.PyJWTError as e:
+        raise InvalidToken(str(e)) from None
+    sub, username, role = claims.get("sub"), claims.get("username"), claims.get("role", "shopper")
+    if not (isinstance(sub, str) and isinstance(username, str) and isinstance(role, str)):
+        raise InvalidToken("malformed claims")
+    return Identity(user_id=sub, username=username, role=role, expires_at=float(claims["exp"]))
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode(), validate=True)
+
+
+_DUMMY_HASH = hash_password("not a real password")

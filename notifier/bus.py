@@ -1,0 +1,84 @@
+"""The Redis pub/sub bus between workers and web processes: the fast path, at most once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "notifier:events"
+
+
+def encode(event: dict[str, Any]) -> str:
+    """An event as the compact JSON text published on the channel."""
+    return json.dumps(event, separators=(",", ":"))
+
+
+def decode(raw: bytes | str) -> dict[str, Any] | None:
+    """The event in a channel message, or None when it is not one of ours."""
+    try:
+        event = json.loads(raw)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("kind"), str) else None
+
+
+class Publisher:
+    """Publishes events from workers (synchronous client)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def publish(self, event: dict[str, Any]) -> int:
+        """Publish one event; returns how many web processes received it."""
+        return int(self._redis.publish(CHANNEL, encode(event)))
+
+
+async def publish_async(client: aioredis.Redis, event: dict[str, Any]) -> int:
+    """Publish one event from a web process."""
+    return int(await client.publish(CHANNEL, encode(event)))
+
+
+async def listen(
+    client: aioredis.Redis,
+    handle: Callable[[dict[str, Any]], None],
+    on_subscribed: Callable[[], Awaitable[None]] | None = None,
+    max_backoff: float = 5.0,
+) -> None:
+    """Feed every event on the channel to `handle`, resubscribing with backoff after failures.
+
+    Runs until cancelled. `on_subscribed` runs after each (re)subscription.
+    """
+    backoff = 0.1
+    while True:
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(CHANNEL)
+            backoff = 0.1
+            if on_subscribed is not None:
+                await on_subscribed()
+            async for message in pubsub.listen():
+                event = decode(message["data"])
+                if event is None:
+                    log.warning("ignored a malformed event on %s", CHANNEL)
+                    continue
+                try:
+                    handle(event)
+                except Exception:
+                    log.exception("handling a %s event failed", event.get("kind"))
+        except (redis.RedisError, OSError) as e:
+            log.warning("redis subscription lost (%s); retrying in %.1fs", e, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff)
+        finally:
+            try:
+                await pubsub.aclose()
+            except (redis.RedisError, OSError):
+                pass

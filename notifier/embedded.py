@@ -1,0 +1,150 @@
+"""Private MongoDB-protocol (SecantusDB) and Redis servers for development and tests.
+
+SecantusDB is GPL-2.0, so it is only ever run as its own process and spoken to over
+the wire protocol; nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import redis
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+
+
+class ServerError(RuntimeError):
+    """An embedded server did not start."""
+
+
+@dataclass
+class Server:
+    """A child server process and the URL to reach it."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Terminate the server and wait for it (kill it if it lingers)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the parent dies, so no server outlives its runner."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _spawn(name: str, argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log: IO[bytes] = log_path.open("ab")
+    with log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Its own session: Ctrl-C in the terminal reaches the app processes, not the
+            # servers they need to shut down cleanly; the runner stops the servers last.
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+def _wait_ready(server: Server, ready: Callable[[], bool], timeout: float) -> Server:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            tail = server.log_path.read_text(errors="replace")[-2000:]
+            raise ServerError(f"{server.name} exited with {server.process.returncode}:\n{tail}")
+        if ready():
+            return server
+        time.sleep(0.05)
+    server.stop()
+    raise ServerError(f"{server.name} did not answer within {timeout:.0f}s; see {server.log_path}")
+
+
+def start_mongo(data_dir: Path, log_path: Path, port: int | None = None) -> Server:
+    """Start SecantusDB (`secantusd-py`) with its data in data_dir; returns when it answers."""
+    exe = Path(sys.executable).with_name("secantusd-py")
+    binary = str(exe) if exe.exists() else shutil.which("secantusd-py")
+    if binary is None:
+        raise ServerError("secantusd-py is missing: pip install 'SecantusDB>=0.7.0b3,<0.8'")
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data_dir)]
+    server = Server(
+        "secantusd", _spawn("secantusd", argv, log_path), f"mongodb://127.0.0.1:{port}", log_path
+    )
+
+    def ready() -> bool:
+        client: MongoClient[dict[str, object]] = MongoClient(
+            server.url, serverSelectionTimeoutMS=250, connectTimeoutMS=250
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    return _wait_ready(server, ready, 60)
+
+
+def start_redis(data_dir: Path, log_path: Path, port: int | None = None) -> Server:
+    """Start a private redis-server with its data (AOF) in data_dir; returns when it answers."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServerError("redis-server is missing: apt-get install redis-server, or set REDIS_URL")
+    port = port or free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        binary,
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(data_dir),
+        "--appendonly", "yes",
+        "--save", "",
+        "--daemonize", "no",
+    ]  # fmt: skip
+    process = _spawn("redis-server", argv, log_path)
+    server = Server("redis-server", process, f"redis://127.0.0.1:{port}", log_path)
+
+    def ready() -> bool:
+        client = redis.Redis.from_url(server.url, socket_timeout=0.25)
+        try:
+            return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
+        finally:
+            client.close()
+
+    return _wait_ready(server, ready, 30)

@@ -1,0 +1,50 @@
+"""The development price feed: a steady trickle of price changes that makes deals appear."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.synchronous.database import Database
+
+from notifier.prices import PriceInput, record_price
+from notifier.seed import CATALOG, STORES
+from notifier.writes import apply
+
+DEAL_LIFETIME = timedelta(minutes=2)
+
+
+class DemoFeed:
+    """Each step: a short-lived discount on the next watched item, and one routine price."""
+
+    def __init__(self, db: Database[Any], rng: random.Random | None = None) -> None:
+        self._db = db
+        self._rng = rng or random.Random()
+
+    def step(self) -> list[str]:
+        """Post this step's prices; returns the item keys that changed."""
+        changed = []
+        watched = list(self._db.watchlists.find({}, {"item_key": 1, "item_name": 1}).sort("_id", 1))
+        if watched:
+            turn = self._db.meta.find_one_and_update(
+                {"_id": "demo-feed"}, {"$inc": {"turn": 1}}, upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )  # fmt: skip
+            assert turn is not None
+            item = watched[turn["turn"] % len(watched)]
+            regular = CATALOG.get(item["item_name"], 500)
+            price = int(regular * self._rng.uniform(0.6, 0.9))
+            until = datetime.now(UTC) + DEAL_LIFETIME
+            changed.append(
+                self._post(self._rng.choice(STORES), item["item_name"], price, regular, until)
+            )
+        name, regular = self._rng.choice(sorted(CATALOG.items()))
+        changed.append(self._post(self._rng.choice(STORES), name, regular, regular, None))
+        return changed
+
+    def _post(self, store: str, item: str, price: int, regular: int, until: datetime | None) -> str:
+        _, writes = record_price(PriceInput(store, item, price, regular, until))
+        apply(self._db, writes)
+        return str(writes[1].filter["item_key"])

@@ -1,0 +1,35 @@
+"""WebSocket message envelopes (the `json` format): {"type", "data", "timestamp"}."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier.notifications import iso
+
+TYPES = (
+    "connection-established",
+    "deal-notification",
+    "system-message",
+    "job-complete",
+    "notification-read",
+    "unread-count",
+    "ping",
+    "pong",
+    "error",
+)
+
+
+def envelope(type: str, data: dict[str, Any]) -> str:
+    """One envelope as the JSON text sent on the socket."""
+    assert type in TYPES
+    return json.dumps(
+        {"type": type, "data": data, "timestamp": iso(datetime.now(UTC))},
+        separators=(",", ":"),
+    )
+
+
+def error(code: str, message: str) -> str:
+    """An `error` envelope."""
+    return envelope("error", {"code": code, "message": message})

@@ -1,0 +1,194 @@
+"""Notifications in MongoDB: the source of truth every delivery path reads from."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+from pymongo.synchronous.database import Database
+from redis import RedisError
+
+from notifier.bus import Publisher
+from notifier.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TYPES = ("deal-notification", "system-message", "job-complete")
+_ID = re.compile(r"^[0-9]{12}$")
+
+
+def format_id(seq: int) -> str:
+    """The public id of a user's seq-th notification: a string that sorts in creation order."""
+    return f"{seq:012d}"
+
+
+def parse_id(value: object, name: str = "id") -> int:
+    """The seq behind a public id; InputError when it is not one of ours."""
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InputError(f"{name} must be a notification id")
+    return int(value)
+
+
+def to_json(doc: dict[str, Any]) -> dict[str, Any]:
+    """A stored notification as the API shows it."""
+    return {
+        "id": format_id(doc["seq"]),
+        "type": doc["type"],
+        "created_at": iso(doc["created_at"]),
+        "read": doc["read"],
+        "data": doc["data"],
+    }
+
+
+def iso(when: datetime) -> str:
+    """UTC time as ISO 8601 with milliseconds and a Z."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a user's notifications, newest first."""
+
+    items: list[dict[str, Any]]
+    next: str | None
+    unread_count: int
+
+
+class NotificationRepository:
+    """Reading and marking a user's notifications (web process, asyncio client)."""
+
+    def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self._notifications = db.notifications
+
+    async def page(
+        self, user_id: str, limit: int = 20, before: int | None = None, unread_only: bool = False
+    ) -> Page:
+        """Up to `limit` notifications older than `before`, newest first."""
+        query: dict[str, Any] = {"user_id": user_id}
+        if before is not None:
+            query["seq"] = {"$lt": before}
+        if unread_only:
+            query["read"] = False
+        cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
+        docs = [d async for d in cursor]
+        items = [to_json(d) for d in docs[:limit]]
+        more = len(docs) > limit
+        return Page(items, items[-1]["id"] if more else None, await self.unread_count(user_id))
+
+    async def newer_page(self, user_id: str, after: int, limit: int = 20) -> list[dict[str, Any]]:
+        """The `limit` notifications just newer than `after`, newest first (a previous page)."""
+        cursor = (
+            self._notifications.find({"user_id": user_id, "seq": {"$gt": after}})
+            .sort("seq", 1)
+            .limit(limit)
+        )
+        return [to_json(d) async for d in cursor][::-1]
+
+    async def unread_count(self, user_id: str) -> int:
+        """How many of the user's notifications are unread."""
+        return await self._notifications.count_documents({"user_id": user_id, "read": False})
+
+    async def mark_read(self, user_id: str, seqs: list[int] | None) -> list[str]:
+        """Mark the given notifications (or all when None) read; returns the ids that changed."""
+        query: dict[str, Any] = {"user_id": user_id, "read": False}
+        if seqs is not None:
+            query["seq"] = {"$in": seqs}
+        changed = [format_id(d["seq"]) async for d in self._notifications.find(query, {"seq": 1})]
+        if changed:
+            await self._notifications.update_many(query, {"$set": {"read": True}})
+        return changed
+
+
+class NotificationWriter:
+    """Creating notifications (workers, synchronous client)."""
+
+    def __init__(self, db: Database[Any]) -> None:
+        self._db = db
+
+    def create(
+        self,
+        user_id: str,
+        type: str,
+        data: dict[str, Any],
+        *,
+        dedupe_key: str | None = None,
+        deal_keys: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Store one notification; None when one with this dedupe_key already exists."""
+        assert type in TYPES
+        if dedupe_key and self._db.notifications.find_one(
+            {"user_id": user_id, "dedupe_key": dedupe_key}, {"_id": 1}
+        ):
+            return None
+        counter = self._db.counters.find_one_and_update(
+            {"_id": f"notifications:{user_id}"},
+            {"$inc": {"seq": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert counter is not None  # an upsert returning AFTER always has the document
+        seq: int = counter["seq"]
+        doc: dict[str, Any] = {
+            "user_id": user_id,
+            "seq": seq,
+            "type": type,
+            "created_at": datetime.now(UTC),
+            "read": False,
+            "data": {**data, "notification_id": format_id(seq)},
+        }
+        if dedupe_key:
+            doc["dedupe_key"] = dedupe_key
+        if deal_keys:
+            doc["deal_keys"] = deal_keys
+        try:
+            self._db.notifications.insert_one(doc)
+        except DuplicateKeyError:
+            return None  # a concurrent run stored the same notification first
+        return doc
+
+    def unread_count(self, user_id: str) -> int:
+        """How many of the user's notifications are unread."""
+        return self._db.notifications.count_documents({"user_id": user_id, "read": False})
+
+
+class NotificationService:
+    """Write a notification to MongoDB, then publish it: MongoDB first, always."""
+
+    def __init__(self, writer: NotificationWriter, publisher: Publisher) -> None:
+        self._writer = writer
+        self._publisher = publisher
+
+    def notify(
+        self,
+        user_id: str,
+        type: str,
+        data: dict[str, Any],
+        *,
+        dedupe_key: str | None = None,
+        deal_keys: list[str] | None = None,
+    ) -> dict[str, Any] | None:
+        """Store and publish one notification; None when it was stored before."""
+        doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
+        if doc is None:
+            return None
+        notification = to_json(doc)
+        event = {
+            "kind": "notification",
+            "user_id": user_id,
+            "notification": notification,
+            "unread_count": self._writer.unread_count(user_id),
+        }
+        try:
+            self._publisher.publish(event)
+        except (RedisError, OSError) as e:
+            # Stored, so not lost: it shows in the history and on the next page load.
+            log.warning("publishing notification %s failed: %s", notification["id"], e)
+        return doc

@@ -1,0 +1,75 @@
+"""Store prices: the input a price arrives as, and how it is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bson import ObjectId
+
+from notifier import validation
+from notifier.errors import InputError
+from notifier.writes import Upsert
+
+
+@dataclass(frozen=True)
+class PriceInput:
+    """A store's price for an item, as posted by an admin, the feed or an import."""
+
+    store_name: str
+    item_name: str
+    price_in_cents: int
+    regular_price_in_cents: int
+    valid_until: datetime | None = None
+
+    @classmethod
+    def parse(cls, body: object) -> PriceInput:
+        """Read a price from a JSON body; raise InputError naming the bad field."""
+        b = validation.body_object(body)
+        price = validation.cents(b, "price_in_cents")
+        regular = validation.cents(b, "regular_price_in_cents")
+        assert price is not None and regular is not None
+        if price > regular:
+            raise InputError("price_in_cents must not exceed regular_price_in_cents")
+        return cls(
+            store_name=validation.text(b, "store_name", 100),
+            item_name=validation.text(b, "item_name", 100),
+            price_in_cents=price,
+            regular_price_in_cents=regular,
+            valid_until=validation.future_time(b, "valid_until"),
+        )
+
+
+def store_id_for(store_name: str) -> str:
+    """A stable, readable id for a store name ("Fresh Mart" -> "fresh-mart")."""
+    key = validation.item_key(store_name)
+    slug = re.sub(r"[^a-z0-9]+", "-", key).strip("-")
+    return slug or "store-" + hashlib.sha256(key.encode()).hexdigest()[:10]
+
+
+def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, list[Upsert]]:
+    """The writes that make `price` the store's current price; returns (price_id, writes)."""
+    now = now or datetime.now(UTC)
+    store_id = store_id_for(price.store_name)
+    price_id = str(ObjectId())
+    key = validation.item_key(price.item_name)
+    return price_id, [
+        Upsert("stores", {"_id": store_id}, {"$setOnInsert": {"name": price.store_name}}),
+        Upsert(
+            "prices",
+            {"store_id": store_id, "item_key": key},
+            {
+                "$set": {
+                    "price_id": price_id,
+                    "store_name": price.store_name,
+                    "item_name": price.item_name,
+                    "price_in_cents": price.price_in_cents,
+                    "regular_price_in_cents": price.regular_price_in_cents,
+                    "valid_until": price.valid_until,
+                    "updated_at": now,
+                }
+            },
+        ),
+    ]

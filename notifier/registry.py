@@ -1,0 +1,88 @@
+"""Which sockets are open for which user, on this web process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+
+class Connection(Protocol):
+    """An open socket as the registry sees it."""
+
+    user_id: str
+    format: str  # "html" or "json"
+
+    def send(self, payload: str) -> bool:
+        """Write one message; False when the socket is gone."""
+        ...
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket."""
+        ...
+
+
+Render = Callable[[str], str]  # format -> payload, called at most once per format per fan-out
+
+
+class ConnectionRegistry:
+    """User id -> set of open connections.
+
+    Created and used only on the IOLoop thread, so it needs no locks.
+    """
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[Connection]] = {}
+
+    def add(self, conn: Connection) -> None:
+        """Register an open connection."""
+        self._by_user.setdefault(conn.user_id, set()).add(conn)
+
+    def remove(self, conn: Connection) -> None:
+        """Forget a connection; users with none left are dropped."""
+        conns = self._by_user.get(conn.user_id)
+        if conns is None:
+            return
+        conns.discard(conn)
+        if not conns:
+            del self._by_user[conn.user_id]
+
+    def connections_for_user(self, user_id: str) -> list[Connection]:
+        """The user's open connections (a copy, safe to iterate while sending)."""
+        return list(self._by_user.get(user_id, ()))
+
+    def send_to_user(self, user_id: str, render: Render) -> int:
+        """Send one message to each of the user's sockets, rendering it once per format."""
+        return self._send(self.connections_for_user(user_id), render)
+
+    def send_to_all(self, render: Render) -> int:
+        """Send one message to every socket on this process."""
+        return self._send([c for conns in self._by_user.values() for c in conns], render)
+
+    def close_user(self, user_id: str, code: int, reason: str) -> None:
+        """Close every socket the user has on this process."""
+        for conn in self.connections_for_user(user_id):
+            conn.close(code, reason)
+
+    def close_all(self, code: int, reason: str) -> None:
+        """Close every socket on this process."""
+        for user_id in list(self._by_user):
+            self.close_user(user_id, code, reason)
+
+    def stats(self) -> dict[str, int]:
+        """How many sockets and users this process holds."""
+        return {
+            "connections": sum(len(c) for c in self._by_user.values()),
+            "users": len(self._by_user),
+        }
+
+    @staticmethod
+    def _send(conns: list[Connection], render: Render) -> int:
+        payloads: dict[str, str] = {}
+        sent = 0
+        for conn in conns:
+            payload = payloads.get(conn.format)
+            if payload is None:
+                payload = payloads[conn.format] = render(conn.format)
+            # A failed write unregisters that socket only (Connection.send does it).
+            sent += conn.send(payload)
+        return sent

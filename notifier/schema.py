@@ -1,0 +1,63 @@
+"""MongoDB indexes, created idempotently at start and by the Procfile's release step."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.synchronous.database import Database
+
+from notifier.settings import ConfigurationError, Settings
+
+# (collection, keys, options)
+INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
+    ("users", [("username", ASCENDING)], {"unique": True}),
+    ("prices", [("store_id", ASCENDING), ("item_key", ASCENDING)], {"unique": True}),
+    ("prices", [("item_key", ASCENDING)], {}),
+    ("watchlists", [("user_id", ASCENDING), ("item_key", ASCENDING)], {"unique": True}),
+    ("watchlists", [("item_key", ASCENDING)], {}),
+    # A user's notifications, newest first; seq is unique per user.
+    ("notifications", [("user_id", ASCENDING), ("seq", DESCENDING)], {"unique": True}),
+    ("notifications", [("user_id", ASCENDING), ("read", ASCENDING)], {}),
+    # What a user has been told already (multikey over the deal keys).
+    ("notifications", [("user_id", ASCENDING), ("deal_keys", ASCENDING)], {}),
+    # The idempotency key: a retried or concurrent check cannot store a notification twice.
+    (
+        "notifications",
+        [("user_id", ASCENDING), ("dedupe_key", ASCENDING)],
+        {"unique": True, "partialFilterExpression": {"dedupe_key": {"$exists": True}}},
+    ),
+    ("announcements", [("created_at", DESCENDING)], {}),
+]
+
+
+def ensure_indexes(db: Database[Any]) -> None:
+    """Create every index (a no-op for those that exist)."""
+    for collection, keys, options in INDEXES:
+        db[collection].create_index(keys, **options)
+
+
+async def ensure_indexes_async(db: AsyncDatabase[Any]) -> None:
+    """Create every index with the asyncio client."""
+    for collection, keys, options in INDEXES:
+        await db[collection].create_index(keys, **options)
+
+
+def main() -> None:
+    """The release step: `python -m notifier.schema`."""
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as e:
+        sys.exit(f"notifier: {e}")
+    client: MongoClient[Any] = MongoClient(settings.mongodb_uri)
+    try:
+        ensure_indexes(client.get_default_database("notifier"))
+    finally:
+        client.close()
+    print("notifier: indexes are in place")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The one place that reads the environment (twelve-factor configuration)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+Number = TypeVar("Number", int, float)
+
+
+class ConfigurationError(Exception):
+    """The environment does not describe a runnable service; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, read once at start."""
+
+    env: str
+    port: int
+    mongodb_uri: str
+    redis_url: str
+    jwt_secret: str
+    smtp_url: str | None
+    base_url: str
+    deal_check_interval: float
+    demo_password: str
+    demo_feed_interval: float
+    ws_ping_interval: float
+    token_ttl: int
+    var_dir: Path
+
+    @property
+    def production(self) -> bool:
+        """True when NOTIFIER_ENV is production."""
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from the environment; raise ConfigurationError when unusable."""
+        env = dict(os.environ if environ is None else environ)
+        mode = env.get("NOTIFIER_ENV", "development")
+        if mode not in ("development", "production"):
+            raise ConfigurationError(
+                f"NOTIFIER_ENV must be development or production, not {mode!r}"
+            )
+        var_dir = Path(env.get("VAR_DIR", "var")).resolve()
+        if mode == "production":
+            missing = [k for k in ("JWT_SECRET", "MONGODB_URI", "REDIS_URL") if not env.get(k)]
+            if missing:
+                raise ConfigurationError(
+                    "production needs these environment variables: " + ", ".join(missing)
+                )
+        port = _number(env, "PORT", "8888", int)
+        return cls(
+            env=mode,
+            port=port,
+            mongodb_uri=env.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/notifier",
+            redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
+            smtp_url=env.get("SMTP_URL") or None,
+            base_url=(env.get("BASE_URL") or f"http://localhost:{port}").rstrip("/"),
+            deal_check_interval=_number(
+                env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float
+            ),
+            demo_password=env.get("DEMO_PASSWORD") or "demo",
+            demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
+            ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),
+            token_ttl=_number(env, "TOKEN_TTL", "43200", int),
+            var_dir=var_dir,
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: str, kind: type[Number]) -> Number:
+    raw = env.get(name) or default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} must not be negative")
+    return value
+
+
+def _development_secret(var_dir: Path) -> str:
+    """A secret generated once per checkout and kept under var/, so restarts keep sessions."""
+    path = var_dir / "jwt-secret"
+    var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        secret = secrets.token_urlsafe(48)
+        f.write(secret)
+    return secret

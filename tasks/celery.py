@@ -1,0 +1,84 @@
+"""The Celery app: `celery -A tasks worker` and `celery -A tasks beat`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from functools import cached_property
+from typing import Any
+
+import redis
+from celery import Celery
+from celery.signals import worker_process_init
+from pymongo import MongoClient
+from pymongo.synchronous.database import Database
+
+from notifier.bus import Publisher
+from notifier.notifications import NotificationService, NotificationWriter
+from notifier.settings import ConfigurationError, Settings
+
+try:
+    settings = Settings.from_env()
+except ConfigurationError as e:
+    sys.exit(f"notifier: {e}")
+
+app = Celery("notifier", broker=settings.redis_url, include=["tasks.deals", "tasks.feed"])
+app.conf.update(
+    task_ignore_result=True,
+    # A task is acknowledged only when done; a worker killed mid-task hands it to another.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+    broker_transport_options={"visibility_timeout": 3600},
+    timezone="UTC",
+    beat_schedule={
+        "check-deals": {
+            "task": "tasks.deals.check_deals",
+            "schedule": timedelta(seconds=settings.deal_check_interval),
+        },
+    },
+)
+if settings.demo_feed_interval > 0:
+    app.conf.beat_schedule["demo-price-feed"] = {
+        "task": "tasks.feed.demo_price_feed",
+        "schedule": timedelta(seconds=settings.demo_feed_interval),
+    }
+
+
+class Resources:
+    """The clients a worker process uses, created on first use after the pool forks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid = os.getpid()
+
+    @cached_property
+    def mongo(self) -> MongoClient[dict[str, Any]]:
+        """The synchronous MongoDB client (PyMongo), one per worker process."""
+        return MongoClient(self.settings.mongodb_uri)
+
+    @property
+    def db(self) -> Database[dict[str, Any]]:
+        """The notifier database named in MONGODB_URI."""
+        return self.mongo.get_default_database("notifier")
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        """The synchronous Redis client for publishing and locks."""
+        return redis.Redis.from_url(self.settings.redis_url)
+
+    @cached_property
+    def notifications(self) -> NotificationService:
+        """Store-then-publish for notifications."""
+        return NotificationService(NotificationWriter(self.db), Publisher(self.redis))
+
+
+resources = Resources(settings)
+
+
+@worker_process_init.connect
+def _fresh_clients_after_fork(**_: Any) -> None:
+    global resources
+    resources = Resources(settings)

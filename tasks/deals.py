@@ -1,0 +1,44 @@
+"""The deal check task: thin, the logic is notifier.deals.DealCheck."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from pymongo.errors import PyMongoError
+from redis import RedisError
+
+from notifier.deals import DealCheck
+from tasks import celery
+
+log = logging.getLogger(__name__)
+
+# One check at a time across all workers, so two runs never tell a user the same deal twice.
+LOCK_NAME = "notifier:lock:deal-check"
+
+
+@celery.app.task(
+    bind=True,
+    autoretry_for=(PyMongoError, RedisError),
+    retry_backoff=True,
+    retry_backoff_max=30,
+    max_retries=8,
+)
+def check_deals(
+    self: Task, requested_by: str | None = None, item_keys: list[str] | None = None
+) -> dict[str, Any]:
+    """Run the deal check; tell `requested_by` (a user id) when it is done."""
+    res = celery.resources
+    with res.redis.lock(LOCK_NAME, timeout=120, blocking_timeout=60):
+        result = DealCheck(res.db, res.notifications).run(item_keys)
+    log.info("deal check: %s", result.summary())
+    if requested_by:
+        res.notifications.notify(
+            requested_by,
+            "job-complete",
+            {"job": "deal-check", "job_id": self.request.id, "status": "succeeded",
+             "summary": result.summary()},
+            dedupe_key=f"job:{self.request.id}",
+        )  # fmt: skip
+    return {"users_notified": result.users_notified, "deals_found": result.deals_found}

@@ -1,0 +1,287 @@
+"""Fixtures: real servers started once per session, a real app per test.
+
+SecantusDB and redis-server run as processes on free ports, a real Celery worker runs as
+a subprocess against them, and each test gets the Tornado app on its own IOLoop with
+`fetch` and `ws_connect` helpers that close what they opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+from pymongo import AsyncMongoClient, MongoClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
+from tornado.ioloop import IOLoop
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from notifier import bus
+from notifier.auth import issue_token
+from notifier.embedded import Server, start_mongo, start_redis
+from notifier.registry import ConnectionRegistry
+from notifier.schema import ensure_indexes
+from notifier.settings import Settings
+from notifier.users import create_user
+from notifier.writes import apply
+from web.app import make_app
+from web.delivery import Delivery
+
+ROOT = Path(__file__).resolve().parent.parent
+JWT_SECRET = "test-secret-" + "x" * 40
+
+
+@pytest.fixture(scope="session")
+def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture(scope="session")
+def mongo_server(var_dir: Path) -> Iterator[Server]:
+    server = start_mongo(var_dir / "mongo", var_dir / "mongo.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(var_dir: Path) -> Iterator[Server]:
+    server = start_redis(var_dir / "redis", var_dir / "redis.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def env(mongo_server: Server, redis_server: Server, var_dir: Path) -> dict[str, str]:
+    """The environment every process of the system under test gets."""
+    return {
+        "NOTIFIER_ENV": "development",
+        "MONGODB_URI": f"{mongo_server.url}/notifier_test",
+        "REDIS_URL": f"{redis_server.url}/0",
+        "JWT_SECRET": JWT_SECRET,
+        "VAR_DIR": str(var_dir),
+        "DEMO_PASSWORD": "demo-test",
+        "WS_PING_INTERVAL": "30",
+    }
+
+
+@pytest.fixture(scope="session")
+def config(env: dict[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+@pytest.fixture(scope="session")
+def db(config: Settings) -> Iterator[Any]:
+    """A synchronous handle on the test database, for setting up and checking."""
+    client: MongoClient[dict[str, Any]] = MongoClient(config.mongodb_uri)
+    database = client.get_default_database()
+    ensure_indexes(database)
+    yield database
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def sync_redis(config: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(config.redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    env: dict[str, str], config: Settings, var_dir: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the test broker."""
+    log = (var_dir / "worker.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
+         "--concurrency=4", "--loglevel=INFO", "--without-mingle", "--without-gossip"],
+        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    control = Celery(broker=config.redis_url, set_as_current=False)
+    try:
+        # Each ping waits up to a second for the worker's reply.
+        for _ in range(60):
+            if proc.poll() is not None:
+                raise RuntimeError((var_dir / "worker.log").read_text()[-3000:])
+            if control.control.ping(timeout=1.0):
+                break
+        else:
+            raise RuntimeError("the Celery worker did not answer pings within 60s")
+        yield proc
+    finally:
+        control.close()
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@dataclass
+class User:
+    """A user made for one test, with a token."""
+
+    user_id: str
+    username: str
+    password: str
+    role: str
+    token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+def make_user(db: Any, config: Settings) -> Callable[..., User]:
+    """Create a user with a unique name (tests share one database)."""
+
+    def make(role: str = "shopper", prefix: str = "user", ttl: int = 3600) -> User:
+        username = f"{prefix}-{uuid.uuid4().hex[:10]}"
+        password = "pw-" + uuid.uuid4().hex[:8]
+        apply(db, [create_user(username, password, role)])
+        user_id = str(db.users.find_one({"username": username})["_id"])
+        token = issue_token(config.jwt_secret, user_id, username, role, ttl)
+        return User(user_id, username, password, role, token)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., User]) -> User:
+    return make_user(prefix="alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., User]) -> User:
+    return make_user(prefix="bob")
+
+
+@pytest.fixture
+def admin(make_user: Callable[..., User]) -> User:
+    return make_user(role="admin", prefix="admin")
+
+
+@pytest.fixture
+def item() -> str:
+    """An item name no other test uses, so deals never cross tests."""
+    return f"Oat milk {uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def app(io_loop: IOLoop, config: Settings, redis_server: Server) -> Iterator[Any]:
+    """The real Application on this test's loop, with its Redis subscriber running."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    aredis = aioredis.Redis.from_url(config.redis_url)
+    registry = ConnectionRegistry()
+    application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")
+    delivery = Delivery(registry, application.settings["renderer"])
+
+    async def start() -> asyncio.Task[None]:
+        subscribed = asyncio.Event()
+
+        async def on_subscribed() -> None:
+            subscribed.set()
+
+        task = asyncio.create_task(bus.listen(aredis, delivery, on_subscribed))
+        await asyncio.wait_for(subscribed.wait(), 10)
+        return task
+
+    task = io_loop.run_sync(start)
+    yield application
+
+    async def stop() -> None:
+        registry.close_all(1001, "test over")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await aredis.aclose()
+        await mongo.close()
+
+    io_loop.run_sync(stop)
+
+
+Fetch = Callable[..., Awaitable[HTTPResponse]]
+
+
+@pytest.fixture
+def fetch(http_client: AsyncHTTPClient, base_url: str) -> Fetch:
+    """Request a path of the test server; never raises for 4xx/5xx."""
+
+    def do(path: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
+           follow_redirects: bool = False) -> Awaitable[HTTPResponse]:  # fmt: skip
+        if body is not None and not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        if body is None and method in ("POST", "PUT", "PATCH"):
+            body = b""
+        request = HTTPRequest(base_url + path, method=method, body=body, headers=headers or {},
+                              follow_redirects=follow_redirects)  # fmt: skip
+        return http_client.fetch(request, raise_error=False)
+
+    return do
+
+
+class Socket:
+    """A test WebSocket client that reads with a timeout and decodes JSON envelopes."""
+
+    def __init__(self, conn: WebSocketClientConnection) -> None:
+        self.conn = conn
+
+    async def recv(self, timeout: float = 10.0) -> str | None:
+        return await asyncio.wait_for(self.conn.read_message(), timeout)  # type: ignore[return-value]
+
+    async def recv_json(self, timeout: float = 10.0) -> dict[str, Any]:
+        raw = await self.recv(timeout)
+        assert raw is not None, f"socket closed ({self.conn.close_code} {self.conn.close_reason})"
+        return json.loads(raw)
+
+    async def recv_type(self, type_: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The next envelope; it must be of this type."""
+        msg = await self.recv_json(timeout)
+        assert msg["type"] == type_, msg
+        return msg
+
+    def send_json(self, value: Any) -> None:
+        self.conn.write_message(json.dumps(value))
+
+    async def closed(self, timeout: float = 10.0) -> tuple[int | None, str | None]:
+        """Wait until the server closes the socket; returns (code, reason)."""
+        while await self.recv(timeout) is not None:
+            pass
+        return self.conn.close_code, self.conn.close_reason
+
+
+WsConnect = Callable[..., Awaitable[Socket]]
+
+
+@pytest.fixture
+def ws_connect(http_server: Any, base_url: str) -> Iterator[WsConnect]:
+    """Open /ws sockets; all are closed at teardown."""
+    opened: list[WebSocketClientConnection] = []
+    ws_base = base_url.replace("http://", "ws://")
+
+    async def connect(query: str = "", headers: dict[str, str] | None = None,
+                      established: bool = True) -> Socket:  # fmt: skip
+        request = HTTPRequest(f"{ws_base}/ws{query}", headers=headers or {})
+        conn = await websocket_connect(request)
+        opened.append(conn)
+        sock = Socket(conn)
+        if established and "format=html" not in query:
+            await sock.recv_type("connection-established")
+        return sock
+
+    yield connect
+    for conn in opened:
+        conn.close()

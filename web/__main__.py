@@ -1,0 +1,80 @@
+"""`python -m web`: one web process (HTTP, JSON API and /ws) on $PORT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from notifier import bus
+from notifier.registry import ConnectionRegistry
+from notifier.schema import ensure_indexes_async
+from notifier.settings import ConfigurationError, Settings
+from web import stats
+from web.app import make_app
+from web.delivery import Delivery
+
+log = logging.getLogger("web")
+
+SERVICE_RESTART = 1012  # the page reconnects (with jittered backoff) on this code
+SHUTDOWN_GRACE = 5.0
+
+
+async def main(config: Settings) -> None:
+    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    db = mongo.get_default_database("notifier")
+    await ensure_indexes_async(db)
+    redis = aioredis.Redis.from_url(config.redis_url, health_check_interval=10)
+    registry = ConnectionRegistry()
+    process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
+    app = make_app(config, db, redis, registry, process)
+    server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
+    background = [
+        asyncio.create_task(bus.listen(redis, Delivery(registry, app.settings["renderer"]))),
+        asyncio.create_task(stats.report(redis, process, registry)),
+    ]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("notifier web listening on port %d", config.port)
+    await stop.wait()
+
+    log.info("shutting down: closing %d socket(s)", registry.stats()["connections"])
+    server.stop()
+    registry.close_all(SERVICE_RESTART, "server restarting")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
+    for task in background:
+        task.cancel()
+    await asyncio.gather(*background, return_exceptions=True)
+    await redis.aclose()
+    await mongo.close()
+
+
+def run() -> None:
+    """Entry point: read settings, then serve."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = Settings.from_env()
+    except ConfigurationError as e:
+        sys.exit(f"notifier: {e}")
+    try:
+        asyncio.run(main(config))
+    except OSError as e:
+        sys.exit(f"notifier: cannot serve on port {config.port}: {e.strerror or e}")
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,53 @@
+"""The Tornado Application: routes and the shared clients every handler reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+from pymongo.asynchronous.database import AsyncDatabase
+from tornado.web import Application
+
+from notifier.registry import ConnectionRegistry
+from notifier.settings import Settings
+from web.handlers import admin, auth, health, notifications, watchlist, ws
+from web.logs import log_request
+from web.render import Renderer
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+def make_app(
+    config: Settings,
+    db: AsyncDatabase[dict[str, Any]],
+    redis: aioredis.Redis,
+    registry: ConnectionRegistry,
+    process: str,
+) -> Application:
+    """Build the application around clients made on the running loop."""
+    routes = [
+        *auth.default_handlers,
+        *notifications.default_handlers,
+        *watchlist.default_handlers,
+        *admin.default_handlers,
+        *health.default_handlers,
+        *ws.default_handlers,
+    ]
+    return Application(
+        routes,
+        config=config,
+        db=db,
+        redis=redis,
+        registry=registry,
+        renderer=Renderer(),
+        celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
+        process=process,
+        static_path=str(STATIC),
+        xsrf_cookies=True,
+        xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
+        websocket_ping_interval=config.ws_ping_interval or None,
+        websocket_max_message_size=64 * 1024,
+        log_function=log_request,
+    )

@@ -1,0 +1,181 @@
+"""Admin: post prices, run a deal check, broadcast announcements, watch connections."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from notifier import bus, validation
+from notifier.errors import InputError
+from notifier.notifications import iso
+from notifier.prices import PriceInput, record_price
+from notifier.writes import apply_async
+from web import stats
+from web.handlers.base import ApiHandler, BaseHandler
+from web.handlers.pages import PageHandler, form_cents
+
+SEVERITIES = ("info", "warning", "critical")
+CHECK_DEALS = "tasks.deals.check_deals"
+
+
+async def post_price(handler: BaseHandler, price: PriceInput) -> str:
+    """Record the price, then check the deals on that item right away."""
+    price_id, writes = record_price(price)
+    await apply_async(handler.db, writes)
+    await handler.enqueue(CHECK_DEALS, item_keys=[validation.item_key(price.item_name)])
+    return price_id
+
+
+async def run_deal_check(handler: BaseHandler, user_id: str) -> str:
+    """Queue a full deal check; `user_id` gets a job-complete notification."""
+    return await handler.enqueue(CHECK_DEALS, task_id=str(uuid.uuid4()), requested_by=user_id)
+
+
+async def announce(handler: BaseHandler, body: object) -> str:
+    """Store an announcement and push it to every connected user."""
+    b = validation.body_object(body)
+    message = validation.text(b, "message", 500)
+    severity = b.get("severity", "info")
+    if severity not in SEVERITIES:
+        raise InputError("severity must be info, warning or critical")
+    doc = {"message": message, "severity": severity, "created_at": datetime.now(UTC)}
+    result = await handler.db.announcements.insert_one(doc)
+    announcement = {"id": str(result.inserted_id), "message": message, "severity": severity,
+                    "created_at": iso(doc["created_at"])}  # fmt: skip
+    await bus.publish_async(handler.redis, {"kind": "announcement", "announcement": announcement})
+    return announcement["id"]
+
+
+async def connection_stats(handler: BaseHandler) -> dict[str, Any]:
+    """Connections and users across every web process."""
+    return await stats.gather(handler.redis, handler.settings["process"], handler.registry)
+
+
+class PricesApiHandler(ApiHandler):
+    """POST /api/prices (admin)."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Record a store's price."""
+        price_id = await post_price(self, PriceInput.parse(self.json_body()))
+        self.write_json({"price_id": price_id}, status=201)
+
+
+class DealChecksApiHandler(ApiHandler):
+    """POST /api/deal-checks (admin)."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Run a deal check now."""
+        self.write_json({"job_id": await run_deal_check(self, self.user.user_id)}, status=202)
+
+
+class AnnouncementsApiHandler(ApiHandler):
+    """POST /api/announcements (admin)."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Broadcast a system message."""
+        self.write_json({"id": await announce(self, self.json_body())}, status=202)
+
+
+class StatsApiHandler(ApiHandler):
+    """GET /api/stats (admin)."""
+
+    admin_only = True
+
+    async def get(self) -> None:
+        """Connection statistics."""
+        self.write_json(await connection_stats(self))
+
+
+class AdminHandler(PageHandler):
+    """GET /admin."""
+
+    admin_only = True
+
+    async def get(self) -> None:
+        """The admin page."""
+        names = [s["name"] async for s in self.db.stores.find({}, {"name": 1}).sort("name", 1)]
+        self.render_page("pages/admin.html", active="admin", stores=names,
+                         stats=await connection_stats(self))  # fmt: skip
+
+
+class AdminPriceFragmentHandler(PageHandler):
+    """POST /fragments/admin/prices: the admin form."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Post the price in the form; answer with a one-line result."""
+        arg = self.get_body_argument
+        valid_until = arg("valid_until", "").strip()
+        price = PriceInput.parse({
+            "store_name": arg("store_name", ""),
+            "item_name": arg("item_name", ""),
+            "price_in_cents": form_cents(arg("price", ""), "Price"),
+            "regular_price_in_cents": form_cents(arg("regular_price", ""), "Regular price"),
+            "valid_until": valid_until or None,
+        })  # fmt: skip
+        await post_price(self, price)
+        self.render_page("fragments/result.html", error=None,
+                         message=f"Posted {price.item_name} at {price.store_name}.")  # fmt: skip
+
+
+class AdminDealCheckFragmentHandler(PageHandler):
+    """POST /fragments/admin/deal-checks."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Queue a deal check."""
+        await run_deal_check(self, self.user.user_id)
+        self.render_page(
+            "fragments/result.html",
+            error=None,
+            message="Deal check queued; you will be notified when it is done.",
+        )
+
+
+class AdminAnnouncementFragmentHandler(PageHandler):
+    """POST /fragments/admin/announcements."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Broadcast the form's announcement."""
+        await announce(
+            self,
+            {
+                "message": self.get_body_argument("message", ""),
+                "severity": self.get_body_argument("severity", "info"),
+            },
+        )
+        self.render_page("fragments/result.html", error=None, message="Announcement sent.")
+
+
+class AdminStatsFragmentHandler(PageHandler):
+    """GET /fragments/admin/stats, polled by the admin page."""
+
+    admin_only = True
+
+    async def get(self) -> None:
+        """The live connection figures."""
+        self.render_page("fragments/stats.html", stats=await connection_stats(self))
+
+
+default_handlers = [
+    (r"/admin", AdminHandler),
+    (r"/api/prices", PricesApiHandler),
+    (r"/api/deal-checks", DealChecksApiHandler),
+    (r"/api/announcements", AnnouncementsApiHandler),
+    (r"/api/stats", StatsApiHandler),
+    (r"/fragments/admin/prices", AdminPriceFragmentHandler),
+    (r"/fragments/admin/deal-checks", AdminDealCheckFragmentHandler),
+    (r"/fragments/admin/announcements", AdminAnnouncementFragmentHandler),
+    (r"/fragments/admin/stats", AdminStatsFragmentHandler),
+]

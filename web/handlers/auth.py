@@ -1,0 +1,107 @@
+"""Logging in and out: the login page, the token API, and who am I."""
+
+from __future__ import annotations
+
+from notifier import bus, validation
+from notifier.auth import issue_token
+from notifier.users import UserRepository
+from web.handlers.base import COOKIE, ApiError, ApiHandler
+from web.handlers.pages import PageHandler
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: never redirect to another origin after login."""
+    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
+        return target
+    return "/"
+
+
+class LoginHandler(PageHandler):
+    """GET shows the form; POST checks the password and sets the accessToken cookie."""
+
+    login_required = False
+
+    def get(self) -> None:
+        """The login form (or straight on, when already logged in)."""
+        if self.identity is not None:
+            self.redirect(_safe_next(self.get_query_argument("next", None)))
+            return
+        self.render_page(
+            "pages/login.html", next=self.get_query_argument("next", "/"), username="", error=None
+        )
+
+    async def post(self) -> None:
+        """Log in and redirect, or show the form again with an error."""
+        username = self.get_body_argument("username", "").strip()
+        password = self.get_body_argument("password", "")
+        nxt = self.get_body_argument("next", "/")
+        user = None
+        if username and password:
+            user = await UserRepository(self.db).authenticate(username, password)
+        if user is None:
+            self.render_page("pages/login.html", status=401, next=nxt, username=username,
+                             error="Wrong username or password.")  # fmt: skip
+            return
+        token = issue_token(
+            self.config.jwt_secret, str(user["_id"]), user["username"], user["role"],
+            self.config.token_ttl,
+        )  # fmt: skip
+        self.set_cookie(
+            COOKIE, token, httponly=True, samesite="Lax",
+            secure=self.request.protocol == "https", max_age=self.config.token_ttl,
+        )  # fmt: skip
+        self.redirect(_safe_next(nxt), status=303)
+
+
+class LogoutHandler(PageHandler):
+    """Clear the cookie and close this user's sockets on every web process."""
+
+    login_required = False
+
+    async def post(self) -> None:
+        """Log out and go back to the login page."""
+        self.clear_cookie(COOKIE)
+        if self.identity is not None:
+            await bus.publish_async(self.redis, {"kind": "logout", "user_id": self.user.user_id})
+        self.redirect("/login", status=303)
+
+
+class TokenHandler(ApiHandler):
+    """POST /api/token: a bearer token for a username and password."""
+
+    public = True
+
+    def check_xsrf_cookie(self) -> None:
+        """Credentials travel in the body, not in a cookie: nothing to forge."""
+
+    async def post(self) -> None:
+        """Exchange credentials for a token."""
+        body = validation.body_object(self.json_body())
+        username = validation.text(body, "username", 100)
+        password = body.get("password")
+        if not isinstance(password, str) or not password:
+            raise ApiError(400, "invalid_input", "password is required and must be a string")
+        user = await UserRepository(self.db).authenticate(username, password)
+        if user is None:
+            raise ApiError(401, "invalid_credentials", "wrong username or password")
+        ttl = self.config.token_ttl
+        token = issue_token(self.config.jwt_secret, str(user["_id"]), user["username"],
+                            user["role"], ttl)  # fmt: skip
+        self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})
+
+
+class MeHandler(ApiHandler):
+    """GET /api/me."""
+
+    def get(self) -> None:
+        """Who the token speaks for."""
+        u = self.user
+        self.write_json({"user_id": u.user_id, "username": u.username, "role": u.role})
+
+
+default_handlers = [
+    (r"/login", LoginHandler),
+    (r"/logout", LogoutHandler),
+    (r"/api/token", TokenHandler),
+    (r"/api/me", MeHandler),
+]

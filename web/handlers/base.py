@@ -1,0 +1,192 @@
+"""The base handler: shared clients as typed properties, authentication, JSON errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import redis.asyncio as aioredis
+from celery import Celery
+from pymongo.asynchronous.database import AsyncDatabase
+from tornado.web import HTTPError, RequestHandler
+
+from notifier.auth import Identity, InvalidToken, read_token
+from notifier.errors import InputError
+from notifier.registry import ConnectionRegistry
+from notifier.settings import Settings
+from web.logs import redact
+from web.render import Renderer
+
+log = logging.getLogger(__name__)
+
+COOKIE = "accessToken"
+
+
+class ApiError(HTTPError):
+    """An HTTP error with a machine-readable code, rendered as the contract's JSON error."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(status, reason=None, log_message=message)
+        self.code = code
+        self.message = message
+
+
+class BaseHandler(RequestHandler):
+    """Every handler: typed access to Application.settings and who is asking."""
+
+    @property
+    def config(self) -> Settings:
+        """The notifier settings."""
+        settings: Settings = self.settings["config"]
+        return settings
+
+    @property
+    def db(self) -> AsyncDatabase[dict[str, Any]]:
+        """The MongoDB database (PyMongo asyncio API)."""
+        db: AsyncDatabase[dict[str, Any]] = self.settings["db"]
+        return db
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        """The asyncio Redis client."""
+        client: aioredis.Redis = self.settings["redis"]
+        return client
+
+    @property
+    def registry(self) -> ConnectionRegistry:
+        """This process's open sockets."""
+        registry: ConnectionRegistry = self.settings["registry"]
+        return registry
+
+    @property
+    def renderer(self) -> Renderer:
+        """Pages and fragments."""
+        renderer: Renderer = self.settings["renderer"]
+        return renderer
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who is asking, from a Bearer token or the accessToken cookie; None if nobody."""
+        user: Identity | None = self.current_user
+        return user
+
+    def get_current_user(self) -> Identity | None:
+        """Read the bearer token, else the cookie (`?token=` is for /ws only)."""
+        token = self.request_token()
+        if not token:
+            return None
+        try:
+            return read_token(self.config.jwt_secret, token)
+        except InvalidToken:
+            return None
+
+    def request_token(self) -> str | None:
+        """The token this request carries, if any."""
+        header = self.request.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            return header[len("Bearer ") :].strip()
+        return self.get_cookie(COOKIE)
+
+    def check_xsrf_cookie(self) -> None:
+        """Bearer-token calls carry no ambient credentials, so they need no XSRF token."""
+        if self.request.headers.get("Authorization", "").startswith("Bearer "):
+            return
+        super().check_xsrf_cookie()
+
+    async def enqueue(self, task: str, task_id: str | None = None, **kwargs: Any) -> str:
+        """Send a Celery task by name (the web process does not import the tasks)."""
+        celery: Celery = self.settings["celery"]
+        result = await asyncio.to_thread(celery.send_task, task, kwargs=kwargs, task_id=task_id)
+        return str(result.id)
+
+    # Errors ------------------------------------------------------------------------------
+
+    def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
+        """Bad input raised by the core is the caller's fault: a 4xx, never a 500."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, InputError):
+            status_code = exc.status
+        super().send_error(status_code, **kwargs)
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Like Tornado's, but never with the query string's secrets, and brief for bad input."""
+        where = f"{self.request.method} {redact(self.request.uri or '')}"
+        if isinstance(value, InputError):
+            log.info("%s: %s", where, value.message)
+        elif isinstance(value, HTTPError):
+            if value.log_message:
+                message = value.log_message % value.args if value.args else value.log_message
+                log.warning("%d %s: %s", value.status_code, where, message)
+        else:
+            log.error("Uncaught exception %s", where, exc_info=(typ, value, tb))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Errors as the contract's JSON; subclasses for pages override this."""
+        code, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    # JSON helpers ------------------------------------------------------------------------
+
+    def json_body(self) -> object:
+        """The request body as JSON; InputError when it is not."""
+        try:
+            return json.loads(self.request.body or b"null")
+        except (ValueError, UnicodeDecodeError):
+            raise InputError("the body must be valid JSON", "invalid_json") from None
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        """Finish with a JSON answer."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value, separators=(",", ":")))
+
+
+class ApiHandler(BaseHandler):
+    """JSON API handlers: authentication required unless `public`; `admin_only` for admins."""
+
+    public = False
+    admin_only = False
+
+    def prepare(self) -> None:
+        """Refuse unauthenticated (401) and non-admin (403) callers before any work."""
+        if self.public:
+            return
+        if self.identity is None:
+            raise ApiError(401, "unauthorized", "a valid token is required")
+        if self.admin_only and not self.identity.is_admin:
+            raise ApiError(403, "forbidden", "this needs the admin role")
+
+    @property
+    def user(self) -> Identity:
+        """The authenticated caller (prepare guarantees one)."""
+        assert self.identity is not None
+        return self.identity
+
+
+def _describe(status: int, exc_info: Any, reason: str) -> tuple[str, str]:
+    exc = exc_info[1] if exc_info else None
+    if isinstance(exc, ApiError):
+        return exc.code, exc.message
+    if isinstance(exc, InputError):
+        return exc.code, exc.message
+    if isinstance(exc, HTTPError) and exc.log_message and status < 500:
+        message = exc.log_message % exc.args if exc.args else exc.log_message
+        code = "xsrf" if "_xsrf" in message or "XSRF" in message else _CODES.get(status, "error")
+        return code, message
+    return _CODES.get(status, "error"), reason
+
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    500: "internal_error",
+    503: "unavailable",
+}

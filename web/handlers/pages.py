@@ -1,0 +1,71 @@
+"""The base for HTML pages and HTMX fragments: login redirects and errors as HTML."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from notifier.auth import Identity
+from notifier.errors import InputError
+from web.handlers.base import ApiError, BaseHandler, _describe
+
+
+class PageHandler(BaseHandler):
+    """Pages and fragments; anonymous visitors are sent to /login."""
+
+    login_required = True
+    admin_only = False
+
+    def prepare(self) -> None:
+        """Redirect anonymous page views to /login; refuse others with 401/403."""
+        if not self.login_required:
+            return
+        if self.identity is None:
+            target = "/login?" + urllib.parse.urlencode({"next": self.request.uri or "/"})
+            if self.request.headers.get("HX-Request"):
+                self.set_header("HX-Redirect", target)
+                raise ApiError(401, "unauthorized", "please log in again")
+            if self.request.method in ("GET", "HEAD"):
+                self.redirect(target)
+                return
+            raise ApiError(401, "unauthorized", "please log in")
+        if self.admin_only and not self.identity.is_admin:
+            raise ApiError(403, "forbidden", "this page is for admins")
+
+    @property
+    def user(self) -> Identity:
+        """The logged-in user (prepare guarantees one)."""
+        assert self.identity is not None
+        return self.identity
+
+    def render_page(self, template: str, status: int = 200, **context: Any) -> None:
+        """Render a page or fragment with what every template may use."""
+        self.set_status(status)
+        self.finish(
+            self.renderer.render(
+                template,
+                user=self.identity,
+                xsrf_token=self.xsrf_token.decode(),
+                static_url=self.static_url,
+                request_uri=self.request.uri,
+                **context,
+            )
+        )
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """An error as a message fragment (HTMX) or an error page."""
+        _, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
+        if self.request.headers.get("HX-Request"):
+            self.finish(self.renderer.render("fragments/result.html", error=message))
+            return
+        self.render_page("pages/error.html", status=status_code, code=status_code, message=message)
+
+
+def form_cents(value: str | None, label: str) -> int | None:
+    """Dollars typed in a form ("2.49") as cents (249); None when left empty."""
+    if value is None or not value.strip():
+        return None
+    whole, _, frac = value.strip().removeprefix("$").partition(".")
+    if not whole.isdigit() or len(whole) > 7 or (frac and (not frac.isdigit() or len(frac) > 2)):
+        raise InputError(f"{label} must be an amount in dollars, like 2.49")
+    return int(whole) * 100 + int(frac.ljust(2, "0"))

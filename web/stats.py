@@ -1,0 +1,68 @@
+"""Connection statistics across web processes, shared through a Redis hash."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from notifier.registry import ConnectionRegistry
+
+log = logging.getLogger(__name__)
+
+KEY = "notifier:stats"
+INTERVAL = 5.0
+STALE_AFTER = 3 * INTERVAL
+
+
+async def report(client: aioredis.Redis, process: str, registry: ConnectionRegistry) -> None:
+    """Write this process's figures every INTERVAL seconds until cancelled."""
+    try:
+        while True:
+            try:
+                figures = {**registry.stats(), "process": process, "at": time.time()}
+                await client.hset(KEY, process, json.dumps(figures))
+            except (redis.RedisError, OSError) as e:
+                log.warning("could not report connection stats: %s", e)
+            await asyncio.sleep(INTERVAL)
+    finally:
+        try:
+            await client.hdel(KEY, process)
+        except (redis.RedisError, OSError):
+            pass
+
+
+async def gather(
+    client: aioredis.Redis, process: str, registry: ConnectionRegistry
+) -> dict[str, Any]:
+    """Totals and per-process figures; this process's own are always current."""
+    raw = await client.hgetall(KEY)
+    now = time.time()
+    processes: dict[str, dict[str, Any]] = {
+        process: {**registry.stats(), "process": process, "at": now}
+    }
+    for value in raw.values():
+        try:
+            p = json.loads(value)
+        except ValueError:
+            continue
+        if (
+            isinstance(p, dict)
+            and p.get("process") != process
+            and now - p.get("at", 0) < STALE_AFTER
+        ):
+            processes[p["process"]] = p
+    rows = sorted(processes.values(), key=lambda p: p["process"])
+    return {
+        "connections": sum(p["connections"] for p in rows),
+        "users": sum(p["users"] for p in rows),
+        "processes": [
+            {"process": p["process"], "connections": p["connections"], "users": p["users"]}
+            for p in rows
+        ],
+    }
