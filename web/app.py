@@ -13,6 +13,7 @@ from tornado.web import Application
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.handlers import admin, auth, health, notifications, watchlist, ws
+from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
 
@@ -50,4 +51,5 @@ def make_app(
         websocket_ping_interval=config.ws_ping_interval or None,
         websocket_max_message_size=64 * 1024,
         log_function=log_request,
+        default_handler_class=NotFoundHandler,
     )

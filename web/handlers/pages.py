@@ -54,6 +54,9 @@ class PageHandler(BaseHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """An error as a message fragment (HTMX) or an error page."""
+        if self.request.path.startswith("/api/"):
+            super().write_error(status_code, **kwargs)
+            return
         _, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
         if self.request.headers.get("HX-Request"):
             self.finish(self.renderer.render("fragments/result.html", error=message))
@@ -69,3 +72,13 @@ def form_cents(value: str | None, label: str) -> int | None:
     if not whole.isdigit() or len(whole) > 7 or (frac and (not frac.isdigit() or len(frac) > 2)):
         raise InputError(f"{label} must be an amount in dollars, like 2.49")
     return int(whole) * 100 + int(frac.ljust(2, "0"))
+
+
+class NotFoundHandler(PageHandler):
+    """Any unknown path: a JSON 404 under /api/, a page elsewhere."""
+
+    login_required = False
+
+    def prepare(self) -> None:
+        """Nothing lives here."""
+        raise ApiError(404, "not_found", "there is nothing at this address")

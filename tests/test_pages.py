@@ -1,0 +1,144 @@
+"""Pages and fragments over plain HTTP: history pagination, no-JS forms, watchlist, admin."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from notifier.notifications import NotificationWriter
+from tests.helpers import form, login
+
+
+def row_ids(page: str) -> list[str]:
+    return re.findall(r'<li id="notification-(\d{12})"', page)
+
+
+@pytest.mark.gen_test
+async def test_history_pages_newest_first_twenty_at_a_time(fetch, db, alice):
+    writer = NotificationWriter(db)
+    for i in range(45):
+        writer.create(alice.user_id, "system-message", {"message": f"note {i}", "severity": "info"})
+    _, browser = await login(fetch, alice.username, alice.password)
+
+    first = (await fetch("/history", headers=browser)).body.decode()
+    ids = row_ids(first)
+    assert len(ids) == 20 and ids == sorted(ids, reverse=True)
+    assert 'id="notification-list"' in first and "Newer" not in first
+    older = re.search(r'href="/history\?before=(\d+)"', first).group(1)
+    assert older == ids[-1]
+
+    second = (await fetch(f"/history?before={older}", headers=browser)).body.decode()
+    ids2 = row_ids(second)
+    assert len(ids2) == 20 and max(ids2) < min(ids)
+    back = re.search(r'href="/history\?after=(\d+)"', second).group(1)
+    assert (await fetch(f"/history?after={back}", headers=browser)).body.decode().count(
+        "<li id="
+    ) == 20
+    assert row_ids((await fetch(f"/history?after={back}", headers=browser)).body.decode()) == ids
+
+    third = (await fetch(f"/history?before={ids2[-1]}", headers=browser)).body.decode()
+    assert len(row_ids(third)) == 5 and "Older" not in third
+
+    bad = await fetch("/history?before=nonsense", headers=browser)
+    assert bad.code == 400 and "notification id" in bad.body.decode()
+
+
+@pytest.mark.gen_test
+async def test_mark_read_without_javascript(fetch, db, alice):
+    writer = NotificationWriter(db)
+    notes = [writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
+             for i in range(3)]  # fmt: skip
+    _, browser = await login(fetch, alice.username, alice.password)
+    one = notes[0]["data"]["notification_id"]
+    body = form(_xsrf=browser["X-XSRFToken"], ids=[one], back="/history")
+    response = await fetch("/history/read", "POST", body, headers={"Cookie": browser["Cookie"]})
+    assert response.code == 303 and response.headers["Location"] == "/history"
+    listed = json.loads((await fetch("/api/notifications?unread=1", headers=alice.auth)).body)
+    assert listed["unread_count"] == 2 and one not in [n["id"] for n in listed["items"]]
+
+    body = form(_xsrf=browser["X-XSRFToken"], all="1")
+    await fetch("/history/read", "POST", body, headers={"Cookie": browser["Cookie"]})
+    listed = json.loads((await fetch("/api/notifications", headers=alice.auth)).body)
+    assert listed["unread_count"] == 0 and all(n["read"] for n in listed["items"])
+
+
+@pytest.mark.gen_test
+async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, item):
+    _, browser = await login(fetch, alice.username, alice.password)
+    htmx = {**browser, "HX-Request": "true"}
+    added = await fetch("/fragments/watchlist", "POST", form(item_name=item, target_price="2.50"),
+                        headers=htmx)  # fmt: skip
+    assert added.code == 200 and item in added.body.decode() and "$2.50" in added.body.decode()
+    bad = await fetch("/fragments/watchlist", "POST", form(item_name=item, target_price="cheap"),
+                      headers=htmx)  # fmt: skip
+    assert bad.code == 400 and "Target must be an amount" in bad.body.decode()
+    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    assert items == [{"item_name": item, "target_price_in_cents": 250}]
+    removed = await fetch(
+        f"/fragments/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=htmx
+    )
+    assert removed.code == 200 and item not in removed.body.decode()
+    assert json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"] == []
+
+
+@pytest.mark.gen_test
+async def test_watchlist_api_round_trip(fetch, alice, item):
+    r = await fetch("/api/watchlist", "POST", {"item_name": item, "target_price_in_cents": 199},
+                    headers=alice.auth)  # fmt: skip
+    assert r.code == 201
+    again = await fetch("/api/watchlist", "POST", {"item_name": f"  {item.upper()} "},
+                        headers=alice.auth)  # fmt: skip
+    assert again.code == 201  # same item (case and spaces differ): updated, not duplicated
+    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    assert len(items) == 1 and items[0]["target_price_in_cents"] is None
+    gone = await fetch(f"/api/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=alice.auth)
+    assert gone.code == 204
+    again = await fetch(f"/api/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=alice.auth)
+    assert again.code == 404
+
+
+@pytest.mark.gen_test
+async def test_admin_page_and_stats_are_for_admins_only(fetch, ws_connect, alice, admin):
+    _, shopper = await login(fetch, alice.username, alice.password)
+    assert (await fetch("/admin", headers=shopper)).code == 403
+    _, boss = await login(fetch, admin.username, admin.password)
+    page = await fetch("/admin", headers=boss)
+    assert page.code == 200 and "Post a price" in page.body.decode()
+    await ws_connect(f"?format=json&token={alice.token}")
+    stats = json.loads((await fetch("/api/stats", headers=admin.auth)).body)
+    assert stats["connections"] >= 1 and stats["users"] >= 1
+    assert stats["processes"][0]["process"] == "test:1"
+
+
+@pytest.mark.gen_test
+async def test_admin_price_form_posts_and_reports_errors(fetch, db, admin, item):
+    _, boss = await login(fetch, admin.username, admin.password)
+    htmx = {**boss, "HX-Request": "true"}
+    ok = await fetch("/fragments/admin/prices", "POST",
+                     form(store_name="Corner Market", item_name=item, price="1.25",
+                          regular_price="2", valid_until=""), headers=htmx)  # fmt: skip
+    assert ok.code == 200 and "Posted" in ok.body.decode()
+    stored = db.prices.find_one({"item_name": item})
+    assert (stored["price_in_cents"], stored["regular_price_in_cents"]) == (125, 200)
+    bad = await fetch("/fragments/admin/prices", "POST",
+                      form(store_name="Corner Market", item_name=item, price="3",
+                           regular_price="2"), headers=htmx)  # fmt: skip
+    assert bad.code == 400 and "must not exceed" in bad.body.decode()
+
+
+@pytest.mark.gen_test
+async def test_healthz_reports_both_stores(fetch):
+    response = await fetch("/healthz")
+    assert response.code == 200
+    assert json.loads(response.body) == {"status": "ok", "mongo": "ok", "redis": "ok"}
+
+
+@pytest.mark.gen_test
+async def test_static_assets_are_served_locally(fetch):
+    for path in ("/static/vendor/htmx.min.js", "/static/vendor/htmx-ext-ws.js", "/static/app.js",
+                 "/static/app.css"):  # fmt: skip
+        assert (await fetch(path)).code == 200
+    page = (await fetch("/login")).body.decode()
+    assert "http://" not in page.replace('xmlns="http://', "") and "https://" not in page

@@ -1,0 +1,148 @@
+"""The real entry points as processes: `python -m web` and the `make run` runner."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from tornado.httpclient import HTTPClient
+from tornado.websocket import websocket_connect
+
+from notifier.embedded import free_port
+from tests.conftest import ROOT
+
+
+def read_until(proc: subprocess.Popen, needle: str, timeout: float, seen: list[str]) -> str:
+    """Read the process's output line by line until a line contains `needle`."""
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not sel.select(left):
+                break
+            line = proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break  # the process closed its output
+            seen.append(line)
+            if needle in line:
+                return line
+    finally:
+        sel.close()
+    raise AssertionError(f"{needle!r} never appeared; output:\n{''.join(seen)[-3000:]}")
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_production_refuses_to_start_without_its_settings(tmp_path: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("JWT_SECRET", "MONGODB_URI", "REDIS_URL")
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "web"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        env={**env, "NOTIFIER_ENV": "production", "VAR_DIR": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "notifier: production needs these environment variables: JWT_SECRET, MONGODB_URI, REDIS_URL"
+    )
+
+
+def test_web_process_closes_sockets_with_1012_on_sigterm_and_never_logs_tokens(env, alice, io_loop):
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "web"], {**env, "PORT": str(port)})
+    seen: list[str] = []
+    try:
+        read_until(proc, f"listening on port {port}", 30, seen)
+
+        async def scenario() -> tuple[int | None, str | None]:
+            url = f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}"
+            conn = await websocket_connect(url)
+            hello = json.loads(await conn.read_message())
+            assert hello["type"] == "connection-established"
+            proc.send_signal(signal.SIGTERM)
+            while await conn.read_message() is not None:
+                pass
+            conn.close()
+            return conn.close_code, conn.close_reason
+
+        assert io_loop.run_sync(scenario, timeout=20) == (1012, "server restarting")
+        output = "".join(seen) + proc.communicate(timeout=10)[0].decode(errors="replace")
+        assert proc.returncode == 0
+        assert alice.token not in output
+        assert "token=[redacted]" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process below pid (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.timeout(180)
+def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items()
+            if k not in ("MONGODB_URI", "REDIS_URL", "JWT_SECRET", "PORT")}  # fmt: skip
+    port = free_port()
+    env = {**base, "PORT": str(port), "VAR_DIR": str(tmp_path / "var"), "DEMO_FEED_INTERVAL": "1"}
+    for run, expected in ((1, "demo data seeded"), (2, "demo data kept from the last run")):
+        proc = subprocess.Popen([sys.executable, "-m", "notifier.dev"], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        seen: list[str] = []
+        try:
+            read_until(proc, expected, 90, seen)
+            read_until(proc, f"listening on port {port}", 60, seen)
+            read_until(proc, "celery@", 60, seen)
+            client = HTTPClient()
+            try:
+                health = client.fetch(f"http://127.0.0.1:{port}/healthz")
+                assert json.loads(health.body)["status"] == "ok"
+            finally:
+                client.close()
+            if run == 1:
+                read_until(proc, "new deal(s) for 1 user(s)", 60, seen)  # the demo feed at work
+            family = descendants(proc.pid)
+            assert len(family) >= 5  # servers, honcho, web, worker, beat
+            proc.send_signal(signal.SIGTERM)
+            proc.communicate(timeout=60)
+            assert proc.returncode == 0
+            assert [pid for pid in family if alive(pid)] == []
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
