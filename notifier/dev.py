@@ -36,7 +36,8 @@ def main() -> int:
     """Start everything, wait for Ctrl-C or SIGTERM, stop everything."""
     env = dict(os.environ)
     var = Path(env.get("VAR_DIR", "var")).resolve()
-    env["VAR_DIR"] = str(var)
+    var.mkdir(parents=True, exist_ok=True)
+    env["VAR_DIR"] = str(var)  # absolute, for every process (Procfile.dev uses it too)
     env.setdefault("DEMO_FEED_INTERVAL", DEMO_FEED_INTERVAL)
     env.setdefault("DEAL_CHECK_INTERVAL", DEAL_CHECK_INTERVAL)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

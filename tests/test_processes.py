@@ -119,6 +119,7 @@ def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path
     base = {k: v for k, v in os.environ.items()
             if k not in ("MONGODB_URI", "REDIS_URL", "JWT_SECRET", "PORT")}  # fmt: skip
     port = free_port()
+    # A VAR_DIR that does not exist yet, as in a fresh clone.
     env = {**base, "PORT": str(port), "VAR_DIR": str(tmp_path / "var"), "DEMO_FEED_INTERVAL": "1"}
     for run, expected in ((1, "demo data seeded"), (2, "demo data kept from the last run")):
         proc = subprocess.Popen([sys.executable, "-m", "notifier.dev"], cwd=ROOT, env=env,
@@ -131,9 +132,11 @@ def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path
             client = HTTPClient()
             try:
                 health = client.fetch(f"http://127.0.0.1:{port}/healthz")
-                assert json.loads(health.body)["status"] == "ok"
+            except OSError as e:
+                raise AssertionError(f"{e}; output:\n{''.join(seen)[-3000:]}") from None
             finally:
                 client.close()
+            assert json.loads(health.body)["status"] == "ok"
             if run == 1:
                 read_until(proc, "new deal(s) for 1 user(s)", 60, seen)  # the demo feed at work
             family = descendants(proc.pid)

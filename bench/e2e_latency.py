@@ -1,0 +1,118 @@
+"""End-to-end latency: POST /api/prices -> worker deal check -> MongoDB -> Redis -> socket.
+
+Starts its own SecantusDB, redis-server, Celery worker and web process (as `make run`
+does), posts ROUNDS prices one at a time and times each until the deal-notification
+envelope arrives on the shopper's socket.
+
+    .venv/bin/python bench/e2e_latency.py [ROUNDS]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.websocket import websocket_connect
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from notifier.auth import issue_token  # noqa: E402
+from notifier.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.schema import ensure_indexes  # noqa: E402
+from notifier.users import create_user  # noqa: E402
+from notifier.writes import apply  # noqa: E402
+
+
+async def measure(port: int, secret: str, users: dict[str, str], rounds: int) -> list[float]:
+    shopper = issue_token(secret, users["shopper"], "shopper", "shopper", 3600)
+    admin = issue_token(secret, users["admin"], "admin", "admin", 3600)
+    http = AsyncHTTPClient()
+    base = f"http://127.0.0.1:{port}"
+
+    async def call(path: str, body: dict[str, Any], token: str) -> None:
+        request = HTTPRequest(base + path, "POST", body=json.dumps(body),
+                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        await http.fetch(request)
+
+    sock = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={shopper}")
+    await sock.read_message()  # connection-established
+    item = f"Bench item {uuid.uuid4().hex[:6]}"
+    await call("/api/watchlist", {"item_name": item}, shopper)
+    samples = []
+    for i in range(rounds):
+        price = {"store_name": "Bench Mart", "item_name": item, "price_in_cents": 1000 - i,
+                 "regular_price_in_cents": 2000}  # fmt: skip
+        started = time.perf_counter()
+        await call("/api/prices", price, admin)
+        while True:
+            msg = json.loads(await sock.read_message())
+            if msg["type"] == "deal-notification":
+                break
+        samples.append((time.perf_counter() - started) * 1000)
+    sock.close()
+    return samples
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
+    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
+    redis = start_redis(tmp / "redis", tmp / "redis.log")
+    port = free_port()
+    secret = "bench-" + uuid.uuid4().hex * 2
+    env = {**os.environ, "MONGODB_URI": mongo.url + "/bench", "REDIS_URL": redis.url + "/0",
+           "JWT_SECRET": secret, "PORT": str(port), "VAR_DIR": str(tmp)}  # fmt: skip
+    client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
+    db = client.get_default_database()
+    ensure_indexes(db)
+    apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin")])
+    users = {u["username"]: str(u["_id"]) for u in db.users.find()}
+    log = (tmp / "procs.log").open("wb")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "web"], cwd=ROOT, env=env, stdout=log, stderr=log),
+        subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
+                          "--concurrency=4", "--without-mingle", "--without-gossip",
+                          "--loglevel=WARNING"], cwd=ROOT, env=env, stdout=log, stderr=log),
+    ]  # fmt: skip
+    try:
+        from celery import Celery
+
+        control = Celery(broker=env["REDIS_URL"], set_as_current=False)
+        while not control.control.ping(timeout=1.0):
+            pass
+        control.close()
+        deadline = time.monotonic() + 30
+        while b"listening on port" not in (tmp / "procs.log").read_bytes():
+            if time.monotonic() > deadline:
+                raise SystemExit("the web process did not start; see " + str(tmp / "procs.log"))
+            time.sleep(0.1)
+        samples = asyncio.run(measure(port, secret, users, rounds))
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait(30)
+        client.close()
+        redis.stop()
+        mongo.stop()
+    q = statistics.quantiles(samples, n=100)
+    print(f"posted price -> deal-notification on the socket, {rounds} rounds (ms): "
+          f"min {min(samples):.1f}  p50 {statistics.median(samples):.1f}  "
+          f"p95 {q[94]:.1f}  max {max(samples):.1f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
