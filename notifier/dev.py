@@ -13,7 +13,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from notifier.embedded import Server, ServerError, start_mongo, start_redis
+from notifier.embedded import Server, ServerError, die_with_parent, start_mongo, start_redis
 from notifier.schema import ensure_indexes
 from notifier.seed import seed
 from notifier.settings import ConfigurationError, Settings
@@ -78,7 +78,10 @@ def main() -> int:
             flush=True,
         )
         if not stopping:
-            procs = subprocess.Popen(["honcho", "-f", "Procfile.dev", "start"], env=env)
+            # If this runner is killed outright, honcho still gets SIGTERM and stops its children.
+            procs = subprocess.Popen(
+                ["honcho", "-f", "Procfile.dev", "start"], env=env, preexec_fn=die_with_parent
+            )
             while procs.poll() is None and not stopping:
                 try:
                     procs.wait(0.5)

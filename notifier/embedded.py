@@ -54,7 +54,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: receive SIGTERM when the parent dies, so no server outlives its runner."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -74,7 +74,7 @@ def _spawn(name: str, argv: list[str], log_path: Path) -> subprocess.Popen[bytes
             # Its own session: Ctrl-C in the terminal reaches the app processes, not the
             # servers they need to shut down cleanly; the runner stops the servers last.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
 

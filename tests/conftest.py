@@ -35,6 +35,7 @@ from notifier.schema import ensure_indexes
 from notifier.settings import Settings
 from notifier.users import create_user
 from notifier.writes import apply
+from web.__main__ import stop_tasks
 from web.app import make_app
 from web.delivery import Delivery
 
@@ -205,8 +206,7 @@ def app(io_loop: IOLoop, config: Settings, redis_server: Server) -> Iterator[Any
 
     async def stop() -> None:
         registry.close_all(1001, "test over")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await stop_tasks([task], 5)
         await aredis.aclose()
         await mongo.close()
 

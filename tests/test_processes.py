@@ -77,7 +77,9 @@ def test_web_process_closes_sockets_with_1012_on_sigterm_and_never_logs_tokens(e
             return conn.close_code, conn.close_reason
 
         assert io_loop.run_sync(scenario, timeout=20) == (1012, "server restarting")
+        started = time.monotonic()
         output = "".join(seen) + proc.communicate(timeout=10)[0].decode(errors="replace")
+        assert time.monotonic() - started < 2, "shutdown should take well under a second"
         assert proc.returncode == 0
         assert alice.token not in output
         assert "token=[redacted]" in output
