@@ -183,8 +183,15 @@ def item() -> str:
 
 
 @pytest.fixture
-def app(io_loop: IOLoop, config: Settings, redis_server: Server) -> Iterator[Any]:
+def app_config(config: Settings) -> Settings:
+    """The settings the test's app runs with (a test module may override this)."""
+    return config
+
+
+@pytest.fixture
+def app(io_loop: IOLoop, app_config: Settings, redis_server: Server) -> Iterator[Any]:
     """The real Application on this test's loop, with its Redis subscriber running."""
+    config = app_config
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
