@@ -50,29 +50,41 @@ async def listen(
     client: aioredis.Redis,
     handle: Callable[[dict[str, Any]], None],
     on_subscribed: Callable[[], Awaitable[None]] | None = None,
+    ping_every: float = 5.0,
+    dead_after: float = 15.0,
     max_backoff: float = 5.0,
 ) -> None:
     """Feed every event on the channel to `handle`, resubscribing with backoff after failures.
 
-    Runs until cancelled. `on_subscribed` runs after each (re)subscription.
+    Runs until cancelled. `on_subscribed` runs after each (re)subscription, so the caller
+    can fill from storage whatever was published while it was away. A subscription that
+    stops answering PINGs (a half-open connection) counts as lost.
     """
+    loop = asyncio.get_running_loop()
     backoff = 0.1
     while True:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         try:
             await pubsub.subscribe(CHANNEL)
-            backoff = 0.1
-            if on_subscribed is not None:
-                await on_subscribed()
-            async for message in pubsub.listen():
-                event = decode(message["data"])
-                if event is None:
-                    log.warning("ignored a malformed event on %s", CHANNEL)
-                    continue
-                try:
-                    handle(event)
-                except Exception:
-                    log.exception("handling a %s event failed", event.get("kind"))
+            heard = loop.time()
+            next_ping = heard + ping_every
+            subscribed = False
+            while True:
+                message = await pubsub.get_message(timeout=min(1.0, ping_every))
+                now = loop.time()
+                if message is not None:
+                    heard = now
+                    if message["type"] == "subscribe" and not subscribed:
+                        subscribed, backoff = True, 0.1
+                        if on_subscribed is not None:
+                            await on_subscribed()
+                    elif message["type"] == "message":
+                        _dispatch(handle, message["data"])
+                if now >= next_ping:
+                    await pubsub.ping()
+                    next_ping = now + ping_every
+                if now - heard > dead_after:
+                    raise redis.ConnectionError(f"no answer from Redis for {dead_after:.0f}s")
         except (redis.RedisError, OSError) as e:
             log.warning("redis subscription lost (%s); retrying in %.1fs", e, backoff)
             await asyncio.sleep(backoff)
@@ -82,3 +94,14 @@ async def listen(
                 await pubsub.aclose()
             except (redis.RedisError, OSError):
                 pass
+
+
+def _dispatch(handle: Callable[[dict[str, Any]], None], raw: bytes | str) -> None:
+    event = decode(raw)
+    if event is None:
+        log.warning("ignored a malformed event on %s", CHANNEL)
+        return
+    try:
+        handle(event)
+    except Exception:
+        log.exception("handling a %s event failed", event.get("kind"))

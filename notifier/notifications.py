@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 TYPES = ("deal-notification", "system-message", "job-complete")
 _ID = re.compile(r"^[0-9]{12}$")
+MAX_SEQ_RACES = 50
 
 
 def format_id(seq: int) -> str:
@@ -85,12 +86,23 @@ class NotificationRepository:
 
     async def newer_page(self, user_id: str, after: int, limit: int = 20) -> list[dict[str, Any]]:
         """The `limit` notifications just newer than `after`, newest first (a previous page)."""
+        return [to_json(d) for d in await self.after(user_id, after, limit)][::-1]
+
+    async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` stored notifications newer than `seq`, oldest first (for replay)."""
         cursor = (
-            self._notifications.find({"user_id": user_id, "seq": {"$gt": after}})
+            self._notifications.find({"user_id": user_id, "seq": {"$gt": seq}})
             .sort("seq", 1)
             .limit(limit)
         )
-        return [to_json(d) async for d in cursor][::-1]
+        return [d async for d in cursor]
+
+    async def max_seq(self, user_id: str) -> int:
+        """The user's highest seq, 0 when they have none."""
+        last = await self._notifications.find_one(
+            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
+        )
+        return int(last["seq"]) if last else 0
 
     async def unread_count(self, user_id: str) -> int:
         """How many of the user's notifications are unread."""
@@ -122,37 +134,59 @@ class NotificationWriter:
         dedupe_key: str | None = None,
         deal_keys: list[str] | None = None,
     ) -> dict[str, Any] | None:
-        """Store one notification; None when one with this dedupe_key already exists."""
+        """Store one notification; None when one with this dedupe_key already exists.
+
+        Its seq is the user's highest plus one, claimed by the insert itself (the
+        (user_id, seq) index is unique), so a user's seqs have no holes and seq N+1
+        never exists before N: a connection that sees a jump knows it missed something.
+        """
         assert type in TYPES
-        if dedupe_key and self._db.notifications.find_one(
-            {"user_id": user_id, "dedupe_key": dedupe_key}, {"_id": 1}
-        ):
-            return None
-        counter = self._db.counters.find_one_and_update(
-            {"_id": f"notifications:{user_id}"},
-            {"$inc": {"seq": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
+        notifications = self._db.notifications
+        for _ in range(MAX_SEQ_RACES):
+            if dedupe_key and notifications.find_one(
+                {"user_id": user_id, "dedupe_key": dedupe_key}, {"_id": 1}
+            ):
+                return None
+            seq = self.max_seq(user_id) + 1
+            doc: dict[str, Any] = {
+                "user_id": user_id,
+                "seq": seq,
+                "type": type,
+                "created_at": datetime.now(UTC),
+                "read": False,
+                "data": {**data, "notification_id": format_id(seq)},
+                # Cleared once published; a sweep republishes what stays set (the outbox).
+                "unpublished": True,
+            }
+            if dedupe_key:
+                doc["dedupe_key"] = dedupe_key
+            if deal_keys:
+                doc["deal_keys"] = deal_keys
+            try:
+                notifications.insert_one(doc)
+                return doc
+            except DuplicateKeyError:
+                continue  # another writer took this seq (or this dedupe_key): look again
+        raise RuntimeError(f"could not claim a notification seq for user {user_id}")
+
+    def max_seq(self, user_id: str) -> int:
+        """The user's highest seq, 0 when they have none."""
+        last = self._db.notifications.find_one(
+            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
         )
-        assert counter is not None  # an upsert returning AFTER always has the document
-        seq: int = counter["seq"]
-        doc: dict[str, Any] = {
-            "user_id": user_id,
-            "seq": seq,
-            "type": type,
-            "created_at": datetime.now(UTC),
-            "read": False,
-            "data": {**data, "notification_id": format_id(seq)},
-        }
-        if dedupe_key:
-            doc["dedupe_key"] = dedupe_key
-        if deal_keys:
-            doc["deal_keys"] = deal_keys
-        try:
-            self._db.notifications.insert_one(doc)
-        except DuplicateKeyError:
-            return None  # a concurrent run stored the same notification first
-        return doc
+        return int(last["seq"]) if last else 0
+
+    def mark_published(self, doc: dict[str, Any]) -> None:
+        """Take a published notification out of the outbox."""
+        self._db.notifications.update_one({"_id": doc["_id"]}, {"$unset": {"unpublished": ""}})
+
+    def unpublished(self, older_than: timedelta) -> list[dict[str, Any]]:
+        """Notifications stored but not (known to be) published, oldest first."""
+        cutoff = datetime.now(UTC) - older_than
+        cursor = self._db.notifications.find(
+            {"unpublished": True, "created_at": {"$lt": cutoff}}
+        ).sort("created_at", 1)
+        return list(cursor.limit(1000))
 
     def unread_count(self, user_id: str) -> int:
         """How many of the user's notifications are unread."""
@@ -177,18 +211,28 @@ class NotificationService:
     ) -> dict[str, Any] | None:
         """Store and publish one notification; None when it was stored before."""
         doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
-        if doc is None:
-            return None
+        if doc is not None:
+            self.publish(doc)
+        return doc
+
+    def publish(self, doc: dict[str, Any]) -> bool:
+        """Publish a stored notification; on failure it stays in the outbox for the sweep."""
         notification = to_json(doc)
         event = {
             "kind": "notification",
-            "user_id": user_id,
+            "user_id": doc["user_id"],
             "notification": notification,
-            "unread_count": self._writer.unread_count(user_id),
+            "unread_count": self._writer.unread_count(doc["user_id"]),
         }
         try:
             self._publisher.publish(event)
         except (RedisError, OSError) as e:
-            # Stored, so not lost: it shows in the history and on the next page load.
-            log.warning("publishing notification %s failed: %s", notification["id"], e)
-        return doc
+            log.warning("publishing notification %s of %s failed (the sweep retries): %s",
+                        notification["id"], doc["user_id"], e)  # fmt: skip
+            return False
+        self._writer.mark_published(doc)
+        return True
+
+    def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
+        """Publish what a failed publish left in the outbox; returns how many went out."""
+        return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+Render = Callable[[str], str]  # format -> payload
+
 
 class Connection(Protocol):
     """An open socket as the registry sees it."""
@@ -16,12 +18,30 @@ class Connection(Protocol):
         """Write one message; False when the socket is gone."""
         ...
 
+    def offer(self, seq: int, render: Render) -> None:
+        """Deliver the user's notification `seq` in order and at most once on this socket."""
+        ...
+
+    def resync(self) -> None:
+        """Catch up from storage after the live stream may have missed something."""
+        ...
+
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close the socket."""
         ...
 
 
-Render = Callable[[str], str]  # format -> payload, called at most once per format per fan-out
+def render_once(render: Render) -> Render:
+    """Wrap `render` so that each format is rendered once however many sockets ask."""
+    payloads: dict[str, str] = {}
+
+    def cached(fmt: str) -> str:
+        payload = payloads.get(fmt)
+        if payload is None:
+            payload = payloads[fmt] = render(fmt)
+        return payload
+
+    return cached
 
 
 class ConnectionRegistry:
@@ -50,6 +70,18 @@ class ConnectionRegistry:
         """The user's open connections (a copy, safe to iterate while sending)."""
         return list(self._by_user.get(user_id, ()))
 
+    def offer_to_user(self, user_id: str, seq: int, render: Render) -> None:
+        """Offer the user's notification `seq` to each of their sockets (rendered once)."""
+        once = render_once(render)
+        for conn in self.connections_for_user(user_id):
+            conn.offer(seq, once)
+
+    def resync_all(self) -> None:
+        """Every socket catches up from storage (after the bus was cut off)."""
+        for conns in list(self._by_user.values()):
+            for conn in list(conns):
+                conn.resync()
+
     def send_to_user(self, user_id: str, render: Render) -> int:
         """Send one message to each of the user's sockets, rendering it once per format."""
         return self._send(self.connections_for_user(user_id), render)
@@ -77,12 +109,6 @@ class ConnectionRegistry:
 
     @staticmethod
     def _send(conns: list[Connection], render: Render) -> int:
-        payloads: dict[str, str] = {}
-        sent = 0
-        for conn in conns:
-            payload = payloads.get(conn.format)
-            if payload is None:
-                payload = payloads[conn.format] = render(conn.format)
-            # A failed write unregisters that socket only (Connection.send does it).
-            sent += conn.send(payload)
-        return sent
+        once = render_once(render)
+        # A failed write unregisters that socket only (Connection.send does it).
+        return sum(conn.send(once(conn.format)) for conn in conns)

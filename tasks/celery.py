@@ -23,7 +23,11 @@ try:
 except ConfigurationError as e:
     sys.exit(f"notifier: {e}")
 
-app = Celery("notifier", broker=settings.redis_url, include=["tasks.deals", "tasks.feed"])
+OUTBOX_SWEEP_INTERVAL = 10.0
+
+app = Celery(
+    "notifier", broker=settings.redis_url, include=["tasks.deals", "tasks.delivery", "tasks.feed"]
+)
 app.conf.update(
     task_ignore_result=True,
     # A task is acknowledged only when done; a worker killed mid-task hands it to another.
@@ -37,6 +41,10 @@ app.conf.update(
         "check-deals": {
             "task": "tasks.deals.check_deals",
             "schedule": timedelta(seconds=settings.deal_check_interval),
+        },
+        "republish-pending": {
+            "task": "tasks.delivery.republish_pending",
+            "schedule": timedelta(seconds=OUTBOX_SWEEP_INTERVAL),
         },
     },
 )

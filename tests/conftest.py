@@ -202,6 +202,7 @@ def app(io_loop: IOLoop, app_config: Settings, redis_server: Server) -> Iterator
         subscribed = asyncio.Event()
 
         async def on_subscribed() -> None:
+            await delivery.resubscribed()
             subscribed.set()
 
         task = asyncio.create_task(bus.listen(aredis, delivery, on_subscribed))

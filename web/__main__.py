@@ -38,8 +38,9 @@ async def main(config: Settings) -> None:
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process)
     server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
+    delivery = Delivery(registry, app.settings["renderer"])
     background = [
-        asyncio.create_task(bus.listen(redis, Delivery(registry, app.settings["renderer"]))),
+        asyncio.create_task(bus.listen(redis, delivery, delivery.resubscribed)),
         asyncio.create_task(stats.report(redis, process, registry)),
     ]
     stop = asyncio.Event()

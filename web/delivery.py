@@ -6,6 +6,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from notifier.notifications import parse_id
 from notifier.registry import ConnectionRegistry
 from web.handlers.ws import LOGGED_OUT
 from web.render import Renderer
@@ -27,7 +28,9 @@ class Delivery:
         """Deliver one event from the bus."""
         kind = event["kind"]
         if kind == "notification":
-            self.registry.send_to_user(event["user_id"], partial(self.renderer.notification, event))
+            seq = parse_id(event["notification"]["id"])
+            render = partial(self.renderer.notification, event)
+            self.registry.offer_to_user(event["user_id"], seq, render)
         elif kind == "read":
             self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
         elif kind == "announcement":
@@ -36,3 +39,7 @@ class Delivery:
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
         else:
             log.warning("ignored an event of unknown kind %r", kind)
+
+    async def resubscribed(self) -> None:
+        """The bus was (re)joined: anything published meanwhile is filled from MongoDB."""
+        self.registry.resync_all()

@@ -1,29 +1,46 @@
-"""WS /ws: one socket per tab, registered per user, fed by this process's Redis subscriber."""
+"""WS /ws: one socket per tab, registered per user, fed by this process's Redis subscriber.
+
+Each socket delivers its user's notifications in seq order and at most once: it knows
+the last seq it sent, drops repeats, and when a live message skips ahead (the bus lost
+something, or the client resumes from `last_id`) it replays the gap from MongoDB while
+holding live messages back, then lets them through. A user's seqs have no holes, so a
+jump always means a gap.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
 from typing import Any
 
+from pymongo.errors import PyMongoError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from notifier import messages
-from notifier.notifications import NotificationRepository
+from notifier.errors import InputError
+from notifier.notifications import NotificationRepository, parse_id, to_json
+from notifier.registry import Render
 from web.handlers.base import BaseHandler
 
 log = logging.getLogger(__name__)
 
 # Close codes (4000-4999 are the application's own; the page does not reconnect on them).
+STORAGE_UNAVAILABLE = 1011
 TOKEN_EXPIRED = 4001
 LOGGED_OUT = 4002
 FORMATS = ("html", "json")
+REPLAY_BATCH = 200
+FRESH_LIST = 20  # what a client with an unusable last_id gets instead
 
 
 class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
-    """A user's live notifications, as htmx fragments or JSON envelopes."""
+    """A user's live notifications, as htmx fragments or JSON envelopes.
+
+    Like the registry, every method runs on the IOLoop thread.
+    """
 
     user_id: str
     format: str
@@ -44,27 +61,38 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             return
         self.user_id, self.format = identity.user_id, fmt
         self._expires_at = identity.expires_at
-        # Until the welcome is sent, live messages queue here so none is lost or reordered.
-        self._pending: list[str] | None = []
         self._expiry: object | None = None
+        # Until the greeting is out, other messages queue here.
+        self._queued: list[str] | None = []
+        # The last notification seq sent; None until open() knows where to start.
+        self._last_seq: int | None = None
+        self._held: list[tuple[int, Render]] = []
+        self._filling: asyncio.Task[None] | None = None
+        self._read_again = False
         await super().get(*args, **kwargs)
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: frames are small and compression costs CPU per socket."""
         return None
 
+    @property
+    def repo(self) -> NotificationRepository:
+        """The user's notifications in MongoDB."""
+        return NotificationRepository(self.db)
+
     async def open(self, *args: Any, **kwargs: Any) -> None:
-        """Register, then greet with the unread count, then flush what arrived meanwhile."""
+        """Register, greet, then replay from `last_id` (or start fresh) and go live."""
         self.registry.add(self)
         loop = IOLoop.current()
         self._expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()), self._token_expired
         )
         try:
-            unread = await NotificationRepository(self.db).unread_count(self.user_id)
-        except Exception:
-            log.exception("could not read the unread count")
-            self.close(1011, "storage unavailable")
+            max_seq = await self.repo.max_seq(self.user_id)
+            unread = await self.repo.unread_count(self.user_id)
+        except PyMongoError:
+            log.exception("could not read the user's notifications")
+            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
             return
         assert self.identity is not None
         me = {
@@ -72,13 +100,14 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             "username": self.identity.username,
             "role": self.identity.role,
         }
-        pending, self._pending = self._pending or [], None
+        queued, self._queued = self._queued or [], None
         self.send(self.renderer.connected(me, unread, self.format))
-        for payload in pending:
+        for payload in queued:
             self.send(payload)
+        self._start_from(self.get_query_argument("last_id", None), max_seq)
 
-    def on_message(self, message: str | bytes) -> None:
-        """The client may ping; anything else gets an error and the socket stays open."""
+    async def on_message(self, message: str | bytes) -> None:
+        """ping -> pong; resume -> replay from last_id; anything else -> error."""
         try:
             msg = json.loads(message)
         except (ValueError, UnicodeDecodeError):
@@ -86,19 +115,30 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "ping":
             self.send(messages.envelope("pong", {}))
+        elif kind == "resume" and isinstance(msg, dict) and self._last_seq is not None:
+            try:
+                max_seq = await self.repo.max_seq(self.user_id)
+            except PyMongoError:
+                self.send(messages.error("unavailable", "try resuming again shortly"))
+                return
+            self._start_from(msg.get("last_id"), max_seq)
         else:
-            self.send(messages.error("unknown_message", 'send {"type": "ping"}'))
+            self.send(messages.error("unknown_message", 'send {"type": "ping"} or "resume"'))
 
     def on_close(self) -> None:
-        """Unregister and stop the expiry timer."""
+        """Unregister and stop the expiry timer and any replay."""
         self.registry.remove(self)
         if self._expiry is not None:
             IOLoop.current().remove_timeout(self._expiry)
+        if self._filling is not None:
+            self._filling.cancel()
+
+    # Delivery -----------------------------------------------------------------------------
 
     def send(self, payload: str) -> bool:
         """Write one message; a socket that fails is dropped without disturbing others."""
-        if self._pending is not None:
-            self._pending.append(payload)
+        if self._queued is not None:
+            self._queued.append(payload)
             return True
         try:
             future = self.write_message(payload)
@@ -107,6 +147,71 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             return False
         future.add_done_callback(self._written)
         return True
+
+    def offer(self, seq: int, render: Render) -> None:
+        """A live notification: send it if it is the next one, drop a repeat, fill a gap."""
+        if self._last_seq is None or self._filling is not None:
+            self._held.append((seq, render))
+        elif seq == self._last_seq + 1:
+            self._last_seq = seq
+            self.send(render(self.format))
+        elif seq > self._last_seq:
+            self._held.append((seq, render))
+            self.resync()
+
+    def resync(self) -> None:
+        """Replay from MongoDB whatever came after the last seq sent (once at a time)."""
+        if self._filling is not None:
+            self._read_again = True  # the running replay may have read before the news
+        elif self._last_seq is not None:
+            self._filling = asyncio.ensure_future(self._fill())
+
+    def _start_from(self, last_id: object, max_seq: int) -> None:
+        """Begin (again) after `last_id`; an unusable one gets an error and a fresh list."""
+        start = max_seq
+        if last_id is not None:
+            try:
+                start = parse_id(last_id, "last_id")
+                if start > max_seq:
+                    raise InputError("last_id is not one of your notifications")
+            except InputError as e:
+                self.send(messages.error("invalid_last_id", e.message))
+                start = max(0, max_seq - FRESH_LIST)
+        self._last_seq = start
+        self.resync()
+
+    async def _fill(self) -> None:
+        try:
+            while True:
+                # Everything held now was published, so stored, before this replay reads.
+                ready, self._held, self._read_again = self._held, [], False
+                await self._replay_from_store()
+                for seq, render in sorted(ready, key=lambda held: held[0]):
+                    assert self._last_seq is not None
+                    if seq > self._last_seq:
+                        self._last_seq = seq
+                        self.send(render(self.format))
+                if not self._held and not self._read_again:
+                    return
+        except PyMongoError:
+            log.exception("replay for a socket failed; closing it so the client resumes")
+            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
+        finally:
+            self._filling = None
+
+    async def _replay_from_store(self) -> None:
+        while True:
+            assert self._last_seq is not None
+            docs = await self.repo.after(self.user_id, self._last_seq, REPLAY_BATCH)
+            if not docs:
+                return
+            unread = await self.repo.unread_count(self.user_id)
+            for doc in docs:
+                self._last_seq = doc["seq"]
+                event = {"notification": to_json(doc), "unread_count": unread}
+                self.send(self.renderer.notification(event, self.format))
+            if len(docs) < REPLAY_BATCH:
+                return
 
     def _written(self, future: Any) -> None:
         if future.cancelled() or future.exception() is not None:
