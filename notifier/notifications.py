@@ -139,15 +139,14 @@ class NotificationWriter:
         Its seq is the user's highest plus one, claimed by the insert itself (the
         (user_id, seq) index is unique), so a user's seqs have no holes and seq N+1
         never exists before N: a connection that sees a jump knows it missed something.
+        A counter per user says where to start looking (reading the maximum through
+        the index is slow on some servers); it is advanced after each insert.
         """
         assert type in TYPES
-        notifications = self._db.notifications
-        for _ in range(MAX_SEQ_RACES):
-            if dedupe_key and notifications.find_one(
-                {"user_id": user_id, "dedupe_key": dedupe_key}, {"_id": 1}
-            ):
-                return None
-            seq = self.max_seq(user_id) + 1
+        hint = f"notifications:{user_id}"
+        counter = self._db.counters.find_one({"_id": hint})
+        seq = (counter["seq"] if counter else self.max_seq(user_id)) + 1
+        for attempt in range(MAX_SEQ_RACES):
             doc: dict[str, Any] = {
                 "user_id": user_id,
                 "seq": seq,
@@ -163,10 +162,16 @@ class NotificationWriter:
             if deal_keys:
                 doc["deal_keys"] = deal_keys
             try:
-                notifications.insert_one(doc)
-                return doc
-            except DuplicateKeyError:
-                continue  # another writer took this seq (or this dedupe_key): look again
+                self._db.notifications.insert_one(doc)
+            except DuplicateKeyError as e:
+                if "dedupe_key" in (e.details or {}).get("keyPattern", {}):
+                    return None  # stored before (a retry, or a concurrent run)
+                # Another writer holds this seq. The hint is only ever behind, never ahead:
+                # step up, and after a few misses ask for the real maximum.
+                seq = seq + 1 if attempt < 3 else self.max_seq(user_id) + 1
+                continue
+            self._db.counters.update_one({"_id": hint}, {"$max": {"seq": seq}}, upsert=True)
+            return doc
         raise RuntimeError(f"could not claim a notification seq for user {user_id}")
 
     def max_seq(self, user_id: str) -> int:

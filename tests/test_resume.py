@@ -1,0 +1,125 @@
+"""Resume and gap fill: every stored notification reaches the socket once, in order."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from datetime import timedelta
+
+import pytest
+import redis
+
+from notifier.bus import Publisher
+from notifier.notifications import NotificationService, NotificationWriter, format_id
+
+
+@pytest.fixture
+def service(db, sync_redis):
+    return NotificationService(NotificationWriter(db), Publisher(sync_redis))
+
+
+def note(service, user, text):
+    return service.notify(user.user_id, "system-message", {"message": text, "severity": "info"})
+
+
+async def collect(sock, count, timeout=20):
+    """The next `count` notification envelopes (other types are skipped)."""
+    got = []
+    while len(got) < count:
+        msg = await sock.recv_json(timeout)
+        if msg["type"] in ("deal-notification", "system-message", "job-complete"):
+            got.append(msg["data"]["id"])
+    return got
+
+
+@pytest.mark.gen_test
+async def test_last_id_replays_what_came_after_then_goes_live(ws_connect, service, alice):
+    docs = [note(service, alice, f"n{i}") for i in range(5)]
+    ids = [d["data"]["notification_id"] for d in docs]
+    sock = await ws_connect(f"?format=json&token={alice.token}&last_id={ids[1]}")
+    assert await collect(sock, 3) == ids[2:]
+    live = note(service, alice, "live")
+    assert await collect(sock, 1) == [live["data"]["notification_id"]]
+
+
+@pytest.mark.gen_test
+async def test_without_last_id_only_new_ones_arrive(ws_connect, service, alice):
+    note(service, alice, "old")
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    new = note(service, alice, "new")
+    assert await collect(sock, 1) == [new["data"]["notification_id"]]
+
+
+@pytest.mark.gen_test
+async def test_a_resume_message_replays_from_its_last_id(ws_connect, service, alice):
+    docs = [note(service, alice, f"n{i}") for i in range(4)]
+    ids = [d["data"]["notification_id"] for d in docs]
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    sock.send_json({"type": "resume", "last_id": ids[0]})
+    assert await collect(sock, 3) == ids[1:]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("last_id", ["garbage", "12", "999999999999", "-00000000001"])
+async def test_an_unusable_last_id_gets_an_error_and_a_fresh_list(
+    ws_connect, service, alice, bob, last_id
+):
+    for i in range(25):
+        note(service, bob, f"bob {i}")  # ids that exist, but are bob's
+    mine = [note(service, alice, f"a{i}")["data"]["notification_id"] for i in range(22)]
+    sock = await ws_connect(f"?format=json&token={alice.token}&last_id={last_id}")
+    error = await sock.recv_type("error")
+    assert error["data"]["code"] == "invalid_last_id"
+    assert await collect(sock, 20) == mine[-20:]
+
+
+@pytest.mark.gen_test
+async def test_a_lost_live_message_is_filled_from_mongodb(ws_connect, service, db, alice):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    writer = NotificationWriter(db)
+    lost = writer.create(
+        alice.user_id, "system-message", {"message": "never published", "severity": "info"}
+    )
+    after = note(service, alice, "published")
+    assert await collect(sock, 2) == [
+        lost["data"]["notification_id"],
+        after["data"]["notification_id"],
+    ]
+
+
+@pytest.mark.gen_test
+async def test_a_failed_publish_is_delivered_by_the_outbox_sweep(ws_connect, db, service, alice):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    broken = NotificationService(NotificationWriter(db), Publisher(dead))
+    doc = note(broken, alice, "published while redis was unreachable")
+    assert db.notifications.find_one({"_id": doc["_id"]})["unpublished"] is True
+    assert service.republish_pending(older_than=timedelta(0)) >= 1
+    assert await collect(sock, 1) == [doc["data"]["notification_id"]]
+    assert "unpublished" not in db.notifications.find_one({"_id": doc["_id"]})
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_publishing_during_a_replay_loses_and_repeats_nothing(ws_connect, service, db, alice):
+    writer = NotificationWriter(db)
+    for run in range(10):
+        start = format_id(writer.max_seq(alice.user_id))
+        backlog = [
+            note(service, alice, f"r{run} old {i}")["data"]["notification_id"] for i in range(40)
+        ]
+        fresh: list[str] = []
+
+        def publish_more(run: int = run, fresh: list[str] = fresh) -> None:
+            for i in range(20):
+                fresh.append(note(service, alice, f"r{run} new {i}")["data"]["notification_id"])
+
+        thread = threading.Thread(target=publish_more)
+        sock = await ws_connect(
+            f"?format=json&token={alice.token}&last_id={start}", established=False
+        )
+        thread.start()  # while the socket greets and replays the backlog
+        await sock.recv_type("connection-established")
+        got = await collect(sock, 60, timeout=30)
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        assert got == backlog + fresh, f"run {run}"
+        sock.conn.close()
