@@ -16,6 +16,24 @@
 
   var TOAST_MS = 6000;
 
+  // The newest notification this page holds: sent as last_id on every (re)connect, so the
+  // server replays whatever the page missed while it was offline, in order.
+  function newestId() {
+    var live = document.getElementById("live");
+    var newest = (live && live.getAttribute("data-last-id")) || "";
+    document.querySelectorAll("#notification-list > li[data-id]").forEach(function (row) {
+      var id = row.getAttribute("data-id");
+      if (id > newest) newest = id; // ids are zero-padded: text order is creation order
+    });
+    return newest;
+  }
+
+  var openSocket = htmx.createWebSocket || function (url) { return new WebSocket(url, []); };
+  htmx.createWebSocket = function (url) {
+    var id = newestId();
+    return openSocket(id ? url + (url.indexOf("?") >= 0 ? "&" : "?") + "last_id=" + encodeURIComponent(id) : url);
+  };
+
   function setStatus(live, text) {
     var el = document.getElementById("live-status");
     if (!el) return;

@@ -189,7 +189,15 @@ def app_config(config: Settings) -> Settings:
 
 
 @pytest.fixture
-def app(io_loop: IOLoop, app_config: Settings, redis_server: Server) -> Iterator[Any]:
+def listen_options() -> dict[str, float]:
+    """Keyword arguments for the app's bus subscriber (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
+def app(
+    io_loop: IOLoop, app_config: Settings, redis_server: Server, listen_options: dict[str, float]
+) -> Iterator[Any]:
     """The real Application on this test's loop, with its Redis subscriber running."""
     config = app_config
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
@@ -205,7 +213,7 @@ def app(io_loop: IOLoop, app_config: Settings, redis_server: Server) -> Iterator
             await delivery.resubscribed()
             subscribed.set()
 
-        task = asyncio.create_task(bus.listen(aredis, delivery, on_subscribed))
+        task = asyncio.create_task(bus.listen(aredis, delivery, on_subscribed, **listen_options))
         await asyncio.wait_for(subscribed.wait(), 10)
         return task
 

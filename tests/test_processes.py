@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import selectors
@@ -12,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tornado.httpclient import HTTPClient
+from tornado.httpclient import AsyncHTTPClient, HTTPClient
 from tornado.websocket import websocket_connect
 
 from notifier.embedded import free_port
@@ -151,3 +152,122 @@ def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
+
+
+def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
+    env, db, sync_redis, alice, io_loop
+):
+    import threading
+
+    from notifier.bus import Publisher
+    from notifier.notifications import NotificationService, NotificationWriter
+
+    port = free_port()
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    created: list[str] = []
+
+    def publish() -> None:
+        for i in range(300):
+            doc = service.notify(
+                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )
+            created.append(doc["data"]["notification_id"])
+
+    def start_web() -> subprocess.Popen:
+        proc = spawn([sys.executable, "-m", "web"], {**env, "PORT": str(port)})
+        read_until(proc, f"listening on port {port}", 30, [])
+        return proc
+
+    first = start_web()
+    second: subprocess.Popen | None = None
+    publisher = threading.Thread(target=publish)
+
+    async def scenario() -> list[str]:
+        nonlocal second
+        url = f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}"
+        conn = await websocket_connect(url)
+        got: list[str] = []
+        publisher.start()
+        while len(got) < 100:
+            msg = json.loads(await conn.read_message())
+            if msg["type"] == "system-message":
+                got.append(msg["data"]["id"])
+        first.send_signal(signal.SIGTERM)
+        while (raw := await conn.read_message()) is not None:  # what was already in flight
+            msg = json.loads(raw)
+            if msg["type"] == "system-message":
+                got.append(msg["data"]["id"])
+        assert conn.close_code == 1012
+        conn.close()
+        second = await asyncio.get_running_loop().run_in_executor(None, start_web)
+        conn = await websocket_connect(f"{url}&last_id={got[-1]}")
+        while len(got) < 300:
+            msg = json.loads(await conn.read_message())
+            if msg["type"] == "system-message":
+                got.append(msg["data"]["id"])
+        conn.close()
+        return got
+
+    try:
+        got = io_loop.run_sync(scenario, timeout=60)
+        publisher.join()
+        assert got == created
+    finally:
+        for proc in (first, second):
+            if proc is not None:
+                if proc.poll() is None:
+                    proc.terminate()
+                proc.communicate(timeout=10)
+
+
+def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
+    env, db, sync_redis, alice, io_loop
+):
+    from notifier.bus import Publisher
+    from notifier.notifications import NotificationService, NotificationWriter
+
+    ports = [free_port(), free_port()]
+    procs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+
+    async def scenario() -> None:
+        tabs = []
+        for port in ports:
+            conn = await websocket_connect(
+                f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}"
+            )
+            assert json.loads(await conn.read_message())["type"] == "connection-established"
+            tabs.append(conn)
+        created = [
+            service.notify(
+                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )["data"]["notification_id"]
+            for i in range(50)
+        ]
+        for conn in tabs:
+            got = []
+            while len(got) < 50:
+                msg = json.loads(await conn.read_message())
+                got.append(msg["data"]["id"])
+            assert got == created
+        # Marked read through one process: the tab on the other hears it too.
+        http = AsyncHTTPClient()
+        response = await http.fetch(
+            f"http://127.0.0.1:{ports[0]}/api/notifications/read", method="POST",
+            body=json.dumps({"all": True}), headers={"Authorization": f"Bearer {alice.token}"},
+        )  # fmt: skip
+        assert json.loads(response.body) == {"unread_count": 0}
+        for conn in tabs:
+            msg = json.loads(await conn.read_message())
+            assert msg["type"] == "notification-read" and msg["data"]["unread_count"] == 0
+            conn.close()
+
+    try:
+        for proc, port in zip(procs, ports, strict=True):
+            read_until(proc, f"listening on port {port}", 30, [])
+        io_loop.run_sync(scenario, timeout=60)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.communicate(timeout=10)

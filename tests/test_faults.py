@@ -1,0 +1,96 @@
+"""Break things on purpose: Redis killed and restarted, subscriptions cut or frozen.
+
+In each case every notification stored in MongoDB reaches the connected client exactly
+once and in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+import redis
+
+from notifier.bus import Publisher
+from notifier.embedded import Server, start_redis
+from notifier.notifications import NotificationService, NotificationWriter
+from tests.test_resume import collect
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path):
+    """A redis-server this test may kill and restart (same port, same data)."""
+    box = {"server": start_redis(tmp_path / "redis", tmp_path / "redis.log")}
+    yield box
+    box["server"].stop()
+
+
+@pytest.fixture
+def app_config(config, own_redis):
+    return dataclasses.replace(config, redis_url=own_redis["server"].url + "/0")
+
+
+@pytest.fixture
+def listen_options():
+    return {"ping_every": 0.2, "dead_after": 1.0, "max_backoff": 0.5}
+
+
+def publisher_for(url: str) -> Publisher:
+    return Publisher(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5))
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_redis_killed_and_restarted_while_1000_notifications_flow(
+    ws_connect, db, alice, own_redis, tmp_path
+):
+    server: Server = own_redis["server"]
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    service = NotificationService(NotificationWriter(db), publisher_for(server.url))
+    created: list[str] = []
+
+    def publish() -> None:
+        for i in range(1000):
+            doc = service.notify(
+                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )
+            created.append(doc["data"]["notification_id"])
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    loop = asyncio.get_running_loop()
+    got = await collect(sock, 200, timeout=30)
+
+    server.process.kill()  # no goodbye: like a crash
+    await loop.run_in_executor(None, server.process.wait)
+    restarted = await loop.run_in_executor(
+        None, lambda: start_redis(tmp_path / "redis", tmp_path / "redis.log", port=port)
+    )
+    own_redis["server"] = restarted
+
+    got += await collect(sock, 800, timeout=60)
+    await loop.run_in_executor(None, thread.join)
+    assert len(created) == 1000
+    assert got == created  # every one, once, in order
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_killed_subscription_is_resubscribed_and_filled(ws_connect, db, alice, own_redis):
+    url = own_redis["server"].url
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    service = NotificationService(NotificationWriter(db), publisher_for(url))
+    first = service.notify(
+        alice.user_id, "system-message", {"message": "before", "severity": "info"}
+    )
+    assert await collect(sock, 1) == [first["data"]["notification_id"]]
+    admin = redis.Redis.from_url(url)
+    assert admin.client_kill_filter(_type="pubsub") >= 1
+    # Published while the subscriber is away: nobody hears it on the bus.
+    missed = service.notify(
+        alice.user_id, "system-message", {"message": "during", "severity": "info"}
+    )
+    assert await collect(sock, 1) == [missed["data"]["notification_id"]]
+    admin.close()
