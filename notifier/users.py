@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -21,7 +22,14 @@ def create_user(username: str, password: str, role: str = "shopper") -> Upsert:
     return Upsert(
         "users",
         {"username": username},
-        {"$setOnInsert": {"password_hash": hash_password(password), "role": role}},
+        {
+            "$setOnInsert": {
+                "password_hash": hash_password(password),
+                "role": role,
+                # Announcements from before a user existed are not news to them.
+                "announcements_seen_at": datetime.now(UTC),
+            }
+        },
     )
 
 

@@ -123,3 +123,28 @@ async def test_publishing_during_a_replay_loses_and_repeats_nothing(ws_connect, 
         await asyncio.get_running_loop().run_in_executor(None, thread.join)
         assert got == backlog + fresh, f"run {run}"
         sock.conn.close()
+
+
+@pytest.mark.gen_test
+async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
+    fetch, ws_connect, db, alice, admin
+):
+    from datetime import UTC, datetime
+
+    old = {"message": "two days ago", "severity": "info",
+           "created_at": datetime.now(UTC) - timedelta(days=2)}  # fmt: skip
+    db.announcements.insert_one(old)
+    response = await fetch("/api/announcements", "POST", {"message": "while you were away",
+                           "severity": "warning"}, headers=admin.auth)  # fmt: skip
+    assert response.code == 202
+    first = await ws_connect(f"?format=json&token={alice.token}")
+    missed = await first.recv_type("system-message")
+    assert missed["data"]["message"] == "while you were away"
+    assert missed["data"]["severity"] == "warning"
+    # A second socket (another tab, or a reconnect) is not shown it again; the next thing
+    # it hears is a live broadcast.
+    second = await ws_connect(f"?format=json&token={alice.token}")
+    await fetch("/api/announcements", "POST", {"message": "live", "severity": "info"},
+                headers=admin.auth)  # fmt: skip
+    assert (await second.recv_type("system-message"))["data"]["message"] == "live"
+    assert (await first.recv_type("system-message"))["data"]["message"] == "live"

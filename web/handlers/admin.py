@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from notifier import bus, validation
-from notifier.errors import InputError
-from notifier.notifications import iso
+from notifier.announcements import AnnouncementRepository
 from notifier.prices import PriceInput, record_price
 from notifier.writes import apply_async
 from web import stats
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
 
-SEVERITIES = ("info", "warning", "critical")
 CHECK_DEALS = "tasks.deals.check_deals"
 
 
@@ -33,18 +30,10 @@ async def run_deal_check(handler: BaseHandler, user_id: str) -> str:
 
 
 async def announce(handler: BaseHandler, body: object) -> str:
-    """Store an announcement and push it to every connected user."""
-    b = validation.body_object(body)
-    message = validation.text(b, "message", 500)
-    severity = b.get("severity", "info")
-    if severity not in SEVERITIES:
-        raise InputError("severity must be info, warning or critical")
-    doc = {"message": message, "severity": severity, "created_at": datetime.now(UTC)}
-    result = await handler.db.announcements.insert_one(doc)
-    announcement = {"id": str(result.inserted_id), "message": message, "severity": severity,
-                    "created_at": iso(doc["created_at"])}  # fmt: skip
+    """Store an announcement and push it to every connected user on every process."""
+    announcement = await AnnouncementRepository(handler.db).create(body)
     await bus.publish_async(handler.redis, {"kind": "announcement", "announcement": announcement})
-    return announcement["id"]
+    return str(announcement["id"])
 
 
 async def connection_stats(handler: BaseHandler) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from notifier import messages
+from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
 from notifier.notifications import NotificationRepository, parse_id, to_json
 from notifier.registry import Render
@@ -90,6 +91,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         try:
             max_seq = await self.repo.max_seq(self.user_id)
             unread = await self.repo.unread_count(self.user_id)
+            missed = await AnnouncementRepository(self.db).missed_by(self.user_id)
         except PyMongoError:
             log.exception("could not read the user's notifications")
             self.close(STORAGE_UNAVAILABLE, "storage unavailable")
@@ -104,6 +106,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self.send(self.renderer.connected(me, unread, self.format))
         for payload in queued:
             self.send(payload)
+        for announcement in missed:
+            self.send(self.renderer.announcement({"announcement": announcement}, self.format))
         self._start_from(self.get_query_argument("last_id", None), max_seq)
 
     async def on_message(self, message: str | bytes) -> None:
@@ -126,8 +130,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(messages.error("unknown_message", 'send {"type": "ping"} or "resume"'))
 
     def on_close(self) -> None:
-        """Unregister and stop the expiry timer and any replay."""
+        """Unregister, stop the expiry timer and any replay, note announcements as seen."""
         self.registry.remove(self)
+        if self._last_seq is not None:  # it was open: it heard every broadcast until now
+            IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
         if self._expiry is not None:
             IOLoop.current().remove_timeout(self._expiry)
         if self._filling is not None:
@@ -212,6 +218,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 self.send(self.renderer.notification(event, self.format))
             if len(docs) < REPLAY_BATCH:
                 return
+
+    async def _announcements_seen(self) -> None:
+        try:
+            await AnnouncementRepository(self.db).mark_seen(self.user_id)
+        except PyMongoError:
+            log.warning("could not note announcements as seen for a closed socket")
 
     def _written(self, future: Any) -> None:
         if future.cancelled() or future.exception() is not None:
