@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,3 +75,48 @@ def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, l
             },
         ),
     ]
+
+
+CSV_COLUMNS = ("store_name", "item_name", "price_in_cents", "regular_price_in_cents")
+MAX_CSV_ROWS = 10_000
+
+
+@dataclass
+class PriceFile:
+    """A parsed price CSV: the rows that can be applied and the rejected ones, by line."""
+
+    rows: list[tuple[int, PriceInput]]
+    rejected: list[dict[str, object]]
+
+
+def parse_price_csv(text: str) -> PriceFile:
+    """Read a CSV with a header of CSV_COLUMNS (and optionally valid_until).
+
+    A file that cannot be read as such raises InputError and nothing is applied; a bad
+    row is rejected with its line number and reason, and the good rows stand.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        raise InputError("the CSV header must name " + ", ".join(CSV_COLUMNS) +
+                         "; missing: " + ", ".join(missing))  # fmt: skip
+    reader.fieldnames = header
+    parsed = PriceFile([], [])
+    try:
+        for record in reader:
+            line = reader.line_num
+            if len(parsed.rows) + len(parsed.rejected) >= MAX_CSV_ROWS:
+                raise InputError(f"a price file holds at most {MAX_CSV_ROWS} rows")
+            try:
+                body: dict[str, object] = {k: (v or "").strip() for k, v in record.items() if k}
+                for column in ("price_in_cents", "regular_price_in_cents"):
+                    value = str(body.get(column, ""))
+                    body[column] = int(value) if value.isdigit() else value
+                body["valid_until"] = body.get("valid_until") or None
+                parsed.rows.append((line, PriceInput.parse(body)))
+            except InputError as e:
+                parsed.rejected.append({"line": line, "reason": e.message})
+    except csv.Error as e:
+        raise InputError(f"the file is not valid CSV: {e}") from None
+    return parsed

@@ -13,6 +13,7 @@ class Connection(Protocol):
 
     user_id: str
     format: str  # "html" or "json"
+    socket_id: str  # unique across web processes
 
     def send(self, payload: str) -> bool:
         """Write one message; False when the socket is gone."""

@@ -32,6 +32,7 @@ class Settings:
     demo_feed_interval: float
     ws_ping_interval: float
     token_ttl: int
+    connections_per_user: int
     var_dir: Path
 
     @property
@@ -71,6 +72,7 @@ class Settings:
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),
             token_ttl=_number(env, "TOKEN_TTL", "43200", int),
+            connections_per_user=max(1, _number(env, "CONNECTIONS_PER_USER", "20", int)),
             var_dir=var_dir,
         )
 

@@ -104,7 +104,7 @@
       live.addEventListener("htmx:wsConnecting", function () { setStatus(false, "Connecting…"); });
       live.addEventListener("htmx:wsClose", function (e) {
         var code = e.detail && e.detail.event && e.detail.event.code;
-        setStatus(false, "Offline");
+        setStatus(false, code === 4008 ? "Paused: open in too many tabs" : "Offline");
         if (code === 4001 || code === 4002) window.location.assign("/login?next=" + encodeURIComponent(location.pathname));
       });
       live.addEventListener("htmx:wsAfterMessage", function () {

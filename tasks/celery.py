@@ -26,7 +26,9 @@ except ConfigurationError as e:
 OUTBOX_SWEEP_INTERVAL = 10.0
 
 app = Celery(
-    "notifier", broker=settings.redis_url, include=["tasks.deals", "tasks.delivery", "tasks.feed"]
+    "notifier",
+    broker=settings.redis_url,
+    include=["tasks.deals", "tasks.delivery", "tasks.feed", "tasks.prices"],
 )
 app.conf.update(
     task_ignore_result=True,

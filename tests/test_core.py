@@ -177,6 +177,7 @@ class Recorder:
 
     def __init__(self, user_id: str, fmt: str = "json", alive: bool = True) -> None:
         self.user_id, self.format, self.alive = user_id, fmt, alive
+        self.socket_id = f"test:{id(self)}"
         self.sent: list[str] = []
         self.closed: tuple[int | None, str | None] | None = None
 

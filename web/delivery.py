@@ -8,7 +8,7 @@ from typing import Any
 
 from notifier.notifications import parse_id
 from notifier.registry import ConnectionRegistry
-from web.handlers.ws import LOGGED_OUT
+from web.handlers.ws import LOGGED_OUT, TOO_MANY_SOCKETS
 from web.render import Renderer
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,11 @@ class Delivery:
             self.registry.send_to_all(partial(self.renderer.announcement, event))
         elif kind == "logout":
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
+        elif kind == "evict":
+            evicted = set(event["socket_ids"])
+            for conn in self.registry.connections_for_user(event["user_id"]):
+                if conn.socket_id in evicted:
+                    conn.close(TOO_MANY_SOCKETS, "too many connections")
         else:
             log.warning("ignored an event of unknown kind %r", kind)
 

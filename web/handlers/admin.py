@@ -7,13 +7,15 @@ from typing import Any
 
 from notifier import bus, validation
 from notifier.announcements import AnnouncementRepository
-from notifier.prices import PriceInput, record_price
+from notifier.errors import InputError
+from notifier.prices import PriceInput, parse_price_csv, record_price
 from notifier.writes import apply_async
 from web import stats
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
 
 CHECK_DEALS = "tasks.deals.check_deals"
+IMPORT_PRICES = "tasks.prices.import_prices"
 
 
 async def post_price(handler: BaseHandler, price: PriceInput) -> str:
@@ -34,6 +36,19 @@ async def announce(handler: BaseHandler, body: object) -> str:
     announcement = await AnnouncementRepository(handler.db).create(body)
     await bus.publish_async(handler.redis, {"kind": "announcement", "announcement": announcement})
     return str(announcement["id"])
+
+
+async def import_prices(handler: BaseHandler, raw: bytes, user_id: str, filename: str) -> str:
+    """Check that the file is a usable price CSV, then queue it; the worker reports back."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError("the file must be UTF-8 text") from None
+    if not text.strip():
+        raise InputError("the file is empty")
+    parse_price_csv(text)  # file-level problems are refused now, before anything is queued
+    return await handler.enqueue(IMPORT_PRICES, task_id=str(uuid.uuid4()), text=text,
+                                 requested_by=user_id, filename=filename[:100])  # fmt: skip
 
 
 async def connection_stats(handler: BaseHandler) -> dict[str, Any]:
@@ -70,6 +85,17 @@ class AnnouncementsApiHandler(ApiHandler):
     async def post(self) -> None:
         """Broadcast a system message."""
         self.write_json({"id": await announce(self, self.json_body())}, status=202)
+
+
+class PriceImportsApiHandler(ApiHandler):
+    """POST /api/price-imports (admin): a CSV body; 202, then a job-complete notification."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Queue a price import."""
+        job_id = await import_prices(self, self.request.body, self.user.user_id, "api upload")
+        self.write_json({"job_id": job_id}, status=202)
 
 
 class StatsApiHandler(ApiHandler):
@@ -147,6 +173,25 @@ class AdminAnnouncementFragmentHandler(PageHandler):
         self.render_page("fragments/result.html", error=None, message="Announcement sent.")
 
 
+class AdminImportFragmentHandler(PageHandler):
+    """POST /fragments/admin/price-imports: the admin page's file upload."""
+
+    admin_only = True
+
+    async def post(self) -> None:
+        """Queue the uploaded file."""
+        files = self.request.files.get("file")
+        if not files:
+            raise InputError("choose a CSV file to import")
+        upload = files[0]
+        await import_prices(self, upload.body, self.user.user_id, upload.filename)
+        self.render_page(
+            "fragments/result.html",
+            error=None,
+            message=f"Importing {upload.filename}; you will be notified when done.",
+        )
+
+
 class AdminStatsFragmentHandler(PageHandler):
     """GET /fragments/admin/stats, polled by the admin page."""
 
@@ -162,9 +207,11 @@ default_handlers = [
     (r"/api/prices", PricesApiHandler),
     (r"/api/deal-checks", DealChecksApiHandler),
     (r"/api/announcements", AnnouncementsApiHandler),
+    (r"/api/price-imports", PriceImportsApiHandler),
     (r"/api/stats", StatsApiHandler),
     (r"/fragments/admin/prices", AdminPriceFragmentHandler),
     (r"/fragments/admin/deal-checks", AdminDealCheckFragmentHandler),
     (r"/fragments/admin/announcements", AdminAnnouncementFragmentHandler),
+    (r"/fragments/admin/price-imports", AdminImportFragmentHandler),
     (r"/fragments/admin/stats", AdminStatsFragmentHandler),
 ]

@@ -13,15 +13,18 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from typing import Any
 
 from pymongo.errors import PyMongoError
+from redis import RedisError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from notifier import messages
+from notifier import bus, messages
 from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
+from notifier.limits import SocketLimit
 from notifier.notifications import NotificationRepository, parse_id, to_json
 from notifier.registry import Render
 from web.handlers.base import BaseHandler
@@ -32,6 +35,7 @@ log = logging.getLogger(__name__)
 STORAGE_UNAVAILABLE = 1011
 TOKEN_EXPIRED = 4001
 LOGGED_OUT = 4002
+TOO_MANY_SOCKETS = 4008  # the user opened more than CONNECTIONS_PER_USER; this was the oldest
 FORMATS = ("html", "json")
 REPLAY_BATCH = 200
 FRESH_LIST = 20  # what a client with an unusable last_id gets instead
@@ -45,6 +49,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     user_id: str
     format: str
+    socket_id: str
 
     def request_token(self) -> str | None:
         """Sockets may also carry the token as `?token=` (browsers cannot set WS headers)."""
@@ -61,6 +66,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.write_json(_error("invalid_input", "format must be html or json"), 400)
             return
         self.user_id, self.format = identity.user_id, fmt
+        self.socket_id = f"{self.settings['process']}:{uuid.uuid4().hex[:12]}"
         self._expires_at = identity.expires_at
         self._expiry: object | None = None
         # Until the greeting is out, other messages queue here.
@@ -84,6 +90,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     async def open(self, *args: Any, **kwargs: Any) -> None:
         """Register, greet, then replay from `last_id` (or start fresh) and go live."""
         self.registry.add(self)
+        await self._enforce_limit()
         loop = IOLoop.current()
         self._expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()), self._token_expired
@@ -110,6 +117,25 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(self.renderer.announcement({"announcement": announcement}, self.format))
         self._start_from(self.get_query_argument("last_id", None), max_seq)
 
+    async def _enforce_limit(self) -> None:
+        """Count this socket against the user's limit everywhere; evict the oldest over it."""
+        limit = SocketLimit(self.redis, self.config.connections_per_user)
+        try:
+            evicted = await limit.opened(self.user_id, self.socket_id)
+            if evicted:
+                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": evicted}
+                await bus.publish_async(self.redis, event)
+        except (RedisError, OSError) as e:
+            log.warning("socket limit not enforced (redis unavailable: %s)", e)
+
+    async def _forget_socket(self) -> None:
+        try:
+            await SocketLimit(self.redis, self.config.connections_per_user).closed(
+                self.user_id, self.socket_id
+            )
+        except (RedisError, OSError):
+            pass  # the entry ages out, and is the first to go when the user opens more
+
     async def on_message(self, message: str | bytes) -> None:
         """ping -> pong; resume -> replay from last_id; anything else -> error."""
         try:
@@ -132,6 +158,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     def on_close(self) -> None:
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
         self.registry.remove(self)
+        IOLoop.current().add_callback(self._forget_socket)
         if self._last_seq is not None:  # it was open: it heard every broadcast until now
             IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
         if self._expiry is not None:
