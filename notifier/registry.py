@@ -23,7 +23,7 @@ class Connection(Protocol):
         """Deliver the user's notification `seq` in order and at most once on this socket."""
         ...
 
-    def resync(self) -> None:
+    def resync(self, refresh_unread: bool = False) -> None:
         """Catch up from storage after the live stream may have missed something."""
         ...
 
@@ -81,7 +81,7 @@ class ConnectionRegistry:
         """Every socket catches up from storage (after the bus was cut off)."""
         for conns in list(self._by_user.values()):
             for conn in list(conns):
-                conn.resync()
+                conn.resync(refresh_unread=True)  # read marks may have been missed too
 
     def send_to_user(self, user_id: str, render: Render) -> int:
         """Send one message to each of the user's sockets, rendering it once per format."""

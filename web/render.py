@@ -87,6 +87,12 @@ class Renderer:
             return messages.envelope("system-message", a)
         return self.render("fragments/live_announcement.html", a=a)
 
+    def unread(self, unread: int, fmt: str) -> str:
+        """The authoritative unread count (after the live stream may have missed reads)."""
+        if fmt == "json":
+            return messages.envelope("unread-count", {"unread_count": unread})
+        return self.render("fragments/badge.html", unread_count=unread, oob=True)
+
     def connected(self, user: dict[str, Any], unread: int, fmt: str) -> str:
         """The first message on a socket: who you are and how many are unread."""
         if fmt == "json":

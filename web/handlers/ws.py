@@ -76,6 +76,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self._held: list[tuple[int, Render]] = []
         self._filling: asyncio.Task[None] | None = None
         self._read_again = False
+        self._refresh_unread = False
         await super().get(*args, **kwargs)
 
     def get_compression_options(self) -> None:
@@ -192,8 +193,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self._held.append((seq, render))
             self.resync()
 
-    def resync(self) -> None:
+    def resync(self, refresh_unread: bool = False) -> None:
         """Replay from MongoDB whatever came after the last seq sent (once at a time)."""
+        self._refresh_unread |= refresh_unread
         if self._filling is not None:
             self._read_again = True  # the running replay may have read before the news
         elif self._last_seq is not None:
@@ -224,6 +226,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                     if seq > self._last_seq:
                         self._last_seq = seq
                         self.send(render(self.format))
+                if self._refresh_unread:
+                    self._refresh_unread = False
+                    unread = await self.repo.unread_count(self.user_id)
+                    self.send(self.renderer.unread(unread, self.format))
+                # Nothing may be left held when the replay stops (offers hold while it runs).
                 if not self._held and not self._read_again:
                     return
         except PyMongoError:
