@@ -257,7 +257,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         try:
             await AnnouncementRepository(self.db).mark_seen(self.user_id)
         except PyMongoError:
-            log.warning("could not note announcements as seen for a closed socket")
+            # Expected while the process shuts down: at worst an announcement shows once more.
+            log.info("could not note announcements as seen for a closed socket")
 
     def _written(self, future: Any) -> None:
         if future.cancelled() or future.exception() is not None:
