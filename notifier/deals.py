@@ -10,9 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo.synchronous.database import Database
 
 from notifier.notifications import NotificationService
+from notifier.preferences import Preferences
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,15 @@ class DealCheck:
         watches = list(self._db.watchlists.find(watch_query))
         best = self._best_prices({w["item_key"] for w in watches}, now)
 
+        prefs = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
         for w in watches:
             price = best.get(w["item_key"])
-            if price and is_deal(
-                price["price_in_cents"],
-                price["regular_price_in_cents"],
-                w.get("target_price_in_cents"),
-            ):
+            if not price:
+                continue
+            cents, regular = price["price_in_cents"], price["regular_price_in_cents"]
+            enough = prefs[w["user_id"]].deal_is_enough(cents, regular)
+            if enough and is_deal(cents, regular, w.get("target_price_in_cents")):
                 candidates[w["user_id"]].append((w, price))
 
         told = self._already_told(candidates)
@@ -106,6 +109,13 @@ class DealCheck:
                 result.deals_found += len(new)
                 result.notifications.append(doc)
         return result
+
+    def _preferences(self, user_ids: set[str]) -> dict[str, Preferences]:
+        """Each user's preferences (one query)."""
+        ids = [ObjectId(u) for u in user_ids if ObjectId.is_valid(u)]
+        users = self._db.users.find({"_id": {"$in": ids}}, {"preferences": 1})
+        found = {str(u["_id"]): Preferences.from_doc(u) for u in users}
+        return {uid: found.get(uid, Preferences()) for uid in user_ids}
 
     def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         """Per item, the lowest active price across stores (ties: store id)."""

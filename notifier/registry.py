@@ -101,6 +101,10 @@ class ConnectionRegistry:
         for user_id in list(self._by_user):
             self.close_user(user_id, code, reason)
 
+    def users(self) -> list[str]:
+        """The users with at least one socket here."""
+        return list(self._by_user)
+
     def stats(self) -> dict[str, int]:
         """How many sockets and users this process holds."""
         return {

@@ -36,6 +36,8 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         {"name": "outbox", "partialFilterExpression": {"unpublished": True}},
     ),
     ("announcements", [("created_at", DESCENDING)], {}),
+    ("emails", [("status", ASCENDING), ("send_after", ASCENDING)], {}),
+    ("users", [("preferences.email_mode", ASCENDING)], {}),
 ]
 
 

@@ -45,7 +45,7 @@ WATCHLISTS: list[tuple[str, str, int | None]] = [
 def seed(db: Database[Any], demo_password: str) -> bool:
     """Create the demo data unless it exists; True when this call created it."""
     for name, role in (("alice", "shopper"), ("bob", "shopper"), ("admin", "admin")):
-        apply(db, [create_user(name, demo_password, role)])
+        apply(db, [create_user(name, demo_password, role, f"{name}@example.com")])
     marker = db.meta.update_one(
         {"_id": "demo-seed"}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
     )

@@ -26,6 +26,8 @@ class Settings:
     redis_url: str
     jwt_secret: str
     smtp_url: str | None
+    email_from: str
+    broker_visibility_timeout: int
     base_url: str
     deal_check_interval: float
     demo_password: str
@@ -64,6 +66,8 @@ class Settings:
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
             jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
             smtp_url=env.get("SMTP_URL") or None,
+            email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",
+            broker_visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", "3600", int),
             base_url=(env.get("BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             deal_check_interval=_number(
                 env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float

@@ -16,7 +16,9 @@ from notifier.writes import Upsert
 ROLES = ("shopper", "admin")
 
 
-def create_user(username: str, password: str, role: str = "shopper") -> Upsert:
+def create_user(
+    username: str, password: str, role: str = "shopper", email: str | None = None
+) -> Upsert:
     """The write that creates a user once; an existing user is left as it is."""
     assert role in ROLES
     return Upsert(
@@ -26,6 +28,7 @@ def create_user(username: str, password: str, role: str = "shopper") -> Upsert:
             "$setOnInsert": {
                 "password_hash": hash_password(password),
                 "role": role,
+                "email": email,
                 # Announcements from before a user existed are not news to them.
                 "announcements_seen_at": datetime.now(UTC),
             }

@@ -15,6 +15,7 @@ from pymongo import MongoClient
 from pymongo.synchronous.database import Database
 
 from notifier.bus import Publisher
+from notifier.email import EmailService
 from notifier.notifications import NotificationService, NotificationWriter
 from notifier.settings import ConfigurationError, Settings
 
@@ -24,11 +25,12 @@ except ConfigurationError as e:
     sys.exit(f"notifier: {e}")
 
 OUTBOX_SWEEP_INTERVAL = 10.0
+EMAIL_SWEEP_INTERVAL = 60.0
 
 app = Celery(
     "notifier",
     broker=settings.redis_url,
-    include=["tasks.deals", "tasks.delivery", "tasks.feed", "tasks.prices"],
+    include=["tasks.deals", "tasks.delivery", "tasks.email", "tasks.feed", "tasks.prices"],
 )
 app.conf.update(
     task_ignore_result=True,
@@ -37,12 +39,17 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    broker_transport_options={"visibility_timeout": 3600},
+    # A task whose worker died is handed out again after this many seconds.
+    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
     timezone="UTC",
     beat_schedule={
         "check-deals": {
             "task": "tasks.deals.check_deals",
             "schedule": timedelta(seconds=settings.deal_check_interval),
+        },
+        "send-due-emails": {
+            "task": "tasks.email.send_due_emails",
+            "schedule": timedelta(seconds=EMAIL_SWEEP_INTERVAL),
         },
         "republish-pending": {
             "task": "tasks.delivery.republish_pending",
@@ -78,6 +85,11 @@ class Resources:
     def redis(self) -> redis.Redis:
         """The synchronous Redis client for publishing and locks."""
         return redis.Redis.from_url(self.settings.redis_url)
+
+    @cached_property
+    def email(self) -> EmailService:
+        """Planning and sending email."""
+        return EmailService(self.settings, self.db, self.redis)
 
     @cached_property
     def notifications(self) -> NotificationService:

@@ -11,6 +11,7 @@ from redis import RedisError
 
 from notifier.deals import DealCheck
 from tasks import celery
+from tasks.email import send_email
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,10 @@ def check_deals(
     with res.redis.lock(LOCK_NAME, timeout=120, blocking_timeout=60):
         result = DealCheck(res.db, res.notifications).run(item_keys)
     log.info("deal check: %s", result.summary())
+    for doc in result.notifications:
+        email_id = res.email.plan_for_deal(doc)
+        if email_id:
+            send_email.delay(email_id)
     if requested_by:
         res.notifications.notify(
             requested_by,

@@ -153,7 +153,7 @@ def make_user(db: Any, config: Settings) -> Callable[..., User]:
     def make(role: str = "shopper", prefix: str = "user", ttl: int = 3600) -> User:
         username = f"{prefix}-{uuid.uuid4().hex[:10]}"
         password = "pw-" + uuid.uuid4().hex[:8]
-        apply(db, [create_user(username, password, role)])
+        apply(db, [create_user(username, password, role, f"{username}@example.test")])
         user_id = str(db.users.find_one({"username": username})["_id"])
         token = issue_token(config.jwt_secret, user_id, username, role, ttl)
         return User(user_id, username, password, role, token)

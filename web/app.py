@@ -12,7 +12,7 @@ from tornado.web import Application
 
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
-from web.handlers import admin, auth, health, notifications, watchlist, ws
+from web.handlers import admin, auth, email, health, notifications, preferences, watchlist, ws
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
@@ -32,6 +32,8 @@ def make_app(
         *auth.default_handlers,
         *notifications.default_handlers,
         *watchlist.default_handlers,
+        *preferences.default_handlers,
+        *email.default_handlers,
         *admin.default_handlers,
         *health.default_handlers,
         *ws.default_handlers,

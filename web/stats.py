@@ -11,6 +11,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from notifier.presence import Presence
 from notifier.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
@@ -21,12 +22,14 @@ STALE_AFTER = 3 * INTERVAL
 
 
 async def report(client: aioredis.Redis, process: str, registry: ConnectionRegistry) -> None:
-    """Write this process's figures every INTERVAL seconds until cancelled."""
+    """Every INTERVAL seconds until cancelled: this process's figures, and its users' presence."""
+    presence = Presence(client, process)
     try:
         while True:
             try:
                 figures = {**registry.stats(), "process": process, "at": time.time()}
                 await client.hset(KEY, process, json.dumps(figures))
+                await presence.here(registry.users())
             except (redis.RedisError, OSError) as e:
                 log.warning("could not report connection stats: %s", e)
             await asyncio.sleep(INTERVAL)

@@ -26,6 +26,7 @@ from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
 from notifier.limits import SocketLimit
 from notifier.notifications import NotificationRepository, parse_id, to_json
+from notifier.presence import Presence
 from notifier.registry import Render
 from web.handlers.base import BaseHandler
 
@@ -92,6 +93,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """Register, greet, then replay from `last_id` (or start fresh) and go live."""
         self.registry.add(self)
         await self._enforce_limit()
+        try:
+            await Presence(self.redis, self.settings["process"]).here([self.user_id])
+        except (RedisError, OSError) as e:
+            log.warning("presence not recorded (redis unavailable: %s)", e)
         loop = IOLoop.current()
         self._expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()), self._token_expired
@@ -131,6 +136,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     async def _forget_socket(self) -> None:
         try:
+            if not self.registry.connections_for_user(self.user_id):
+                await Presence(self.redis, self.settings["process"]).gone(self.user_id)
             await SocketLimit(self.redis, self.config.connections_per_user).closed(
                 self.user_id, self.socket_id
             )

@@ -1,0 +1,33 @@
+"""Email tasks: thin; planning and sending live in notifier.email.EmailService."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+
+from celery import Task
+from pymongo.errors import PyMongoError
+from redis import RedisError
+
+from tasks import celery
+
+log = logging.getLogger(__name__)
+
+
+@celery.app.task(bind=True, autoretry_for=(smtplib.SMTPException, OSError, PyMongoError),
+                 retry_backoff=True, retry_backoff_max=300, max_retries=10)  # fmt: skip
+def send_email(self: Task, email_id: str) -> str:
+    """Send one planned email (idempotent: a duplicate or late task sends nothing)."""
+    outcome = celery.resources.email.send(email_id, self.request.id)
+    log.info("email %s: %s", email_id, outcome)
+    return outcome
+
+
+@celery.app.task(autoretry_for=(PyMongoError, RedisError), retry_backoff=True, max_retries=3)
+def send_due_emails() -> int:
+    """Plan digests for finished windows and send what quiet hours held (beat runs this)."""
+    service = celery.resources.email
+    due = sorted(set(service.plan_digests()) | set(service.due()))
+    for email_id in due:
+        send_email.delay(email_id)
+    return len(due)

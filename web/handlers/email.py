@@ -1,0 +1,98 @@
+"""Email links and the development outbox: one-click unsubscribe (RFC 8058), .eml listing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bson import ObjectId
+
+from notifier.email import InvalidLink, read_unsubscribe_token
+from web.handlers.base import ApiError
+from web.handlers.pages import PageHandler
+
+
+class UnsubscribeHandler(PageHandler):
+    """GET shows a button (mail scanners follow links); POST unsubscribes, token only."""
+
+    login_required = False
+
+    def check_xsrf_cookie(self) -> None:
+        """Mail clients post here without cookies (RFC 8058); the signed token is the proof."""
+
+    def get(self) -> None:
+        """Confirm before unsubscribing."""
+        token = self.get_argument("token", "")
+        try:
+            read_unsubscribe_token(self.config.jwt_secret, token)
+        except InvalidLink:
+            self.show("invalid", 400)
+            return
+        self.show("confirm", token=token)
+
+    async def post(self) -> None:
+        """Unsubscribe once; a tampered or reused link gets a page that says so."""
+        try:
+            user_id, email_id = read_unsubscribe_token(
+                self.config.jwt_secret, self.get_argument("token", "")
+            )
+        except InvalidLink:
+            self.show("invalid", 400)
+            return
+        used = await self.db.emails.find_one_and_update(
+            {"_id": email_id, "user_id": user_id, "unsubscribed_at": {"$exists": False}},
+            {"$set": {"unsubscribed_at": datetime.now(UTC)}},
+        )
+        if used is None:
+            exists = await self.db.emails.find_one(
+                {"_id": email_id, "user_id": user_id}, {"_id": 1}
+            )
+            self.show("used" if exists else "invalid", 410 if exists else 400)
+            return
+        await self.db.users.update_one(
+            {"_id": ObjectId(user_id)}, {"$set": {"preferences.email_mode": "never"}}
+        )
+        self.show("done")
+
+    def show(self, state: str, status: int = 200, token: str = "") -> None:
+        """The unsubscribe page in one of its states."""
+        self.render_page("pages/unsubscribe.html", status=status, state=state, token=token)
+
+
+class OutboxHandler(PageHandler):
+    """GET /dev/outbox[/<name>]: emails written without SMTP_URL (development only)."""
+
+    def prepare(self) -> None:
+        """Only in development, and only without an SMTP server."""
+        if self.config.production or self.config.smtp_url:
+            raise ApiError(404, "not_found", "there is nothing at this address")
+        super().prepare()
+
+    def get(self, name: str | None = None) -> None:
+        """The list, or one email's raw text."""
+        outbox = self.config.var_dir / "outbox"
+        if name:
+            path = outbox / Path(name).name
+            if path.suffix != ".eml" or not path.is_file():
+                raise ApiError(404, "not_found", "no such email")
+            self.set_header("Content-Type", "text/plain; charset=utf-8")
+            self.finish(path.read_bytes())
+            return
+        files = sorted(outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True)[:200]
+        emails = []
+        for path in files:
+            with path.open("rb") as f:
+                msg = email.message_from_binary_file(f, policy=email.policy.default)
+            emails.append(
+                {"name": path.name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]}
+            )
+        self.render_page("pages/outbox.html", emails=emails, outbox=str(outbox))
+
+
+default_handlers = [
+    (r"/unsubscribe", UnsubscribeHandler),
+    (r"/dev/outbox", OutboxHandler),
+    (r"/dev/outbox/([^/]+)", OutboxHandler),
+]
