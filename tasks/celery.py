@@ -39,8 +39,14 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    # A task whose worker died is handed out again after this many seconds.
-    broker_transport_options={"visibility_timeout": settings.broker_visibility_timeout},
+    # A task whose worker died is handed out again after the visibility timeout; the sweep
+    # that finds such tasks runs about as often as that timeout allows (kombu's default
+    # would look only every 100 s).
+    broker_transport_options={
+        "visibility_timeout": settings.broker_visibility_timeout,
+        "unacked_restore_interval": max(1, min(10, settings.broker_visibility_timeout // 2)),
+        "unacked_restore_throttle": 1 if settings.broker_visibility_timeout < 100 else 10,
+    },
     timezone="UTC",
     beat_schedule={
         "check-deals": {

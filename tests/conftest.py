@@ -8,10 +8,14 @@ a subprocess against them, and each test gets the Tornado app on its own IOLoop 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.message
+import email.policy
 import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -29,7 +33,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from notifier import bus
 from notifier.auth import issue_token
-from notifier.embedded import Server, start_mongo, start_redis
+from notifier.embedded import Server, free_port, start_mongo, start_redis
 from notifier.registry import ConnectionRegistry
 from notifier.schema import ensure_indexes
 from notifier.settings import Settings
@@ -62,10 +66,51 @@ def redis_server(var_dir: Path) -> Iterator[Server]:
     server.stop()
 
 
+class Mailbox:
+    """What a real SMTP server (aiosmtpd) received; tests wait on it."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.changed = threading.Condition()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.changed:
+            self.messages.append(msg)  # type: ignore[arg-type]
+            self.changed.notify_all()
+        return "250 Message accepted for delivery"
+
+    def to(self, address: str) -> list[email.message.EmailMessage]:
+        return [m for m in self.messages if m["To"] == address]
+
+    def wait_for(self, address: str, count: int = 1, timeout: float = 30) -> list[Any]:
+        """Block until `address` has at least `count` messages (run it in an executor)."""
+        with self.changed:
+            ok = self.changed.wait_for(lambda: len(self.to(address)) >= count, timeout)
+        assert ok, f"{address} got {len(self.to(address))} of {count} email(s)"
+        return self.to(address)
+
+
 @pytest.fixture(scope="session")
-def env(mongo_server: Server, redis_server: Server, var_dir: Path) -> dict[str, str]:
+def mailbox() -> Iterator[tuple[Mailbox, int]]:
+    """A real SMTP server on a free port."""
+    from aiosmtpd.controller import Controller
+
+    box = Mailbox()
+    port = free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture(scope="session")
+def env(
+    mongo_server: Server, redis_server: Server, var_dir: Path, mailbox: tuple[Mailbox, int]
+) -> dict[str, str]:
     """The environment every process of the system under test gets."""
     return {
+        "SMTP_URL": f"smtp://127.0.0.1:{mailbox[1]}",
         "NOTIFIER_ENV": "development",
         "MONGODB_URI": f"{mongo_server.url}/notifier_test",
         "REDIS_URL": f"{redis_server.url}/0",
