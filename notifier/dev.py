@@ -43,6 +43,9 @@ def main() -> int:
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
     port = int(env.setdefault("PORT", "8888"))
+    # honcho gives each process type its own PORT (web 8888, worker 8988, ...): links in
+    # emails must name the web's.
+    env.setdefault("BASE_URL", f"http://localhost:{port}")
     if _port_taken(port):
         print(f"notifier: port {port} is in use; run with another, e.g. PORT=8890 make run")
         return 1

@@ -9,6 +9,7 @@ that first claims the document, so a duplicated task sends nothing and a retried
 from __future__ import annotations
 
 import base64
+import email.policy
 import hashlib
 import hmac
 import json
@@ -36,6 +37,7 @@ from notifier.presence import is_online
 from notifier.settings import Settings
 
 TEMPLATES = Path(__file__).with_name("templates") / "email"
+SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
 class InvalidLink(Exception):
@@ -105,7 +107,9 @@ def compose(settings: Settings, email: dict[str, Any], user: dict[str, Any],
         "mode": mode,
     }
     deals = sum(len(n["data"].get("deals", [])) for n in notifications)
-    msg = EmailMessage()
+    # Long header lines stay whole (SMTP allows 998): a folded List-Unsubscribe would be
+    # RFC 2047-encoded, which mail clients do not read as a URL.
+    msg = EmailMessage(policy=SMTP_POLICY)
     if email["kind"] == "digest":
         msg["Subject"] = f"Your {mode} deal digest: {deals} deal(s)"
     else:

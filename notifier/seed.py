@@ -45,7 +45,10 @@ WATCHLISTS: list[tuple[str, str, int | None]] = [
 def seed(db: Database[Any], demo_password: str) -> bool:
     """Create the demo data unless it exists; True when this call created it."""
     for name, role in (("alice", "shopper"), ("bob", "shopper"), ("admin", "admin")):
-        apply(db, [create_user(name, demo_password, role, f"{name}@example.com")])
+        address = f"{name}@example.com"
+        apply(db, [create_user(name, demo_password, role, address)])
+        # Demo users seeded before email existed get an address too.
+        db.users.update_one({"username": name, "email": None}, {"$set": {"email": address}})
     marker = db.meta.update_one(
         {"_id": "demo-seed"}, {"$setOnInsert": {"at": datetime.now(UTC)}}, upsert=True
     )

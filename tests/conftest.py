@@ -72,9 +72,15 @@ class Mailbox:
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
         self.changed = threading.Condition()
+        self.refuse_once: set[str] = set()  # addresses whose next message gets a 451
+        self.refused: list[str] = []
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         msg = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        if msg["To"] in self.refuse_once:
+            self.refuse_once.discard(msg["To"])
+            self.refused.append(msg["To"])
+            return "451 4.3.0 Try again later"
         with self.changed:
             self.messages.append(msg)  # type: ignore[arg-type]
             self.changed.notify_all()

@@ -59,6 +59,27 @@ async def test_an_offline_shopper_gets_exactly_one_email(fetch, db, mailbox, ali
     assert db.emails.count_documents({"user_id": alice.user_id}) == 2
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.usefixtures("worker")
+def test_an_smtp_error_is_retried_with_backoff_and_sends_once(
+    config, db, sync_redis, mailbox, alice
+):
+    from celery import Celery
+
+    box, _ = mailbox
+    address = f"{alice.username}@example.test"
+    box.refuse_once.add(address)
+    email_id = EmailService(config, db, sync_redis).plan_for_deal(deal(db, alice, "Matcha"))
+    client = Celery(broker=config.redis_url, set_as_current=False)
+    try:
+        client.send_task("tasks.email.send_email", args=[email_id])
+        [msg] = box.wait_for(address, 1, timeout=45)
+    finally:
+        client.close()
+    assert box.refused == [address]  # refused once, then accepted on the retry
+    assert "Matcha" in msg.get_body(("plain",)).get_content()
+
+
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.usefixtures("worker")
 async def test_an_online_shopper_gets_no_email(fetch, ws_connect, db, mailbox, alice, admin, item):

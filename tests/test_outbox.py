@@ -30,7 +30,10 @@ async def test_emails_land_in_the_outbox_and_the_dev_page_lists_them(
     email_id = service.plan_for_deal(doc)
     assert service.send(email_id, "task-o") == "sent"
     [path] = (app_config.var_dir / "outbox").glob("*.eml")
-    msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    raw = path.read_bytes()
+    assert b"\r\nList-Unsubscribe: <http://localhost:" in raw  # a plain URL, not encoded
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in raw
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
     assert msg["To"] == f"{alice.username}@example.test"
     assert "Chai &lt;b&gt;" in msg.get_body(("html",)).get_content()  # escaped in HTML
     assert "Chai <b>: $2.50" in msg.get_body(("plain",)).get_content()
@@ -38,6 +41,6 @@ async def test_emails_land_in_the_outbox_and_the_dev_page_lists_them(
     _, browser = await login(fetch, alice.username, alice.password)
     page = (await fetch("/dev/outbox", headers=browser)).body.decode()
     assert f"{alice.username}@example.test" in page and f"/dev/outbox/{path.name}" in page
-    raw = await fetch(f"/dev/outbox/{path.name}", headers=browser)
-    assert raw.code == 200 and b"List-Unsubscribe-Post" in raw.body
+    shown = await fetch(f"/dev/outbox/{path.name}", headers=browser)
+    assert shown.code == 200 and b"List-Unsubscribe-Post" in shown.body
     assert (await fetch("/dev/outbox/..%2Fjwt-secret", headers=browser)).code == 404

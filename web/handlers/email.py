@@ -88,7 +88,7 @@ class OutboxHandler(PageHandler):
             emails.append(
                 {"name": path.name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]}
             )
-        self.render_page("pages/outbox.html", emails=emails, outbox=str(outbox))
+        self.render_page("pages/outbox.html", active="outbox", emails=emails, outbox=str(outbox))
 
 
 default_handlers = [

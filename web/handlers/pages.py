@@ -48,6 +48,7 @@ class PageHandler(BaseHandler):
                 xsrf_token=self.xsrf_token.decode(),
                 static_url=self.static_url,
                 request_uri=self.request.uri,
+                dev_outbox=not self.config.production and not self.config.smtp_url,
                 **context,
             )
         )
