@@ -276,3 +276,32 @@ async def test_presence_follows_sockets_and_expires(ws_connect, sync_redis, alic
     assert not is_online(sync_redis, bob.user_id)
     sock.conn.close()
     await sock.closed()
+
+
+# aiosmtpd's own warnings about its test setup (AUTH without TLS, on loopback, on purpose).
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
+@pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning")
+def test_smtp_url_user_and_password_log_in(config, db, sync_redis, alice):
+    import dataclasses
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult
+
+    from notifier.embedded import free_port
+    from tests.conftest import Mailbox
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == b"mailer" and auth_data.password == b"p@ss word"
+        return AuthResult(success=ok)
+
+    box, port = Mailbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
+                            auth_require_tls=False, auth_required=True)  # fmt: skip
+    controller.start()
+    try:
+        good = dataclasses.replace(config, smtp_url=f"smtp://mailer:p%40ss%20word@127.0.0.1:{port}")
+        service = EmailService(good, db, sync_redis)
+        assert service.send(service.plan_for_deal(deal(db, alice, "Sencha")), "t-auth") == "sent"
+        assert len(box.to(f"{alice.username}@example.test")) == 1
+    finally:
+        controller.stop()
