@@ -1,9 +1,10 @@
 """Who has a live socket on any web process: a Redis hash per user, kept by heartbeats.
 
 Each web process writes `process -> expires_at` into `notifier:presence:<user>` for the
-users it holds, refreshes it every HEARTBEAT seconds and removes it when a user's last
-socket there closes. An entry whose time has passed does not count, so a crashed process
-leaves nobody online for longer than TTL.
+users it holds and refreshes it every few seconds; when a user's last socket there
+closes, the entry is kept LINGER seconds more, for a page that is only reconnecting. An
+entry whose time has passed does not count, so a crashed process leaves nobody online
+for longer than TTL.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import redis.asyncio as aioredis
 
 KEY = "notifier:presence:{}"
 TTL = 60.0
-HEARTBEAT = 20.0
+LINGER = 15.0  # after the last socket closes: a tab that is only reconnecting stays online
 
 
 class Presence:
@@ -36,8 +37,8 @@ class Presence:
             await pipe.execute()
 
     async def gone(self, user_id: str) -> None:
-        """The user's last socket on this process closed."""
-        await self._redis.hdel(KEY.format(user_id), self._process)
+        """The user's last socket on this process closed: online for LINGER seconds more."""
+        await self._redis.hset(KEY.format(user_id), self._process, time.time() + LINGER)
 
 
 def is_online(client: redis.Redis, user_id: str) -> bool:
