@@ -4,12 +4,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint redis-server clean
+.PHONY: run test lint redis-server chromium clean
 
 run: $(STAMP) redis-server
 	@exec $(PY) -m notifier.dev
 
-test: $(STAMP) redis-server
+test: $(STAMP) redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
@@ -36,6 +36,18 @@ redis-server:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }; \
 	else \
 		echo "redis-server is missing: install it (sudo apt-get install redis-server) or set REDIS_URL"; exit 1; \
+	fi
+
+# The browser tests drive Debian's chromium; as root, install it when it is missing.
+chromium:
+	@command -v chromium >/dev/null && exit 0; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser tests"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium could not be installed: the browser tests will be skipped"; \
+	else \
+		echo "chromium is missing (sudo apt-get install chromium): the browser tests will be skipped"; \
 	fi
 
 clean:

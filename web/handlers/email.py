@@ -64,11 +64,11 @@ class UnsubscribeHandler(PageHandler):
 class OutboxHandler(PageHandler):
     """GET /dev/outbox[/<name>]: emails written without SMTP_URL (development only)."""
 
-    def prepare(self) -> None:
+    def check_access(self) -> None:
         """Only in development, and only without an SMTP server."""
         if self.config.production or self.config.smtp_url:
             raise ApiError(404, "not_found", "there is nothing at this address")
-        super().prepare()
+        super().check_access()
 
     def get(self, name: str | None = None) -> None:
         """The list, or one email's raw text."""

@@ -90,7 +90,6 @@ class DashboardHandler(PageHandler):
             active="dashboard",
             notifications=page.items,
             unread_count=page.unread_count,
-            last_id=page.items[0]["id"] if page.items else None,
             has_live_list=True,
             watchlist=await WatchlistRepository(self.db).items(uid),
             error=None,
@@ -125,7 +124,6 @@ class HistoryHandler(PageHandler):
             newer=f"?after={items[0]['id']}" if has_newer and items else None,
             first_page=not has_newer,
             has_live_list=not has_newer,
-            last_id=items[0]["id"] if items and not has_newer else None,
         )
 
 

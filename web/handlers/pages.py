@@ -7,6 +7,7 @@ from typing import Any
 
 from notifier.auth import Identity
 from notifier.errors import InputError
+from notifier.notifications import NotificationRepository, format_id
 from web.handlers.base import ApiError, BaseHandler, _describe
 
 
@@ -15,8 +16,20 @@ class PageHandler(BaseHandler):
 
     login_required = True
     admin_only = False
+    live_from: str | None = None
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        """Check access; for a page view, note where the user's notifications stand now.
+
+        Read before the page's own queries, that position is where the page's socket
+        starts (as last_id), so nothing created while the page loads is missed.
+        """
+        self.check_access()
+        if self.identity is not None and self.request.method == "GET":
+            seq = await NotificationRepository(self.db).max_seq(self.identity.user_id)
+            self.live_from = format_id(seq)
+
+    def check_access(self) -> None:
         """Redirect anonymous page views to /login; refuse others with 401/403."""
         if not self.login_required:
             return
@@ -48,6 +61,7 @@ class PageHandler(BaseHandler):
                 xsrf_token=self.xsrf_token.decode(),
                 static_url=self.static_url,
                 request_uri=self.request.uri,
+                last_id=self.live_from,
                 dev_outbox=not self.config.production and not self.config.smtp_url,
                 **context,
             )
@@ -80,6 +94,6 @@ class NotFoundHandler(PageHandler):
 
     login_required = False
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """Nothing lives here."""
         raise ApiError(404, "not_found", "there is nothing at this address")

@@ -1,0 +1,276 @@
+"""The live UI in a real, headless Chromium (Debian's, driven by Playwright).
+
+The web app runs as its real process (`python -m web`, restartable), the session's
+Celery worker finds the deals, and each test logs in through the login form.
+Screenshots of the pages at desktop and phone widths land in var/screenshots/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from notifier.bus import Publisher
+from notifier.embedded import free_port
+from notifier.notifications import NotificationService, NotificationWriter
+from tests.conftest import ROOT, User
+from tests.test_processes import read_until, spawn
+
+sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed"),
+    pytest.mark.usefixtures("worker"),
+    pytest.mark.timeout(120),
+]
+SCREENSHOTS = ROOT / "var" / "screenshots"
+LIVE_WITHIN_MS = 2000  # the issue's bar: a posted deal is on the page within 2 s
+
+
+class WebProcess:
+    """`python -m web` on a fixed port, stopped and started at will."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.env = {**env, "PORT": str(self.port), "BASE_URL": f"http://127.0.0.1:{self.port}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = spawn([sys.executable, "-m", "web"], self.env)
+        read_until(self.proc, f"listening on port {self.port}", 30, [])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.communicate(timeout=15)
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def web(env: dict[str, str]) -> Iterator[WebProcess]:
+    process = WebProcess(env)
+    process.start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        yield launched
+        launched.close()
+
+
+class Tab:
+    """A logged-in page that records console errors."""
+
+    def __init__(self, page: Any, web: WebProcess) -> None:
+        self.page, self.web = page, web
+        self.errors: list[str] = []
+        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        page.on("dialog", lambda d: (self.errors.append(f"dialog: {d.message}"), d.dismiss()))
+
+    def login(self, user: User) -> Tab:
+        self.page.goto(self.web.url + "/login")
+        self.page.get_by_label("Username").fill(user.username)
+        self.page.get_by_label("Password").fill(user.password)
+        self.page.get_by_role("button", name="Log in").click()
+        self.page.wait_for_url(self.web.url + "/")
+        self.live()
+        return self
+
+    def live(self, timeout: float = 10_000) -> None:
+        self.page.wait_for_selector("#live-status.live", timeout=timeout)
+
+    def badge(self) -> int:
+        return int(self.page.inner_text("#unread-badge"))
+
+    def row_ids(self) -> list[str]:
+        return self.page.eval_on_selector_all(
+            "#notification-list > li", "rows => rows.map(r => r.id)"
+        )
+
+
+@pytest.fixture
+def open_tab(browser: Any, web: WebProcess) -> Iterator[Any]:
+    contexts = []
+
+    def make(width: int = 1280, height: int = 860, context: Any = None) -> Tab:
+        if context is None:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            contexts.append(context)
+        return Tab(context.new_page(), web)
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def api(web: WebProcess, user: User, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(  # noqa: S310 - our own server, http only
+        web.url + path, method="POST" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {user.token}", "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        return json.loads(response.read() or b"null")
+
+
+def post_deal(web: WebProcess, admin: User, item: str, cents: int = 199) -> None:
+    api(web, admin, "/api/prices", {"store_name": "Fresh Mart", "item_name": item,
+                                    "price_in_cents": cents, "regular_price_in_cents": 399})  # fmt: skip
+
+
+def test_a_deal_appears_live_with_a_toast_a_row_and_the_badge(open_tab, web, alice, admin, item):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    assert tab.badge() == 0
+    events = tab.page.evaluate_handle(
+        "(() => { const seen = []; document.addEventListener('notification:deal', e => seen.push(e.detail)); return seen; })()"
+    )
+    post_deal(web, admin, item)
+    tab.page.wait_for_selector(f"#toasts .toast:has-text('{item}')", timeout=LIVE_WITHIN_MS + 3000)
+    row = tab.page.locator("#notification-list > li").first
+    assert item in row.inner_text() and "$1.99" in row.inner_text() and "$3.99" in row.inner_text()
+    assert tab.badge() == 1
+    assert events.evaluate("seen => seen[0].deals[0].item_name") == item
+    assert tab.errors == []
+
+
+def test_a_deal_arrives_within_two_seconds(open_tab, web, alice, admin, item):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    started = tab.page.evaluate("performance.now()")
+    post_deal(web, admin, item)
+    tab.page.wait_for_selector(
+        f"#notification-list > li:has-text('{item}')", timeout=LIVE_WITHIN_MS
+    )
+    elapsed = tab.page.evaluate("performance.now()") - started
+    print(f"\nposted price -> row on the page: {elapsed:.0f} ms")
+    assert elapsed < LIVE_WITHIN_MS
+
+
+def test_marking_read_in_one_tab_drops_the_badge_in_the_other(open_tab, web, alice, admin, item):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    first = open_tab().login(alice)
+    second = open_tab(context=first.page.context)  # same browser session, another tab
+    second.page.goto(web.url + "/")
+    second.live()
+    post_deal(web, admin, item)
+    for tab in (first, second):
+        tab.page.wait_for_function(
+            "() => document.getElementById('unread-badge').textContent.trim() === '1'"
+        )
+    first.page.locator("#notification-list > li").first.get_by_role(
+        "button", name="Mark notification"
+    ).click()
+    second.page.wait_for_function(
+        "() => document.getElementById('unread-badge').textContent.trim() === '0'"
+    )
+    assert "read" in second.page.locator("#notification-list > li").first.get_attribute("class")
+    assert first.errors == [] and second.errors == []
+
+
+def test_a_web_restart_shows_offline_then_live_and_the_missed_one_once(
+    open_tab, web, db, sync_redis, alice
+):
+    tab = open_tab().login(alice)
+    assert tab.errors == []
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    web.stop()
+    tab.page.wait_for_selector("#live-status.offline", timeout=10_000)
+    missed = service.notify(alice.user_id, "system-message",
+                            {"message": "Sent while the server was down", "severity": "info"})  # fmt: skip
+    web.start()
+    tab.live(timeout=90_000)  # the page retries with jittered backoff
+    # While the server was down the browser and htmx logged each failed reconnect; from
+    # here on nothing may be logged.
+    tab.errors.clear()
+    row_id = f"notification-{missed['data']['notification_id']}"
+    tab.page.wait_for_selector(f"#{row_id}", timeout=10_000)
+    assert tab.row_ids().count(row_id) == 1
+    assert (
+        tab.page.locator("#toasts .toast", has_text="Sent while the server was down").count() == 1
+    )
+    tab.page.reload()
+    tab.live()
+    assert tab.row_ids().count(row_id) == 1
+    assert tab.errors == []
+
+
+def test_history_pages_and_marks_all_read(open_tab, web, db, alice):
+    writer = NotificationWriter(db)
+    for i in range(25):
+        writer.create(
+            alice.user_id, "system-message", {"message": f"History note {i}", "severity": "info"}
+        )
+    tab = open_tab().login(alice)
+    tab.page.get_by_role("link", name="History").click()
+    assert tab.page.locator("ol.notifications > li").count() == 20
+    tab.page.get_by_role("link", name="Older →").click()
+    assert tab.page.locator("ol.notifications > li").count() == 5
+    tab.page.get_by_role("link", name="← Newer").click()
+    assert tab.page.locator("ol.notifications > li").count() == 20
+    tab.page.get_by_role("button", name="Mark all read").click()
+    tab.page.wait_for_url("**/history**")
+    tab.live()
+    assert tab.badge() == 0
+    assert tab.page.locator("ol.notifications > li.unread").count() == 0
+    assert tab.errors == []
+
+
+def test_html_in_an_item_name_is_text_and_runs_nothing(open_tab, web, alice, admin, item):
+    evil = f"<img src=x onerror=alert(1)><script>alert(2)</script> {item}"
+    api(web, alice, "/api/watchlist", {"item_name": evil})
+    tab = open_tab().login(alice)
+    post_deal(web, admin, evil)
+    tab.page.wait_for_selector(f"#notification-list > li:has-text('{item}')", timeout=10_000)
+    assert (
+        "<img src=x onerror=alert(1)>"
+        in tab.page.locator("#notification-list > li").first.inner_text()
+    )
+    assert tab.page.locator("#notification-list img, #toasts img, #watchlist img").count() == 0
+    tab.page.reload()
+    tab.live()
+    assert "<script>alert(2)</script>" in tab.page.locator("#watchlist").inner_text()
+    assert tab.errors == []  # an alert() would have been recorded as a dialog
+
+
+@pytest.mark.parametrize(
+    ("label", "width", "height"), [("desktop", 1280, 860), ("phone", 390, 844)]
+)
+def test_pages_render_without_console_errors_and_are_screenshotted(
+    open_tab, web, admin, label, width, height
+):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab = open_tab(width, height).login(admin)
+    for page in ("dashboard", "history", "preferences", "admin"):
+        tab.page.goto(web.url + ("/" if page == "dashboard" else f"/{page}"))
+        tab.live()
+        tab.page.screenshot(path=str(SCREENSHOTS / f"{page}-{label}.png"), full_page=True)
+    login = open_tab(width, height)
+    login.page.goto(web.url + "/login")
+    login.page.screenshot(path=str(SCREENSHOTS / f"login-{label}.png"))
+    assert tab.errors == [] and login.errors == []
+    assert all(Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000
+               for p in ("dashboard", "history", "preferences", "admin", "login"))  # fmt: skip
