@@ -25,7 +25,8 @@ class PageHandler(BaseHandler):
         starts (as last_id), so nothing created while the page loads is missed.
         """
         self.check_access()
-        if self.identity is not None and self.request.method == "GET":
+        page_view = self.request.method == "GET" and not self.request.headers.get("HX-Request")
+        if self.identity is not None and page_view:
             seq = await NotificationRepository(self.db).max_seq(self.identity.user_id)
             self.live_from = format_id(seq)
 
