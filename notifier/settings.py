@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 Number = TypeVar("Number", int, float)
+MIN_SECRET_LENGTH = 32
 
 
 class ConfigurationError(Exception):
@@ -33,8 +34,12 @@ class Settings:
     demo_password: str
     demo_feed_interval: float
     ws_ping_interval: float
+    ws_stall_seconds: float
     token_ttl: int
     connections_per_user: int
+    allowed_origins: tuple[str, ...]
+    login_attempts_per_account: int
+    login_attempts_per_address: int
     var_dir: Path
 
     @property
@@ -58,6 +63,10 @@ class Settings:
                 raise ConfigurationError(
                     "production needs these environment variables: " + ", ".join(missing)
                 )
+            if len(env["JWT_SECRET"]) < MIN_SECRET_LENGTH:
+                raise ConfigurationError(
+                    f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters in production"
+                )
         port = _number(env, "PORT", "8888", int)
         return cls(
             env=mode,
@@ -75,8 +84,16 @@ class Settings:
             demo_password=env.get("DEMO_PASSWORD") or "demo",
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),
+            ws_stall_seconds=_number(env, "WS_STALL_SECONDS", "10", float),
             token_ttl=_number(env, "TOKEN_TTL", "43200", int),
             connections_per_user=max(1, _number(env, "CONNECTIONS_PER_USER", "20", int)),
+            login_attempts_per_account=_number(env, "LOGIN_ATTEMPTS_PER_ACCOUNT", "10", int),
+            login_attempts_per_address=_number(env, "LOGIN_ATTEMPTS_PER_ADDRESS", "100", int),
+            allowed_origins=tuple(
+                o.strip().rstrip("/")
+                for o in env.get("ALLOWED_ORIGINS", "").split(",")
+                if o.strip()
+            ),
             var_dir=var_dir,
         )
 

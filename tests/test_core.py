@@ -106,6 +106,13 @@ def test_production_refuses_to_start_without_its_secrets(tmp_path: Path) -> None
                            "MONGODB_URI": "mongodb://db/x", "VAR_DIR": str(tmp_path)})  # fmt: skip
 
 
+def test_production_refuses_a_short_secret(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="at least 32 characters"):
+        Settings.from_env({"NOTIFIER_ENV": "production", "JWT_SECRET": "short",
+                           "MONGODB_URI": "mongodb://db/x", "REDIS_URL": "redis://r",
+                           "VAR_DIR": str(tmp_path)})  # fmt: skip
+
+
 def test_development_keeps_one_generated_secret(tmp_path: Path) -> None:
     first = Settings.from_env({"VAR_DIR": str(tmp_path)})
     again = Settings.from_env({"VAR_DIR": str(tmp_path)})

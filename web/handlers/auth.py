@@ -2,11 +2,49 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+from redis import RedisError
+
 from notifier import bus, validation
 from notifier.auth import issue_token
+from notifier.limits import LoginLimit
 from notifier.users import UserRepository
-from web.handlers.base import COOKIE, ApiError, ApiHandler
+from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
+
+log = logging.getLogger(__name__)
+
+
+async def check_password(
+    handler: BaseHandler, username: str, password: str
+) -> dict[str, Any] | None:
+    """The user if the password is right; 429 (with Retry-After) after too many failures.
+
+    Failures count per account and per address for 15 minutes; if Redis is down the
+    limit is not enforced rather than locking everybody out.
+    """
+    config = handler.config
+    limit: LoginLimit | None = LoginLimit(
+        handler.redis, config.login_attempts_per_account, config.login_attempts_per_address
+    )
+    address = handler.request.remote_ip or "unknown"
+    try:
+        wait = await limit.retry_after(username, address) if limit else 0
+    except (RedisError, OSError) as e:
+        log.warning("login rate limit not enforced (redis unavailable: %s)", e)
+        wait, limit = 0, None
+    if wait:
+        raise ApiError(429, "too_many_attempts", f"too many failed logins; try again in {wait} s",
+                       headers={"Retry-After": str(wait)})  # fmt: skip
+    user = await UserRepository(handler.db).authenticate(username, password)
+    if limit is not None:
+        try:
+            await (limit.succeeded if user else limit.failed)(username, address)
+        except (RedisError, OSError):
+            pass
+    return user
 
 
 def _safe_next(target: str | None) -> str:
@@ -37,7 +75,14 @@ class LoginHandler(PageHandler):
         nxt = self.get_body_argument("next", "/")
         user = None
         if username and password:
-            user = await UserRepository(self.db).authenticate(username, password)
+            try:
+                user = await check_password(self, username, password)
+            except ApiError as e:
+                for name, value in e.headers.items():
+                    self.set_header(name, value)
+                self.render_page("pages/login.html", status=429, next=nxt, username=username,
+                                 error=e.message[0].upper() + e.message[1:] + ".")  # fmt: skip
+                return
         if user is None:
             self.render_page("pages/login.html", status=401, next=nxt, username=username,
                              error="Wrong username or password.")  # fmt: skip
@@ -81,7 +126,7 @@ class TokenHandler(ApiHandler):
         password = body.get("password")
         if not isinstance(password, str) or not password:
             raise ApiError(400, "invalid_input", "password is required and must be a string")
-        user = await UserRepository(self.db).authenticate(username, password)
+        user = await check_password(self, username, password)
         if user is None:
             raise ApiError(401, "invalid_credentials", "wrong username or password")
         ttl = self.config.token_ttl

@@ -27,10 +27,13 @@ COOKIE = "accessToken"
 class ApiError(HTTPError):
     """An HTTP error with a machine-readable code, rendered as the contract's JSON error."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(status, reason=None, log_message=message)
         self.code = code
         self.message = message
+        self.headers = headers or {}  # set on the error response (send_error clears others)
 
 
 class BaseHandler(RequestHandler):
@@ -125,8 +128,15 @@ class BaseHandler(RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors as the contract's JSON; subclasses for pages override this."""
         code, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
+        self.set_error_headers(kwargs.get("exc_info"))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
+
+    def set_error_headers(self, exc_info: Any) -> None:
+        """Headers an ApiError asks for (Retry-After, say)."""
+        exc = exc_info[1] if exc_info else None
+        for name, value in getattr(exc, "headers", {}).items():
+            self.set_header(name, value)
 
     # JSON helpers ------------------------------------------------------------------------
 
@@ -149,6 +159,12 @@ class ApiHandler(BaseHandler):
 
     public = False
     admin_only = False
+
+    def check_xsrf_cookie(self) -> None:
+        """Only a request carrying the session cookie can be forged; others get their 401."""
+        if self.get_cookie(COOKIE) is None:
+            return
+        super().check_xsrf_cookie()
 
     def prepare(self) -> None:
         """Refuse unauthenticated (401) and non-admin (403) callers before any work."""

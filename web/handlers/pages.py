@@ -74,6 +74,7 @@ class PageHandler(BaseHandler):
             super().write_error(status_code, **kwargs)
             return
         _, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
+        self.set_error_headers(kwargs.get("exc_info"))
         if self.request.headers.get("HX-Request"):
             self.finish(self.renderer.render("fragments/result.html", error=message))
             return

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+import urllib.parse
 import uuid
 from typing import Any
 
@@ -37,6 +38,10 @@ STORAGE_UNAVAILABLE = 1011
 TOKEN_EXPIRED = 4001
 LOGGED_OUT = 4002
 TOO_MANY_SOCKETS = 4008  # the user opened more than CONNECTIONS_PER_USER; this was the oldest
+TOO_SLOW = 4009  # the client stopped reading (see _stalled)
+STALLED_AT = 200  # unflushed messages past which a socket with no progress is dropped
+MAX_UNFLUSHED = 5000  # the hard bound on what one socket may hold unsent
+MESSAGES_PER_MINUTE = 100  # client messages; beyond this they get an error and are ignored
 FORMATS = ("html", "json")
 REPLAY_BATCH = 200
 FRESH_LIST = 20  # what a client with an unusable last_id gets instead
@@ -55,6 +60,22 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     def request_token(self) -> str | None:
         """Sockets may also carry the token as `?token=` (browsers cannot set WS headers)."""
         return self.get_query_argument("token", None) or super().request_token()
+
+    def check_origin(self, origin: str) -> bool:
+        """A cookie-authenticated handshake must come from an allowed page (else 403).
+
+        The cookie goes with any page's request, so another site could open a socket in
+        the user's name; a `?token=` is never sent by the browser on its own.
+        """
+        if self.get_query_argument("token", None):
+            return True
+        origin = origin.rstrip("/").lower()
+        allowed = {o.lower() for o in self.config.allowed_origins}
+        if not allowed:
+            base = urllib.parse.urlsplit(self.config.base_url)
+            allowed = {f"{base.scheme}://{base.netloc}".lower(),
+                       f"{self.request.protocol}://{self.request.host}".lower()}  # fmt: skip
+        return origin in allowed
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authenticate before the upgrade: no valid token, no socket (401)."""
@@ -78,6 +99,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self._filling: asyncio.Task[None] | None = None
         self._read_again = False
         self._refresh_unread = False
+        self._unflushed = 0
+        self._flushed_at = time.monotonic()
+        self._allowance, self._allowance_at = float(MESSAGES_PER_MINUTE), time.monotonic()
         await super().get(*args, **kwargs)
 
     def get_compression_options(self) -> None:
@@ -123,6 +147,17 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(self.renderer.announcement({"announcement": announcement}, self.format))
         self._start_from(self.get_query_argument("last_id", None), max_seq)
 
+    def _allowed(self) -> bool:
+        """A token bucket: MESSAGES_PER_MINUTE, refilled continuously."""
+        now = time.monotonic()
+        refill = (now - self._allowance_at) * MESSAGES_PER_MINUTE / 60
+        self._allowance = min(float(MESSAGES_PER_MINUTE), self._allowance + refill)
+        self._allowance_at = now
+        if self._allowance < 1:
+            return False
+        self._allowance -= 1
+        return True
+
     async def _enforce_limit(self) -> None:
         """Count this socket against the user's limit everywhere; evict the oldest over it."""
         limit = SocketLimit(self.redis, self.config.connections_per_user)
@@ -146,6 +181,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     async def on_message(self, message: str | bytes) -> None:
         """ping -> pong; resume -> replay from last_id; anything else -> error."""
+        if not self._allowed():
+            self.send(
+                messages.error("rate_limited", f"at most {MESSAGES_PER_MINUTE} messages a minute")
+            )
+            return
         try:
             msg = json.loads(message)
         except (ValueError, UnicodeDecodeError):
@@ -181,11 +221,18 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if self._queued is not None:
             self._queued.append(payload)
             return True
+        if self._stalled():
+            # The client stopped reading: drop it rather than buffer without bound. It
+            # resumes from its last_id when it comes back.
+            self.registry.remove(self)
+            self.close(TOO_SLOW, "too slow")
+            return False
         try:
             future = self.write_message(payload)
         except WebSocketClosedError:
             self.registry.remove(self)
             return False
+        self._unflushed += 1
         future.add_done_callback(self._written)
         return True
 
@@ -267,7 +314,16 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             # Expected while the process shuts down: at worst an announcement shows once more.
             log.info("could not note announcements as seen for a closed socket")
 
+    def _stalled(self) -> bool:
+        """Many messages unsent and none flushed for a while, or far too many unsent."""
+        if self._unflushed >= MAX_UNFLUSHED:
+            return True
+        idle = time.monotonic() - self._flushed_at
+        return self._unflushed >= STALLED_AT and idle > self.config.ws_stall_seconds
+
     def _written(self, future: Any) -> None:
+        self._unflushed -= 1
+        self._flushed_at = time.monotonic()
         if future.cancelled() or future.exception() is not None:
             self.registry.remove(self)
 

@@ -1,0 +1,164 @@
+"""Attacks on authentication and the socket: every one is refused and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import jwt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.websocket import websocket_connect
+
+from tests.conftest import JWT_SECRET
+
+ENDPOINTS = [
+    ("GET", "/api/me", None),
+    ("GET", "/api/watchlist", None),
+    ("POST", "/api/watchlist", {"item_name": "Tea"}),
+    ("DELETE", "/api/watchlist/Tea", None),
+    (
+        "POST",
+        "/api/prices",
+        {"store_name": "S", "item_name": "I", "price_in_cents": 1, "regular_price_in_cents": 2},
+    ),
+    ("POST", "/api/deal-checks", {}),
+    ("POST", "/api/announcements", {"message": "hi", "severity": "info"}),
+    ("POST", "/api/price-imports", "store_name,item_name,price_in_cents,regular_price_in_cents\n"),
+    ("GET", "/api/notifications", None),
+    ("POST", "/api/notifications/read", {"all": True}),
+    ("GET", "/api/stats", None),
+    ("GET", "/api/preferences", None),
+    ("PUT", "/api/preferences", {"email_mode": "never"}),
+]
+
+
+def bad_tokens(user) -> dict[str, str]:
+    now = int(time.time())
+    good = {
+        "sub": user.user_id,
+        "username": user.username,
+        "role": "admin",
+        "iat": now,
+        "exp": now + 600,
+    }
+    sign = lambda claims, key=JWT_SECRET, alg="HS256": jwt.encode(claims, key, algorithm=alg)  # noqa: E731
+    no = lambda *names: {k: v for k, v in good.items() if k not in names}  # noqa: E731
+    return {
+        "bad-signature": user.token[:-6]
+        + ("AAAAAA" if not user.token.endswith("AAAAAA") else "BBBBBB"),
+        "alg-none": jwt.encode(good, None, algorithm="none"),
+        "another-key": sign(good, "someone-elses-secret-" + "k" * 32),
+        "expired": sign({**good, "iat": now - 7200, "exp": now - 3600}),
+        "not-yet-valid": sign({**good, "nbf": now + 3600}),
+        "no-sub": sign(no("sub")),
+        "no-exp": sign(no("exp")),
+        "no-iat": sign(no("iat")),
+        "garbage": "Bearer.is.not-a-jwt",
+    }
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_endpoint_and_the_handshake_refuse_every_bad_token(
+    fetch, ws_connect, db, admin
+):
+    before = db.watchlists.count_documents({}) + db.prices.count_documents({})
+    tried = 0
+    for name, token in {"none": None, **bad_tokens(admin)}.items():
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        for method, path, body in ENDPOINTS:
+            response = await fetch(path, method, body, headers=headers)
+            assert response.code == 401, (name, method, path, response.code)
+            assert json.loads(response.body)["error"]["code"] == "unauthorized"
+            tried += 1
+        for query in (f"?format=json&token={token}", f"?format=html&token={token}"):
+            with pytest.raises(HTTPClientError) as refused:
+                await ws_connect(query if token else "?format=json")
+            assert refused.value.code == 401, name
+        cookie = await fetch("/api/me", headers={"Cookie": f"accessToken={token}"} if token else {})
+        assert cookie.code == 401
+    assert before == db.watchlists.count_documents({}) + db.prices.count_documents({})
+    print(f"\nrefused {tried} API calls with bad or missing tokens")
+
+
+@pytest.mark.gen_test
+async def test_a_cross_site_cookie_handshake_is_refused(http_server, base_url, alice):
+    ws = base_url.replace("http", "ws") + "/ws?format=json"
+    cookie = {"Cookie": f"accessToken={alice.token}"}
+    with pytest.raises(HTTPClientError) as refused:
+        await websocket_connect(
+            HTTPRequest(ws, headers={**cookie, "Origin": "https://evil.example"})
+        )
+    assert refused.value.code == 403
+    own = await websocket_connect(HTTPRequest(ws, headers={**cookie, "Origin": base_url}))
+    own.close()
+    # A token in the URL is not ambient authority: any origin may present it.
+    with_token = await websocket_connect(HTTPRequest(f"{ws}&token={alice.token}",
+                                                     headers={"Origin": "https://app.example"}))  # fmt: skip
+    with_token.close()
+
+
+@pytest.mark.gen_test
+async def test_a_frame_over_64_kib_closes_only_that_socket(ws_connect, alice):
+    big = await ws_connect(f"?format=json&token={alice.token}")
+    other = await ws_connect(f"?format=json&token={alice.token}")
+    big.conn.write_message("x" * (64 * 1024 + 1))
+    assert (await big.closed())[0] == 1009
+    other.send_json({"type": "ping"})
+    assert (await other.recv_json())["type"] == "pong"
+
+
+@pytest.mark.gen_test
+async def test_more_than_100_messages_a_minute_are_throttled(ws_connect, alice):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    for _ in range(130):
+        sock.send_json({"type": "ping"})
+    answers = [(await sock.recv_json())["type"] for _ in range(130)]
+    assert answers.count("pong") <= 101 and answers.count("pong") >= 95
+    assert answers.count("error") == 130 - answers.count("pong")
+    sock.send_json({"type": "ping"})
+    reply = await sock.recv_json()
+    assert reply["type"] == "error" and reply["data"]["code"] == "rate_limited"  # still open
+
+
+frames = st.one_of(
+    st.text(max_size=300),
+    st.binary(max_size=300),
+    st.dictionaries(st.text(max_size=10), st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+        max_leaves=8), max_size=4).map(json.dumps),
+    st.sampled_from(['{"type":"resume"}', '{"type":"resume","last_id":null}',
+                     '{"type":"resume","last_id":"../../"}', '{"type":"mark-read","ids":[{}]}',
+                     '{"type":"ping","data":' + "[" * 200 + "]" * 200 + "}"]),
+)  # fmt: skip
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batch=st.lists(frames, min_size=1, max_size=20))
+def test_random_frames_get_error_envelopes_and_never_break_the_socket(
+    io_loop, http_server, base_url, alice, batch
+):
+    async def scenario() -> None:
+        conn = await websocket_connect(
+            base_url.replace("http", "ws") + f"/ws?format=json&token={alice.token}"
+        )
+        try:
+            assert json.loads(await conn.read_message())["type"] == "connection-established"
+            for frame in batch:
+                conn.write_message(frame, binary=isinstance(frame, bytes))
+            conn.write_message('{"type":"ping"}')
+            seen = []
+            while not seen or seen[-1] != "pong":
+                raw = await conn.read_message()
+                assert raw is not None, f"closed: {conn.close_code} after {seen}"
+                seen.append(json.loads(raw)["type"])
+            assert set(seen) <= {"error", "pong", "system-message"}, seen
+        finally:
+            conn.close()
+
+    io_loop.run_sync(scenario, timeout=30)

@@ -1,0 +1,54 @@
+"""A client that stops reading is dropped with 4009; the others do not notice."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+
+@pytest.fixture
+def app_config(config):
+    return dataclasses.replace(config, ws_stall_seconds=0.5)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_notice(
+    app, http_port, ws_connect, sync_redis, alice, bob
+):
+    import asyncio
+    import base64
+    import os
+
+    from notifier import bus
+    from tests.test_ws_heartbeat import one_loop_turn
+
+    healthy = await ws_connect(f"?format=json&token={bob.token}")
+    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws?format=json&token={alice.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    registry = app.settings["registry"]
+    count, body = 2000, "x" * 8000  # 16 MB: far past what the kernel buffers for a socket
+    pipe = sync_redis.pipeline(transaction=False)
+    for i in range(count):
+        pipe.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
+            "id": str(i), "message": f"{i} {body}", "severity": "info", "created_at": "now"}}))  # fmt: skip
+    await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
+    got = 0
+    while got < count:
+        if (await healthy.recv_json(30))["type"] == "system-message":
+            got += 1
+    # Ticks until the stalled socket is noticed (at a send, after WS_STALL_SECONDS).
+    tick = 0
+    while registry.connections_for_user(alice.user_id):
+        tick += 1
+        assert tick < 5000, "the stalled socket was never dropped"
+        sync_redis.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
+            "id": f"tick{tick}", "message": "tick", "severity": "info", "created_at": "now"}}))  # fmt: skip
+        assert (await healthy.recv_json(10))["data"]["message"] == "tick"
+        await one_loop_turn()
+    writer.close()
