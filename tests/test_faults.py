@@ -94,3 +94,39 @@ async def test_a_killed_subscription_is_resubscribed_and_filled(ws_connect, db, 
     )
     assert await collect(sock, 1) == [missed["data"]["notification_id"]]
     admin.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
+    ws_connect, db, alice, own_redis
+):
+    from notifier import bus
+
+    url = own_redis["server"].url
+    admin = redis.Redis.from_url(url)
+    admin.config_set("client-output-buffer-limit", "pubsub 64kb 32kb 1")
+    subscriber_before = {c["id"] for c in admin.client_list(_type="pubsub")}
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    service = NotificationService(NotificationWriter(db), publisher_for(url))
+    # A burst far bigger than the subscriber's allowed backlog, with alice's notification
+    # in the middle of it: Redis drops the subscriber, and that event with it.
+    pipe = admin.pipeline(transaction=False)
+    for i in range(5):
+        pipe.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
+            "id": f"burst{i}", "message": "x" * 2_000_000, "severity": "info", "created_at": "now"}}))  # fmt: skip
+    await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
+    doc = service.notify(
+        alice.user_id, "system-message", {"message": "amid the burst", "severity": "info"}
+    )
+    await asyncio.get_running_loop().run_in_executor(None, pipe.execute)  # (the same burst again)
+    got = []
+    while not got:
+        msg = await sock.recv_json(30)
+        if (
+            msg["type"] == "system-message"
+            and msg["data"].get("id") == doc["data"]["notification_id"]
+        ):
+            got.append(msg)
+    subscriber_after = {c["id"] for c in admin.client_list(_type="pubsub")}
+    assert subscriber_after and not subscriber_after & subscriber_before  # it was cut and came back
+    admin.close()
