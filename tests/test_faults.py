@@ -38,13 +38,24 @@ def listen_options():
     return {"ping_every": 0.2, "dead_after": 1.0, "max_backoff": 0.5}
 
 
-def publisher_for(url: str) -> Publisher:
-    return Publisher(redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5))
+@pytest.fixture
+def publisher_for():
+    """Publishers on a given Redis; their clients are closed at teardown."""
+    clients: list[redis.Redis] = []
+
+    def make(url: str) -> Publisher:
+        client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=0.5)
+        clients.append(client)
+        return Publisher(client)
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.mark.gen_test(timeout=120)
 async def test_redis_killed_and_restarted_while_1000_notifications_flow(
-    ws_connect, db, alice, own_redis, tmp_path
+    ws_connect, db, alice, own_redis, tmp_path, publisher_for
 ):
     server: Server = own_redis["server"]
     port = int(server.url.rsplit(":", 1)[1])
@@ -78,7 +89,9 @@ async def test_redis_killed_and_restarted_while_1000_notifications_flow(
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_killed_subscription_is_resubscribed_and_filled(ws_connect, db, alice, own_redis):
+async def test_a_killed_subscription_is_resubscribed_and_filled(
+    ws_connect, db, alice, own_redis, publisher_for
+):
     url = own_redis["server"].url
     sock = await ws_connect(f"?format=json&token={alice.token}")
     service = NotificationService(NotificationWriter(db), publisher_for(url))
@@ -98,7 +111,7 @@ async def test_a_killed_subscription_is_resubscribed_and_filled(ws_connect, db, 
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
-    ws_connect, db, alice, own_redis
+    ws_connect, db, alice, own_redis, publisher_for
 ):
     from notifier import bus
 
