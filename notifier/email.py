@@ -175,6 +175,19 @@ class EmailService:
 
     def plan_for_deal(self, notification: dict[str, Any]) -> str | None:
         """Plan the email for a deal notification; its id when it is due now, else None."""
+        email_id = self._decide(notification)
+        self._db.notifications.update_one(
+            {"_id": notification["_id"]}, {"$unset": {"email_pending": ""}}
+        )
+        return email_id
+
+    def undecided(self, older_than: timedelta = timedelta(seconds=30)) -> list[dict[str, Any]]:
+        """Deal notifications whose email was never decided (the task died in between)."""
+        cutoff = datetime.now(UTC) - older_than
+        query = {"email_pending": True, "created_at": {"$lt": cutoff}}
+        return list(self._db.notifications.find(query).limit(500))
+
+    def _decide(self, notification: dict[str, Any]) -> str | None:
         user = self._db.users.find_one({"_id": ObjectId(notification["user_id"])})
         if not user or not user.get("email"):
             return None

@@ -157,6 +157,8 @@ class NotificationWriter:
                 # Cleared once published; a sweep republishes what stays set (the outbox).
                 "unpublished": True,
             }
+            if type == "deal-notification":
+                doc["email_pending"] = True  # cleared once the email is decided (or swept)
             if dedupe_key:
                 doc["dedupe_key"] = dedupe_key
             if deal_keys:

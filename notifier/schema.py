@@ -35,6 +35,11 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         [("created_at", ASCENDING)],
         {"name": "outbox", "partialFilterExpression": {"unpublished": True}},
     ),
+    (
+        "notifications",
+        [("created_at", ASCENDING)],
+        {"name": "email_pending", "partialFilterExpression": {"email_pending": True}},
+    ),
     ("announcements", [("created_at", DESCENDING)], {}),
     ("emails", [("status", ASCENDING), ("send_after", ASCENDING)], {}),
     ("users", [("preferences.email_mode", ASCENDING)], {}),

@@ -25,9 +25,11 @@ def send_email(self: Task, email_id: str) -> str:
 
 @celery.app.task(autoretry_for=(PyMongoError, RedisError), retry_backoff=True, max_retries=3)
 def send_due_emails() -> int:
-    """Plan digests for finished windows and send what quiet hours held (beat runs this)."""
+    """Decide forgotten emails, plan digests, send what quiet hours held (beat runs this)."""
     service = celery.resources.email
-    due = sorted(set(service.plan_digests()) | set(service.due()))
+    # Deal notifications whose task died before deciding their email are decided now.
+    late = {email_id for doc in service.undecided() if (email_id := service.plan_for_deal(doc))}
+    due = sorted(late | set(service.plan_digests()) | set(service.due()))
     for email_id in due:
         send_email.delay(email_id)
     return len(due)

@@ -305,3 +305,11 @@ def test_smtp_url_user_and_password_log_in(config, db, sync_redis, alice):
         assert len(box.to(f"{alice.username}@example.test")) == 1
     finally:
         controller.stop()
+
+
+def test_an_email_never_decided_is_decided_by_the_sweep(service, db, alice):
+    doc = deal(db, alice, "Hojicha")  # stored; its task died before deciding the email
+    assert doc["_id"] in [d["_id"] for d in service.undecided(timedelta(0))]
+    assert service.plan_for_deal(db.notifications.find_one({"_id": doc["_id"]})) is not None
+    assert doc["_id"] not in [d["_id"] for d in service.undecided(timedelta(0))]
+    assert service.plan_for_deal(db.notifications.find_one({"_id": doc["_id"]})) is None  # once
