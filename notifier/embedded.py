@@ -91,8 +91,13 @@ def _wait_ready(server: Server, ready: Callable[[], bool], timeout: float) -> Se
     raise ServerError(f"{server.name} did not answer within {timeout:.0f}s; see {server.log_path}")
 
 
-def start_mongo(data_dir: Path, log_path: Path, port: int | None = None) -> Server:
-    """Start SecantusDB (`secantusd-py`) with its data in data_dir; returns when it answers."""
+def start_mongo(
+    data_dir: Path, log_path: Path, port: int | None = None, test_commands: bool = False
+) -> Server:
+    """Start SecantusDB (`secantusd-py`) with its data in data_dir; returns when it answers.
+
+    `test_commands` enables configureFailPoint (for tests that inject faults only).
+    """
     exe = Path(sys.executable).with_name("secantusd-py")
     binary = str(exe) if exe.exists() else shutil.which("secantusd-py")
     if binary is None:
@@ -100,6 +105,8 @@ def start_mongo(data_dir: Path, log_path: Path, port: int | None = None) -> Serv
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data_dir)]
+    if test_commands:
+        argv.append("--enable-test-commands")
     server = Server(
         "secantusd", _spawn("secantusd", argv, log_path), f"mongodb://127.0.0.1:{port}", log_path
     )

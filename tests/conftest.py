@@ -54,7 +54,7 @@ def var_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mongo_server(var_dir: Path) -> Iterator[Server]:
-    server = start_mongo(var_dir / "mongo", var_dir / "mongo.log")
+    server = start_mongo(var_dir / "mongo", var_dir / "mongo.log", test_commands=True)
     yield server
     server.stop()
 
