@@ -94,7 +94,7 @@ async def test_ping_pong_and_errors_keep_the_socket_open(ws_connect, alice):
 async def test_a_token_that_expires_on_an_open_socket_closes_it_with_4001(
     ws_connect, config, alice
 ):
-    token = issue_token(config.jwt_secret, alice.user_id, alice.username, "shopper", ttl=2)
+    token = issue_token(config.jwt_secret, alice.user_id, alice.username, "shopper", ttl=3)
     sock = await ws_connect(f"?format=json&token={token}")
     code, reason = await sock.closed(timeout=10)
     assert (code, reason) == (4001, "token expired")
