@@ -181,9 +181,14 @@ class EmailService:
         )
         return email_id
 
-    def undecided(self, older_than: timedelta = timedelta(seconds=30)) -> list[dict[str, Any]]:
+    def undecided(self, older_than: timedelta | None = None) -> list[dict[str, Any]]:
         """Deal notifications whose email was never decided (the task died in between)."""
-        cutoff = datetime.now(UTC) - older_than
+        wait = (
+            older_than
+            if older_than is not None
+            else timedelta(seconds=self._settings.email_decide_after)
+        )
+        cutoff = datetime.now(UTC) - wait
         query = {"email_pending": True, "created_at": {"$lt": cutoff}}
         return list(self._db.notifications.find(query).limit(500))
 

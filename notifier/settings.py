@@ -28,9 +28,11 @@ class Settings:
     jwt_secret: str
     smtp_url: str | None
     email_from: str
+    email_decide_after: float
     broker_visibility_timeout: int
     base_url: str
     deal_check_interval: float
+    deal_check_lock_seconds: float
     demo_password: str
     demo_feed_interval: float
     ws_ping_interval: float
@@ -76,11 +78,13 @@ class Settings:
             jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",
+            email_decide_after=_number(env, "EMAIL_DECIDE_AFTER", "30", float),
             broker_visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", "3600", int),
             base_url=(env.get("BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             deal_check_interval=_number(
                 env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float
             ),
+            deal_check_lock_seconds=_number(env, "DEAL_CHECK_LOCK_SECONDS", "120", float),
             demo_password=env.get("DEMO_PASSWORD") or "demo",
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),

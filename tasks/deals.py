@@ -31,7 +31,9 @@ def check_deals(
 ) -> dict[str, Any]:
     """Run the deal check; tell `requested_by` (a user id) when it is done."""
     res = celery.resources
-    with res.redis.lock(LOCK_NAME, timeout=120, blocking_timeout=60):
+    # A worker that dies holding the lock holds up checks until it expires.
+    hold = res.settings.deal_check_lock_seconds
+    with res.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
         result = DealCheck(res.db, res.notifications).run(item_keys)
     log.info("deal check: %s", result.summary())
     for doc in result.notifications:
