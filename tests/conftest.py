@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -45,6 +46,12 @@ from web.delivery import Delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
+
+# CI replays the same generated examples every run (reproducible); locally each run
+# explores new ones.
+hypothesis.settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    hypothesis.settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
