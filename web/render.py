@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import urllib.parse
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,8 +97,3 @@ class Renderer:
         if fmt == "json":
             return messages.envelope("connection-established", {**user, "unread_count": unread})
         return self.render("fragments/live_connected.html", unread_count=unread)
-
-    @staticmethod
-    def event_detail(data: dict[str, Any]) -> str:
-        """JSON for a data-detail attribute (autoescaping makes it attribute-safe)."""
-        return json.dumps(data, separators=(",", ":"))
