@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import re
+import selectors
+import subprocess
+import time
 import urllib.parse
 from http.cookies import SimpleCookie
 from typing import Any
 
 from tornado.httpclient import HTTPResponse
+
+from tests.conftest import ROOT
 
 
 def cookies(response: HTTPResponse) -> SimpleCookie:
@@ -47,3 +55,59 @@ async def login(fetch: Any, username: str, password: str) -> tuple[HTTPResponse,
 def form(**fields: Any) -> str:
     """A urlencoded form body (lists repeat the field)."""
     return urllib.parse.urlencode(fields, doseq=True)
+
+
+def read_until(proc: subprocess.Popen, needle: str, timeout: float, seen: list[str]) -> str:
+    """Read the process's output line by line until a line contains `needle`."""
+    deadline = time.monotonic() + timeout
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        while (left := deadline - time.monotonic()) > 0:
+            if not sel.select(left):
+                break
+            line = proc.stdout.readline().decode(errors="replace")
+            if not line:
+                break  # the process closed its output
+            seen.append(line)
+            if needle in line:
+                return line
+    finally:
+        sel.close()
+    raise AssertionError(f"{needle!r} never appeared; output:\n{''.join(seen)[-3000:]}")
+
+
+def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+async def collect(sock, count, timeout=20):
+    """The next `count` notification envelopes (other types are skipped)."""
+    got = []
+    while len(got) < count:
+        msg = await sock.recv_json(timeout)
+        if msg["type"] in ("deal-notification", "system-message", "job-complete"):
+            got.append(msg["data"]["id"])
+    return got
+
+
+async def one_loop_turn() -> None:
+    """Let the callbacks already scheduled on the loop run (no timed wait)."""
+    turned = asyncio.get_running_loop().create_future()
+    asyncio.get_running_loop().call_soon(turned.set_result, None)
+    await turned
+
+
+async def watch(fetch, user, item, target=None):
+    body = {"item_name": item} | ({"target_price_in_cents": target} if target else {})
+    response = await fetch("/api/watchlist", "POST", body, headers=user.auth)
+    assert response.code == 201, response.body
+
+
+async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
+    body = {"store_name": store, "item_name": item, "price_in_cents": price,
+            "regular_price_in_cents": regular}  # fmt: skip
+    response = await fetch("/api/prices", "POST", body, headers=admin.auth)
+    assert response.code == 201, response.body
+    return json.loads(response.body)["price_id"]

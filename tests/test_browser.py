@@ -23,7 +23,7 @@ from notifier.bus import Publisher
 from notifier.embedded import free_port
 from notifier.notifications import NotificationService, NotificationWriter
 from tests.conftest import ROOT, User
-from tests.test_processes import read_until, spawn
+from tests.helpers import read_until, spawn
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

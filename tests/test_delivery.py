@@ -9,23 +9,9 @@ import time
 
 import pytest
 
-from tests.helpers import login
+from tests.helpers import login, post_price, watch
 
 pytestmark = pytest.mark.usefixtures("worker")
-
-
-async def watch(fetch, user, item, target=None):
-    body = {"item_name": item} | ({"target_price_in_cents": target} if target else {})
-    response = await fetch("/api/watchlist", "POST", body, headers=user.auth)
-    assert response.code == 201, response.body
-
-
-async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
-    body = {"store_name": store, "item_name": item, "price_in_cents": price,
-            "regular_price_in_cents": regular}  # fmt: skip
-    response = await fetch("/api/prices", "POST", body, headers=admin.auth)
-    assert response.code == 201, response.body
-    return json.loads(response.body)["price_id"]
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -17,7 +17,7 @@ import redis
 from notifier.bus import Publisher
 from notifier.embedded import Server, start_redis
 from notifier.notifications import NotificationService, NotificationWriter
-from tests.test_resume import collect
+from tests.helpers import collect
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import pytest
 from notifier.bus import Publisher
 from notifier.embedded import free_port
 from notifier.notifications import NotificationService, NotificationWriter
-from tests.test_resume import collect
+from tests.helpers import collect
 
 
 class FreezingProxy:

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import login
+from tests.helpers import login, watch
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 async def test_an_import_applies_good_rows_reports_bad_lines_and_finds_deals(
     fetch, ws_connect, db, alice, admin, item
 ):
-    await fetch("/api/watchlist", "POST", {"item_name": item}, headers=alice.auth)
+    await watch(fetch, alice, item)
     alice_ws = await ws_connect(f"?format=json&token={alice.token}")
     admin_ws = await ws_connect(f"?format=json&token={admin.token}")
     other = f"Rye bread {uuid.uuid4().hex[:6]}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.helpers import watch
+
 pytestmark = pytest.mark.usefixtures("worker")
 
 
@@ -12,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("worker")
 async def test_failed_notification_writes_are_retried_once_through(
     fetch, ws_connect, db, alice, admin, item
 ):
-    await fetch("/api/watchlist", "POST", {"item_name": item}, headers=alice.auth)
+    await watch(fetch, alice, item)
     sock = await ws_connect(f"?format=json&token={alice.token}")
     admin_db = db.client.admin
     # The next two inserts fail (WriteConflict): the deal check's notification insert,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -18,31 +17,7 @@ from tornado.websocket import websocket_connect
 
 from notifier.embedded import free_port
 from tests.conftest import ROOT
-
-
-def read_until(proc: subprocess.Popen, needle: str, timeout: float, seen: list[str]) -> str:
-    """Read the process's output line by line until a line contains `needle`."""
-    deadline = time.monotonic() + timeout
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    try:
-        while (left := deadline - time.monotonic()) > 0:
-            if not sel.select(left):
-                break
-            line = proc.stdout.readline().decode(errors="replace")
-            if not line:
-                break  # the process closed its output
-            seen.append(line)
-            if needle in line:
-                return line
-    finally:
-        sel.close()
-    raise AssertionError(f"{needle!r} never appeared; output:\n{''.join(seen)[-3000:]}")
-
-
-def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+from tests.helpers import read_until, spawn
 
 
 def test_production_refuses_to_start_without_its_settings(tmp_path: Path) -> None:

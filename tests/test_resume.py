@@ -11,6 +11,7 @@ import redis
 
 from notifier.bus import Publisher
 from notifier.notifications import NotificationService, NotificationWriter, format_id
+from tests.helpers import collect
 
 
 @pytest.fixture
@@ -20,16 +21,6 @@ def service(db, sync_redis):
 
 def note(service, user, text):
     return service.notify(user.user_id, "system-message", {"message": text, "severity": "info"})
-
-
-async def collect(sock, count, timeout=20):
-    """The next `count` notification envelopes (other types are skipped)."""
-    got = []
-    while len(got) < count:
-        msg = await sock.recv_json(timeout)
-        if msg["type"] in ("deal-notification", "system-message", "job-complete"):
-            got.append(msg["data"]["id"])
-    return got
 
 
 @pytest.mark.gen_test

@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 
+from tests.helpers import one_loop_turn
+
 
 @pytest.fixture
 def app_config(config):
@@ -21,7 +23,6 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     import os
 
     from notifier import bus
-    from tests.test_ws_heartbeat import one_loop_turn
 
     healthy = await ws_connect(f"?format=json&token={bob.token}")
     reader, writer = await asyncio.open_connection("127.0.0.1", http_port)

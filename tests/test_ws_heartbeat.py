@@ -10,13 +10,7 @@ import os
 import pytest
 
 from notifier.settings import Settings
-
-
-async def one_loop_turn() -> None:
-    """Let the callbacks already scheduled on the loop run (no timed wait)."""
-    turned = asyncio.get_running_loop().create_future()
-    asyncio.get_running_loop().call_soon(turned.set_result, None)
-    await turned
+from tests.helpers import one_loop_turn
 
 
 @pytest.fixture
