@@ -30,6 +30,7 @@ from notifier.notifications import NotificationRepository, parse_id, to_json
 from notifier.presence import Presence
 from notifier.registry import Render
 from web.handlers.base import BaseHandler
+from web.handlers.notifications import mark_read, parse_read_request
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,25 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 self.send(messages.error("unavailable", "try resuming again shortly"))
                 return
             self._start_from(msg.get("last_id"), max_seq)
+        elif kind == "mark-read":
+            await self._mark_read(msg)
         else:
-            self.send(messages.error("unknown_message", 'send {"type": "ping"} or "resume"'))
+            self.send(messages.error("unknown_message",
+                                     'send {"type": "ping"}, "resume" or "mark-read"'))  # fmt: skip
+
+    async def _mark_read(self, msg: object) -> None:
+        """`{"type": "mark-read", "ids": [...]}` or `"all": true`, as POST /api/notifications/read.
+
+        Every tab of the user, this one included, hears of it through the bus.
+        """
+        try:
+            body = {k: v for k, v in msg.items() if k != "type"} if isinstance(msg, dict) else msg
+            await mark_read(self, self.user_id, parse_read_request(body))
+        except InputError as e:
+            self.send(messages.error(e.code, e.message))
+        except (PyMongoError, RedisError, OSError):
+            log.exception("marking read from a socket failed")
+            self.send(messages.error("unavailable", "try marking read again shortly"))
 
     def on_close(self) -> None:
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
