@@ -121,7 +121,7 @@ class TokenHandler(ApiHandler):
 
     async def post(self) -> None:
         """Exchange credentials for a token."""
-        body = validation.body_object(self.json_body())
+        body = validation.body_object(self.json_body(), ("username", "password"))
         username = validation.text(body, "username", 100)
         password = body.get("password")
         if not isinstance(password, str) or not password:
