@@ -12,7 +12,17 @@ from tornado.web import Application
 
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
-from web.handlers import admin, auth, email, health, notifications, preferences, watchlist, ws
+from web.handlers import (
+    admin,
+    auth,
+    docs,
+    email,
+    health,
+    notifications,
+    preferences,
+    watchlist,
+    ws,
+)
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
@@ -36,6 +46,7 @@ def make_app(
         *email.default_handlers,
         *admin.default_handlers,
         *health.default_handlers,
+        *docs.default_handlers,
         *ws.default_handlers,
     ]
     return Application(

@@ -133,10 +133,18 @@ class BaseHandler(RequestHandler):
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
     def set_error_headers(self, exc_info: Any) -> None:
-        """Headers an ApiError asks for (Retry-After, say)."""
+        """Headers an ApiError asks for (Retry-After, say); Allow on a 405."""
+        if self.get_status() == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         exc = exc_info[1] if exc_info else None
         for name, value in getattr(exc, "headers", {}).items():
             self.set_header(name, value)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler answers."""
+        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())]  # fmt: skip
 
     # JSON helpers ------------------------------------------------------------------------
 
