@@ -6,10 +6,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+
+from notifier import metrics
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,22 @@ async def publish_async(client: aioredis.Redis, event: dict[str, Any]) -> int:
     return int(await client.publish(CHANNEL, encode(event)))
 
 
+@dataclass
+class Subscription:
+    """How a web process's subscription to the bus is doing (for /readyz).
+
+    Written by `listen` and read by handlers, all on the same event loop.
+    """
+
+    subscribed: bool = False
+    heard_at: float = 0.0  # loop time of the last word from Redis on the subscription
+    times_subscribed: int = 0
+
+    def live(self, now: float, dead_after: float = 15.0) -> bool:
+        """Subscribed, and Redis answered on the subscription within `dead_after` seconds."""
+        return self.subscribed and now - self.heard_at <= dead_after
+
+
 async def listen(
     client: aioredis.Redis,
     handle: Callable[[dict[str, Any]], None],
@@ -53,13 +72,16 @@ async def listen(
     ping_every: float = 5.0,
     dead_after: float = 15.0,
     max_backoff: float = 5.0,
+    state: Subscription | None = None,
 ) -> None:
     """Feed every event on the channel to `handle`, resubscribing with backoff after failures.
 
     Runs until cancelled. `on_subscribed` runs after each (re)subscription, so the caller
     can fill from storage whatever was published while it was away. A subscription that
-    stops answering PINGs (a half-open connection) counts as lost.
+    stops answering PINGs (a half-open connection) counts as lost. `state` is kept up to
+    date for readiness checks.
     """
+    state = state if state is not None else Subscription()
     loop = asyncio.get_running_loop()
     backoff = 0.1
     while True:
@@ -73,9 +95,13 @@ async def listen(
                 message = await pubsub.get_message(timeout=min(1.0, ping_every))
                 now = loop.time()
                 if message is not None:
-                    heard = now
+                    heard = state.heard_at = now
                     if message["type"] == "subscribe" and not subscribed:
                         subscribed, backoff = True, 0.1
+                        state.subscribed = True
+                        state.times_subscribed += 1
+                        if state.times_subscribed > 1:
+                            metrics.PUBSUB_RECONNECTS.inc()
                         if on_subscribed is not None:
                             await on_subscribed()
                     elif message["type"] == "message":
@@ -90,6 +116,7 @@ async def listen(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
         finally:
+            state.subscribed = False
             try:
                 await pubsub.aclose()
             except (redis.RedisError, OSError):

@@ -42,6 +42,9 @@ class Settings:
     allowed_origins: tuple[str, ...]
     login_attempts_per_account: int
     login_attempts_per_address: int
+    metrics_token: str | None
+    worker_metrics_port: int
+    worker_metrics_addr: str
     var_dir: Path
 
     @property
@@ -98,6 +101,9 @@ class Settings:
                 for o in env.get("ALLOWED_ORIGINS", "").split(",")
                 if o.strip()
             ),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            worker_metrics_port=_number(env, "WORKER_METRICS_PORT", "0", int),
+            worker_metrics_addr=env.get("WORKER_METRICS_ADDR") or "127.0.0.1",
             var_dir=var_dir,
         )
 

@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from notifier import bus
+from notifier import bus, logs
 from notifier.registry import ConnectionRegistry
 from notifier.schema import ensure_indexes_async
 from notifier.settings import ConfigurationError, Settings
@@ -40,7 +40,11 @@ async def main(config: Settings) -> None:
     server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
     delivery = Delivery(registry, app.settings["renderer"])
     background = [
-        asyncio.create_task(bus.listen(redis, delivery, delivery.resubscribed)),
+        asyncio.create_task(
+            bus.listen(
+                redis, delivery, delivery.resubscribed, state=app.settings["subscription"]
+            )
+        ),
         asyncio.create_task(stats.report(redis, process, registry)),
     ]
     stop = asyncio.Event()
@@ -79,13 +83,11 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
 
 def run() -> None:
     """Entry point: read settings, then serve."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = Settings.from_env()
     except ConfigurationError as e:
         sys.exit(f"notifier: {e}")
+    logs.configure(config.production)
     try:
         asyncio.run(main(config))
     except OSError as e:

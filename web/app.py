@@ -10,6 +10,7 @@ from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import Application
 
+from notifier.bus import Subscription
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.handlers import admin, auth, email, health, notifications, preferences, watchlist, ws
@@ -47,6 +48,7 @@ def make_app(
         renderer=Renderer(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
+        subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
         static_path=str(STATIC),
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},

@@ -22,7 +22,7 @@ from redis import RedisError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from notifier import bus, messages
+from notifier import bus, messages, metrics
 from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
 from notifier.limits import SocketLimit
@@ -245,6 +245,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(render(self.format))
         elif seq > self._last_seq:
             self._held.append((seq, render))
+            metrics.GAP_FILLS.inc()
             self.resync()
 
     def resync(self, refresh_unread: bool = False) -> None:
