@@ -13,6 +13,7 @@ import redis
 import redis.asyncio as aioredis
 
 from notifier import metrics
+from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ class Publisher:
     def publish(self, event: dict[str, Any]) -> int:
         """Publish one event; returns how many web processes received it."""
         return int(self._redis.publish(CHANNEL, encode(event)))
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """A publisher on the bus the settings name (synchronous, for workers and the CLI)."""
+    return Publisher(redis.Redis.from_url(settings.redis_url))
 
 
 async def publish_async(client: aioredis.Redis, event: dict[str, Any]) -> int:

@@ -10,14 +10,12 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
-from notifier.deals import DealCheck
+from notifier.deals import LOCK_NAME, DealCheck
 from tasks import celery
 from tasks.email import send_email
 
 log = logging.getLogger(__name__)
 
-# One check at a time across all workers, so two runs never tell a user the same deal twice.
-LOCK_NAME = "notifier:lock:deal-check"
 
 
 @celery.app.task(
