@@ -1,4 +1,9 @@
-"""The Redis pub/sub bus between workers and web processes: the fast path, at most once."""
+"""The Redis pub/sub bus between workers and web processes: the fast path, at most once.
+
+On one Redis server the bus is PUBLISH/SUBSCRIBE on REDIS_URL. With REDIS_CLUSTER_URL
+it is sharded pub/sub (SPUBLISH/SSUBSCRIBE) on that Redis Cluster: the channel lives on
+the one shard that owns its slot, instead of every message being broadcast to every node.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 from notifier import metrics
 from notifier.settings import Settings
@@ -34,24 +41,43 @@ def decode(raw: bytes | str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and isinstance(event.get("kind"), str) else None
 
 
-class Publisher:
-    """Publishes events from workers (synchronous client)."""
+AsyncBusClient = aioredis.Redis | AsyncRedisCluster
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class Publisher:
+    """Publishes events from workers (synchronous client: a Redis, or a RedisCluster)."""
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self._redis = client
 
     def publish(self, event: dict[str, Any]) -> int:
         """Publish one event; returns how many web processes received it."""
+        if isinstance(self._redis, RedisCluster):
+            return int(self._redis.spublish(CHANNEL, encode(event)))
         return int(self._redis.publish(CHANNEL, encode(event)))
 
 
-def make_publisher(settings: Settings) -> Publisher:
-    """A publisher on the bus the settings name (synchronous, for workers and the CLI)."""
-    return Publisher(redis.Redis.from_url(settings.redis_url))
+def make_publisher(settings: Settings, client: redis.Redis | None = None) -> Publisher:
+    """A publisher on the bus the settings name (for workers and the CLI).
+
+    Without a cluster it publishes through `client` when given (else a new client).
+    """
+    if settings.redis_cluster_url:
+        return Publisher(RedisCluster.from_url(settings.redis_cluster_url))
+    return Publisher(client or redis.Redis.from_url(settings.redis_url))
 
 
-async def publish_async(client: aioredis.Redis, event: dict[str, Any]) -> int:
+def async_client(settings: Settings, client: aioredis.Redis) -> AsyncBusClient:
+    """The web process's client for the bus: the cluster's, or `client` (on REDIS_URL)."""
+    if settings.redis_cluster_url:
+        return AsyncRedisCluster.from_url(settings.redis_cluster_url)
+    return client
+
+
+async def publish_async(client: AsyncBusClient, event: dict[str, Any]) -> int:
     """Publish one event from a web process."""
+    if isinstance(client, AsyncRedisCluster):
+        return int(await client.spublish(CHANNEL, encode(event)))
     return int(await client.publish(CHANNEL, encode(event)))
 
 
@@ -72,7 +98,7 @@ class Subscription:
 
 
 async def listen(
-    client: aioredis.Redis,
+    client: AsyncBusClient,
     handle: Callable[[dict[str, Any]], None],
     on_subscribed: Callable[[], Awaitable[None]] | None = None,
     ping_every: float = 5.0,
@@ -90,19 +116,22 @@ async def listen(
     state = state if state is not None else Subscription()
     loop = asyncio.get_running_loop()
     backoff = 0.1
+    sharded = isinstance(client, AsyncRedisCluster)
     while True:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(CHANNEL)
+            if isinstance(client, AsyncRedisCluster):
+                await client.initialize()  # learn the slots (a no-op once known)
+            receive, ping = await _subscribe(pubsub, sharded)
             heard = loop.time()
             next_ping = heard + ping_every
             subscribed = False
             while True:
-                message = await pubsub.get_message(timeout=min(1.0, ping_every))
+                message = await receive(timeout=min(1.0, ping_every))
                 now = loop.time()
                 if message is not None:
                     heard = state.heard_at = now
-                    if message["type"] == "subscribe" and not subscribed:
+                    if message["type"] in ("subscribe", "ssubscribe") and not subscribed:
                         subscribed, backoff = True, 0.1
                         state.subscribed = True
                         state.times_subscribed += 1
@@ -110,10 +139,10 @@ async def listen(
                             metrics.PUBSUB_RECONNECTS.inc()
                         if on_subscribed is not None:
                             await on_subscribed()
-                    elif message["type"] == "message":
+                    elif message["type"] in ("message", "smessage"):
                         _dispatch(handle, message["data"])
                 if now >= next_ping:
-                    await pubsub.ping()
+                    await ping()
                     next_ping = now + ping_every
                 if now - heard > dead_after:
                     raise redis.ConnectionError(f"no answer from Redis for {dead_after:.0f}s")
@@ -127,6 +156,25 @@ async def listen(
                 await pubsub.aclose()
             except (redis.RedisError, OSError):
                 pass
+
+
+async def _subscribe(
+    pubsub: aioredis.client.PubSub, sharded: bool
+) -> tuple[Callable[..., Awaitable[Any]], Callable[[], Awaitable[Any]]]:
+    """Subscribe; returns how to read the next message and how to PING the subscription."""
+    if not sharded:
+        await pubsub.subscribe(CHANNEL)
+        return pubsub.get_message, pubsub.ping
+
+    cluster_pubsub: Any = pubsub  # redis.asyncio.cluster.ClusterPubSub
+    await cluster_pubsub.ssubscribe(CHANNEL)
+
+    async def ping_shards() -> None:
+        # The PONG comes back on the subscription's own connection to the shard.
+        for node_pubsub in list(cluster_pubsub.node_pubsub_mapping.values()):
+            await node_pubsub.ping()
+
+    return cluster_pubsub.get_sharded_message, ping_shards
 
 
 def _dispatch(handle: Callable[[dict[str, Any]], None], raw: bytes | str) -> None:

@@ -119,7 +119,8 @@ def cmd_check_deals(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def _check(ctx: Context, item_keys: list[str] | None) -> None:
-    service = NotificationService(NotificationWriter(ctx.db), make_publisher(ctx.settings))
+    publisher = make_publisher(ctx.settings, ctx.redis)
+    service = NotificationService(NotificationWriter(ctx.db), publisher)
     hold = ctx.settings.deal_check_lock_seconds
     with ctx.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
         result = DealCheck(ctx.db, service).run(item_keys)

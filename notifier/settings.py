@@ -25,6 +25,7 @@ class Settings:
     port: int
     mongodb_uri: str
     redis_url: str
+    redis_cluster_url: str | None
     jwt_secret: str
     smtp_url: str | None
     email_from: str
@@ -78,6 +79,7 @@ class Settings:
             port=port,
             mongodb_uri=env.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/notifier",
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            redis_cluster_url=env.get("REDIS_CLUSTER_URL") or None,
             jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",

@@ -15,7 +15,7 @@ from pymongo import MongoClient
 from pymongo.synchronous.database import Database
 
 from notifier import logs
-from notifier.bus import Publisher
+from notifier.bus import make_publisher
 from notifier.email import EmailService
 from notifier.notifications import NotificationService, NotificationWriter
 from notifier.settings import ConfigurationError, Settings
@@ -102,7 +102,9 @@ class Resources:
     @cached_property
     def notifications(self) -> NotificationService:
         """Store-then-publish for notifications."""
-        return NotificationService(NotificationWriter(self.db), Publisher(self.redis))
+        return NotificationService(
+            NotificationWriter(self.db), make_publisher(self.settings, self.redis)
+        )
 
 
 resources = Resources(settings)

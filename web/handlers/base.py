@@ -15,6 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import HTTPError, RequestHandler
 
 from notifier.auth import Identity, InvalidToken, read_token
+from notifier.bus import AsyncBusClient
 from notifier.errors import InputError
 from notifier.logs import REQUEST_ID, USER_ID
 from notifier.registry import ConnectionRegistry
@@ -75,6 +76,12 @@ class BaseHandler(RequestHandler):
     def redis(self) -> aioredis.Redis:
         """The asyncio Redis client."""
         client: aioredis.Redis = self.settings["redis"]
+        return client
+
+    @property
+    def bus(self) -> AsyncBusClient:
+        """The client the notification bus publishes through (see notifier.bus)."""
+        client: AsyncBusClient = self.settings["bus"]
         return client
 
     @property

@@ -49,7 +49,10 @@ class ReadyHandler(ProbeHandler):
 
     async def get(self) -> None:
         """200 {"status":"ok",...}, or 503 {"status":"unavailable","down":[...]}."""
-        checks = await self.ping({"mongo": self.db.command("ping"), "redis": self.redis.ping()})
+        probes = {"mongo": self.db.command("ping"), "redis": self.redis.ping()}
+        if self.bus is not self.redis:
+            probes["redis_cluster"] = self.bus.ping()
+        checks = await self.ping(probes)
         subscription: Subscription = self.settings["subscription"]
         now = asyncio.get_running_loop().time()
         checks["subscriber"] = "ok" if subscription.live(now) else "down: not subscribed"

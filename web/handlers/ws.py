@@ -165,7 +165,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             evicted = await limit.opened(self.user_id, self.socket_id)
             if evicted:
                 event = {"kind": "evict", "user_id": self.user_id, "socket_ids": evicted}
-                await bus.publish_async(self.redis, event)
+                await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit not enforced (redis unavailable: %s)", e)
 
