@@ -107,7 +107,7 @@ class LogoutHandler(PageHandler):
         """Log out and go back to the login page."""
         self.clear_cookie(COOKIE)
         if self.identity is not None:
-            await bus.publish_async(self.redis, {"kind": "logout", "user_id": self.user.user_id})
+            await bus.publish_async(self.bus, {"kind": "logout", "user_id": self.user.user_id})
         self.redirect("/login", status=303)
 
 

@@ -22,7 +22,7 @@ async def mark_read(handler: BaseHandler, user_id: str, seqs: list[int] | None) 
     unread = await repo.unread_count(user_id)
     if changed:
         event = {"kind": "read", "user_id": user_id, "ids": changed, "unread_count": unread}
-        await bus.publish_async(handler.redis, event)
+        await bus.publish_async(handler.bus, event)
     return unread
 
 

@@ -22,7 +22,7 @@ from redis import RedisError
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from notifier import bus, messages
+from notifier import bus, messages, metrics
 from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
 from notifier.limits import SocketLimit
@@ -166,7 +166,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             evicted = await limit.opened(self.user_id, self.socket_id)
             if evicted:
                 event = {"kind": "evict", "user_id": self.user_id, "socket_ids": evicted}
-                await bus.publish_async(self.redis, event)
+                await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit not enforced (redis unavailable: %s)", e)
 
@@ -263,6 +263,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(render(self.format))
         elif seq > self._last_seq:
             self._held.append((seq, render))
+            metrics.GAP_FILLS.inc()
             self.resync()
 
     def resync(self, refresh_unread: bool = False) -> None:
