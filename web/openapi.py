@@ -203,6 +203,12 @@ SCHEMAS: dict[str, Any] = {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
         "additionalProperties": {"type": "string"},
     },
+    "Readiness": obj(
+        ["status", "down", "checks"],
+        status={"enum": ["ok", "unavailable"]},
+        down={"type": "array", "items": {"type": "string"}},
+        checks={"type": "object", "additionalProperties": {"type": "string"}},
+    ),
 }
 
 PATHS: dict[str, Any] = {
@@ -350,6 +356,30 @@ PATHS: dict[str, Any] = {
             public=True,
         )
     },
+    "/readyz": {
+        "get": operation(
+            "Ready to serve sockets: MongoDB and Redis answer and the bus subscription is live",
+            {
+                **body(ref("Readiness"), "200", "ready"),
+                **body(ref("Readiness"), "503", "`down` names what is not"),
+            },
+            public=True,
+        )
+    },
+    "/metrics": {
+        "get": {
+            **operation(
+                "Prometheus metrics of this process (every name starts with notifier_)",
+                {
+                    "200": {"description": "text format", "content": {"text/plain": {}}},
+                    **error("401", "METRICS_TOKEN is set and this is not it"),
+                    **error("404", "production without METRICS_TOKEN: not served"),
+                },
+                public=True,
+            ),
+            "security": [{"metrics": []}, {}],
+        }
+    },
 }
 
 DOCUMENT: dict[str, Any] = {
@@ -368,6 +398,11 @@ DOCUMENT: dict[str, Any] = {
         "schemas": SCHEMAS,
         "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "metrics": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "METRICS_TOKEN, when it is set",
+            },
             "cookie": {
                 "type": "apiKey",
                 "in": "cookie",
