@@ -132,16 +132,22 @@ class WebProcess:
 
     def start(self) -> None:
         self.proc = spawn([sys.executable, "-m", "web"], self.env)
-        read_until(self.proc, f"listening on port {self.port}", 30, [])
         # Keep reading its log, or a full pipe would stop the process mid-write.
         self.output: collections.deque[bytes] = collections.deque(maxlen=200)
         self._reader = threading.Thread(target=self.output.extend, args=(self.proc.stdout,),
                                         daemon=True)  # fmt: skip
-        self._reader.start()
+        try:
+            read_until(self.proc, f"listening on port {self.port}", 30, [])
+        finally:
+            self._reader.start()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             self.proc.wait(timeout=15)
-            self._reader.join(timeout=5)
+        self._reader.join(timeout=5)  # it ends at the end of the output
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
         self.proc = None
