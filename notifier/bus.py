@@ -8,12 +8,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "notifier:events"
+READ_SIZE = 256 * 1024
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -69,17 +71,34 @@ async def listen(
             heard = loop.time()
             next_ping = heard + ping_every
             subscribed = False
+            # Replies are parsed straight off the subscription's socket, a read at a time:
+            # PubSub.get_message adds a timeout, a health check, a retry wrapper and a dict
+            # per message, which cost more than delivering the message. redis-py only sends
+            # on this connection from here on (pings included), so nothing else reads it.
+            stream = _stream_of(pubsub)
+            replies = hiredis.Reader()
             while True:
-                message = await pubsub.get_message(timeout=min(1.0, ping_every))
+                try:
+                    async with asyncio.timeout(min(1.0, ping_every)):
+                        data = await stream.read(READ_SIZE)
+                except TimeoutError:
+                    data = None
                 now = loop.time()
-                if message is not None:
+                if data == b"":
+                    raise redis.ConnectionError("Redis closed the subscription")
+                if data:
                     heard = now
-                    if message["type"] == "subscribe" and not subscribed:
-                        subscribed, backoff = True, 0.1
-                        if on_subscribed is not None:
-                            await on_subscribed()
-                    elif message["type"] == "message":
-                        _dispatch(handle, message["data"])
+                    replies.feed(data)
+                    while (reply := replies.gets()) is not False:
+                        # [b"message", channel, data], [b"subscribe", channel, n], [b"pong", b""]
+                        if not isinstance(reply, list):
+                            continue
+                        if reply[0] == b"message":
+                            _dispatch(handle, reply[2])
+                        elif reply[0] == b"subscribe" and not subscribed:
+                            subscribed, backoff = True, 0.1
+                            if on_subscribed is not None:
+                                await on_subscribed()
                 if now >= next_ping:
                     await pubsub.ping()
                     next_ping = now + ping_every
@@ -94,6 +113,15 @@ async def listen(
                 await pubsub.aclose()
             except (redis.RedisError, OSError):
                 pass
+
+
+def _stream_of(pubsub: Any) -> asyncio.StreamReader:
+    """The socket under a subscription (redis-py keeps it as its connection's `_reader`)."""
+    conn = pubsub.connection
+    stream = getattr(conn, "_reader", None)
+    if not isinstance(stream, asyncio.StreamReader):
+        raise redis.ConnectionError("the subscription has no open connection")
+    return stream
 
 
 def _dispatch(handle: Callable[[dict[str, Any]], None], raw: bytes | str) -> None:
