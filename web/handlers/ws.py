@@ -326,10 +326,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     def _stalled(self) -> bool:
         """Many messages unsent and none flushed for a while, or far too many unsent."""
+        if self._unflushed < STALLED_AT:  # the common case, decided without a clock read
+            return False
         if self._unflushed >= MAX_UNFLUSHED:
             return True
-        idle = time.monotonic() - self._flushed_at
-        return self._unflushed >= STALLED_AT and idle > self.config.ws_stall_seconds
+        return time.monotonic() - self._flushed_at > self.config.ws_stall_seconds
 
     def _written(self, future: Any) -> None:
         self._unflushed -= 1
