@@ -46,7 +46,7 @@ RATES = [1000, 2000, 5000, 10000, 20000, 30000, 40000, 60000]
 REQUIRED_RATES = {1000, 5000, 20000}
 STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "2"))
 P99_LIMIT_MS = 50.0
-SERVERS = ("notifier", "node-ws")
+SERVERS = tuple(os.environ.get("BENCH_SERVERS", "notifier,node-ws").split(","))
 CREATED = "2026-01-01T00:00:00.000Z"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -93,7 +93,9 @@ def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:
     env = {**env, "PORT": str(port)}
     log = tmp / f"{name}-{port}.log"
     if name == "notifier":
-        argv = ["taskset", "-c", "0", sys.executable, "-m", "web"]
+        profile = os.environ.get("BENCH_PROFILE")  # a path: run notifier under cProfile
+        argv = ["taskset", "-c", "0", sys.executable,
+                *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "web"]  # fmt: skip
         proc = Proc(name, argv, env, ROOT, log)
     else:
         argv = ["taskset", "-c", "0", "node", "server.js"]
