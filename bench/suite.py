@@ -109,9 +109,9 @@ def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:
 
 def padded(render: Callable[[str], str], size: int) -> str:
     """Padding for a message so that `render(message)` is about `size` bytes."""
-    pad = ""
-    pad = "x" * max(0, size - len(render(pad).encode()))
-    return pad
+    base = len(render("").encode())
+    per_char = len(render("x").encode()) - base  # the message may appear more than once
+    return "x" * max(0, (size - base) // max(1, per_char))
 
 
 def announcement_event(renderer: Renderer, pad: str) -> bytes:
