@@ -213,7 +213,7 @@ async def targeted(
     toks = tokens(secret, prefix, TARGET_USERS)
     clients = await loadgen.connect(hub, port, [f"/ws?format=json&token={t}" for t in toks])
     await asyncio.sleep(1.0)
-    template = notification_template("y" * 230)  # an envelope of about 500 bytes
+    template = notification_template("y" * 230)  # a JSON envelope of about 430 bytes
     seqs = [0] * TARGET_USERS
     hub.track = True
     steps: list[dict[str, Any]] = []
