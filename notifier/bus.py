@@ -1,4 +1,9 @@
-"""The Redis pub/sub bus between workers and web processes: the fast path, at most once."""
+"""The Redis pub/sub bus between workers and web processes: the fast path, at most once.
+
+On one Redis server the bus is PUBLISH/SUBSCRIBE on REDIS_URL. With REDIS_CLUSTER_URL
+it is sharded pub/sub (SPUBLISH/SSUBSCRIBE) on that Redis Cluster: the channel lives on
+the one shard that owns its slot, instead of every message being broadcast to every node.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,17 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+
+from notifier import metrics
+from notifier.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -32,75 +43,109 @@ def decode(raw: bytes | str) -> dict[str, Any] | None:
     return event if isinstance(event, dict) and isinstance(event.get("kind"), str) else None
 
 
-class Publisher:
-    """Publishes events from workers (synchronous client)."""
+AsyncBusClient = aioredis.Redis | AsyncRedisCluster
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class Publisher:
+    """Publishes events from workers (synchronous client: a Redis, or a RedisCluster)."""
+
+    def __init__(self, client: redis.Redis | RedisCluster) -> None:
         self._redis = client
 
     def publish(self, event: dict[str, Any]) -> int:
         """Publish one event; returns how many web processes received it."""
+        if isinstance(self._redis, RedisCluster):
+            return int(self._redis.spublish(CHANNEL, encode(event)))
         return int(self._redis.publish(CHANNEL, encode(event)))
 
 
-async def publish_async(client: aioredis.Redis, event: dict[str, Any]) -> int:
+def make_publisher(settings: Settings, client: redis.Redis | None = None) -> Publisher:
+    """A publisher on the bus the settings name (for workers and the CLI).
+
+    Without a cluster it publishes through `client` when given (else a new client).
+    """
+    if settings.redis_cluster_url:
+        return Publisher(RedisCluster.from_url(settings.redis_cluster_url))
+    return Publisher(client or redis.Redis.from_url(settings.redis_url))
+
+
+def async_client(settings: Settings, client: aioredis.Redis) -> AsyncBusClient:
+    """The web process's client for the bus: the cluster's, or `client` (on REDIS_URL)."""
+    if settings.redis_cluster_url:
+        return AsyncRedisCluster.from_url(settings.redis_cluster_url)
+    return client
+
+
+async def publish_async(client: AsyncBusClient, event: dict[str, Any]) -> int:
     """Publish one event from a web process."""
+    if isinstance(client, AsyncRedisCluster):
+        return int(await client.spublish(CHANNEL, encode(event)))
     return int(await client.publish(CHANNEL, encode(event)))
 
 
+@dataclass
+class Subscription:
+    """How a web process's subscription to the bus is doing (for /readyz).
+
+    Written by `listen` and read by handlers, all on the same event loop.
+    """
+
+    subscribed: bool = False
+    heard_at: float = 0.0  # loop time of the last word from Redis on the subscription
+    times_subscribed: int = 0
+
+    def live(self, now: float, dead_after: float = 15.0) -> bool:
+        """Subscribed, and Redis answered on the subscription within `dead_after` seconds."""
+        return self.subscribed and now - self.heard_at <= dead_after
+
+
 async def listen(
-    client: aioredis.Redis,
+    client: AsyncBusClient,
     handle: Callable[[dict[str, Any]], None],
     on_subscribed: Callable[[], Awaitable[None]] | None = None,
     ping_every: float = 5.0,
     dead_after: float = 15.0,
     max_backoff: float = 5.0,
+    state: Subscription | None = None,
 ) -> None:
     """Feed every event on the channel to `handle`, resubscribing with backoff after failures.
 
     Runs until cancelled. `on_subscribed` runs after each (re)subscription, so the caller
     can fill from storage whatever was published while it was away. A subscription that
-    stops answering PINGs (a half-open connection) counts as lost.
+    stops answering PINGs (a half-open connection) counts as lost. `state` is kept up to
+    date for readiness checks.
     """
+    state = state if state is not None else Subscription()
     loop = asyncio.get_running_loop()
     backoff = 0.1
+    sharded = isinstance(client, AsyncRedisCluster)
     while True:
         pubsub = client.pubsub()
         try:
-            await pubsub.subscribe(CHANNEL)
+            if isinstance(client, AsyncRedisCluster):
+                await client.initialize()  # learn the slots (a no-op once known)
+            receive, ping = await _subscribe(pubsub, sharded)
             heard = loop.time()
             next_ping = heard + ping_every
             subscribed = False
-            # Replies are parsed straight off the subscription's socket, a read at a time:
-            # PubSub.get_message adds a timeout, a health check, a retry wrapper and a dict
-            # per message, which cost more than delivering the message. redis-py only sends
-            # on this connection from here on (pings included), so nothing else reads it.
-            stream = _stream_of(pubsub)
-            replies = hiredis.Reader()
             while True:
-                try:
-                    async with asyncio.timeout(min(1.0, ping_every)):
-                        data = await stream.read(READ_SIZE)
-                except TimeoutError:
-                    data = None
+                batch = await receive(min(1.0, ping_every))
                 now = loop.time()
-                if data == b"":
-                    raise redis.ConnectionError("Redis closed the subscription")
-                if data:
-                    heard = now
-                    replies.feed(data)
-                    while (reply := replies.gets()) is not False:
-                        # [b"message", channel, data], [b"subscribe", channel, n], [b"pong", b""]
-                        if not isinstance(reply, list):
-                            continue
-                        if reply[0] == b"message":
-                            _dispatch(handle, reply[2])
-                        elif reply[0] == b"subscribe" and not subscribed:
-                            subscribed, backoff = True, 0.1
-                            if on_subscribed is not None:
-                                await on_subscribed()
+                if batch:
+                    heard = state.heard_at = now
+                for kind, data in batch:
+                    if kind in ("message", "smessage"):
+                        _dispatch(handle, data)
+                    elif kind in ("subscribe", "ssubscribe") and not subscribed:
+                        subscribed, backoff = True, 0.1
+                        state.subscribed = True
+                        state.times_subscribed += 1
+                        if state.times_subscribed > 1:
+                            metrics.PUBSUB_RECONNECTS.inc()
+                        if on_subscribed is not None:
+                            await on_subscribed()
                 if now >= next_ping:
-                    await pubsub.ping()
+                    await ping()
                     next_ping = now + ping_every
                 if now - heard > dead_after:
                     raise redis.ConnectionError(f"no answer from Redis for {dead_after:.0f}s")
@@ -109,19 +154,69 @@ async def listen(
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
         finally:
+            state.subscribed = False
             try:
                 await pubsub.aclose()
             except (redis.RedisError, OSError):
                 pass
 
 
-def _stream_of(pubsub: Any) -> asyncio.StreamReader:
-    """The socket under a subscription (redis-py keeps it as its connection's `_reader`)."""
-    conn = pubsub.connection
-    stream = getattr(conn, "_reader", None)
+Receive = Callable[[float], Awaitable[list[tuple[str, Any]]]]  # wait -> [(type, data)]
+
+
+async def _subscribe(
+    pubsub: aioredis.client.PubSub, sharded: bool
+) -> tuple[Receive, Callable[[], Awaitable[Any]]]:
+    """Subscribe; returns how to read what came (maybe nothing) and how to PING."""
+    if not sharded:
+        await pubsub.subscribe(CHANNEL)
+        return _socket_receiver(pubsub), pubsub.ping
+
+    cluster_pubsub: Any = pubsub  # redis.asyncio.cluster.ClusterPubSub
+    await cluster_pubsub.ssubscribe(CHANNEL)
+
+    async def receive(wait: float) -> list[tuple[str, Any]]:
+        message = await cluster_pubsub.get_sharded_message(timeout=wait)
+        return [] if message is None else [(message["type"], message["data"])]
+
+    async def ping_shards() -> None:
+        # The PONG comes back on the subscription's own connection to the shard.
+        for node_pubsub in list(cluster_pubsub.node_pubsub_mapping.values()):
+            await node_pubsub.ping()
+
+    return receive, ping_shards
+
+
+def _socket_receiver(pubsub: aioredis.client.PubSub) -> Receive:
+    """Replies parsed straight off the subscription's socket, a read at a time.
+
+    PubSub.get_message adds a timeout, a health check, a retry wrapper and a dict per
+    message, which cost more than delivering the message. redis-py only sends on this
+    connection from here on (pings included), so nothing else reads it.
+    """
+    conn: Any = pubsub.connection
+    stream = getattr(conn, "_reader", None)  # redis-py keeps the socket there
     if not isinstance(stream, asyncio.StreamReader):
         raise redis.ConnectionError("the subscription has no open connection")
-    return stream
+    replies = hiredis.Reader()
+
+    async def receive(wait: float) -> list[tuple[str, Any]]:
+        try:
+            async with asyncio.timeout(wait):
+                data = await stream.read(READ_SIZE)
+        except TimeoutError:
+            return []
+        if not data:
+            raise redis.ConnectionError("Redis closed the subscription")
+        replies.feed(data)
+        batch = []
+        # [b"message", channel, data], [b"subscribe", channel, n], [b"pong", b""]
+        while (reply := replies.gets()) is not False:
+            if isinstance(reply, list):
+                batch.append((reply[0].decode(), reply[-1]))
+        return batch
+
+    return receive
 
 
 def _dispatch(handle: Callable[[dict[str, Any]], None], raw: bytes | str) -> None:

@@ -18,6 +18,9 @@ from notifier.preferences import Preferences
 
 log = logging.getLogger(__name__)
 
+# One check at a time across all workers, so two runs never tell a user the same deal twice.
+LOCK_NAME = "notifier:lock:deal-check"
+
 
 def is_deal(price_in_cents: int, regular_price_in_cents: int, target_in_cents: int | None) -> bool:
     """A price is a deal at or below the user's target when one is set, else below regular."""

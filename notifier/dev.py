@@ -14,6 +14,7 @@ from typing import Any
 from pymongo import MongoClient
 
 from notifier.embedded import Server, ServerError, die_with_parent, start_mongo, start_redis
+from notifier.migrations import migrate
 from notifier.schema import ensure_indexes
 from notifier.seed import seed
 from notifier.settings import ConfigurationError, Settings
@@ -72,6 +73,7 @@ def main() -> int:
         with client:
             db = client.get_default_database("notifier")
             ensure_indexes(db)
+            migrate(db)
             fresh = seed(db, settings.demo_password)
         print(
             f"\n  notifier is starting on {settings.base_url}\n"

@@ -126,7 +126,9 @@ def start_mongo(
     return _wait_ready(server, ready, 60)
 
 
-def start_redis(data_dir: Path, log_path: Path, port: int | None = None) -> Server:
+def start_redis(
+    data_dir: Path, log_path: Path, port: int | None = None, extra: tuple[str, ...] = ()
+) -> Server:
     """Start a private redis-server with its data (AOF) in data_dir; returns when it answers."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -141,6 +143,7 @@ def start_redis(data_dir: Path, log_path: Path, port: int | None = None) -> Serv
         "--appendonly", "yes",
         "--save", "",
         "--daemonize", "no",
+        *extra,
     ]  # fmt: skip
     process = _spawn("redis-server", argv, log_path)
     server = Server("redis-server", process, f"redis://127.0.0.1:{port}", log_path)
@@ -155,3 +158,50 @@ def start_redis(data_dir: Path, log_path: Path, port: int | None = None) -> Serv
             client.close()
 
     return _wait_ready(server, ready, 30)
+
+
+def start_redis_cluster(data_dir: Path, nodes: int = 3) -> list[Server]:
+    """Start `nodes` redis-servers on loopback and join them into a cluster (no replicas).
+
+    Returns when every node reports cluster_state:ok; the first node's URL reaches it.
+    """
+    servers: list[Server] = []
+    try:
+        for n in range(nodes):
+            node_dir = data_dir / f"node{n}"
+            # The cluster bus port is given, else it would be the port + 10000 (often > 65535).
+            servers.append(start_redis(node_dir, data_dir / f"node{n}.log", extra=(
+                "--cluster-enabled", "yes",
+                "--cluster-port", str(free_port()),
+                "--cluster-config-file", str(node_dir / "nodes.conf"),
+                "--cluster-node-timeout", "2000",
+            )))  # fmt: skip
+        addresses = [s.url.removeprefix("redis://") for s in servers]
+        created = subprocess.run(
+            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if created.returncode != 0:
+            output = created.stdout + created.stderr
+            raise ServerError(f"redis-cli --cluster create failed:\n{output}")
+
+        def all_ok() -> bool:
+            for server in servers:
+                client = redis.Redis.from_url(server.url, socket_timeout=0.5)
+                try:
+                    info = client.execute_command("CLUSTER INFO")  # parsed into a dict
+                    if str(info.get("cluster_state")) != "ok":
+                        return False
+                except (redis.RedisError, OSError):
+                    return False
+                finally:
+                    client.close()
+            return True
+
+        _wait_ready(servers[0], all_ok, 30)
+        return servers
+    except BaseException:
+        for server in servers:
+            server.stop()
+        raise

@@ -16,6 +16,9 @@ import redis
 import redis.asyncio as aioredis
 
 KEY = "notifier:presence:{}"
+# Each web process's connection figures (JSON by process), refreshed every few seconds.
+STATS_KEY = "notifier:stats"
+STATS_STALE_AFTER = 15.0
 TTL = 60.0
 LINGER = 15.0  # after the last socket closes: a tab that is only reconnecting stays online
 HERE_BATCH = 1000  # users per heartbeat script (each holds Redis for about a millisecond)

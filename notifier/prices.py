@@ -29,7 +29,7 @@ class PriceInput:
     @classmethod
     def parse(cls, body: object) -> PriceInput:
         """Read a price from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body)
+        b = validation.body_object(body, CSV_FIELDS)
         price = validation.cents(b, "price_in_cents")
         regular = validation.cents(b, "regular_price_in_cents")
         assert price is not None and regular is not None
@@ -78,6 +78,7 @@ def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, l
 
 
 CSV_COLUMNS = ("store_name", "item_name", "price_in_cents", "regular_price_in_cents")
+CSV_FIELDS = (*CSV_COLUMNS, "valid_until")  # other columns are ignored
 MAX_CSV_ROWS = 10_000
 
 
@@ -95,7 +96,13 @@ def parse_price_csv(text: str) -> PriceFile:
     A file that cannot be read as such raises InputError and nothing is applied; a bad
     row is rejected with its line number and reason, and the good rows stand.
     """
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _read_price_csv(csv.DictReader(io.StringIO(text)))
+    except csv.Error as e:
+        raise InputError(f"the file is not valid CSV: {e}") from None
+
+
+def _read_price_csv(reader: csv.DictReader[str]) -> PriceFile:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
@@ -103,20 +110,19 @@ def parse_price_csv(text: str) -> PriceFile:
                          "; missing: " + ", ".join(missing))  # fmt: skip
     reader.fieldnames = header
     parsed = PriceFile([], [])
-    try:
-        for record in reader:
-            line = reader.line_num
-            if len(parsed.rows) + len(parsed.rejected) >= MAX_CSV_ROWS:
-                raise InputError(f"a price file holds at most {MAX_CSV_ROWS} rows")
-            try:
-                body: dict[str, object] = {k: (v or "").strip() for k, v in record.items() if k}
-                for column in ("price_in_cents", "regular_price_in_cents"):
-                    value = str(body.get(column, ""))
-                    body[column] = int(value) if value.isdigit() else value
-                body["valid_until"] = body.get("valid_until") or None
-                parsed.rows.append((line, PriceInput.parse(body)))
-            except InputError as e:
-                parsed.rejected.append({"line": line, "reason": e.message})
-    except csv.Error as e:
-        raise InputError(f"the file is not valid CSV: {e}") from None
+    for record in reader:
+        line = reader.line_num
+        if len(parsed.rows) + len(parsed.rejected) >= MAX_CSV_ROWS:
+            raise InputError(f"a price file holds at most {MAX_CSV_ROWS} rows")
+        body: dict[str, object] = {
+            k: (v or "").strip() for k, v in record.items() if k in CSV_FIELDS
+        }
+        for column in ("price_in_cents", "regular_price_in_cents"):
+            value = str(body.get(column, ""))
+            body[column] = int(value) if value.isascii() and value.isdigit() else value
+        body["valid_until"] = body.get("valid_until") or None
+        try:
+            parsed.rows.append((line, PriceInput.parse(body)))
+        except InputError as e:
+            parsed.rejected.append({"line": line, "reason": e.message})
     return parsed

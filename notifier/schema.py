@@ -5,11 +5,9 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, MongoClient
+from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.synchronous.database import Database
-
-from notifier.settings import ConfigurationError, Settings
 
 # (collection, keys, options)
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
@@ -59,17 +57,10 @@ async def ensure_indexes_async(db: AsyncDatabase[Any]) -> None:
 
 
 def main() -> None:
-    """The release step: `python -m notifier.schema`."""
-    try:
-        settings = Settings.from_env()
-    except ConfigurationError as e:
-        sys.exit(f"notifier: {e}")
-    client: MongoClient[Any] = MongoClient(settings.mongodb_uri)
-    try:
-        ensure_indexes(client.get_default_database("notifier"))
-    finally:
-        client.close()
-    print("notifier: indexes are in place")
+    """`python -m notifier.schema`: the release step (now `python -m notifier migrate`)."""
+    from notifier.cli import main as cli
+
+    sys.exit(cli(["migrate"]))
 
 
 if __name__ == "__main__":

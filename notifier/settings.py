@@ -25,6 +25,7 @@ class Settings:
     port: int
     mongodb_uri: str
     redis_url: str
+    redis_cluster_url: str | None
     jwt_secret: str
     smtp_url: str | None
     email_from: str
@@ -42,6 +43,9 @@ class Settings:
     allowed_origins: tuple[str, ...]
     login_attempts_per_account: int
     login_attempts_per_address: int
+    metrics_token: str | None
+    worker_metrics_port: int
+    worker_metrics_addr: str
     var_dir: Path
 
     @property
@@ -75,6 +79,7 @@ class Settings:
             port=port,
             mongodb_uri=env.get("MONGODB_URI") or "mongodb://127.0.0.1:27017/notifier",
             redis_url=env.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
+            redis_cluster_url=env.get("REDIS_CLUSTER_URL") or None,
             jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",
@@ -98,6 +103,9 @@ class Settings:
                 for o in env.get("ALLOWED_ORIGINS", "").split(",")
                 if o.strip()
             ),
+            metrics_token=env.get("METRICS_TOKEN") or None,
+            worker_metrics_port=_number(env, "WORKER_METRICS_PORT", "0", int),
+            worker_metrics_addr=env.get("WORKER_METRICS_ADDR") or "127.0.0.1",
             var_dir=var_dir,
         )
 

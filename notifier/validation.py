@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +11,14 @@ from notifier.errors import InputError
 MAX_CENTS = 100_000_000  # a million dollars: anything above is a typo, not a grocery price
 
 
-def body_object(body: object) -> dict[str, Any]:
-    """The body must be a JSON object."""
+def body_object(body: object, fields: Collection[str]) -> dict[str, Any]:
+    """The body must be a JSON object of no fields but `fields`: a misspelt one is an error."""
     if not isinstance(body, dict):
         raise InputError("the body must be a JSON object")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; "
+                         f"the fields are {', '.join(fields)}")  # fmt: skip
     return body
 
 

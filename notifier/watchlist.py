@@ -25,7 +25,7 @@ class WatchInput:
     @classmethod
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body)
+        b = validation.body_object(body, ("item_name", "target_price_in_cents"))
         return cls(
             item_name=validation.text(b, "item_name", 100),
             target_price_in_cents=validation.cents(b, "target_price_in_cents", required=False),

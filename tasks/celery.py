@@ -10,14 +10,16 @@ from typing import Any
 
 import redis
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 from pymongo import MongoClient
 from pymongo.synchronous.database import Database
 
-from notifier.bus import Publisher
+from notifier import logs
+from notifier.bus import make_publisher
 from notifier.email import EmailService
 from notifier.notifications import NotificationService, NotificationWriter
 from notifier.settings import ConfigurationError, Settings
+from tasks import metrics
 
 try:
     settings = Settings.from_env()
@@ -100,7 +102,9 @@ class Resources:
     @cached_property
     def notifications(self) -> NotificationService:
         """Store-then-publish for notifications."""
-        return NotificationService(NotificationWriter(self.db), Publisher(self.redis))
+        return NotificationService(
+            NotificationWriter(self.db), make_publisher(self.settings, self.redis)
+        )
 
 
 resources = Resources(settings)
@@ -110,3 +114,12 @@ resources = Resources(settings)
 def _fresh_clients_after_fork(**_: Any) -> None:
     global resources
     resources = Resources(settings)
+
+
+metrics.install(settings)
+
+if settings.production:
+    # One JSON object per line, as the web process writes (Celery's own format otherwise).
+    @setup_logging.connect(weak=False)
+    def _json_logs(**_: Any) -> None:
+        logs.configure(production=True)

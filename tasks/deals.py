@@ -9,14 +9,13 @@ from celery import Task
 from pymongo.errors import PyMongoError
 from redis import RedisError
 
-from notifier.deals import DealCheck
+from notifier import metrics
+from notifier.deals import LOCK_NAME, DealCheck
 from tasks import celery
 from tasks.email import send_email
 
 log = logging.getLogger(__name__)
 
-# One check at a time across all workers, so two runs never tell a user the same deal twice.
-LOCK_NAME = "notifier:lock:deal-check"
 
 
 @celery.app.task(
@@ -34,7 +33,9 @@ def check_deals(
     # A worker that dies holding the lock holds up checks until it expires.
     hold = res.settings.deal_check_lock_seconds
     with res.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
-        result = DealCheck(res.db, res.notifications).run(item_keys)
+        with metrics.DEAL_CHECK_DURATION.time():
+            result = DealCheck(res.db, res.notifications).run(item_keys)
+    metrics.DEALS_FOUND.inc(result.deals_found)
     log.info("deal check: %s", result.summary())
     for doc in result.notifications:
         email_id = res.email.plan_for_deal(doc)

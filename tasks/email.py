@@ -9,6 +9,7 @@ from celery import Task
 from pymongo.errors import PyMongoError
 from redis import RedisError
 
+from notifier import metrics
 from tasks import celery
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,13 @@ log = logging.getLogger(__name__)
                  retry_backoff=True, retry_backoff_max=300, max_retries=10)  # fmt: skip
 def send_email(self: Task, email_id: str) -> str:
     """Send one planned email (idempotent: a duplicate or late task sends nothing)."""
-    outcome = celery.resources.email.send(email_id, self.request.id)
+    try:
+        outcome = celery.resources.email.send(email_id, self.request.id)
+    except Exception:
+        metrics.EMAILS_FAILED.inc()
+        raise
+    if outcome == "sent":
+        metrics.EMAILS_SENT.inc()
     log.info("email %s: %s", email_id, outcome)
     return outcome
 

@@ -157,15 +157,22 @@ def sync_redis(config: Settings) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="session")
+def worker_metrics_port() -> int:
+    """Where the session's Celery worker serves its Prometheus metrics."""
+    return free_port()
+
+
+@pytest.fixture(scope="session")
 def worker(
-    env: dict[str, str], config: Settings, var_dir: Path
+    env: dict[str, str], config: Settings, var_dir: Path, worker_metrics_port: int
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real Celery worker process on the test broker."""
     log = (var_dir / "worker.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
          "--concurrency=4", "--loglevel=INFO", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**os.environ, **env, "WORKER_METRICS_PORT": str(worker_metrics_port)},
+        stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     control = Celery(broker=config.redis_url, set_as_current=False)
     try:
@@ -271,7 +278,10 @@ def app(
             await delivery.resubscribed()
             subscribed.set()
 
-        task = asyncio.create_task(bus.listen(aredis, delivery, on_subscribed, **listen_options))
+        state = application.settings["subscription"]
+        task = asyncio.create_task(
+            bus.listen(aredis, delivery, on_subscribed, state=state, **listen_options)
+        )
         await asyncio.wait_for(subscribed.wait(), 10)
         return task
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import os
 import re
 import selectors
+import signal
 import subprocess
+import sys
+import threading
 import time
 import urllib.parse
 from http.cookies import SimpleCookie
@@ -15,6 +19,7 @@ from typing import Any
 
 from tornado.httpclient import HTTPResponse
 
+from notifier.embedded import free_port
 from tests.conftest import ROOT
 
 
@@ -111,3 +116,32 @@ async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Ma
     response = await fetch("/api/prices", "POST", body, headers=admin.auth)
     assert response.code == 201, response.body
     return json.loads(response.body)["price_id"]
+
+
+class WebProcess:
+    """`python -m web` on a fixed port, stopped and started at will."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.env = {**env, "PORT": str(self.port), "BASE_URL": f"http://127.0.0.1:{self.port}"}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.proc = spawn([sys.executable, "-m", "web"], self.env)
+        read_until(self.proc, f"listening on port {self.port}", 30, [])
+        # Keep reading its log, or a full pipe would stop the process mid-write.
+        self.output: collections.deque[bytes] = collections.deque(maxlen=200)
+        self._reader = threading.Thread(target=self.output.extend, args=(self.proc.stdout,),
+                                        daemon=True)  # fmt: skip
+        self._reader.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=15)
+            self._reader.join(timeout=5)
+        self.proc = None

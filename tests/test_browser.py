@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,10 +17,9 @@ from typing import Any
 import pytest
 
 from notifier.bus import Publisher
-from notifier.embedded import free_port
 from notifier.notifications import NotificationService, NotificationWriter
 from tests.conftest import ROOT, User
-from tests.helpers import read_until, spawn
+from tests.helpers import WebProcess
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -34,29 +30,6 @@ pytestmark = [
 ]
 SCREENSHOTS = ROOT / "var" / "screenshots"
 LIVE_WITHIN_MS = 2000  # the issue's bar: a posted deal is on the page within 2 s
-
-
-class WebProcess:
-    """`python -m web` on a fixed port, stopped and started at will."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.env = {**env, "PORT": str(self.port), "BASE_URL": f"http://127.0.0.1:{self.port}"}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", "web"], self.env)
-        read_until(self.proc, f"listening on port {self.port}", 30, [])
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.communicate(timeout=15)
-        self.proc = None
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""A worker killed in the middle of sending an email: the retried task still sends one."""
+"""Workers killed with SIGKILL mid-task: the task comes back (acks_late) and, in the end,
+every user has exactly one notification and one email."""
 
 from __future__ import annotations
 
@@ -7,16 +8,24 @@ import os
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bson import ObjectId
 from celery import Celery
 
+from notifier import bus
 from notifier.email import EmailService
 from notifier.embedded import free_port
 from notifier.notifications import NotificationWriter
+from notifier.prices import PriceInput, record_price
+from notifier.validation import item_key
+from notifier.watchlist import WatchInput, watch
+from notifier.writes import apply
 from tests.conftest import ROOT, Mailbox
 
 
@@ -110,3 +119,74 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
             if proc is not None and proc.poll() is None:
                 proc.terminate()
                 proc.wait(20)
+
+
+SHOPPERS = 120  # enough that the check is far from done when its first notification is out
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_each(
+    env, db, sync_redis, redis_server, mailbox, item, tmp_path
+):
+    box, _ = mailbox
+    broker = f"{redis_server.url}/8"  # its own queue: the session's worker never sees it
+    worker_env = {**env, "REDIS_URL": broker, "BROKER_VISIBILITY_TIMEOUT": "2",
+                  "DEAL_CHECK_LOCK_SECONDS": "5", "EMAIL_DECIDE_AFTER": "0"}  # fmt: skip
+    tag = uuid.uuid4().hex[:8]
+    names = [f"shopper-{tag}-{i}" for i in range(SHOPPERS)]
+    ids = db.users.insert_many([
+        {"username": n, "password_hash": "!", "role": "shopper", "email": f"{n}@example.test"}
+        for n in names
+    ]).inserted_ids  # fmt: skip
+    shoppers = [str(i) for i in ids]
+    requester = str(ObjectId())  # gets the job-complete notification when the check is done
+    apply(db, [watch(u, WatchInput(item)) for u in shoppers])
+    apply(db, record_price(PriceInput("Fresh Mart", item, 150, 300))[1])
+    events = sync_redis.pubsub(ignore_subscribe_messages=True)
+    events.subscribe(bus.CHANNEL)  # pub/sub spans the server's databases
+    control = Celery(broker=broker, set_as_current=False)
+    log = tmp_path / "worker.log"
+    workers = [start_worker(worker_env, log)]
+    try:
+        wait_ready(control, workers[0], log)
+        control.send_task("tasks.deals.check_deals", task_id=str(uuid.uuid4()),
+                          kwargs={"item_keys": [item_key(item)], "requested_by": requester})  # fmt: skip
+        next_event(events, lambda e: e.get("user_id") in set(shoppers))
+        workers[0].kill()  # SIGKILL the whole (solo) worker mid-check
+        workers[0].wait()
+        notified = db.notifications.count_documents({"user_id": {"$in": shoppers}})
+        assert 0 < notified < SHOPPERS, "the worker was not killed mid-check"
+        print(f"killed the worker after {notified} of {SHOPPERS} notifications")
+
+        workers.append(start_worker(worker_env, log))  # the check comes back (acks_late)
+        done = next_event(events, lambda e: e.get("user_id") == requester, timeout=90)
+        assert done["notification"]["data"]["status"] == "succeeded"
+        # What beat does every minute: emails the killed check never decided are sent now.
+        control.send_task("tasks.email.send_due_emails")
+        for name in names:
+            box.wait_for(f"{name}@example.test", 1, timeout=60)
+        # One more task through the same single-task worker: when it is done, every task
+        # queued before it is too, so a duplicate would have been sent by now.
+        control.send_task("tasks.deals.check_deals", task_id=str(uuid.uuid4()),
+                          kwargs={"item_keys": [item_key(item)], "requested_by": requester})  # fmt: skip
+        next_event(events, lambda e: e.get("user_id") == requester, timeout=60)
+    finally:
+        control.close()
+        events.close()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(20)
+    for user_id, name in zip(shoppers, names, strict=True):
+        assert db.notifications.count_documents({"user_id": user_id}) == 1
+        assert len(box.to(f"{name}@example.test")) == 1
+
+
+def next_event(events: Any, wanted: Any, timeout: float = 30) -> dict[str, Any]:
+    """The next event on the bus that `wanted` accepts."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        message = events.get_message(timeout=left)
+        if message is not None and (event := bus.decode(message["data"])) and wanted(event):
+            return event
+    raise AssertionError("the awaited event never came")

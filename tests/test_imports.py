@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from notifier.errors import InputError
+from notifier.prices import parse_price_csv
 from tests.helpers import login, watch
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -97,3 +99,21 @@ async def test_the_admin_page_uploads_a_file(fetch, ws_connect, admin, item):
     assert response.code == 200 and "Importing prices.csv" in response.body.decode()
     done = await admin_ws.recv_type("job-complete", timeout=30)
     assert done["data"]["status"] == "succeeded" and done["data"]["file"] == "prices.csv"
+
+
+HEADER = "store_name,item_name,price_in_cents,regular_price_in_cents\n"
+
+
+@pytest.mark.parametrize("text", [
+    "store_name\x00,item_name,price_in_cents,regular_price_in_cents\n",  # NUL in the header
+    "þG\r\x1a\n",  # a new line inside an unquoted field, found by schemathesis
+])  # fmt: skip
+def test_a_file_that_is_not_csv_is_refused_as_input(text):
+    with pytest.raises(InputError):
+        parse_price_csv(text)
+
+
+def test_rows_with_odd_values_are_rejected_with_their_line():
+    parsed = parse_price_csv(HEADER + "Fresh Mart,Oats,²,300\nFresh Mart,Oats,1,2,extra\n")
+    assert [r["line"] for r in parsed.rejected] == [2]
+    assert len(parsed.rows) == 1

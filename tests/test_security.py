@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import random
+import re
 import time
+from pathlib import Path
 
 import jwt
 import pytest
@@ -11,8 +14,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
+from websockets.sync import client as ws_sync
 
 from tests.conftest import JWT_SECRET
+from tests.helpers import WebProcess
 
 ENDPOINTS = [
     ("GET", "/api/me", None),
@@ -166,3 +171,62 @@ def test_random_frames_get_error_envelopes_and_never_break_the_socket(
             conn.close()
 
     io_loop.run_sync(scenario, timeout=30)
+
+
+FUZZ_ROUNDS, SOCKETS_PER_ROUND, FRAMES_PER_SOCKET = 3, 25, 90  # 90 + a ping: under the limit
+
+
+def junk(rng: random.Random) -> str | bytes:
+    """A frame that is not a message of ours (each gets exactly one error envelope)."""
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.randbytes(rng.randrange(1, 2000))
+    if kind == 1:
+        return "".join(chr(rng.randrange(32, 0x2FFF)) for _ in range(rng.randrange(1, 500)))
+    if kind == 2:
+        return json.dumps({"type": "x" * rng.randrange(1, 50), "data": rng.random()})
+    if kind == 3:
+        return "[" * rng.randrange(1, 500) + "]" * rng.randrange(1, 500)
+    return json.dumps([rng.random() for _ in range(rng.randrange(1, 800))])
+
+
+def rss(pid: int) -> int:
+    """The process's resident memory in bytes."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+@pytest.mark.timeout(180)
+def test_fuzzed_frames_neither_crash_the_web_process_nor_grow_its_memory(env, alice):
+    """Thousands of junk frames over many sockets: the process answers each with an error
+    and, once warmed up, holds no more memory after another 6,750 than before them."""
+    web = WebProcess(env)
+    web.start()
+    rng = random.Random(2026)
+    url = web.url.replace("http", "ws") + f"/ws?format=json&token={alice.token}"
+
+    def fuzz_round() -> None:
+        for _ in range(SOCKETS_PER_ROUND):
+            with ws_sync.connect(url, max_size=None, compression=None) as sock:
+                assert json.loads(sock.recv(10))["type"] == "connection-established"
+                for _ in range(FRAMES_PER_SOCKET):
+                    sock.send(junk(rng))
+                sock.send('{"type":"ping"}')
+                errors = 0
+                while (answer := json.loads(sock.recv(10)))["type"] != "pong":
+                    errors += answer["type"] == "error"  # unread-count may come, on (re)subscribe
+                assert errors == FRAMES_PER_SOCKET
+
+    try:
+        assert web.proc is not None
+        fuzz_round()  # warm-up: caches, connection pools and allocator arenas fill once
+        before = rss(web.proc.pid)
+        for _ in range(FUZZ_ROUNDS):
+            fuzz_round()
+        grown = rss(web.proc.pid) - before
+        frames = FUZZ_ROUNDS * SOCKETS_PER_ROUND * FRAMES_PER_SOCKET
+        print(f"RSS {before / 2**20:.1f} MiB, then {grown / 1024:+.0f} KiB after {frames} frames")
+        assert web.proc.poll() is None
+        assert grown < 2**20
+    finally:
+        web.stop()

@@ -10,6 +10,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from notifier.auth import issue_token
+from notifier.notifications import NotificationWriter, format_id
 from tests.conftest import JWT_SECRET
 
 
@@ -110,3 +111,33 @@ async def test_compression_is_not_negotiated(http_server, base_url, alice):
         assert "permessage-deflate" not in conn.headers.get("Sec-WebSocket-Extensions", "")
     finally:
         conn.close()
+
+
+@pytest.mark.gen_test
+async def test_mark_read_on_a_socket_reaches_every_tab_and_touches_only_the_users_own(
+    ws_connect, db, alice, bob
+):
+    writer = NotificationWriter(db)
+    note = {"message": "note", "severity": "info"}
+    mine = [format_id(writer.create(alice.user_id, "system-message", note)["seq"])
+            for _ in range(3)]  # fmt: skip
+    theirs = format_id(writer.create(bob.user_id, "system-message", note)["seq"])
+    tab = await ws_connect(f"?format=json&token={alice.token}")
+    other_tab = await ws_connect(f"?format=json&token={alice.token}")
+
+    tab.send_json({"type": "mark-read", "ids": [mine[0], theirs]})
+    for sock in (tab, other_tab):
+        read = await sock.recv_type("notification-read")
+        assert read["data"] == {"ids": [mine[0]], "unread_count": 2}
+    assert writer.unread_count(bob.user_id) == 1
+
+    for bad in ({"ids": "all"}, {"ids": []}, {"ids": ["12"]}, {"all": False}, {"ids": [{}]}):
+        tab.send_json({"type": "mark-read", **bad})
+        error = await tab.recv_type("error")
+        assert error["data"]["code"] == "invalid_input"
+    assert writer.unread_count(alice.user_id) == 2
+
+    other_tab.send_json({"type": "mark-read", "all": True})
+    for sock in (tab, other_tab):
+        read = await sock.recv_type("notification-read")
+        assert sorted(read["data"]["ids"]) == mine[1:] and read["data"]["unread_count"] == 0

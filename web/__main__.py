@@ -14,7 +14,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from notifier import bus
+from notifier import bus, logs
 from notifier.registry import ConnectionRegistry
 from notifier.schema import ensure_indexes_async
 from notifier.settings import ConfigurationError, Settings
@@ -34,13 +34,18 @@ async def main(config: Settings) -> None:
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db)
     redis = aioredis.Redis.from_url(config.redis_url, health_check_interval=10)
+    bus_client = bus.async_client(config, redis)
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
-    app = make_app(config, db, redis, registry, process)
+    app = make_app(config, db, redis, registry, process, bus_client)
     server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
     delivery = Delivery(registry, app.settings["renderer"])
     background = [
-        asyncio.create_task(bus.listen(redis, delivery, delivery.resubscribed)),
+        asyncio.create_task(
+            bus.listen(
+                bus_client, delivery, delivery.resubscribed, state=app.settings["subscription"]
+            )
+        ),
         asyncio.create_task(stats.report(redis, process, registry)),
     ]
     stop = asyncio.Event()
@@ -56,6 +61,8 @@ async def main(config: Settings) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
     await stop_tasks(background, SHUTDOWN_GRACE)
+    if bus_client is not redis:
+        await bus_client.aclose()
     await redis.aclose()
     await mongo.close()
 
@@ -79,13 +86,11 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
 
 def run() -> None:
     """Entry point: read settings, then serve."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = Settings.from_env()
     except ConfigurationError as e:
         sys.exit(f"notifier: {e}")
+    logs.configure(config.production)
     try:
         asyncio.run(main(config))
     except OSError as e:

@@ -10,9 +10,20 @@ from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import Application
 
+from notifier.bus import AsyncBusClient, Subscription
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
-from web.handlers import admin, auth, email, health, notifications, preferences, watchlist, ws
+from web.handlers import (
+    admin,
+    auth,
+    docs,
+    email,
+    health,
+    notifications,
+    preferences,
+    watchlist,
+    ws,
+)
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
@@ -26,6 +37,7 @@ def make_app(
     redis: aioredis.Redis,
     registry: ConnectionRegistry,
     process: str,
+    bus_client: AsyncBusClient | None = None,
 ) -> Application:
     """Build the application around clients made on the running loop."""
     routes = [
@@ -36,6 +48,7 @@ def make_app(
         *email.default_handlers,
         *admin.default_handlers,
         *health.default_handlers,
+        *docs.default_handlers,
         *ws.default_handlers,
     ]
     return Application(
@@ -43,10 +56,12 @@ def make_app(
         config=config,
         db=db,
         redis=redis,
+        bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
+        subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
         static_path=str(STATIC),
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},

@@ -6,6 +6,7 @@ import logging
 from functools import partial
 from typing import Any
 
+from notifier import metrics
 from notifier.notifications import parse_id
 from notifier.registry import ConnectionRegistry
 from web.handlers.ws import LOGGED_OUT, TOO_MANY_SOCKETS
@@ -28,13 +29,23 @@ class Delivery:
         """Deliver one event from the bus."""
         kind = event["kind"]
         if kind == "notification":
-            seq = parse_id(event["notification"]["id"])
+            notification = event["notification"]
+            seq = parse_id(notification["id"])
             render = partial(self.renderer.notification, event)
+            sockets = len(self.registry.connections_for_user(event["user_id"]))
             self.registry.offer_to_user(event["user_id"], seq, render)
+            # Once per fan-out, not per socket: the hot path stays a loop of writes.
+            if sockets:
+                metrics.MESSAGES_DELIVERED.labels(notification["type"]).inc(sockets)
+                latency = metrics.seconds_since(notification["created_at"])
+                if latency is not None:
+                    metrics.DELIVERY_LATENCY.observe(latency)
         elif kind == "read":
-            self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
+            sent = self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
+            metrics.MESSAGES_DELIVERED.labels("notification-read").inc(sent)
         elif kind == "announcement":
-            self.registry.send_to_all(partial(self.renderer.announcement, event))
+            sent = self.registry.send_to_all(partial(self.renderer.announcement, event))
+            metrics.MESSAGES_DELIVERED.labels("system-message").inc(sent)
         elif kind == "logout":
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
         elif kind == "evict":

@@ -11,14 +11,14 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from notifier.presence import Presence
+from notifier.presence import STATS_KEY, STATS_STALE_AFTER, Presence
 from notifier.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
 
-KEY = "notifier:stats"
+KEY = STATS_KEY
 INTERVAL = 5.0
-STALE_AFTER = 3 * INTERVAL
+STALE_AFTER = STATS_STALE_AFTER  # three missed reports
 
 
 async def report(client: aioredis.Redis, process: str, registry: ConnectionRegistry) -> None:

@@ -107,7 +107,7 @@ class LogoutHandler(PageHandler):
         """Log out and go back to the login page."""
         self.clear_cookie(COOKIE)
         if self.identity is not None:
-            await bus.publish_async(self.redis, {"kind": "logout", "user_id": self.user.user_id})
+            await bus.publish_async(self.bus, {"kind": "logout", "user_id": self.user.user_id})
         self.redirect("/login", status=303)
 
 
@@ -121,7 +121,7 @@ class TokenHandler(ApiHandler):
 
     async def post(self) -> None:
         """Exchange credentials for a token."""
-        body = validation.body_object(self.json_body())
+        body = validation.body_object(self.json_body(), ("username", "password"))
         username = validation.text(body, "username", 100)
         password = body.get("password")
         if not isinstance(password, str) or not password:

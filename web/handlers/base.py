@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
+import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,7 +15,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import HTTPError, RequestHandler
 
 from notifier.auth import Identity, InvalidToken, read_token
+from notifier.bus import AsyncBusClient
 from notifier.errors import InputError
+from notifier.logs import REQUEST_ID, USER_ID
 from notifier.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.logs import redact
@@ -22,6 +26,7 @@ from web.render import Renderer
 log = logging.getLogger(__name__)
 
 COOKIE = "accessToken"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class ApiError(HTTPError):
@@ -39,6 +44,22 @@ class ApiError(HTTPError):
 class BaseHandler(RequestHandler):
     """Every handler: typed access to Application.settings and who is asking."""
 
+    _request_id: str | None = None
+
+    @property
+    def request_id(self) -> str:
+        """The caller's X-Request-Id when it is sane (a proxy's), else a new one."""
+        if self._request_id is None:
+            given = self.request.headers.get("X-Request-Id", "")
+            self._request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            # Set while the handler is built, so the request's task (and what it starts) sees it.
+            REQUEST_ID.set(self._request_id)
+        return self._request_id
+
+    def set_default_headers(self) -> None:
+        """Every answer names its request id (errors too: send_error calls this again)."""
+        self.set_header("X-Request-Id", self.request_id)
+
     @property
     def config(self) -> Settings:
         """The notifier settings."""
@@ -55,6 +76,12 @@ class BaseHandler(RequestHandler):
     def redis(self) -> aioredis.Redis:
         """The asyncio Redis client."""
         client: aioredis.Redis = self.settings["redis"]
+        return client
+
+    @property
+    def bus(self) -> AsyncBusClient:
+        """The client the notification bus publishes through (see notifier.bus)."""
+        client: AsyncBusClient = self.settings["bus"]
         return client
 
     @property
@@ -81,9 +108,11 @@ class BaseHandler(RequestHandler):
         if not token:
             return None
         try:
-            return read_token(self.config.jwt_secret, token)
+            identity = read_token(self.config.jwt_secret, token)
         except InvalidToken:
             return None
+        USER_ID.set(identity.user_id)
+        return identity
 
     def request_token(self) -> str | None:
         """The token this request carries, if any."""
@@ -133,10 +162,18 @@ class BaseHandler(RequestHandler):
         self.finish(json.dumps({"error": {"code": code, "message": message}}))
 
     def set_error_headers(self, exc_info: Any) -> None:
-        """Headers an ApiError asks for (Retry-After, say)."""
+        """Headers an ApiError asks for (Retry-After, say); Allow on a 405."""
+        if self.get_status() == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         exc = exc_info[1] if exc_info else None
         for name, value in getattr(exc, "headers", {}).items():
             self.set_header(name, value)
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler answers."""
+        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+                if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())]  # fmt: skip
 
     # JSON helpers ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import bus
+from notifier import bus, validation
 from notifier.errors import InputError
 from notifier.notifications import NotificationRepository, parse_id
 from notifier.watchlist import WatchlistRepository
@@ -22,18 +22,17 @@ async def mark_read(handler: BaseHandler, user_id: str, seqs: list[int] | None) 
     unread = await repo.unread_count(user_id)
     if changed:
         event = {"kind": "read", "user_id": user_id, "ids": changed, "unread_count": unread}
-        await bus.publish_async(handler.redis, event)
+        await bus.publish_async(handler.bus, event)
     return unread
 
 
 def parse_read_request(body: object) -> list[int] | None:
     """`{"ids": [...]}` or `{"all": true}` -> the seqs, or None for all."""
-    if not isinstance(body, dict):
-        raise InputError("the body must be a JSON object")
-    if body.get("all") is True and "ids" not in body:
+    b = validation.body_object(body, ("ids", "all"))
+    if b == {"all": True}:
         return None
-    ids = body.get("ids")
-    if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
+    ids = b.get("ids")
+    if len(b) != 1 or not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
         raise InputError(f'give "ids" (a list of 1 to {MAX_IDS} notification ids) or "all": true')
     return [parse_id(i, "ids") for i in ids]
 

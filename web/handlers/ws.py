@@ -23,7 +23,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler
 
-from notifier import bus, messages
+from notifier import bus, messages, metrics
 from notifier.announcements import AnnouncementRepository
 from notifier.errors import InputError
 from notifier.limits import SocketLimit
@@ -32,6 +32,7 @@ from notifier.presence import Presence
 from notifier.registry import Render
 from web.frames import text_frame, write_frame
 from web.handlers.base import BaseHandler
+from web.handlers.notifications import mark_read, parse_read_request
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             evicted = await limit.opened(self.user_id, self.socket_id)
             if evicted:
                 event = {"kind": "evict", "user_id": self.user_id, "socket_ids": evicted}
-                await bus.publish_async(self.redis, event)
+                await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit not enforced (redis unavailable: %s)", e)
 
@@ -202,8 +203,25 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 self.send(messages.error("unavailable", "try resuming again shortly"))
                 return
             self._start_from(msg.get("last_id"), max_seq)
+        elif kind == "mark-read":
+            await self._mark_read(msg)
         else:
-            self.send(messages.error("unknown_message", 'send {"type": "ping"} or "resume"'))
+            self.send(messages.error("unknown_message",
+                                     'send {"type": "ping"}, "resume" or "mark-read"'))  # fmt: skip
+
+    async def _mark_read(self, msg: object) -> None:
+        """`{"type": "mark-read", "ids": [...]}` or `"all": true`, as POST /api/notifications/read.
+
+        Every tab of the user, this one included, hears of it through the bus.
+        """
+        try:
+            body = {k: v for k, v in msg.items() if k != "type"} if isinstance(msg, dict) else msg
+            await mark_read(self, self.user_id, parse_read_request(body))
+        except InputError as e:
+            self.send(messages.error(e.code, e.message))
+        except (PyMongoError, RedisError, OSError):
+            log.exception("marking read from a socket failed")
+            self.send(messages.error("unavailable", "try marking read again shortly"))
 
     def on_close(self) -> None:
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
@@ -255,6 +273,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.send(render(self.format))
         elif seq > self._last_seq:
             self._held.append((seq, render))
+            metrics.GAP_FILLS.inc()
             self.resync()
 
     def resync(self, refresh_unread: bool = False) -> None:

@@ -1,0 +1,203 @@
+"""`python -m notifier`: operations from a shell (the release step, users, prices, stats).
+
+Exit codes: 0 done, 1 failed (the reason on stderr), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+from pymongo import MongoClient
+from pymongo.errors import PyMongoError
+from pymongo.synchronous.database import Database
+
+from notifier import validation
+from notifier.bus import make_publisher
+from notifier.deals import LOCK_NAME, DealCheck
+from notifier.email import EmailService
+from notifier.errors import InputError
+from notifier.migrations import migrate
+from notifier.notifications import NotificationService, NotificationWriter
+from notifier.presence import STATS_KEY, STATS_STALE_AFTER
+from notifier.prices import parse_price_csv, record_price
+from notifier.schema import ensure_indexes
+from notifier.settings import ConfigurationError, Settings
+from notifier.users import ROLES, create_user
+from notifier.writes import apply
+
+MIN_PASSWORD = 8
+
+
+class Failed(Exception):
+    """The command could not do its job; the message says why in one line."""
+
+
+class Context:
+    """The settings and the clients a command uses, opened on first use."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._mongo: MongoClient[dict[str, Any]] | None = None
+        self._redis: redis.Redis | None = None
+
+    @property
+    def db(self) -> Database[dict[str, Any]]:
+        """The notifier database."""
+        if self._mongo is None:
+            self._mongo = MongoClient(self.settings.mongodb_uri, serverSelectionTimeoutMS=5000)
+        return self._mongo.get_default_database("notifier")
+
+    @property
+    def redis(self) -> redis.Redis:
+        """The Redis server for locks, stats and (without a cluster) the bus."""
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.settings.redis_url, socket_timeout=5)
+        return self._redis
+
+    def close(self) -> None:
+        """Close whatever was opened."""
+        if self._mongo is not None:
+            self._mongo.close()
+        if self._redis is not None:
+            self._redis.close()
+
+
+def cmd_migrate(ctx: Context, args: argparse.Namespace) -> None:
+    """Create the indexes and run the data migrations not yet run (the release step)."""
+    ensure_indexes(ctx.db)
+    ran = migrate(ctx.db)
+    done = ", ".join(f"{name} ({changed} changed)" for name, changed in ran) or "none pending"
+    print(f"notifier: indexes are in place; migrations run: {done}")
+
+
+def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
+    """Create a user; the password comes from stdin or a prompt, never from the command line."""
+    username = validation.text({"username": args.username}, "username", 100)
+    if ctx.db.users.find_one({"username": username}, {"_id": 1}):
+        raise Failed(f"a user named {username!r} already exists")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass(f"password for {username}: ")
+    if len(password) < MIN_PASSWORD:
+        raise Failed(f"the password must be at least {MIN_PASSWORD} characters")
+    apply(ctx.db, [create_user(username, password, args.role, args.email)])
+    user = ctx.db.users.find_one({"username": username}, {"_id": 1})
+    assert user is not None
+    print(f"notifier: created {args.role} {username} ({user['_id']})")
+
+
+def cmd_import_prices(ctx: Context, args: argparse.Namespace) -> None:
+    """Apply a price CSV (the admin page's format), then check deals on its items."""
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise Failed(f"cannot read {args.file}: {e}") from None
+    parsed = parse_price_csv(text)  # InputError: the file as a whole is unusable
+    for _, price in parsed.rows:
+        apply(ctx.db, record_price(price)[1])
+    print(f"notifier: {len(parsed.rows)} row(s) applied, {len(parsed.rejected)} rejected")
+    for rejected in parsed.rejected:
+        print(f"  line {rejected['line']}: {rejected['reason']}", file=sys.stderr)
+    items = sorted({validation.item_key(p.item_name) for _, p in parsed.rows})
+    if items and not args.no_check:
+        _check(ctx, items)
+    if parsed.rejected:
+        raise Failed(f"{len(parsed.rejected)} row(s) of {args.file} were rejected")
+
+
+def cmd_check_deals(ctx: Context, args: argparse.Namespace) -> None:
+    """Run the deal check here and now (holding the workers' lock), for all items or some."""
+    _check(ctx, [validation.item_key(i) for i in args.item] or None)
+
+
+def _check(ctx: Context, item_keys: list[str] | None) -> None:
+    publisher = make_publisher(ctx.settings, ctx.redis)
+    service = NotificationService(NotificationWriter(ctx.db), publisher)
+    hold = ctx.settings.deal_check_lock_seconds
+    with ctx.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
+        result = DealCheck(ctx.db, service).run(item_keys)
+    # Planned emails are sent by beat's next send_due_emails sweep.
+    emails = EmailService(ctx.settings, ctx.db, ctx.redis)
+    planned = sum(1 for doc in result.notifications if emails.plan_for_deal(doc))
+    print(f"notifier: deal check: {result.summary()}; {planned} email(s) planned")
+
+
+def cmd_stats(ctx: Context, args: argparse.Namespace) -> None:
+    """Counts from MongoDB and the web processes' live connection figures, as JSON."""
+    db = ctx.db
+    figures: dict[str, Any] = {
+        "users": db.users.count_documents({}),
+        "admins": db.users.count_documents({"role": "admin"}),
+        "watched_items": db.watchlists.count_documents({}),
+        "notifications": db.notifications.count_documents({}),
+        "unread": db.notifications.count_documents({"read": False}),
+        "outbox": db.notifications.count_documents({"unpublished": True}),
+        "emails_pending": db.emails.count_documents({"status": {"$in": ["pending", "sending"]}}),
+        "emails_sent": db.emails.count_documents({"status": "sent"}),
+    }
+    now, processes = time.time(), []
+    for raw in ctx.redis.hvals(STATS_KEY):
+        try:
+            p = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(p, dict) and now - p.get("at", 0) < STATS_STALE_AFTER:
+            processes.append({k: p.get(k) for k in ("process", "connections", "users")})
+    figures["web_processes"] = len(processes)
+    figures["connections"] = sum(p["connections"] or 0 for p in processes)
+    figures["processes"] = sorted(processes, key=lambda p: str(p["process"]))
+    print(json.dumps(figures, indent=2))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(prog="python -m notifier", description=__doc__)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(run=cmd_migrate)
+    p = sub.add_parser("create-user", help=cmd_create_user.__doc__)
+    p.add_argument("username")
+    p.add_argument("--role", choices=ROLES, default="shopper")
+    p.add_argument("--email", default=None)
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(run=cmd_create_user)
+    p = sub.add_parser("import-prices", help=cmd_import_prices.__doc__)
+    p.add_argument("file", help="CSV with store_name,item_name,price_in_cents,"
+                   "regular_price_in_cents[,valid_until]")  # fmt: skip
+    p.add_argument("--no-check", action="store_true", help="do not run a deal check after")
+    p.set_defaults(run=cmd_import_prices)
+    p = sub.add_parser("check-deals", help=cmd_check_deals.__doc__)
+    p.add_argument("--item", action="append", default=[], help="only this item (repeatable)")
+    p.set_defaults(run=cmd_check_deals)
+    sub.add_parser("stats", help=cmd_stats.__doc__).set_defaults(run=cmd_stats)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as e:
+        print(f"notifier: {e}", file=sys.stderr)
+        return 1
+    ctx = Context(settings)
+    try:
+        args.run(ctx, args)
+        return 0
+    except (Failed, InputError) as e:
+        print(f"notifier: {e.message if isinstance(e, InputError) else e}", file=sys.stderr)
+    except PyMongoError as e:
+        print(f"notifier: MongoDB is unavailable or refused: {e}", file=sys.stderr)
+    except (redis.RedisError, OSError) as e:
+        print(f"notifier: Redis is unavailable or refused: {e}", file=sys.stderr)
+    finally:
+        ctx.close()
+    return 1

@@ -1,0 +1,55 @@
+"""Data migrations: each runs once, in order, and is recorded in the `migrations` collection.
+
+The release step runs them after creating the indexes. A migration must be safe to run
+again (a release that dies between running one and recording it runs it once more).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+from pymongo.synchronous.database import Database
+
+
+def backfill_notification_counters(db: Database[Any]) -> int:
+    """Give every user with notifications a seq counter, so writers need not scan for the max.
+
+    Notifications stored before the counters existed leave their users without one, and
+    each write for them then reads the highest seq through the index (slow on some
+    servers). `$max` keeps a counter that is already further along as it is.
+    """
+    users = db.notifications.aggregate([{"$group": {"_id": "$user_id", "seq": {"$max": "$seq"}}}])
+    changed = 0
+    for row in users:
+        result = db.counters.update_one(
+            {"_id": f"notifications:{row['_id']}"}, {"$max": {"seq": row["seq"]}}, upsert=True
+        )
+        changed += int(result.modified_count or result.upserted_id is not None)
+    return changed
+
+
+# (number, name, migration); numbers only ever grow, and a released one never changes.
+MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
+    (1, "backfill notification counters", backfill_notification_counters),
+]
+
+
+def migrate(db: Database[Any]) -> list[tuple[str, int]]:
+    """Run the migrations not yet recorded; returns (name, documents changed) for each run."""
+    done = {doc["_id"] for doc in db.migrations.find({}, {"_id": 1})}
+    ran: list[tuple[str, int]] = []
+    for number, name, run in MIGRATIONS:
+        if number in done:
+            continue
+        changed = run(db)
+        try:
+            db.migrations.insert_one(
+                {"_id": number, "name": name, "changed": changed, "applied_at": datetime.now(UTC)}
+            )
+        except DuplicateKeyError:
+            continue  # a concurrent release recorded it first (the migration is idempotent)
+        ran.append((name, changed))
+    return ran

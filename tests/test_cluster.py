@@ -1,0 +1,149 @@
+"""REDIS_CLUSTER_URL: the bus as sharded pub/sub on a 3-node Redis Cluster on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
+from tornado.httpclient import AsyncHTTPClient
+from tornado.websocket import websocket_connect
+
+from notifier import bus
+from notifier.embedded import Server, free_port, start_redis_cluster
+from notifier.notifications import NotificationService, NotificationWriter
+from tests.helpers import read_until, spawn
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Server]]:
+    """Three redis-server nodes joined by redis-cli --cluster create, no replicas."""
+    nodes = start_redis_cluster(tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    for node in nodes:
+        node.stop()
+
+
+def owner_of_channel(nodes: list[Server]) -> tuple[Server, list[Server]]:
+    """The node whose shard owns the bus channel, and the others."""
+    client = RedisCluster.from_url(nodes[0].url)
+    try:
+        node = client.get_node_from_key(bus.CHANNEL)
+        port = int(node.port)
+    finally:
+        client.close()
+    owner = next(n for n in nodes if n.url.endswith(f":{port}"))
+    return owner, [n for n in nodes if n is not owner]
+
+
+def subscribers(node: Server, kind: str) -> int:
+    """How many clients of this node subscribe to the bus channel (shard or classic)."""
+    client = redis.Redis.from_url(node.url)
+    try:
+        numsub = client.pubsub_shardnumsub if kind == "shard" else client.pubsub_numsub
+        return int(dict(numsub(bus.CHANNEL))[bus.CHANNEL.encode()])
+    finally:
+        client.close()
+
+
+def test_the_cluster_fixture_has_three_masters_covering_every_slot(redis_cluster):
+    client = redis.Redis.from_url(redis_cluster[0].url)
+    info = client.execute_command("CLUSTER INFO")
+    client.close()
+    assert info["cluster_state"] == "ok"
+    assert int(info["cluster_known_nodes"]) == 3 and int(info["cluster_slots_assigned"]) == 16384
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_events_travel_by_spublish_and_ssubscribe_on_the_owning_shard(redis_cluster, config):
+    settings = dataclasses.replace(config, redis_cluster_url=redis_cluster[1].url)
+    client = bus.async_client(settings, None)  # type: ignore[arg-type]
+    assert isinstance(client, AsyncRedisCluster)
+    got: list[dict] = []
+    arrived = asyncio.Event()
+    subscribed = asyncio.Event()
+    state = bus.Subscription()
+
+    def handle(event: dict) -> None:
+        got.append(event)
+        arrived.set()
+
+    async def on_subscribed() -> None:
+        subscribed.set()
+
+    task = asyncio.create_task(bus.listen(client, handle, on_subscribed, state=state))
+    publisher = bus.make_publisher(settings)
+    try:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        assert state.live(asyncio.get_running_loop().time())
+        owner, others = owner_of_channel(redis_cluster)
+        # The subscription is a shard channel on the owning node, and only there.
+        assert subscribers(owner, "shard") == 1 and subscribers(owner, "classic") == 0
+        assert [subscribers(other, "shard") for other in others] == [0, 0]
+        assert publisher.publish({"kind": "ping-test", "n": 1}) == 1  # worker side (sync)
+        await asyncio.wait_for(arrived.wait(), 10)
+        arrived.clear()
+        assert await bus.publish_async(client, {"kind": "ping-test", "n": 2}) == 1  # web side
+        await asyncio.wait_for(arrived.wait(), 10)
+        assert [e["n"] for e in got] == [1, 2]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.aclose()
+        publisher._redis.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env, config, db,
+                                                              alice, io_loop):  # fmt: skip
+    port = free_port()
+    cluster_url = redis_cluster[2].url
+    proc = spawn([sys.executable, "-m", "web"],
+                 {**env, "PORT": str(port), "REDIS_CLUSTER_URL": cluster_url})  # fmt: skip
+    settings = dataclasses.replace(config, redis_cluster_url=cluster_url)
+    service = NotificationService(NotificationWriter(db), bus.make_publisher(settings))
+
+    async def scenario() -> None:
+        http = AsyncHTTPClient()
+        ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
+        while ready.code != 200:  # the subscriber may still be joining the cluster
+            await asyncio.sleep(0.1)
+            ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
+        assert json.loads(ready.body)["checks"]["redis_cluster"] == "ok"
+        conn = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}")
+        assert json.loads(await conn.read_message())["type"] == "connection-established"
+        created = [service.notify(alice.user_id, "system-message",
+                                  {"message": f"#{i}", "severity": "info"})["data"]["notification_id"]
+                   for i in range(20)]  # fmt: skip
+        got = []
+        while len(got) < 20:
+            msg = json.loads(await asyncio.wait_for(conn.read_message(), 10))
+            if msg["type"] == "system-message":
+                got.append(msg["data"]["id"])
+        assert got == created
+        # Read marks are published by the web process itself: through the cluster too.
+        response = await http.fetch(
+            f"http://127.0.0.1:{port}/api/notifications/read", method="POST",
+            body=json.dumps({"all": True}), headers=alice.auth)  # fmt: skip
+        assert json.loads(response.body) == {"unread_count": 0}
+        while (msg := json.loads(await asyncio.wait_for(conn.read_message(), 10)))["type"] != (
+            "notification-read"
+        ):
+            pass
+        assert msg["data"]["unread_count"] == 0
+        conn.close()
+
+    try:
+        read_until(proc, f"listening on port {port}", 30, [])
+        io_loop.run_sync(scenario, timeout=60)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=15)
+
+

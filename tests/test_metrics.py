@@ -1,0 +1,116 @@
+"""GET /metrics on a web process, and the Celery worker's metrics port, scraped for real."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from tornado.httpclient import AsyncHTTPClient
+
+from notifier.bus import Publisher
+from notifier.notifications import NotificationService, NotificationWriter
+from tests.helpers import collect, post_price, watch
+
+METRICS_TOKEN = "scrape-" + "s" * 30
+
+
+@pytest.fixture
+def app_config(config, request):
+    """The session settings, with per-test overrides passed as the fixture's param."""
+    return dataclasses.replace(config, **getattr(request, "param", {}))
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition: (name, sorted labels) -> value."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        assert family.name.startswith("notifier_"), family.name
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+@pytest.mark.gen_test
+async def test_metrics_count_sockets_deliveries_and_latency(fetch, ws_connect, alice, db, sync_redis):
+    before = parse((await fetch("/metrics")).body.decode())
+    tabs = [await ws_connect(f"?format=json&token={alice.token}") for _ in range(2)]
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    service.notify(alice.user_id, "system-message", {"message": "hi", "severity": "info"})
+    for tab in tabs:
+        await collect(tab, 1)
+
+    response = await fetch("/metrics")
+    assert response.code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    after = parse(response.body.decode())
+    assert value(after, "notifier_open_connections") == 2
+    assert value(after, "notifier_users_online") == 1
+    delivered = "notifier_messages_delivered_total"
+    assert value(after, delivered, type="system-message") - value(
+        before, delivered, type="system-message"
+    ) == 2  # one fan-out, two sockets
+    latency = "notifier_delivery_latency_seconds_count"
+    assert value(after, latency) - value(before, latency) == 1
+    assert value(after, "notifier_delivery_latency_seconds_bucket", le="+Inf") >= 1
+    for name in ("notifier_pubsub_reconnects_total", "notifier_gap_fills_total",
+                 "notifier_process_resident_memory_bytes"):  # fmt: skip
+        assert (name, ()) in after, name
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("app_config", [{"metrics_token": METRICS_TOKEN}], indirect=True)
+async def test_metrics_need_the_metrics_token_when_one_is_set(app_config, fetch, admin):
+    assert (await fetch("/metrics")).code == 401
+    assert (await fetch("/metrics", headers={"Authorization": "Bearer wrong"})).code == 401
+    assert (await fetch("/metrics", headers=admin.auth)).code == 401  # an admin JWT is not it
+    ok = await fetch("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert ok.code == 200 and b"notifier_open_connections" in ok.body
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("app_config", [{"env": "production", "metrics_token": None}],
+                         indirect=True)  # fmt: skip
+async def test_metrics_are_not_served_in_production_without_a_token(app_config, fetch):
+    response = await fetch("/metrics")
+    assert response.code == 404
+    assert b"METRICS_TOKEN" in response.body
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_worker_serves_task_and_deal_check_metrics(
+    fetch, worker, worker_metrics_port, admin, alice, item
+):
+    http = AsyncHTTPClient()
+    url = f"http://127.0.0.1:{worker_metrics_port}/metrics"
+
+    async def scrape():
+        return parse((await http.fetch(url)).body.decode())
+
+    before = await scrape()
+    await watch(fetch, alice, item)
+    check_runs = "notifier_celery_tasks_total"
+    labels = {"task": "tasks.deals.check_deals", "outcome": "succeeded"}
+    await post_price(fetch, admin, item)  # queues a deal check for the item
+    deadline = time.monotonic() + 30
+    while True:
+        after = await scrape()
+        if value(after, check_runs, **labels) > value(before, check_runs, **labels):
+            break
+        assert time.monotonic() < deadline, "the worker never counted the deal check"
+        await asyncio.sleep(0.2)  # polling a counter, with a deadline
+    duration = "notifier_deal_check_duration_seconds_count"
+    assert value(after, duration) > value(before, duration)
+    assert value(after, "notifier_deals_found_total") >= value(before, "notifier_deals_found_total") + 1
+    task_time = "notifier_celery_task_duration_seconds_count"
+    assert value(after, task_time, task="tasks.deals.check_deals") > value(
+        before, task_time, task="tasks.deals.check_deals"
+    )
+    assert ("notifier_emails_sent_total", ()) in after
+    assert ("notifier_emails_failed_total", ()) in after

@@ -1,0 +1,415 @@
+"""The JSON API as an OpenAPI 3.1 document, served at GET /api/openapi.json.
+
+tests/test_openapi.py keeps it true: every /api route is described here and nothing
+else is, and schemathesis checks the running service against it (no 5xx, every status,
+content type and body as documented).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from notifier.announcements import SEVERITIES
+from notifier.preferences import EMAIL_MODES
+from notifier.validation import MAX_CENTS
+from web.handlers.notifications import MAX_IDS
+
+JSON = "application/json"
+ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
+CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
+NON_BLANK = r"\S"
+
+
+def text(max_length: int) -> dict[str, Any]:
+    """A required string that is not blank (whitespace is collapsed before the length check)."""
+    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NON_BLANK}
+
+
+def obj(required: list[str], **properties: Any) -> dict[str, Any]:
+    """A JSON object schema."""
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def ref(name: str) -> dict[str, str]:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def body(schema: dict[str, Any], status: str, description: str) -> dict[str, Any]:
+    """A response with a JSON body."""
+    return {status: {"description": description, "content": {JSON: {"schema": schema}}}}
+
+
+def error(status: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An error response: the contract's `{"error": {"code", "message"}}`."""
+    response: dict[str, Any] = body(ref("Error"), status, description)
+    if headers:
+        response[status]["headers"] = headers
+    return response
+
+
+BAD_INPUT = error("400", "the input is not valid; nothing was changed")
+UNAUTHORIZED = error("401", "no valid token")
+FORBIDDEN = error("403", "the caller is not an admin")
+
+
+def operation(
+    summary: str,
+    responses: dict[str, Any],
+    request: dict[str, Any] | None = None,
+    public: bool = False,
+    admin: bool = False,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One operation, with the errors every authenticated operation can give."""
+    op: dict[str, Any] = {"summary": summary, "responses": dict(responses)}
+    if request is not None:
+        op["requestBody"] = {"required": True, "content": {JSON: {"schema": request}}}
+        op["responses"].update(BAD_INPUT)
+    if parameters:
+        op["parameters"] = parameters
+        op["responses"].update(BAD_INPUT)
+    if public:
+        op["security"] = []
+    else:
+        op["responses"].update(UNAUTHORIZED)
+    if admin:
+        op["responses"].update(FORBIDDEN)
+    return op
+
+
+def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """An optional query parameter."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj(
+        ["error"],
+        error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
+    ),
+    "Credentials": obj(
+        ["username", "password"], username=text(100), password={"type": "string", "minLength": 1}
+    ),
+    "Token": obj(
+        ["token", "token_type", "expires_in"],
+        token={"type": "string"},
+        token_type={"const": "Bearer"},
+        expires_in={"type": "integer"},
+    ),
+    "Me": obj(
+        ["user_id", "username", "role"],
+        user_id={"type": "string"},
+        username={"type": "string"},
+        role={"enum": ["shopper", "admin"]},
+    ),
+    "WatchInput": obj(
+        ["item_name"],
+        item_name=text(100),
+        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
+    ),
+    "WatchItem": obj(
+        ["item_name", "target_price_in_cents"],
+        item_name={"type": "string"},
+        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
+    ),
+    "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
+    "PriceInput": obj(
+        ["store_name", "item_name", "price_in_cents", "regular_price_in_cents"],
+        store_name=text(100),
+        item_name=text(100),
+        price_in_cents=CENTS,
+        regular_price_in_cents={**CENTS, "description": "at least price_in_cents"},
+        valid_until={
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
+            "description": "in the future; without a zone, UTC",
+        },
+    ),
+    "PriceCreated": obj(["price_id"], price_id={"type": "string"}),
+    "Job": obj(["job_id"], job_id={"type": "string"}),
+    "AnnouncementInput": obj(
+        ["message"], message=text(500), severity={"enum": list(SEVERITIES), "default": "info"}
+    ),
+    "AnnouncementCreated": obj(["id"], id={"type": "string"}),
+    "Notification": obj(
+        ["id", "type", "created_at", "read", "data"],
+        id=ID,
+        type={"enum": ["deal-notification", "system-message", "job-complete"]},
+        created_at={"type": "string", "format": "date-time"},
+        read={"type": "boolean"},
+        data={"type": "object"},
+    ),
+    "NotificationPage": obj(
+        ["items", "next", "unread_count"],
+        items={"type": "array", "items": ref("Notification")},
+        next={"anyOf": [ID, {"type": "null"}], "description": "pass as `before` for older"},
+        unread_count={"type": "integer", "minimum": 0},
+    ),
+    "ReadRequest": {
+        "oneOf": [
+            {
+                **obj(
+                    ["ids"], ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS}
+                ),
+                "additionalProperties": False,
+            },
+            {**obj(["all"], all={"const": True}), "additionalProperties": False},
+        ]
+    },
+    "UnreadCount": obj(["unread_count"], unread_count={"type": "integer", "minimum": 0}),
+    "Stats": obj(
+        ["connections", "users", "processes"],
+        connections={"type": "integer"},
+        users={"type": "integer"},
+        processes={
+            "type": "array",
+            "items": obj(
+                ["process", "connections", "users"],
+                process={"type": "string"},
+                connections={"type": "integer"},
+                users={"type": "integer"},
+            ),
+        },
+    ),
+    "Preferences": {
+        **obj(
+            [],
+            email_mode={"enum": list(EMAIL_MODES), "default": "offline"},
+            quiet_hours_start={
+                "anyOf": [
+                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                    {"type": "null"},
+                ]
+            },
+            quiet_hours_end={
+                "anyOf": [
+                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
+                    {"type": "null"},
+                ]
+            },
+            timezone={"type": "string", "default": "UTC", "description": "an IANA zone name"},
+            min_discount_percent={"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
+        ),
+        "additionalProperties": False,
+        "description": "both quiet hours or neither, and not equal",
+    },
+    "Health": {
+        **obj(["status"], status={"enum": ["ok", "unavailable"]}),
+        "additionalProperties": {"type": "string"},
+    },
+    "Readiness": obj(
+        ["status", "down", "checks"],
+        status={"enum": ["ok", "unavailable"]},
+        down={"type": "array", "items": {"type": "string"}},
+        checks={"type": "object", "additionalProperties": {"type": "string"}},
+    ),
+}
+
+PATHS: dict[str, Any] = {
+    "/api/openapi.json": {
+        "get": operation(
+            "This document",
+            {"200": {"description": "OpenAPI 3.1", "content": {JSON: {}}}},
+            public=True,
+        )
+    },
+    "/api/token": {
+        "post": operation(
+            "A bearer token for a username and password",
+            {
+                **body(ref("Token"), "200", "the token"),
+                **error("401", "wrong username or password"),
+                **error(
+                    "429",
+                    "too many failed logins for this account or address",
+                    {"Retry-After": {"schema": {"type": "string"}, "description": "seconds"}},
+                ),
+            },
+            request=ref("Credentials"),
+            public=True,
+        )
+    },
+    "/api/me": {"get": operation("Who the token speaks for", body(ref("Me"), "200", "the caller"))},
+    "/api/watchlist": {
+        "get": operation("The caller's watched items", body(ref("Watchlist"), "200", "the items")),
+        "post": operation(
+            "Watch an item; again updates its target",
+            body(ref("WatchItem"), "201", "watched"),
+            request=ref("WatchInput"),
+        ),
+    },
+    "/api/watchlist/{item_name}": {
+        "delete": {
+            **operation(
+                "Stop watching an item",
+                {
+                    "204": {"description": "no longer watched"},
+                    **error("404", "the item is not on the watchlist"),
+                },
+            ),
+            "parameters": [
+                {
+                    "name": "item_name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1},
+                }
+            ],
+        }
+    },
+    "/api/notifications": {
+        "get": operation(
+            "The caller's notifications, newest first",
+            body(ref("NotificationPage"), "200", "one page"),
+            parameters=[
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    "page size",
+                ),
+                query("before", ID, "only notifications older than this id"),
+                query("unread", {"enum": ["0", "1", "true", "false"]}, "1: unread only"),
+            ],
+        )
+    },
+    "/api/notifications/read": {
+        "post": operation(
+            "Mark some or all read; every open tab of the caller hears of it",
+            body(ref("UnreadCount"), "200", "what is left unread"),
+            request=ref("ReadRequest"),
+        )
+    },
+    "/api/preferences": {
+        "get": operation(
+            "The caller's email preferences", body(ref("Preferences"), "200", "the preferences")
+        ),
+        "put": operation(
+            "Replace the caller's preferences (fields left out take defaults)",
+            body(ref("Preferences"), "200", "as stored"),
+            request=ref("Preferences"),
+        ),
+    },
+    "/api/prices": {
+        "post": operation(
+            "Record a store's current price for an item; its deals are checked at once",
+            body(ref("PriceCreated"), "201", "recorded"),
+            request=ref("PriceInput"),
+            admin=True,
+        )
+    },
+    "/api/price-imports": {
+        "post": {
+            **operation(
+                "Import a CSV of prices; the caller gets a job-complete notification",
+                {**body(ref("Job"), "202", "queued"), **BAD_INPUT},
+                admin=True,
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "text/csv": {
+                        "schema": {
+                            "type": "string",
+                            "description": "a header of store_name, item_name, price_in_cents, "
+                            "regular_price_in_cents and optionally valid_until",
+                        }
+                    }
+                },
+            },
+        }
+    },
+    "/api/deal-checks": {
+        "post": operation(
+            "Run a full deal check; the caller gets a job-complete notification",
+            body(ref("Job"), "202", "queued"),
+            admin=True,
+        )
+    },
+    "/api/announcements": {
+        "post": operation(
+            "Broadcast a system message to every user",
+            body(ref("AnnouncementCreated"), "202", "stored and sent"),
+            request=ref("AnnouncementInput"),
+            admin=True,
+        )
+    },
+    "/api/stats": {
+        "get": operation(
+            "Connections and users across web processes",
+            body(ref("Stats"), "200", "the figures"),
+            admin=True,
+        )
+    },
+    "/healthz": {
+        "get": operation(
+            "MongoDB and Redis reachable from this process",
+            {
+                **body(ref("Health"), "200", "all up"),
+                **body(ref("Health"), "503", "names what is down"),
+            },
+            public=True,
+        )
+    },
+    "/readyz": {
+        "get": operation(
+            "Ready to serve sockets: MongoDB and Redis answer and the bus subscription is live",
+            {
+                **body(ref("Readiness"), "200", "ready"),
+                **body(ref("Readiness"), "503", "`down` names what is not"),
+            },
+            public=True,
+        )
+    },
+    "/metrics": {
+        "get": {
+            **operation(
+                "Prometheus metrics of this process (every name starts with notifier_)",
+                {
+                    "200": {"description": "text format", "content": {"text/plain": {}}},
+                    **error("401", "METRICS_TOKEN is set and this is not it"),
+                    **error("404", "production without METRICS_TOKEN: not served"),
+                },
+                public=True,
+            ),
+            "security": [{"metrics": []}, {}],
+        }
+    },
+}
+
+DOCUMENT: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "notifier",
+        "version": "1",
+        "description": "Deal notifications for grocery shoppers. Live delivery is over WS /ws "
+        "(see the README); this is the JSON API. Errors are "
+        '`{"error": {"code", "message"}}`.',
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}, {"cookie": []}],
+    "paths": PATHS,
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+            "metrics": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "METRICS_TOKEN, when it is set",
+            },
+            "cookie": {
+                "type": "apiKey",
+                "in": "cookie",
+                "name": "accessToken",
+                "description": "the login page's session; writes also need the "
+                "_xsrf cookie echoed in X-XSRFToken",
+            },
+        },
+    },
+}
