@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint redis-server chromium clean
+.PHONY: run test lint bench redis-server chromium clean
 
 run: $(STAMP) redis-server
 	@exec $(PY) -m notifier.dev
@@ -13,6 +13,12 @@ test: $(STAMP) redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+
+# notifier's web process against the Node ws peer (bench/suite.py); under 10 minutes on 2 cores.
+bench: $(STAMP) redis-server
+	$(PY) -m pip install --quiet -e '.[bench]'
+	cd bench/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error
+	taskset -c 1 $(PY) bench/suite.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
@@ -25,6 +26,7 @@ from notifier.settings import Settings
 log = logging.getLogger(__name__)
 
 CHANNEL = "notifier:events"
+READ_SIZE = 256 * 1024
 
 
 def encode(event: dict[str, Any]) -> str:
@@ -127,11 +129,14 @@ async def listen(
             next_ping = heard + ping_every
             subscribed = False
             while True:
-                message = await receive(timeout=min(1.0, ping_every))
+                batch = await receive(min(1.0, ping_every))
                 now = loop.time()
-                if message is not None:
+                if batch:
                     heard = state.heard_at = now
-                    if message["type"] in ("subscribe", "ssubscribe") and not subscribed:
+                for kind, data in batch:
+                    if kind in ("message", "smessage"):
+                        _dispatch(handle, data)
+                    elif kind in ("subscribe", "ssubscribe") and not subscribed:
                         subscribed, backoff = True, 0.1
                         state.subscribed = True
                         state.times_subscribed += 1
@@ -139,8 +144,6 @@ async def listen(
                             metrics.PUBSUB_RECONNECTS.inc()
                         if on_subscribed is not None:
                             await on_subscribed()
-                    elif message["type"] in ("message", "smessage"):
-                        _dispatch(handle, message["data"])
                 if now >= next_ping:
                     await ping()
                     next_ping = now + ping_every
@@ -158,23 +161,62 @@ async def listen(
                 pass
 
 
+Receive = Callable[[float], Awaitable[list[tuple[str, Any]]]]  # wait -> [(type, data)]
+
+
 async def _subscribe(
     pubsub: aioredis.client.PubSub, sharded: bool
-) -> tuple[Callable[..., Awaitable[Any]], Callable[[], Awaitable[Any]]]:
-    """Subscribe; returns how to read the next message and how to PING the subscription."""
+) -> tuple[Receive, Callable[[], Awaitable[Any]]]:
+    """Subscribe; returns how to read what came (maybe nothing) and how to PING."""
     if not sharded:
         await pubsub.subscribe(CHANNEL)
-        return pubsub.get_message, pubsub.ping
+        return _socket_receiver(pubsub), pubsub.ping
 
     cluster_pubsub: Any = pubsub  # redis.asyncio.cluster.ClusterPubSub
     await cluster_pubsub.ssubscribe(CHANNEL)
+
+    async def receive(wait: float) -> list[tuple[str, Any]]:
+        message = await cluster_pubsub.get_sharded_message(timeout=wait)
+        return [] if message is None else [(message["type"], message["data"])]
 
     async def ping_shards() -> None:
         # The PONG comes back on the subscription's own connection to the shard.
         for node_pubsub in list(cluster_pubsub.node_pubsub_mapping.values()):
             await node_pubsub.ping()
 
-    return cluster_pubsub.get_sharded_message, ping_shards
+    return receive, ping_shards
+
+
+def _socket_receiver(pubsub: aioredis.client.PubSub) -> Receive:
+    """Replies parsed straight off the subscription's socket, a read at a time.
+
+    PubSub.get_message adds a timeout, a health check, a retry wrapper and a dict per
+    message, which cost more than delivering the message. redis-py only sends on this
+    connection from here on (pings included), so nothing else reads it.
+    """
+    conn: Any = pubsub.connection
+    stream = getattr(conn, "_reader", None)  # redis-py keeps the socket there
+    if not isinstance(stream, asyncio.StreamReader):
+        raise redis.ConnectionError("the subscription has no open connection")
+    replies = hiredis.Reader()
+
+    async def receive(wait: float) -> list[tuple[str, Any]]:
+        try:
+            async with asyncio.timeout(wait):
+                data = await stream.read(READ_SIZE)
+        except TimeoutError:
+            return []
+        if not data:
+            raise redis.ConnectionError("Redis closed the subscription")
+        replies.feed(data)
+        batch = []
+        # [b"message", channel, data], [b"subscribe", channel, n], [b"pong", b""]
+        while (reply := replies.gets()) is not False:
+            if isinstance(reply, list):
+                batch.append((reply[0].decode(), reply[-1]))
+        return batch
+
+    return receive
 
 
 def _dispatch(handle: Callable[[dict[str, Any]], None], raw: bytes | str) -> None:

@@ -8,6 +8,9 @@ from typing import Any
 
 from notifier.notifications import iso
 
+# One encoder for every envelope: json.dumps with non-default options builds a new one per call.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
 TYPES = (
     "connection-established",
     "deal-notification",
@@ -24,10 +27,7 @@ TYPES = (
 def envelope(type: str, data: dict[str, Any]) -> str:
     """One envelope as the JSON text sent on the socket."""
     assert type in TYPES
-    return json.dumps(
-        {"type": type, "data": data, "timestamp": iso(datetime.now(UTC))},
-        separators=(",", ":"),
-    )
+    return _COMPACT.encode({"type": type, "data": data, "timestamp": iso(datetime.now(UTC))})
 
 
 def error(code: str, message: str) -> str:

@@ -1,0 +1,157 @@
+"""The load generator: raw asyncio protocols for WebSocket clients and a Redis publisher.
+
+No WebSocket library: each client is an asyncio.Protocol that sends the upgrade request,
+then splits the server's (unmasked) frames and hands each payload to the Hub, which
+counts them and, for targeted runs, reads the scheduled send time the payload carries
+(`@@<monotonic ns>@@`). The publisher writes RESP PUBLISH commands and ignores replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import time
+from collections.abc import Callable
+
+CHANNEL = b"notifier:events"
+
+
+class Hub:
+    """What every client of the load generator received."""
+
+    def __init__(self) -> None:
+        self.greeted = 0
+        self.received = 0
+        self.last_ns = 0
+        self.track = False  # read scheduled send times (targeted runs)
+        self.latencies_ns: list[int] = []
+        self.last_size = 0
+        self.failed = 0
+
+    def message(self, client: WsClient, buf: bytes, start: int, end: int) -> None:
+        now = time.monotonic_ns()
+        if not client.greeted:
+            client.greeted = True
+            self.greeted += 1
+            return
+        self.received += 1
+        self.last_ns = now
+        self.last_size = end - start
+        if self.track:
+            i = buf.find(b"@@", start, end)
+            if i >= 0:
+                j = buf.find(b"@@", i + 2, end)
+                self.latencies_ns.append(now - int(buf[i + 2 : j]))
+
+    async def wait(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Poll until `done()` (receipt times are stamped on arrival, not here)."""
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.002)
+        return True
+
+
+class WsClient(asyncio.Protocol):
+    """One WebSocket client that only reads."""
+
+    __slots__ = ("buf", "greeted", "hub", "request", "transport", "upgraded")
+
+    def __init__(self, hub: Hub, request: bytes) -> None:
+        self.hub, self.request = hub, request
+        self.buf = b""
+        self.upgraded = self.greeted = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if not self.upgraded:
+            head = buf.find(b"\r\n\r\n")
+            if head < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self.hub.failed += 1
+                assert self.transport is not None
+                self.transport.close()
+                return
+            self.upgraded = True
+            buf = buf[head + 4 :]
+        hub, pos, n = self.hub, 0, len(buf)
+        while n - pos >= 2:
+            size = buf[pos + 1] & 0x7F
+            if size < 126:
+                start = pos + 2
+            elif size == 126:
+                if n - pos < 4:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            else:
+                if n - pos < 10:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            end = start + size
+            if end > n:
+                break
+            if buf[pos] & 0x0F in (1, 2):
+                hub.message(self, buf, start, end)
+            pos = end
+        self.buf = buf[pos:] if pos < n else b""
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def upgrade_request(path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+async def connect(hub: Hub, port: int, paths: list[str], batch: int = 100) -> list[WsClient]:
+    """Open one socket per path, `batch` at a time, each greeted before the next batch."""
+    loop = asyncio.get_running_loop()
+    clients: list[WsClient] = []
+    for i in range(0, len(paths), batch):
+        chunk = paths[i : i + batch]
+        want = hub.greeted + len(chunk)
+        made = await asyncio.gather(*(
+            loop.create_connection(lambda p=p: WsClient(hub, upgrade_request(p)), "127.0.0.1", port)
+            for p in chunk
+        ))  # fmt: skip
+        clients += [proto for _, proto in made]
+        if not await hub.wait(lambda want=want: hub.greeted >= want, 60):  # type: ignore[misc]
+            raise RuntimeError(f"only {hub.greeted} of {want} sockets were greeted")
+    return clients
+
+
+class Publisher(asyncio.Protocol):
+    """PUBLISH on the notifier channel over a raw Redis connection, pipelined."""
+
+    transport: asyncio.Transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        pass  # the replies (subscriber counts) are not needed
+
+    def publish(self, events: list[bytes]) -> None:
+        self.transport.write(b"".join(
+            b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n%s\r\n$%d\r\n%s\r\n" % (CHANNEL, len(e), e)
+            for e in events
+        ))  # fmt: skip
+
+
+async def publisher(port: int) -> Publisher:
+    _, proto = await asyncio.get_running_loop().create_connection(Publisher, "127.0.0.1", port)
+    return proto

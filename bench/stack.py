@@ -1,0 +1,114 @@
+"""notifier's whole stack (no peer equivalent): a posted price to the socket, and history.
+
+1. POST /api/prices -> Celery deal check -> MongoDB -> Redis -> the envelope on the
+   socket, timed by bench/e2e_latency.py's `measure`, with the worker on core 1.
+2. GET /history with 100,000 notifications stored for one user (inserted in bulk with
+   the schema notifier/notifications.py writes): the first page and a deep page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from e2e_latency import measure
+from pymongo import MongoClient
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+from notifier.auth import issue_token
+from notifier.embedded import free_port
+from notifier.notifications import format_id
+from notifier.schema import ensure_indexes
+from notifier.users import create_user
+from notifier.writes import apply
+
+ROOT = Path(__file__).resolve().parent.parent
+ROUNDS = 30
+HISTORY = 100_000
+HISTORY_SAMPLES = 3  # a page takes seconds on SecantusDB with 100,000 stored
+
+
+def store_history(db: Any, user_id: str) -> None:
+    now = datetime.now(UTC)
+    docs = []
+    for seq in range(1, HISTORY + 1):
+        data = {"message": f"Old notification {seq}", "severity": "info",
+                "notification_id": format_id(seq)}  # fmt: skip
+        docs.append({"user_id": user_id, "seq": seq, "type": "system-message",
+                     "created_at": now - timedelta(seconds=HISTORY - seq),
+                     "read": seq % 3 == 0, "data": data})  # fmt: skip
+        if len(docs) == 20000:
+            db.notifications.insert_many(docs, ordered=False)
+            docs = []
+    db.counters.update_one({"_id": f"notifications:{user_id}"}, {"$max": {"seq": HISTORY}},
+                           upsert=True)  # fmt: skip
+
+
+async def time_history(port: int, token: str) -> dict[str, float]:
+    http = AsyncHTTPClient()
+    out = {}
+    for name, query in (("first_page", ""), ("deep_page", f"?before={format_id(HISTORY // 2)}")):
+        samples = []
+        for _ in range(HISTORY_SAMPLES):
+            request = HTTPRequest(f"http://127.0.0.1:{port}/history{query}", request_timeout=300,
+                                  headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            started = time.perf_counter()
+            response = await http.fetch(request)
+            samples.append((time.perf_counter() - started) * 1000)
+            assert b"Old notification" in response.body
+        out[f"{name}_ms_p50"] = statistics.median(samples)
+        out[f"{name}_ms_max"] = max(samples)
+    return out
+
+
+def run(env: dict[str, str], tmp: Path) -> dict[str, Any]:
+    """Both measurements against a fresh web process and a Celery worker."""
+    print("whole stack: posted price -> socket, and history with 100,000 stored", flush=True)
+    port = free_port()
+    env = {**env, "PORT": str(port)}
+    client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
+    db = client.get_default_database()
+    ensure_indexes(db)
+    apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin"),
+               create_user("historian", "x")])  # fmt: skip
+    users = {u["username"]: str(u["_id"]) for u in db.users.find()}
+    started = time.monotonic()
+    store_history(db, users["historian"])
+    stored_s = time.monotonic() - started
+    log = (tmp / "stack.log").open("wb")
+    procs = [
+        subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "web"], cwd=ROOT, env=env,
+                         stdout=log, stderr=log),
+        subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "celery", "-A", "tasks",
+                          "worker", "--pool=threads", "--concurrency=4", "--without-mingle",
+                          "--without-gossip", "--loglevel=WARNING"], cwd=ROOT, env=env,
+                         stdout=log, stderr=log),
+    ]  # fmt: skip
+    try:
+        control = Celery(broker=env["REDIS_URL"], set_as_current=False)
+        while not control.control.ping(timeout=1.0):
+            pass
+        control.close()
+        while b"listening on port" not in (tmp / "stack.log").read_bytes():
+            time.sleep(0.1)
+        samples = asyncio.run(measure(port, env["JWT_SECRET"], users, ROUNDS))
+        token = issue_token(env["JWT_SECRET"], users["historian"], "historian", "shopper", 3600)
+        history = asyncio.run(time_history(port, token))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+        client.close()
+    return {
+        "price_to_socket": {"rounds": ROUNDS, "ms_p50": statistics.median(samples),
+                            "ms_p95": sorted(samples)[int(0.95 * ROUNDS)], "ms_max": max(samples)},
+        "history": {"stored": HISTORY, "insert_seconds": stored_s, **history},
+    }  # fmt: skip

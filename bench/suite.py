@@ -1,0 +1,359 @@
+"""`make bench`: notifier's web process against the Node `ws` peer, side by side.
+
+Run pinned to core 1 (`taskset -c 1`): this process is the load generator, and the
+Redis and MongoDB servers it starts inherit that core. Each server under test runs alone
+on core 0 (`taskset -c 0`), one at a time, interleaved, REPS times. Writes
+bench/results/<date>.json; bench/report.py turns it into the markdown report and plots.
+
+    taskset -c 1 .venv/bin/python bench/suite.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(BENCH))
+
+import loadgen  # noqa: E402
+from loadgen import Hub  # noqa: E402
+
+from notifier.auth import issue_token  # noqa: E402
+from notifier.embedded import Server, free_port, start_mongo, start_redis  # noqa: E402
+from web.render import Renderer  # noqa: E402
+
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+LEVELS = [int(n) for n in os.environ.get("BENCH_LEVELS", "1000,5000,10000").split(",")]
+BROADCASTS = {1000: 30, 5000: 10, 10000: 6}  # per level: enough deliveries for /proc's 10 ms ticks
+TARGET_USERS = 1000
+RATES = [1000, 2000, 5000, 10000, 15000, 20000, 30000, 40000, 60000]
+REQUIRED_RATES = {1000, 5000, 20000}
+STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "2"))
+P99_LIMIT_MS = 50.0
+SERVERS = tuple(os.environ.get("BENCH_SERVERS", "notifier,node-ws").split(","))
+CREATED = "2026-01-01T00:00:00.000Z"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# Processes --------------------------------------------------------------------------------
+
+
+class Proc:
+    """A server under test: its process, CPU time and memory from /proc."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path, log: Path):
+        self.name, self.log = name, log
+        with log.open("ab") as out:
+            self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=out)
+
+    def wait_ready(self, needle: bytes = b"listening on port", timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while needle not in self.log.read_bytes():
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} did not start; see {self.log}")
+            time.sleep(0.05)
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.popen.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+
+
+def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:
+    port = free_port()
+    env = {**env, "PORT": str(port)}
+    log = tmp / f"{name}-{port}.log"
+    if name == "notifier":
+        profile = os.environ.get("BENCH_PROFILE")  # a path: run notifier under cProfile
+        argv = ["taskset", "-c", "0", sys.executable,
+                *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "web"]  # fmt: skip
+        proc = Proc(name, argv, env, ROOT, log)
+    else:
+        argv = ["taskset", "-c", "0", "node", "server.js"]
+        proc = Proc(name, argv, env, BENCH / "peers" / "node-ws", log)
+    proc.wait_ready()
+    return proc, port
+
+
+# Payloads ----------------------------------------------------------------------------------
+
+
+def padded(render: Callable[[str], str], size: int) -> str:
+    """Padding for a message so that `render(message)` is about `size` bytes."""
+    base = len(render("").encode())
+    per_char = len(render("x").encode()) - base  # the message may appear more than once
+    return "x" * max(0, (size - base) // max(1, per_char))
+
+
+def announcement_event(renderer: Renderer, pad: str) -> bytes:
+    """A broadcast: notifier renders the announcement; the peer gets the same bytes."""
+    a = {"id": uuid.uuid4().hex, "message": "Bench " + pad, "severity": "info",
+         "created_at": CREATED}  # fmt: skip
+    event: dict[str, Any] = {"kind": "announcement", "announcement": a}
+    event["bench"] = {fmt: renderer.announcement(event, fmt) for fmt in ("html", "json")}
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def notification_template(pad: str) -> str:
+    """A targeted notification event as a %-template (user, seq, scheduled time).
+
+    `bench.json` is the envelope notifier's renderer makes of the same event (only its
+    timestamp differs), so the peer sends the same bytes notifier does.
+    """
+    message = "bench @@TTTT@@ " + pad
+    envelope = {"type": "system-message", "data": {"message": message, "severity": "info",
+                "id": "IIII", "created_at": CREATED, "unread_count": "SSSS"},
+                "timestamp": CREATED}  # fmt: skip
+    event = {"kind": "notification", "user_id": "UUUU",
+             "notification": {"id": "IIII", "type": "system-message", "created_at": CREATED,
+                              "read": False, "data": {"message": message, "severity": "info"}},
+             "unread_count": "SSSS",
+             "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": ""}}  # fmt: skip
+    text = json.dumps(event, separators=(",", ":"))
+    for placeholder, spec in (('\\"SSSS\\"', "%(s)d"), ('"SSSS"', "%(s)d"), ("UUUU", "%(u)s"),
+                              ("IIII", "%(s)012d"), ("TTTT", "%(t)d")):  # fmt: skip
+        text = text.replace(placeholder, spec)
+    return text
+
+
+# Scenarios ---------------------------------------------------------------------------------
+
+
+def tokens(secret: str, prefix: str, n: int) -> list[str]:
+    return [issue_token(secret, f"{prefix}{i:06d}", f"{prefix}{i}", "shopper", 7200)
+            for i in range(n)]  # fmt: skip
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def idle_and_broadcast(
+    proc: Proc, port: int, secret: str, prefix: str, renderer: Renderer, pub: loadgen.Publisher
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[loadgen.WsClient]]:
+    hub = Hub()
+    pad = padded(lambda p: renderer.announcement(
+        {"announcement": {"id": "x" * 32, "message": "Bench " + p, "severity": "info",
+                          "created_at": CREATED}}, "html"), 500)  # fmt: skip
+    base_rss = proc.rss_kib()
+    clients: list[loadgen.WsClient] = []
+    toks = tokens(secret, prefix, max(LEVELS))
+    idle, broadcast = [], []
+    for level in LEVELS:
+        paths = [f"/ws?format=html&token={t}" for t in toks[len(clients) : level]]
+        started = time.monotonic()
+        clients += await loadgen.connect(hub, port, paths)
+        connect_s = time.monotonic() - started
+        await asyncio.sleep(1.0)  # let the server settle (presence writes, replays)
+        rss = proc.rss_kib()
+        idle.append({"connections": level, "rss_kib": rss, "base_rss_kib": base_rss,
+                     "kib_per_connection": (rss - base_rss) / level,
+                     "connect_per_s": len(paths) / connect_s})  # fmt: skip
+        events = [announcement_event(renderer, pad) for _ in range(BROADCASTS.get(level, 5))]
+        cpu0, mine0, lasts = proc.cpu_seconds(), time.process_time(), []
+        wall0 = time.monotonic()
+        for event in events:
+            want = hub.received + level
+            sent = time.monotonic_ns()
+            pub.publish([event])
+            if not await hub.wait(lambda want=want: hub.received >= want, 60):  # type: ignore[misc]
+                raise RuntimeError(f"{proc.name}: a broadcast to {level} did not arrive")
+            lasts.append((hub.last_ns - sent) / 1e6)
+        cpu, mine = proc.cpu_seconds() - cpu0, time.process_time() - mine0
+        wall = time.monotonic() - wall0
+        deliveries = level * len(events)
+        broadcast.append({"connections": level, "broadcasts": len(events),
+                          "payload_bytes": hub.last_size,
+                          "cpu_us_per_delivery": cpu * 1e6 / deliveries,
+                          "last_receipt_ms_p50": statistics.median(lasts),
+                          "last_receipt_ms_max": max(lasts),
+                          "loadgen_cpu_pct": 100 * mine / wall,
+                          "server_cpu_pct": 100 * cpu / wall})  # fmt: skip
+        print(f"  {proc.name} {level}: {idle[-1]['kib_per_connection']:.1f} KiB/conn, "
+              f"{broadcast[-1]['cpu_us_per_delivery']:.2f} us/delivery, last receipt "
+              f"{broadcast[-1]['last_receipt_ms_p50']:.1f} ms", flush=True)
+    return idle, broadcast, clients
+
+
+async def targeted(
+    proc: Proc, port: int, secret: str, prefix: str, pub: loadgen.Publisher
+) -> tuple[list[dict[str, Any]], list[loadgen.WsClient]]:
+    hub = Hub()
+    users = [f"{prefix}{i:06d}" for i in range(TARGET_USERS)]
+    toks = tokens(secret, prefix, TARGET_USERS)
+    clients = await loadgen.connect(hub, port, [f"/ws?format=json&token={t}" for t in toks])
+    await asyncio.sleep(1.0)
+    template = notification_template("y" * 230)  # a JSON envelope of about 430 bytes
+    seqs = [0] * TARGET_USERS
+    hub.track = True
+    steps: list[dict[str, Any]] = []
+    failed = False
+    for rate in RATES:
+        if failed and rate not in REQUIRED_RATES:
+            continue
+        hub.latencies_ns, base = [], hub.received
+        total = int(rate * STEP_SECONDS)
+        cpu0, mine0 = proc.cpu_seconds(), time.process_time()
+        start = time.monotonic_ns() + 2_000_000
+        sent = 0
+        while sent < total:
+            due = min(total, max(0, (time.monotonic_ns() - start) * rate // 1_000_000_000 + 1))
+            if due > sent:
+                batch = []
+                for k in range(sent, due):
+                    u = k % TARGET_USERS
+                    seqs[u] += 1
+                    sched = start + k * 1_000_000_000 // rate
+                    batch.append((template % {"u": users[u], "s": seqs[u], "t": sched}).encode())
+                pub.publish(batch)
+                sent = due
+            await asyncio.sleep(0.001)
+        wall = (time.monotonic_ns() - start) / 1e9
+        cpu, mine = proc.cpu_seconds() - cpu0, time.process_time() - mine0
+        await hub.wait(lambda base=base, total=total: hub.received >= base + total, 5)  # type: ignore[misc]
+        lat = [x / 1e6 for x in hub.latencies_ns]
+        lost = total - (hub.received - base)
+        step = {"rate": rate, "sent": total, "lost": lost, "payload_bytes": hub.last_size,
+                "p50_ms": pct(lat, 0.5) if lat else None, "p99_ms": pct(lat, 0.99) if lat else None,
+                "p999_ms": pct(lat, 0.999) if lat else None,
+                "cpu_us_per_delivery": cpu * 1e6 / total, "server_cpu_pct": 100 * cpu / wall,
+                "loadgen_cpu_pct": 100 * mine / wall}  # fmt: skip
+        step["held"] = bool(lat) and lost == 0 and step["p99_ms"] <= P99_LIMIT_MS
+        failed = failed or not step["held"]
+        steps.append(step)
+        print(f"  {proc.name} {rate}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} lost {lost} "
+              f"server {step['server_cpu_pct']:.0f}% loadgen {step['loadgen_cpu_pct']:.0f}%",
+              flush=True)  # fmt: skip
+        if lost:
+            await hub.wait(lambda: False, 2)  # let a backlog drain before the next step
+    return steps, clients
+
+
+async def one_run(
+    name: str, rep: int, env: dict[str, str], tmp: Path, redis_port: int, renderer: Renderer
+) -> dict[str, Any]:
+    proc, port = start_server(name, env, tmp)
+    pub = await loadgen.publisher(redis_port)
+    prefix = f"b{rep}{name[0]}{uuid.uuid4().hex[:6]}-"
+    try:
+        idle, broadcast, held = await idle_and_broadcast(
+            proc, port, env["JWT_SECRET"], prefix + "i", renderer, pub
+        )
+        steps, clients = await targeted(proc, port, env["JWT_SECRET"], prefix + "t", pub)
+        for c in held + clients:
+            c.close()
+        held_rates = [s["rate"] for s in steps if s["held"]]
+        best = 0
+        for s in steps:  # the highest rate with every lower step held too
+            if not s["held"]:
+                break
+            best = s["rate"]
+        return {"server": name, "rep": rep, "idle": idle, "broadcast": broadcast,
+                "targeted": steps, "max_rate_held": best, "rates_held": held_rates}  # fmt: skip
+    finally:
+        pub.transport.close()
+        proc.stop()
+
+
+def machine() -> dict[str, str]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")  # fmt: skip
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "kernel": platform.release(),
+            "python": platform.python_version(), "node": node,
+            "ws": json.loads((BENCH / "peers/node-ws/node_modules/ws/package.json").read_text())["version"],
+            "ioredis": json.loads((BENCH / "peers/node-ws/node_modules/ioredis/package.json").read_text())["version"]}  # fmt: skip
+
+
+async def measure(env: dict[str, str], tmp: Path, redis_port: int) -> list[dict[str, Any]]:
+    renderer = Renderer()
+    runs = []
+    for rep in range(REPS):
+        order = SERVERS if rep % 2 == 0 else SERVERS[::-1]  # interleaved, alternating first
+        for name in order:
+            print(f"rep {rep + 1}/{REPS}: {name}", flush=True)
+            runs.append(await one_run(name, rep, env, tmp, redis_port, renderer))
+    return runs
+
+
+def main() -> None:
+    import stack
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    started = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
+    redis = start_redis(tmp / "redis", tmp / "redis.log")
+    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
+    secret = "bench-" + uuid.uuid4().hex * 2
+    env = {**os.environ, "MONGODB_URI": mongo.url + "/bench", "REDIS_URL": redis.url + "/0",
+           "JWT_SECRET": secret, "VAR_DIR": str(tmp), "WS_PING_INTERVAL": "0",
+           "CONNECTIONS_PER_USER": "1000", "NOTIFIER_ENV": "development"}  # fmt: skip
+    servers: list[Server] = [redis, mongo]
+    try:
+        redis_port = int(redis.url.rsplit(":", 1)[1])
+        runs = asyncio.run(measure(env, tmp, redis_port))
+        whole = stack.run(env, tmp)
+    finally:
+        for s in servers:
+            s.stop()
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "make bench",
+        "machine": machine(),
+        "config": {
+            "reps": REPS, "levels": LEVELS, "rates": RATES, "step_seconds": STEP_SECONDS,
+            "target_users": TARGET_USERS, "p99_limit_ms": P99_LIMIT_MS,
+            "server_core": 0, "loadgen_and_redis_core": 1,
+        },
+        "runs": runs,
+        "stack": whole,
+        "seconds": time.monotonic() - started,
+    }
+    import report
+
+    report.summarise(result)
+    out = BENCH / "results" / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    report.write(out)
+    print(f"wrote {out} in {result['seconds']:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
