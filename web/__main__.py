@@ -26,6 +26,7 @@ log = logging.getLogger("web")
 
 SERVICE_RESTART = 1012  # the page reconnects (with jittered backoff) on this code
 SHUTDOWN_GRACE = 5.0
+REDIS_CONNECTIONS = 100
 
 
 async def main(config: Settings) -> None:
@@ -33,7 +34,11 @@ async def main(config: Settings) -> None:
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db)
-    redis = aioredis.Redis.from_url(config.redis_url, health_check_interval=10)
+    # A burst of handshakes waits its turn for a connection instead of failing with
+    # "Too many connections" (which would skip presence and the socket limit).
+    redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, health_check_interval=10
+    ))  # fmt: skip
     bus_client = bus.async_client(config, redis)
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
