@@ -24,7 +24,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from notifier.auth import issue_token
 from notifier.embedded import free_port
-from notifier.notifications import format_id
+from notifier.notifications import counter_id, format_id
 from notifier.schema import ensure_indexes
 from notifier.users import create_user
 from notifier.writes import apply
@@ -47,7 +47,7 @@ def store_history(db: Any, user_id: str) -> None:
         if len(docs) == 20000:
             db.notifications.insert_many(docs, ordered=False)
             docs = []
-    db.counters.update_one({"_id": f"notifications:{user_id}"}, {"$max": {"seq": HISTORY}},
+    db.counters.update_one({"_id": counter_id(user_id)}, {"$max": {"seq": HISTORY}},
                            upsert=True)  # fmt: skip
 
 

@@ -13,6 +13,8 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
+from notifier.notifications import counter_id
+
 
 def backfill_notification_counters(db: Database[Any]) -> int:
     """Give every user with notifications a seq counter, so writers need not scan for the max.
@@ -25,7 +27,7 @@ def backfill_notification_counters(db: Database[Any]) -> int:
     changed = 0
     for row in users:
         result = db.counters.update_one(
-            {"_id": f"notifications:{row['_id']}"}, {"$max": {"seq": row["seq"]}}, upsert=True
+            {"_id": counter_id(row["_id"])}, {"$max": {"seq": row["seq"]}}, upsert=True
         )
         changed += int(result.modified_count or result.upserted_id is not None)
     return changed

@@ -36,6 +36,11 @@ def parse_id(value: object, name: str = "id") -> int:
     return int(value)
 
 
+def counter_id(user_id: str) -> str:
+    """The `counters` document that says where a user's seqs have got to (never ahead)."""
+    return f"notifications:{user_id}"
+
+
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
     """A stored notification as the API shows it."""
     return {
@@ -64,20 +69,28 @@ class Page:
 
 
 class NotificationRepository:
-    """Reading and marking a user's notifications (web process, asyncio client)."""
+    """Reading and marking a user's notifications (web process, asyncio client).
+
+    A user's seqs run 1, 2, ... with no holes, so a page is a bounded seq range read
+    through the (user_id, seq) index, never a sort of everything the user has.
+    """
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
         self._notifications = db.notifications
+        self._counters = db.counters
 
     async def page(
         self, user_id: str, limit: int = 20, before: int | None = None, unread_only: bool = False
     ) -> Page:
         """Up to `limit` notifications older than `before`, newest first."""
         query: dict[str, Any] = {"user_id": user_id}
-        if before is not None:
-            query["seq"] = {"$lt": before}
         if unread_only:
             query["read"] = False
+            if before is not None:
+                query["seq"] = {"$lt": before}
+        else:
+            top = before - 1 if before is not None else await self.max_seq(user_id)
+            query["seq"] = {"$gt": top - limit - 1, "$lte": top}  # exactly limit + 1 seqs
         cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
         docs = [d async for d in cursor]
         items = [to_json(d) for d in docs[:limit]]
@@ -90,18 +103,26 @@ class NotificationRepository:
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` stored notifications newer than `seq`, oldest first (for replay)."""
-        cursor = (
-            self._notifications.find({"user_id": user_id, "seq": {"$gt": seq}})
-            .sort("seq", 1)
-            .limit(limit)
-        )
+        cursor = self._notifications.find(
+            {"user_id": user_id, "seq": {"$gt": seq, "$lte": seq + limit}}
+        ).sort("seq", 1)
         return [d async for d in cursor]
 
     async def max_seq(self, user_id: str) -> int:
-        """The user's highest seq, 0 when they have none."""
-        last = await self._notifications.find_one(
-            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
-        )
+        """The user's highest seq, 0 when they have none.
+
+        The writers' counter is never ahead of it, so the answer is among the few seqs
+        from there on (a range read); without a counter (data from before counters),
+        the index is read in order.
+        """
+        by_seq = [("seq", DESCENDING)]
+        counter = await self._counters.find_one({"_id": counter_id(user_id)})
+        if counter is not None:
+            query = {"user_id": user_id, "seq": {"$gte": counter["seq"]}}
+            last = await self._notifications.find_one(query, {"seq": 1}, sort=by_seq)
+            if last is not None:
+                return int(last["seq"])
+        last = await self._notifications.find_one({"user_id": user_id}, {"seq": 1}, sort=by_seq)
         return int(last["seq"]) if last else 0
 
     async def unread_count(self, user_id: str) -> int:
@@ -143,7 +164,7 @@ class NotificationWriter:
         the index is slow on some servers); it is advanced after each insert.
         """
         assert type in TYPES
-        hint = f"notifications:{user_id}"
+        hint = counter_id(user_id)
         counter = self._db.counters.find_one({"_id": hint})
         seq = (counter["seq"] if counter else self.max_seq(user_id)) + 1
         for attempt in range(MAX_SEQ_RACES):

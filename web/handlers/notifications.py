@@ -111,14 +111,16 @@ class HistoryHandler(PageHandler):
             items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE)
             has_newer = bool(items) and bool(await repo.newer_page(uid, int(items[0]["id"]), 1))
             older = items[-1]["id"] if items else None
+            unread = await repo.unread_count(uid)
         else:
             page = await repo.page(uid, PAGE_SIZE, parse_id(before, "before") if before else None)
-            items, older, has_newer = page.items, page.next, before is not None and bool(page.items)
+            items, older, unread = page.items, page.next, page.unread_count
+            has_newer = before is not None and bool(page.items)
         self.render_page(
             "pages/history.html",
             active="history",
             notifications=items,
-            unread_count=await repo.unread_count(uid),
+            unread_count=unread,
             older=older,
             newer=f"?after={items[0]['id']}" if has_newer and items else None,
             first_page=not has_newer,
