@@ -209,11 +209,14 @@ def _socket_receiver(pubsub: aioredis.client.PubSub) -> Receive:
         if not data:
             raise redis.ConnectionError("Redis closed the subscription")
         replies.feed(data)
-        batch = []
-        # [b"message", channel, data], [b"subscribe", channel, n], [b"pong", b""]
+        batch: list[tuple[str, Any]] = []
+        # [b"message", channel, data], [b"subscribe", channel, n]; the PONG is [b"pong", b""]
+        # in RESP2 and a plain b"PONG" in RESP3: every reply is a sign of life.
         while (reply := replies.gets()) is not False:
             if isinstance(reply, list):
                 batch.append((reply[0].decode(), reply[-1]))
+            else:
+                batch.append(("reply", reply))
         return batch
 
     return receive

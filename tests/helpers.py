@@ -151,3 +151,28 @@ class WebProcess:
         assert self.proc.stdout is not None
         self.proc.stdout.close()
         self.proc = None
+
+
+async def resubscriptions_while_idle(client: Any, dead_after: float = 1.0) -> int:
+    """How often `bus.listen` subscribes again while nothing is published for 3 dead_afters.
+
+    A live link answers every PING, so a healthy idle subscription is never given up.
+    """
+    from notifier import bus
+
+    subscribed: asyncio.Queue[None] = asyncio.Queue()
+
+    async def on_subscribed() -> None:
+        subscribed.put_nowait(None)
+
+    task = asyncio.create_task(bus.listen(client, lambda event: None, on_subscribed,
+                                          ping_every=dead_after / 5, dead_after=dead_after))  # fmt: skip
+    try:
+        await asyncio.wait_for(subscribed.get(), 10)
+        try:  # nothing should come: waiting out the time is the point
+            await asyncio.wait_for(subscribed.get(), 3 * dead_after)
+        except TimeoutError:
+            return 0
+        return 1 + subscribed.qsize()
+    finally:
+        task.cancel()

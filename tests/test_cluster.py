@@ -18,7 +18,7 @@ from tornado.websocket import websocket_connect
 from notifier import bus
 from notifier.embedded import Server, free_port, start_redis_cluster
 from notifier.notifications import NotificationService, NotificationWriter
-from tests.helpers import read_until, spawn
+from tests.helpers import read_until, resubscriptions_while_idle, spawn
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +147,12 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
         proc.communicate(timeout=15)
 
 
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_healthy_idle_sharded_subscription_is_kept(redis_cluster):
+    client = AsyncRedisCluster.from_url(redis_cluster[0].url)
+    try:
+        assert await resubscriptions_while_idle(client) == 0
+    finally:
+        await client.aclose()

@@ -6,11 +6,12 @@ import asyncio
 import dataclasses
 
 import pytest
+import redis.asyncio as aioredis
 
 from notifier.bus import Publisher
 from notifier.embedded import free_port
 from notifier.notifications import NotificationService, NotificationWriter
-from tests.helpers import collect
+from tests.helpers import collect, resubscriptions_while_idle
 
 
 class FreezingProxy:
@@ -91,3 +92,12 @@ async def test_a_frozen_subscription_is_detected_and_filled(
     )
     assert await collect(sock, 1) == [missed["data"]["notification_id"]]
     assert proxy.connections > before  # it noticed the silence and connected again
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_healthy_idle_subscription_is_kept(redis_server):
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await resubscriptions_while_idle(client) == 0
+    finally:
+        await client.aclose()
