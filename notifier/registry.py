@@ -71,11 +71,13 @@ class ConnectionRegistry:
         """The user's open connections (a copy, safe to iterate while sending)."""
         return list(self._by_user.get(user_id, ()))
 
-    def offer_to_user(self, user_id: str, seq: int, render: Render) -> None:
+    def offer_to_user(self, user_id: str, seq: int, render: Render) -> int:
         """Offer the user's notification `seq` to each of their sockets (rendered once)."""
         once = render_once(render)
-        for conn in self.connections_for_user(user_id):
+        conns = self.connections_for_user(user_id)
+        for conn in conns:
             conn.offer(seq, once)
+        return len(conns)
 
     def resync_all(self) -> None:
         """Every socket catches up from storage (after the bus was cut off)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import collections
 import json
 import os
@@ -176,3 +177,16 @@ async def resubscriptions_while_idle(client: Any, dead_after: float = 1.0) -> in
         return 1 + subscribed.qsize()
     finally:
         task.cancel()
+
+
+async def raw_ws_open(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A JSON socket opened by hand: the test decides when (and whether) to read it."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws?format=json&token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    return reader, writer

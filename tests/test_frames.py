@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 import socket
 import struct
 
@@ -12,7 +9,7 @@ import pytest
 
 from notifier import bus
 from notifier.notifications import format_id
-from tests.helpers import one_loop_turn
+from tests.helpers import one_loop_turn, raw_ws_open
 from web.frames import text_frame
 
 
@@ -73,13 +70,7 @@ async def test_a_socket_reset_by_its_client_is_dropped_and_the_others_still_get_
     app, http_port, ws_connect, sync_redis, alice, bob
 ):
     healthy = await ws_connect(f"?format=json&token={bob.token}")
-    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET /ws?format=json&token={alice.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    _, writer = await raw_ws_open(http_port, alice.token)
     registry = app.settings["registry"]
     while not registry.connections_for_user(alice.user_id):
         await one_loop_turn()

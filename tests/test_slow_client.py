@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.helpers import one_loop_turn
+from tests.helpers import one_loop_turn, raw_ws_open
 
 
 @pytest.fixture
@@ -19,19 +19,11 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     app, http_port, ws_connect, sync_redis, alice, bob
 ):
     import asyncio
-    import base64
-    import os
 
     from notifier import bus
 
     healthy = await ws_connect(f"?format=json&token={bob.token}")
-    reader, writer = await asyncio.open_connection("127.0.0.1", http_port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        f"GET /ws?format=json&token={alice.token} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    _, writer = await raw_ws_open(http_port, alice.token)
     registry = app.settings["registry"]
     count, body = 2000, "x" * 8000  # 16 MB: far past what the kernel buffers for a socket
     pipe = sync_redis.pipeline(transaction=False)

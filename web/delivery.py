@@ -32,20 +32,19 @@ class Delivery:
             notification = event["notification"]
             seq = parse_id(notification["id"])
             render = partial(self.renderer.notification, event)
-            sockets = len(self.registry.connections_for_user(event["user_id"]))
-            self.registry.offer_to_user(event["user_id"], seq, render)
+            sockets = self.registry.offer_to_user(event["user_id"], seq, render)
             # Once per fan-out, not per socket: the hot path stays a loop of writes.
             if sockets:
-                metrics.MESSAGES_DELIVERED.labels(notification["type"]).inc(sockets)
+                metrics.delivered(notification["type"]).inc(sockets)
                 latency = metrics.seconds_since(notification["created_at"])
                 if latency is not None:
                     metrics.DELIVERY_LATENCY.observe(latency)
         elif kind == "read":
             sent = self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
-            metrics.MESSAGES_DELIVERED.labels("notification-read").inc(sent)
+            metrics.delivered("notification-read").inc(sent)
         elif kind == "announcement":
             sent = self.registry.send_to_all(partial(self.renderer.announcement, event))
-            metrics.MESSAGES_DELIVERED.labels("system-message").inc(sent)
+            metrics.delivered("system-message").inc(sent)
         elif kind == "logout":
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
         elif kind == "evict":
