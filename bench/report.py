@@ -103,8 +103,8 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         f"cores, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, Node {m['node']} "
         f"(ws {m['ws']}, ioredis {m['ioredis']}). Server on core 0; Redis and the load "
         f"generator on core 1. {result['config']['reps']} repetitions, interleaved; medians "
-        "shown. Other engineers' test suites were running on this machine at the same time, "
-        "so absolute numbers are noisy; the ratios compare runs made side by side.", "",
+        "shown. This is a shared virtual machine: whole runs differ by up to about 20%, so "
+        "compare the two servers within a run (the ratios), not figures across runs.", "",
         "## Targets", "",
         "| measure | notifier | node-ws | ratio | target | met |", "|---|---|---|---|---|---|",
     ]  # fmt: skip
