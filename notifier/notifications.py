@@ -89,7 +89,9 @@ class NotificationRepository:
             if before is not None:
                 query["seq"] = {"$lt": before}
         else:
-            top = before - 1 if before is not None else await self.max_seq(user_id)
+            top = await self.max_seq(user_id)
+            if before is not None:
+                top = min(top, before - 1)
             query["seq"] = {"$gt": top - limit - 1, "$lte": top}  # exactly limit + 1 seqs
         cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
         docs = [d async for d in cursor]

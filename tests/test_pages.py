@@ -167,3 +167,5 @@ async def test_pages_are_right_when_the_seq_counter_lags_or_is_missing(fetch, db
         before = f"&before={page['next']}"
     assert seen == [format_id(seq) for seq in range(45, 0, -1)]
     assert page["unread_count"] == 45
+    beyond = await fetch(f"/api/notifications?limit=5&before={format_id(10**6)}", headers=alice.auth)
+    assert [n["id"] for n in json.loads(beyond.body)["items"]] == [format_id(s) for s in range(45, 40, -1)]
