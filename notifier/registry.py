@@ -93,6 +93,12 @@ class ConnectionRegistry:
         """Send one message to every socket on this process."""
         return self._send([c for conns in self._by_user.values() for c in conns], render)
 
+    def close_sockets(self, user_id: str, socket_ids: set[str], code: int, reason: str) -> None:
+        """Close those of the user's sockets on this process that `socket_ids` names."""
+        for conn in self.connections_for_user(user_id):
+            if conn.socket_id in socket_ids:
+                conn.close(code, reason)
+
     def close_user(self, user_id: str, code: int, reason: str) -> None:
         """Close every socket the user has on this process."""
         for conn in self.connections_for_user(user_id):

@@ -37,7 +37,7 @@ async def main(config: Settings) -> None:
     # A burst of handshakes waits its turn for a connection instead of failing with
     # "Too many connections" (which would skip presence and the socket limit).
     redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-        config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=5, health_check_interval=10
+        config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, health_check_interval=10
     ))  # fmt: skip
     bus_client = bus.async_client(config, redis)
     registry = ConnectionRegistry()

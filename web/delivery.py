@@ -48,10 +48,8 @@ class Delivery:
         elif kind == "logout":
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
         elif kind == "evict":
-            evicted = set(event["socket_ids"])
-            for conn in self.registry.connections_for_user(event["user_id"]):
-                if conn.socket_id in evicted:
-                    conn.close(TOO_MANY_SOCKETS, "too many connections")
+            self.registry.close_sockets(event["user_id"], set(event["socket_ids"]),
+                                        TOO_MANY_SOCKETS, "too many connections")  # fmt: skip
         else:
             log.warning("ignored an event of unknown kind %r", kind)
 

@@ -162,12 +162,19 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         return True
 
     async def _enforce_limit(self) -> None:
-        """Count this socket against the user's limit everywhere; evict the oldest over it."""
+        """Count this socket against the user's limit everywhere; evict the oldest over it.
+
+        This process closes its own at once; the bus takes the others to their processes.
+        """
         limit = SocketLimit(self.redis, self.config.connections_per_user)
         try:
             evicted = await limit.opened(self.user_id, self.socket_id)
-            if evicted:
-                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": evicted}
+            here = f"{self.settings['process']}:"
+            self.registry.close_sockets(self.user_id, {s for s in evicted if s.startswith(here)},
+                                        TOO_MANY_SOCKETS, "too many connections")  # fmt: skip
+            elsewhere = [s for s in evicted if not s.startswith(here)]
+            if elsewhere:
+                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit not enforced (redis unavailable: %s)", e)
