@@ -140,6 +140,7 @@ async def listen(
                         subscribed, backoff = True, 0.1
                         state.subscribed = True
                         state.times_subscribed += 1
+                        log.info("subscribed to %s", CHANNEL)
                         if state.times_subscribed > 1:
                             metrics.PUBSUB_RECONNECTS.inc()
                         if on_subscribed is not None:

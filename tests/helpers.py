@@ -83,9 +83,25 @@ def read_until(proc: subprocess.Popen, needle: str, timeout: float, seen: list[s
     raise AssertionError(f"{needle!r} never appeared; output:\n{''.join(seen)[-3000:]}")
 
 
+def wait_subscribed(proc: subprocess.Popen, seen: list[str]) -> None:
+    """Wait until a web process says it (re)joined the bus, unless `seen` already has it.
+
+    `seen` is the output read so far; it is cleared, so the next wait is for the next time.
+    """
+    if not any("subscribed to notifier:events" in line for line in seen):
+        read_until(proc, "subscribed to notifier:events", 30, seen)
+    seen.clear()
+
+
 def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """Start a process whose output `read_until` can follow.
+
+    Its output is unbuffered on our side: a buffered reader would take several lines in
+    one read and leave read_until's select() waiting for a line it already holds.
+    """
     return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            bufsize=0)  # fmt: skip
 
 
 async def collect(sock, count, timeout=20):

@@ -18,7 +18,7 @@ from tornado.websocket import websocket_connect
 from notifier import bus
 from notifier.embedded import Server, free_port, start_redis_cluster
 from notifier.notifications import NotificationService, NotificationWriter
-from tests.helpers import read_until, resubscriptions_while_idle, spawn
+from tests.helpers import read_until, resubscriptions_while_idle, spawn, wait_subscribed
 
 
 @pytest.fixture(scope="module")
@@ -112,9 +112,7 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
     async def scenario() -> None:
         http = AsyncHTTPClient()
         ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
-        while ready.code != 200:  # the subscriber may still be joining the cluster
-            await asyncio.sleep(0.1)
-            ready = await http.fetch(f"http://127.0.0.1:{port}/readyz", raise_error=False)
+        assert ready.code == 200
         assert json.loads(ready.body)["checks"]["redis_cluster"] == "ok"
         conn = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}")
         assert json.loads(await conn.read_message())["type"] == "connection-established"
@@ -140,7 +138,9 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
         conn.close()
 
     try:
-        read_until(proc, f"listening on port {port}", 30, [])
+        seen: list[str] = []
+        read_until(proc, f"listening on port {port}", 30, seen)
+        wait_subscribed(proc, seen)  # its subscriber has joined the cluster
         io_loop.run_sync(scenario, timeout=60)
     finally:
         proc.terminate()

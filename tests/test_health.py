@@ -4,24 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import pytest
 from tornado.httpclient import HTTPClient
 
 from notifier.embedded import free_port, start_redis
-from tests.helpers import read_until, spawn
+from tests.helpers import read_until, spawn, wait_subscribed
 
 
-def wait_for(client: HTTPClient, url: str, status: int, timeout: float = 30) -> dict:
-    """Poll `url` until it answers with `status` (or fail at the deadline)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        response = client.fetch(url, raise_error=False)
-        if response.code == status:
-            return json.loads(response.body)
-        assert time.monotonic() < deadline, f"{url} still {response.code}: {response.body!r}"
-        time.sleep(0.1)  # polling a probe, with a deadline
+def probe(client: HTTPClient, url: str, status: int) -> dict:
+    """`url`'s answer, which must have `status`."""
+    response = client.fetch(url, raise_error=False)
+    assert response.code == status, f"{url}: {response.code} {response.body!r}"
+    return json.loads(response.body)
+
+
 
 
 @pytest.mark.gen_test
@@ -44,19 +41,22 @@ def test_readyz_names_redis_while_it_is_down_and_recovers(env, tmp_path):
     client = HTTPClient()
     base = f"http://127.0.0.1:{port}"
     try:
-        read_until(proc, f"listening on port {port}", 30, [])
-        assert wait_for(client, base + "/readyz", 200)["down"] == []
+        seen: list[str] = []
+        read_until(proc, f"listening on port {port}", 30, seen)
+        wait_subscribed(proc, seen)
+        assert probe(client, base + "/readyz", 200)["down"] == []
         assert client.fetch(base + "/healthz").code == 200  # alive
 
-        redis.stop()
-        report = wait_for(client, base + "/readyz", 503)
+        redis.stop()  # returns once the server is gone: the next probe finds it down
+        report = probe(client, base + "/readyz", 503)
         assert report["status"] == "unavailable"
         assert "redis" in report["down"] and "mongo" not in report["down"]
         health = client.fetch(base + "/healthz", raise_error=False)
         assert health.code == 503 and json.loads(health.body)["redis"].startswith("down")
 
         redis = start_redis(tmp_path / "redis", tmp_path / "redis.log", port=redis_port)
-        report = wait_for(client, base + "/readyz", 200)
+        wait_subscribed(proc, seen)
+        report = probe(client, base + "/readyz", 200)
         assert report == {"status": "ok", "down": [],
                           "checks": {"mongo": "ok", "redis": "ok", "subscriber": "ok"}}  # fmt: skip
     finally:
