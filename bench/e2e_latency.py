@@ -66,6 +66,46 @@ async def measure(port: int, secret: str, users: dict[str, str], rounds: int) ->
     return samples
 
 
+def start_web_and_worker(
+    env: dict[str, str], log_path: Path, pin: bool = False
+) -> list[subprocess.Popen[bytes]]:
+    """`python -m web` and a Celery worker; returns when both answer.
+
+    With `pin`, the web process runs on core 0 and the worker on core 1.
+    """
+    from celery import Celery
+
+    web_cpu, worker_cpu = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pin else ([], [])
+    with log_path.open("wb") as log:
+        procs = [
+            subprocess.Popen([*web_cpu, sys.executable, "-m", "web"], cwd=ROOT, env=env,
+                             stdout=log, stderr=log),
+            subprocess.Popen([*worker_cpu, sys.executable, "-m", "celery", "-A", "tasks", "worker",
+                              "--pool=threads", "--concurrency=4", "--without-mingle",
+                              "--without-gossip", "--loglevel=WARNING"], cwd=ROOT, env=env,
+                             stdout=log, stderr=log),
+        ]  # fmt: skip
+    control = Celery(broker=env["REDIS_URL"], set_as_current=False)
+    while not control.control.ping(timeout=1.0):
+        pass
+    control.close()
+    deadline = time.monotonic() + 30
+    while b"listening on port" not in log_path.read_bytes():
+        if time.monotonic() > deadline:
+            stop(procs)
+            raise SystemExit(f"the web process did not start; see {log_path}")
+        time.sleep(0.1)
+    return procs
+
+
+def stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each, then wait for all."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(30)
+
+
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
     tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
@@ -80,31 +120,11 @@ def main() -> None:
     ensure_indexes(db)
     apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin")])
     users = {u["username"]: str(u["_id"]) for u in db.users.find()}
-    log = (tmp / "procs.log").open("wb")
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "web"], cwd=ROOT, env=env, stdout=log, stderr=log),
-        subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
-                          "--concurrency=4", "--without-mingle", "--without-gossip",
-                          "--loglevel=WARNING"], cwd=ROOT, env=env, stdout=log, stderr=log),
-    ]  # fmt: skip
+    procs = start_web_and_worker(env, tmp / "procs.log")
     try:
-        from celery import Celery
-
-        control = Celery(broker=env["REDIS_URL"], set_as_current=False)
-        while not control.control.ping(timeout=1.0):
-            pass
-        control.close()
-        deadline = time.monotonic() + 30
-        while b"listening on port" not in (tmp / "procs.log").read_bytes():
-            if time.monotonic() > deadline:
-                raise SystemExit("the web process did not start; see " + str(tmp / "procs.log"))
-            time.sleep(0.1)
         samples = asyncio.run(measure(port, secret, users, rounds))
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(30)
+        stop(procs)
         client.close()
         redis.stop()
         mongo.stop()

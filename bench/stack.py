@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from celery import Celery
-from e2e_latency import measure
+from e2e_latency import measure, start_web_and_worker, stop
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
@@ -82,30 +79,13 @@ def run(env: dict[str, str], tmp: Path) -> dict[str, Any]:
     started = time.monotonic()
     store_history(db, users["historian"])
     stored_s = time.monotonic() - started
-    log = (tmp / "stack.log").open("wb")
-    procs = [
-        subprocess.Popen(["taskset", "-c", "0", sys.executable, "-m", "web"], cwd=ROOT, env=env,
-                         stdout=log, stderr=log),
-        subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "celery", "-A", "tasks",
-                          "worker", "--pool=threads", "--concurrency=4", "--without-mingle",
-                          "--without-gossip", "--loglevel=WARNING"], cwd=ROOT, env=env,
-                         stdout=log, stderr=log),
-    ]  # fmt: skip
+    procs = start_web_and_worker(env, tmp / "stack.log", pin=True)
     try:
-        control = Celery(broker=env["REDIS_URL"], set_as_current=False)
-        while not control.control.ping(timeout=1.0):
-            pass
-        control.close()
-        while b"listening on port" not in (tmp / "stack.log").read_bytes():
-            time.sleep(0.1)
         samples = asyncio.run(measure(port, env["JWT_SECRET"], users, ROUNDS))
         token = issue_token(env["JWT_SECRET"], users["historian"], "historian", "shopper", 3600)
         history = asyncio.run(time_history(port, token))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
         client.close()
     return {
         "price_to_socket": {"rounds": ROUNDS, "ms_p50": statistics.median(samples),
