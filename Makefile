@@ -11,6 +11,7 @@ run: $(STAMP) redis-server
 
 test: $(STAMP) redis-server chromium
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
 
@@ -22,6 +23,7 @@ bench: $(STAMP) redis-server
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 
 $(STAMP): setup.cfg pyproject.toml

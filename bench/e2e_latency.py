@@ -29,11 +29,11 @@ from tornado.websocket import websocket_connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from notifier.auth import issue_token  # noqa: E402
-from notifier.embedded import free_port, start_mongo, start_redis  # noqa: E402
-from notifier.schema import ensure_indexes  # noqa: E402
-from notifier.users import create_user  # noqa: E402
-from notifier.writes import apply  # noqa: E402
+from notifier.accounts.auth import issue_token  # noqa: E402
+from notifier.accounts.users import create_user  # noqa: E402
+from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.storage.schema import ensure_indexes  # noqa: E402
+from notifier.storage.writes import apply  # noqa: E402
 
 
 async def measure(port: int, secret: str, users: dict[str, str], rounds: int) -> list[float]:
@@ -43,8 +43,9 @@ async def measure(port: int, secret: str, users: dict[str, str], rounds: int) ->
     base = f"http://127.0.0.1:{port}"
 
     async def call(path: str, body: dict[str, Any], token: str) -> None:
-        request = HTTPRequest(base + path, "POST", body=json.dumps(body),
-                              headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+        request = HTTPRequest(
+            base + path, "POST", body=json.dumps(body), headers={"Authorization": f"Bearer {token}"}
+        )
         await http.fetch(request)
 
     sock = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={shopper}")
@@ -53,8 +54,12 @@ async def measure(port: int, secret: str, users: dict[str, str], rounds: int) ->
     await call("/api/watchlist", {"item_name": item}, shopper)
     samples = []
     for i in range(rounds):
-        price = {"store_name": "Bench Mart", "item_name": item, "price_in_cents": 1000 - i,
-                 "regular_price_in_cents": 2000}  # fmt: skip
+        price = {
+            "store_name": "Bench Mart",
+            "item_name": item,
+            "price_in_cents": 1000 - i,
+            "regular_price_in_cents": 2000,
+        }
         started = time.perf_counter()
         await call("/api/prices", price, admin)
         while True:
@@ -78,13 +83,30 @@ def start_web_and_worker(
     web_cpu, worker_cpu = (["taskset", "-c", "0"], ["taskset", "-c", "1"]) if pin else ([], [])
     with log_path.open("wb") as log:
         procs = [
-            subprocess.Popen([*web_cpu, sys.executable, "-m", "web"], cwd=ROOT, env=env,
-                             stdout=log, stderr=log),
-            subprocess.Popen([*worker_cpu, sys.executable, "-m", "celery", "-A", "tasks", "worker",
-                              "--pool=threads", "--concurrency=4", "--without-mingle",
-                              "--without-gossip", "--loglevel=WARNING"], cwd=ROOT, env=env,
-                             stdout=log, stderr=log),
-        ]  # fmt: skip
+            subprocess.Popen(
+                [*web_cpu, sys.executable, "-m", "web"], cwd=ROOT, env=env, stdout=log, stderr=log
+            ),
+            subprocess.Popen(
+                [
+                    *worker_cpu,
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tasks",
+                    "worker",
+                    "--pool=threads",
+                    "--concurrency=4",
+                    "--without-mingle",
+                    "--without-gossip",
+                    "--loglevel=WARNING",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=log,
+            ),
+        ]
     control = Celery(broker=env["REDIS_URL"], set_as_current=False)
     while not control.control.ping(timeout=1.0):
         pass
@@ -113,8 +135,14 @@ def main() -> None:
     redis = start_redis(tmp / "redis", tmp / "redis.log")
     port = free_port()
     secret = "bench-" + uuid.uuid4().hex * 2
-    env = {**os.environ, "MONGODB_URI": mongo.url + "/bench", "REDIS_URL": redis.url + "/0",
-           "JWT_SECRET": secret, "PORT": str(port), "VAR_DIR": str(tmp)}  # fmt: skip
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongo.url + "/bench",
+        "REDIS_URL": redis.url + "/0",
+        "JWT_SECRET": secret,
+        "PORT": str(port),
+        "VAR_DIR": str(tmp),
+    }
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
     ensure_indexes(db)
@@ -129,9 +157,11 @@ def main() -> None:
         redis.stop()
         mongo.stop()
     q = statistics.quantiles(samples, n=100)
-    print(f"posted price -> deal-notification on the socket, {rounds} rounds (ms): "
-          f"min {min(samples):.1f}  p50 {statistics.median(samples):.1f}  "
-          f"p95 {q[94]:.1f}  max {max(samples):.1f}")  # fmt: skip
+    print(
+        f"posted price -> deal-notification on the socket, {rounds} rounds (ms): "
+        f"min {min(samples):.1f}  p50 {statistics.median(samples):.1f}  "
+        f"p95 {q[94]:.1f}  max {max(samples):.1f}"
+    )
 
 
 if __name__ == "__main__":

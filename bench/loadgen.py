@@ -124,10 +124,14 @@ async def connect(hub: Hub, port: int, paths: list[str], batch: int = 100) -> li
     for i in range(0, len(paths), batch):
         chunk = paths[i : i + batch]
         want = hub.greeted + len(chunk)
-        made = await asyncio.gather(*(
-            loop.create_connection(lambda p=p: WsClient(hub, upgrade_request(p)), "127.0.0.1", port)
-            for p in chunk
-        ))  # fmt: skip
+        made = await asyncio.gather(
+            *(
+                loop.create_connection(
+                    lambda p=p: WsClient(hub, upgrade_request(p)), "127.0.0.1", port
+                )
+                for p in chunk
+            )
+        )
         clients += [proto for _, proto in made]
         if not await hub.wait(lambda want=want: hub.greeted >= want, 60):  # type: ignore[misc]
             raise RuntimeError(f"only {hub.greeted} of {want} sockets were greeted")
@@ -146,10 +150,12 @@ class Publisher(asyncio.Protocol):
         pass  # the replies (subscriber counts) are not needed
 
     def publish(self, events: list[bytes]) -> None:
-        self.transport.write(b"".join(
-            b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n%s\r\n$%d\r\n%s\r\n" % (CHANNEL, len(e), e)
-            for e in events
-        ))  # fmt: skip
+        self.transport.write(
+            b"".join(
+                b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n%s\r\n$%d\r\n%s\r\n" % (CHANNEL, len(e), e)
+                for e in events
+            )
+        )
 
 
 async def publisher(port: int) -> Publisher:

@@ -19,12 +19,12 @@ from e2e_latency import measure, start_web_and_worker, stop
 from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from notifier.auth import issue_token
-from notifier.embedded import free_port
-from notifier.notifications import counter_id, format_id
-from notifier.schema import ensure_indexes
-from notifier.users import create_user
-from notifier.writes import apply
+from notifier.accounts.auth import issue_token
+from notifier.accounts.users import create_user
+from notifier.dev.embedded import free_port
+from notifier.notifications.store import counter_id, format_id
+from notifier.storage.schema import ensure_indexes
+from notifier.storage.writes import apply
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 30
@@ -36,16 +36,25 @@ def store_history(db: Any, user_id: str) -> None:
     now = datetime.now(UTC)
     docs = []
     for seq in range(1, HISTORY + 1):
-        data = {"message": f"Old notification {seq}", "severity": "info",
-                "notification_id": format_id(seq)}  # fmt: skip
-        docs.append({"user_id": user_id, "seq": seq, "type": "system-message",
-                     "created_at": now - timedelta(seconds=HISTORY - seq),
-                     "read": seq % 3 == 0, "data": data})  # fmt: skip
+        data = {
+            "message": f"Old notification {seq}",
+            "severity": "info",
+            "notification_id": format_id(seq),
+        }
+        docs.append(
+            {
+                "user_id": user_id,
+                "seq": seq,
+                "type": "system-message",
+                "created_at": now - timedelta(seconds=HISTORY - seq),
+                "read": seq % 3 == 0,
+                "data": data,
+            }
+        )
         if len(docs) == 20000:
             db.notifications.insert_many(docs, ordered=False)
             docs = []
-    db.counters.update_one({"_id": counter_id(user_id)}, {"$max": {"seq": HISTORY}},
-                           upsert=True)  # fmt: skip
+    db.counters.update_one({"_id": counter_id(user_id)}, {"$max": {"seq": HISTORY}}, upsert=True)
 
 
 async def time_history(port: int, token: str) -> dict[str, float]:
@@ -54,8 +63,11 @@ async def time_history(port: int, token: str) -> dict[str, float]:
     for name, query in (("first_page", ""), ("deep_page", f"?before={format_id(HISTORY // 2)}")):
         samples = []
         for _ in range(HISTORY_SAMPLES):
-            request = HTTPRequest(f"http://127.0.0.1:{port}/history{query}", request_timeout=300,
-                                  headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+            request = HTTPRequest(
+                f"http://127.0.0.1:{port}/history{query}",
+                request_timeout=300,
+                headers={"Authorization": f"Bearer {token}"},
+            )
             started = time.perf_counter()
             response = await http.fetch(request)
             samples.append((time.perf_counter() - started) * 1000)
@@ -73,8 +85,14 @@ def run(env: dict[str, str], tmp: Path) -> dict[str, Any]:
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
     ensure_indexes(db)
-    apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin"),
-               create_user("historian", "x")])  # fmt: skip
+    apply(
+        db,
+        [
+            create_user("shopper", "x"),
+            create_user("admin", "x", "admin"),
+            create_user("historian", "x"),
+        ],
+    )
     users = {u["username"]: str(u["_id"]) for u in db.users.find()}
     started = time.monotonic()
     store_history(db, users["historian"])
@@ -88,7 +106,11 @@ def run(env: dict[str, str], tmp: Path) -> dict[str, Any]:
         stop(procs)
         client.close()
     return {
-        "price_to_socket": {"rounds": ROUNDS, "ms_p50": statistics.median(samples),
-                            "ms_p95": sorted(samples)[int(0.95 * ROUNDS)], "ms_max": max(samples)},
+        "price_to_socket": {
+            "rounds": ROUNDS,
+            "ms_p50": statistics.median(samples),
+            "ms_p95": sorted(samples)[int(0.95 * ROUNDS)],
+            "ms_max": max(samples),
+        },
         "history": {"stored": HISTORY, "insert_seconds": stored_s, **history},
-    }  # fmt: skip
+    }

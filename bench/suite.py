@@ -34,8 +34,8 @@ sys.path.insert(0, str(BENCH))
 import loadgen  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
-from notifier.auth import issue_token  # noqa: E402
-from notifier.embedded import Server, free_port, start_mongo, start_redis  # noqa: E402
+from notifier.accounts.auth import issue_token  # noqa: E402
+from notifier.dev.embedded import Server, free_port, start_mongo, start_redis  # noqa: E402
 from web.render import Renderer  # noqa: E402
 
 REPS = int(os.environ.get("BENCH_REPS", "3"))
@@ -94,8 +94,15 @@ def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:
     log = tmp / f"{name}-{port}.log"
     if name == "notifier":
         profile = os.environ.get("BENCH_PROFILE")  # a path: run notifier under cProfile
-        argv = ["taskset", "-c", "0", sys.executable,
-                *(["-m", "cProfile", "-o", profile] if profile else []), "-m", "web"]  # fmt: skip
+        argv = [
+            "taskset",
+            "-c",
+            "0",
+            sys.executable,
+            *(["-m", "cProfile", "-o", profile] if profile else []),
+            "-m",
+            "web",
+        ]
         proc = Proc(name, argv, env, ROOT, log)
     else:
         argv = ["taskset", "-c", "0", "node", "server.js"]
@@ -116,8 +123,12 @@ def padded(render: Callable[[str], str], size: int) -> str:
 
 def announcement_event(renderer: Renderer, pad: str) -> bytes:
     """A broadcast: notifier renders the announcement; the peer gets the same bytes."""
-    a = {"id": uuid.uuid4().hex, "message": "Bench " + pad, "severity": "info",
-         "created_at": CREATED}  # fmt: skip
+    a = {
+        "id": uuid.uuid4().hex,
+        "message": "Bench " + pad,
+        "severity": "info",
+        "created_at": CREATED,
+    }
     event: dict[str, Any] = {"kind": "announcement", "announcement": a}
     event["bench"] = {fmt: renderer.announcement(event, fmt) for fmt in ("html", "json")}
     return json.dumps(event, separators=(",", ":")).encode()
@@ -130,17 +141,38 @@ def notification_template(pad: str) -> str:
     timestamp differs), so the peer sends the same bytes notifier does.
     """
     message = "bench @@TTTT@@ " + pad
-    envelope = {"type": "system-message", "data": {"message": message, "severity": "info",
-                "id": "IIII", "created_at": CREATED, "unread_count": "SSSS"},
-                "timestamp": CREATED}  # fmt: skip
-    event = {"kind": "notification", "user_id": "UUUU",
-             "notification": {"id": "IIII", "type": "system-message", "created_at": CREATED,
-                              "read": False, "data": {"message": message, "severity": "info"}},
-             "unread_count": "SSSS",
-             "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": ""}}  # fmt: skip
+    envelope = {
+        "type": "system-message",
+        "data": {
+            "message": message,
+            "severity": "info",
+            "id": "IIII",
+            "created_at": CREATED,
+            "unread_count": "SSSS",
+        },
+        "timestamp": CREATED,
+    }
+    event = {
+        "kind": "notification",
+        "user_id": "UUUU",
+        "notification": {
+            "id": "IIII",
+            "type": "system-message",
+            "created_at": CREATED,
+            "read": False,
+            "data": {"message": message, "severity": "info"},
+        },
+        "unread_count": "SSSS",
+        "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": ""},
+    }
     text = json.dumps(event, separators=(",", ":"))
-    for placeholder, spec in (('\\"SSSS\\"', "%(s)d"), ('"SSSS"', "%(s)d"), ("UUUU", "%(u)s"),
-                              ("IIII", "%(s)012d"), ("TTTT", "%(t)d")):  # fmt: skip
+    for placeholder, spec in (
+        ('\\"SSSS\\"', "%(s)d"),
+        ('"SSSS"', "%(s)d"),
+        ("UUUU", "%(u)s"),
+        ("IIII", "%(s)012d"),
+        ("TTTT", "%(t)d"),
+    ):
         text = text.replace(placeholder, spec)
     return text
 
@@ -149,8 +181,9 @@ def notification_template(pad: str) -> str:
 
 
 def tokens(secret: str, prefix: str, n: int) -> list[str]:
-    return [issue_token(secret, f"{prefix}{i:06d}", f"{prefix}{i}", "shopper", 7200)
-            for i in range(n)]  # fmt: skip
+    return [
+        issue_token(secret, f"{prefix}{i:06d}", f"{prefix}{i}", "shopper", 7200) for i in range(n)
+    ]
 
 
 def pct(samples: list[float], q: float) -> float:
@@ -162,9 +195,20 @@ async def idle_and_broadcast(
     proc: Proc, port: int, secret: str, prefix: str, renderer: Renderer, pub: loadgen.Publisher
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[loadgen.WsClient]]:
     hub = Hub()
-    pad = padded(lambda p: renderer.announcement(
-        {"announcement": {"id": "x" * 32, "message": "Bench " + p, "severity": "info",
-                          "created_at": CREATED}}, "html"), 500)  # fmt: skip
+    pad = padded(
+        lambda p: renderer.announcement(
+            {
+                "announcement": {
+                    "id": "x" * 32,
+                    "message": "Bench " + p,
+                    "severity": "info",
+                    "created_at": CREATED,
+                }
+            },
+            "html",
+        ),
+        500,
+    )
     base_rss = proc.rss_kib()
     clients: list[loadgen.WsClient] = []
     toks = tokens(secret, prefix, max(LEVELS))
@@ -176,9 +220,15 @@ async def idle_and_broadcast(
         connect_s = time.monotonic() - started
         await asyncio.sleep(1.0)  # let the server settle (presence writes, replays)
         rss = proc.rss_kib()
-        idle.append({"connections": level, "rss_kib": rss, "base_rss_kib": base_rss,
-                     "kib_per_connection": (rss - base_rss) / level,
-                     "connect_per_s": len(paths) / connect_s})  # fmt: skip
+        idle.append(
+            {
+                "connections": level,
+                "rss_kib": rss,
+                "base_rss_kib": base_rss,
+                "kib_per_connection": (rss - base_rss) / level,
+                "connect_per_s": len(paths) / connect_s,
+            }
+        )
         events = [announcement_event(renderer, pad) for _ in range(BROADCASTS.get(level, 5))]
         cpu0, mine0, lasts = proc.cpu_seconds(), time.process_time(), []
         wall0 = time.monotonic()
@@ -192,16 +242,24 @@ async def idle_and_broadcast(
         cpu, mine = proc.cpu_seconds() - cpu0, time.process_time() - mine0
         wall = time.monotonic() - wall0
         deliveries = level * len(events)
-        broadcast.append({"connections": level, "broadcasts": len(events),
-                          "payload_bytes": hub.last_size,
-                          "cpu_us_per_delivery": cpu * 1e6 / deliveries,
-                          "last_receipt_ms_p50": statistics.median(lasts),
-                          "last_receipt_ms_max": max(lasts),
-                          "loadgen_cpu_pct": 100 * mine / wall,
-                          "server_cpu_pct": 100 * cpu / wall})  # fmt: skip
-        print(f"  {proc.name} {level}: {idle[-1]['kib_per_connection']:.1f} KiB/conn, "
-              f"{broadcast[-1]['cpu_us_per_delivery']:.2f} us/delivery, last receipt "
-              f"{broadcast[-1]['last_receipt_ms_p50']:.1f} ms", flush=True)
+        broadcast.append(
+            {
+                "connections": level,
+                "broadcasts": len(events),
+                "payload_bytes": hub.last_size,
+                "cpu_us_per_delivery": cpu * 1e6 / deliveries,
+                "last_receipt_ms_p50": statistics.median(lasts),
+                "last_receipt_ms_max": max(lasts),
+                "loadgen_cpu_pct": 100 * mine / wall,
+                "server_cpu_pct": 100 * cpu / wall,
+            }
+        )
+        print(
+            f"  {proc.name} {level}: {idle[-1]['kib_per_connection']:.1f} KiB/conn, "
+            f"{broadcast[-1]['cpu_us_per_delivery']:.2f} us/delivery, last receipt "
+            f"{broadcast[-1]['last_receipt_ms_p50']:.1f} ms",
+            flush=True,
+        )
     return idle, broadcast, clients
 
 
@@ -243,17 +301,26 @@ async def targeted(
         await hub.wait(lambda base=base, total=total: hub.received >= base + total, 5)  # type: ignore[misc]
         lat = [x / 1e6 for x in hub.latencies_ns]
         lost = total - (hub.received - base)
-        step = {"rate": rate, "sent": total, "lost": lost, "payload_bytes": hub.last_size,
-                "p50_ms": pct(lat, 0.5) if lat else None, "p99_ms": pct(lat, 0.99) if lat else None,
-                "p999_ms": pct(lat, 0.999) if lat else None,
-                "cpu_us_per_delivery": cpu * 1e6 / total, "server_cpu_pct": 100 * cpu / wall,
-                "loadgen_cpu_pct": 100 * mine / wall}  # fmt: skip
+        step = {
+            "rate": rate,
+            "sent": total,
+            "lost": lost,
+            "payload_bytes": hub.last_size,
+            "p50_ms": pct(lat, 0.5) if lat else None,
+            "p99_ms": pct(lat, 0.99) if lat else None,
+            "p999_ms": pct(lat, 0.999) if lat else None,
+            "cpu_us_per_delivery": cpu * 1e6 / total,
+            "server_cpu_pct": 100 * cpu / wall,
+            "loadgen_cpu_pct": 100 * mine / wall,
+        }
         step["held"] = bool(lat) and lost == 0 and step["p99_ms"] <= P99_LIMIT_MS
         failed = failed or not step["held"]
         steps.append(step)
-        print(f"  {proc.name} {rate}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} lost {lost} "
-              f"server {step['server_cpu_pct']:.0f}% loadgen {step['loadgen_cpu_pct']:.0f}%",
-              flush=True)  # fmt: skip
+        print(
+            f"  {proc.name} {rate}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} lost {lost} "
+            f"server {step['server_cpu_pct']:.0f}% loadgen {step['loadgen_cpu_pct']:.0f}%",
+            flush=True,
+        )
         if lost:
             await hub.wait(lambda: False, 2)  # let a backlog drain before the next step
     return steps, clients
@@ -278,22 +345,43 @@ async def one_run(
             if not s["held"]:
                 break
             best = s["rate"]
-        return {"server": name, "rep": rep, "idle": idle, "broadcast": broadcast,
-                "targeted": steps, "max_rate_held": best, "rates_held": held_rates}  # fmt: skip
+        return {
+            "server": name,
+            "rep": rep,
+            "idle": idle,
+            "broadcast": broadcast,
+            "targeted": steps,
+            "max_rate_held": best,
+            "rates_held": held_rates,
+        }
     finally:
         pub.transport.close()
         proc.stop()
 
 
 def machine() -> dict[str, str]:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "unknown",
+    )
     node = subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "kernel": platform.release(),
-            "python": platform.python_version(), "node": node,
-            "ws": json.loads((BENCH / "peers/node-ws/node_modules/ws/package.json").read_text())["version"],
-            "ioredis": json.loads((BENCH / "peers/node-ws/node_modules/ioredis/package.json").read_text())["version"]}  # fmt: skip
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": node,
+        "ws": json.loads((BENCH / "peers/node-ws/node_modules/ws/package.json").read_text())[
+            "version"
+        ],
+        "ioredis": json.loads(
+            (BENCH / "peers/node-ws/node_modules/ioredis/package.json").read_text()
+        )["version"],
+    }
 
 
 async def measure(env: dict[str, str], tmp: Path, redis_port: int) -> list[dict[str, Any]]:
@@ -321,9 +409,16 @@ def main() -> None:
     redis = start_redis(tmp / "redis", tmp / "redis.log")
     mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
     secret = "bench-" + uuid.uuid4().hex * 2
-    env = {**os.environ, "MONGODB_URI": mongo.url + "/bench", "REDIS_URL": redis.url + "/0",
-           "JWT_SECRET": secret, "VAR_DIR": str(tmp), "WS_PING_INTERVAL": "0",
-           "CONNECTIONS_PER_USER": "1000", "NOTIFIER_ENV": "development"}  # fmt: skip
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongo.url + "/bench",
+        "REDIS_URL": redis.url + "/0",
+        "JWT_SECRET": secret,
+        "VAR_DIR": str(tmp),
+        "WS_PING_INTERVAL": "0",
+        "CONNECTIONS_PER_USER": "1000",
+        "NOTIFIER_ENV": "development",
+    }
     servers: list[Server] = [redis, mongo]
     try:
         redis_port = int(redis.url.rsplit(":", 1)[1])
@@ -337,9 +432,14 @@ def main() -> None:
         "command": "make bench",
         "machine": machine(),
         "config": {
-            "reps": REPS, "levels": LEVELS, "rates": RATES, "step_seconds": STEP_SECONDS,
-            "target_users": TARGET_USERS, "p99_limit_ms": P99_LIMIT_MS,
-            "server_core": 0, "loadgen_and_redis_core": 1,
+            "reps": REPS,
+            "levels": LEVELS,
+            "rates": RATES,
+            "step_seconds": STEP_SECONDS,
+            "target_users": TARGET_USERS,
+            "p99_limit_ms": P99_LIMIT_MS,
+            "server_core": 0,
+            "loadgen_and_redis_core": 1,
         },
         "runs": runs,
         "stack": whole,

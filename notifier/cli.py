@@ -19,18 +19,18 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.database import Database
 
 from notifier import validation
-from notifier.bus import make_publisher
-from notifier.deals import LOCK_NAME, DealCheck
-from notifier.email import EmailService
+from notifier.accounts.users import ROLES, create_user
+from notifier.email.service import EmailService
 from notifier.errors import InputError
-from notifier.migrations import migrate
-from notifier.notifications import NotificationService, NotificationWriter
-from notifier.presence import STATS_KEY, STATS_STALE_AFTER
-from notifier.prices import parse_price_csv, record_price
-from notifier.schema import ensure_indexes
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import make_publisher
+from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
 from notifier.settings import ConfigurationError, Settings
-from notifier.users import ROLES, create_user
-from notifier.writes import apply
+from notifier.shopping.deals import LOCK_NAME, DealCheck
+from notifier.shopping.prices import parse_price_csv, record_price
+from notifier.storage.migrations import migrate
+from notifier.storage.schema import ensure_indexes
+from notifier.storage.writes import apply
 
 MIN_PASSWORD = 8
 
@@ -169,8 +169,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(run=cmd_create_user)
     p = sub.add_parser("import-prices", help=cmd_import_prices.__doc__)
-    p.add_argument("file", help="CSV with store_name,item_name,price_in_cents,"
-                   "regular_price_in_cents[,valid_until]")  # fmt: skip
+    p.add_argument(
+        "file",
+        help="CSV with store_name,item_name,price_in_cents,regular_price_in_cents[,valid_until]",
+    )
     p.add_argument("--no-check", action="store_true", help="do not run a deal check after")
     p.set_defaults(run=cmd_import_prices)
     p = sub.add_parser("check-deals", help=cmd_check_deals.__doc__)

@@ -17,8 +17,9 @@ def body_object(body: object, fields: Collection[str]) -> dict[str, Any]:
         raise InputError("the body must be a JSON object")
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise InputError(f"unknown field(s) {', '.join(map(repr, unknown))}; "
-                         f"the fields are {', '.join(fields)}")  # fmt: skip
+        raise InputError(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; the fields are {', '.join(fields)}"
+        )
     return body
 
 

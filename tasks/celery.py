@@ -15,9 +15,9 @@ from pymongo import MongoClient
 from pymongo.synchronous.database import Database
 
 from notifier import logs
-from notifier.bus import make_publisher
-from notifier.email import EmailService
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.email.service import EmailService
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import make_publisher
 from notifier.settings import ConfigurationError, Settings
 from tasks import metrics
 

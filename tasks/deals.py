@@ -1,4 +1,4 @@
-"""The deal check task: thin, the logic is notifier.deals.DealCheck."""
+"""The deal check task: thin, the logic is notifier.shopping.deals.DealCheck."""
 
 from __future__ import annotations
 
@@ -10,12 +10,11 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
-from notifier.deals import LOCK_NAME, DealCheck
+from notifier.shopping.deals import LOCK_NAME, DealCheck
 from tasks import celery
 from tasks.email import send_email
 
 log = logging.getLogger(__name__)
-
 
 
 @celery.app.task(
@@ -45,8 +44,12 @@ def check_deals(
         res.notifications.notify(
             requested_by,
             "job-complete",
-            {"job": "deal-check", "job_id": self.request.id, "status": "succeeded",
-             "summary": result.summary()},
+            {
+                "job": "deal-check",
+                "job_id": self.request.id,
+                "status": "succeeded",
+                "summary": result.summary(),
+            },
             dedupe_key=f"job:{self.request.id}",
-        )  # fmt: skip
+        )
     return {"users_notified": result.users_notified, "deals_found": result.deals_found}

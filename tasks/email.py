@@ -1,4 +1,4 @@
-"""Email tasks: thin; planning and sending live in notifier.email.EmailService."""
+"""Email tasks: thin; planning and sending live in notifier.email.service.EmailService."""
 
 from __future__ import annotations
 
@@ -15,8 +15,13 @@ from tasks import celery
 log = logging.getLogger(__name__)
 
 
-@celery.app.task(bind=True, autoretry_for=(smtplib.SMTPException, OSError, PyMongoError),
-                 retry_backoff=True, retry_backoff_max=300, max_retries=10)  # fmt: skip
+@celery.app.task(
+    bind=True,
+    autoretry_for=(smtplib.SMTPException, OSError, PyMongoError),
+    retry_backoff=True,
+    retry_backoff_max=300,
+    max_retries=10,
+)
 def send_email(self: Task, email_id: str) -> str:
     """Send one planned email (idempotent: a duplicate or late task sends nothing)."""
     try:

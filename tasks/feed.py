@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from notifier.feed import DemoFeed
+from notifier.dev.feed import DemoFeed
 from tasks import celery
 from tasks.deals import check_deals
 

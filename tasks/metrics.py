@@ -31,8 +31,11 @@ def install(settings: Settings) -> None:
             start_http_server(
                 settings.worker_metrics_port, settings.worker_metrics_addr, metrics.REGISTRY
             )
-            log.info("worker metrics on http://%s:%d/metrics",
-                     settings.worker_metrics_addr, settings.worker_metrics_port)  # fmt: skip
+            log.info(
+                "worker metrics on http://%s:%d/metrics",
+                settings.worker_metrics_addr,
+                settings.worker_metrics_port,
+            )
 
     task_prerun.connect(_started_task, weak=False)
     task_postrun.connect(_finished_task, weak=False)

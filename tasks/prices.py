@@ -11,8 +11,8 @@ from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.prices import parse_price_csv, record_price
-from notifier.writes import apply
+from notifier.shopping.prices import parse_price_csv, record_price
+from notifier.storage.writes import apply
 from tasks import celery
 from tasks.deals import check_deals
 
@@ -20,8 +20,9 @@ log = logging.getLogger(__name__)
 REPORTED_REJECTIONS = 50
 
 
-@celery.app.task(bind=True, autoretry_for=(PyMongoError, RedisError), retry_backoff=True,
-                 max_retries=5)  # fmt: skip
+@celery.app.task(
+    bind=True, autoretry_for=(PyMongoError, RedisError), retry_backoff=True, max_retries=5
+)
 def import_prices(self: Task, text: str, requested_by: str, filename: str = "prices.csv") -> None:
     """Apply the good rows (upserts, so a retry applies nothing twice) and report."""
     res = celery.resources
@@ -29,8 +30,12 @@ def import_prices(self: Task, text: str, requested_by: str, filename: str = "pri
     try:
         parsed = parse_price_csv(text)
     except InputError as e:
-        report |= {"status": "failed", "applied": 0, "rejected": [],
-                   "summary": f"nothing applied: {e.message}"}  # fmt: skip
+        report |= {
+            "status": "failed",
+            "applied": 0,
+            "rejected": [],
+            "summary": f"nothing applied: {e.message}",
+        }
     else:
         for _, price in parsed.rows:
             apply(res.db, record_price(price)[1])
@@ -46,5 +51,6 @@ def import_prices(self: Task, text: str, requested_by: str, filename: str = "pri
             + "".join(f"; line {r['line']}: {r['reason']}" for r in rejected[:3]),
         }
     log.info("price import %s: %s", self.request.id, report["summary"])
-    res.notifications.notify(requested_by, "job-complete", report,
-                             dedupe_key=f"job:{self.request.id}")  # fmt: skip
+    res.notifications.notify(
+        requested_by, "job-complete", report, dedupe_key=f"job:{self.request.id}"
+    )

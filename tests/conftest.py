@@ -32,14 +32,14 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from notifier import bus
-from notifier.auth import issue_token
-from notifier.embedded import Server, free_port, start_mongo, start_redis
-from notifier.registry import ConnectionRegistry
-from notifier.schema import ensure_indexes
+from notifier.accounts.auth import issue_token
+from notifier.accounts.users import create_user
+from notifier.dev.embedded import Server, free_port, start_mongo, start_redis
+from notifier.realtime import bus
+from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
-from notifier.users import create_user
-from notifier.writes import apply
+from notifier.storage.schema import ensure_indexes
+from notifier.storage.writes import apply
 from web.__main__ import stop_tasks
 from web.app import make_app
 from web.delivery import Delivery
@@ -169,11 +169,24 @@ def worker(
     """A real Celery worker process on the test broker."""
     log = (var_dir / "worker.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
-         "--concurrency=4", "--loglevel=INFO", "--without-mingle", "--without-gossip"],
-        cwd=ROOT, env={**os.environ, **env, "WORKER_METRICS_PORT": str(worker_metrics_port)},
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "tasks",
+            "worker",
+            "--pool=threads",
+            "--concurrency=4",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=ROOT,
+        env={**os.environ, **env, "WORKER_METRICS_PORT": str(worker_metrics_port)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     control = Celery(broker=config.redis_url, set_as_current=False)
     try:
         # Each ping waits up to a second for the worker's reply.
@@ -304,14 +317,24 @@ Fetch = Callable[..., Awaitable[HTTPResponse]]
 def fetch(http_client: AsyncHTTPClient, base_url: str) -> Fetch:
     """Request a path of the test server; never raises for 4xx/5xx."""
 
-    def do(path: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None,
-           follow_redirects: bool = False) -> Awaitable[HTTPResponse]:  # fmt: skip
+    def do(
+        path: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        follow_redirects: bool = False,
+    ) -> Awaitable[HTTPResponse]:
         if body is not None and not isinstance(body, (str, bytes)):
             body = json.dumps(body)
         if body is None and method in ("POST", "PUT", "PATCH"):
             body = b""
-        request = HTTPRequest(base_url + path, method=method, body=body, headers=headers or {},
-                              follow_redirects=follow_redirects)  # fmt: skip
+        request = HTTPRequest(
+            base_url + path,
+            method=method,
+            body=body,
+            headers=headers or {},
+            follow_redirects=follow_redirects,
+        )
         return http_client.fetch(request, raise_error=False)
 
     return do
@@ -356,8 +379,9 @@ def ws_connect(http_server: Any, base_url: str) -> Iterator[WsConnect]:
     opened: list[WebSocketClientConnection] = []
     ws_base = base_url.replace("http://", "ws://")
 
-    async def connect(query: str = "", headers: dict[str, str] | None = None,
-                      established: bool = True) -> Socket:  # fmt: skip
+    async def connect(
+        query: str = "", headers: dict[str, str] | None = None, established: bool = True
+    ) -> Socket:
         request = HTTPRequest(f"{ws_base}/ws{query}", headers=headers or {})
         conn = await websocket_connect(request)
         opened.append(conn)

@@ -20,7 +20,7 @@ from typing import Any
 
 from tornado.httpclient import HTTPResponse
 
-from notifier.embedded import free_port
+from notifier.dev.embedded import free_port
 from tests.conftest import ROOT
 
 
@@ -99,9 +99,15 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     Its output is unbuffered on our side: a buffered reader would take several lines in
     one read and leave read_until's select() waiting for a line it already holds.
     """
-    return subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            bufsize=0)  # fmt: skip
+    return subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        bufsize=0,
+    )
 
 
 async def collect(sock, count, timeout=20):
@@ -128,8 +134,12 @@ async def watch(fetch, user, item, target=None):
 
 
 async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
-    body = {"store_name": store, "item_name": item, "price_in_cents": price,
-            "regular_price_in_cents": regular}  # fmt: skip
+    body = {
+        "store_name": store,
+        "item_name": item,
+        "price_in_cents": price,
+        "regular_price_in_cents": regular,
+    }
     response = await fetch("/api/prices", "POST", body, headers=admin.auth)
     assert response.code == 201, response.body
     return json.loads(response.body)["price_id"]
@@ -151,8 +161,9 @@ class WebProcess:
         self.proc = spawn([sys.executable, "-m", "web"], self.env)
         # Keep reading its log, or a full pipe would stop the process mid-write.
         self.output: collections.deque[bytes] = collections.deque(maxlen=200)
-        self._reader = threading.Thread(target=self.output.extend, args=(self.proc.stdout,),
-                                        daemon=True)  # fmt: skip
+        self._reader = threading.Thread(
+            target=self.output.extend, args=(self.proc.stdout,), daemon=True
+        )
         try:
             read_until(self.proc, f"listening on port {self.port}", 30, [])
         finally:
@@ -175,15 +186,22 @@ async def resubscriptions_while_idle(client: Any, dead_after: float = 1.0) -> in
 
     A live link answers every PING, so a healthy idle subscription is never given up.
     """
-    from notifier import bus
+    from notifier.realtime import bus
 
     subscribed: asyncio.Queue[None] = asyncio.Queue()
 
     async def on_subscribed() -> None:
         subscribed.put_nowait(None)
 
-    task = asyncio.create_task(bus.listen(client, lambda event: None, on_subscribed,
-                                          ping_every=dead_after / 5, dead_after=dead_after))  # fmt: skip
+    task = asyncio.create_task(
+        bus.listen(
+            client,
+            lambda event: None,
+            on_subscribed,
+            ping_every=dead_after / 5,
+            dead_after=dead_after,
+        )
+    )
     try:
         await asyncio.wait_for(subscribed.get(), 10)
         try:  # nothing should come: waiting out the time is the point

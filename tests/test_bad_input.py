@@ -17,8 +17,12 @@ COLLECTIONS = (
     "counters",
 )
 
-GOOD_PRICE = {"store_name": "Fresh Mart", "item_name": "Milk", "price_in_cents": 199,
-              "regular_price_in_cents": 249}  # fmt: skip
+GOOD_PRICE = {
+    "store_name": "Fresh Mart",
+    "item_name": "Milk",
+    "price_in_cents": 199,
+    "regular_price_in_cents": 249,
+}
 
 # (who, method, path, body)
 CASES = [

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from notifier.bus import Publisher
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
 from tests.conftest import ROOT, User
 from tests.helpers import WebProcess
 
@@ -46,9 +46,15 @@ def browser() -> Iterator[Any]:
         launched = playwright.chromium.launch(
             executable_path=CHROMIUM,
             headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
         yield launched
         launched.close()
 
@@ -101,17 +107,27 @@ def open_tab(browser: Any, web: WebProcess) -> Iterator[Any]:
 
 def api(web: WebProcess, user: User, path: str, body: Any = None) -> Any:
     request = urllib.request.Request(  # noqa: S310 - our own server, http only
-        web.url + path, method="POST" if body is not None else "GET",
+        web.url + path,
+        method="POST" if body is not None else "GET",
         data=json.dumps(body).encode() if body is not None else None,
         headers={"Authorization": f"Bearer {user.token}", "Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
         return json.loads(response.read() or b"null")
 
 
 def post_deal(web: WebProcess, admin: User, item: str, cents: int = 199) -> None:
-    api(web, admin, "/api/prices", {"store_name": "Fresh Mart", "item_name": item,
-                                    "price_in_cents": cents, "regular_price_in_cents": 399})  # fmt: skip
+    api(
+        web,
+        admin,
+        "/api/prices",
+        {
+            "store_name": "Fresh Mart",
+            "item_name": item,
+            "price_in_cents": cents,
+            "regular_price_in_cents": 399,
+        },
+    )
 
 
 def test_a_deal_appears_live_with_a_toast_a_row_and_the_badge(open_tab, web, alice, admin, item):
@@ -172,8 +188,11 @@ def test_a_web_restart_shows_offline_then_live_and_the_missed_one_once(
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
     web.stop()
     tab.page.wait_for_selector("#live-status.offline", timeout=10_000)
-    missed = service.notify(alice.user_id, "system-message",
-                            {"message": "Sent while the server was down", "severity": "info"})  # fmt: skip
+    missed = service.notify(
+        alice.user_id,
+        "system-message",
+        {"message": "Sent while the server was down", "severity": "info"},
+    )
     web.start()
     tab.live(timeout=90_000)  # the page retries with jittered backoff
     # While the server was down the browser and htmx logged each failed reconnect; from
@@ -245,5 +264,7 @@ def test_pages_render_without_console_errors_and_are_screenshotted(
     login.page.goto(web.url + "/login")
     login.page.screenshot(path=str(SCREENSHOTS / f"login-{label}.png"))
     assert tab.errors == [] and login.errors == []
-    assert all(Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000
-               for p in ("dashboard", "history", "preferences", "admin", "login"))  # fmt: skip
+    assert all(
+        Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000
+        for p in ("dashboard", "history", "preferences", "admin", "login")
+    )

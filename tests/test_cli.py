@@ -12,15 +12,22 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from notifier.auth import verify_password
-from notifier.watchlist import WatchInput, watch
-from notifier.writes import apply
+from notifier.accounts.auth import verify_password
+from notifier.shopping.watchlist import WatchInput, watch
+from notifier.storage.writes import apply
 from tests.conftest import ROOT
 
 
 def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "notifier", *args], cwd=ROOT, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -37,10 +44,13 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
     db = client[name]
     try:
         # Notifications stored before the seq counters existed.
-        db.notifications.insert_many([{"user_id": "u1", "seq": s, "type": "system-message",
-                                       "read": False, "data": {}} for s in (1, 2, 3)] +
-                                     [{"user_id": "u2", "seq": 1, "type": "system-message",
-                                       "read": False, "data": {}}])  # fmt: skip
+        db.notifications.insert_many(
+            [
+                {"user_id": "u1", "seq": s, "type": "system-message", "read": False, "data": {}}
+                for s in (1, 2, 3)
+            ]
+            + [{"user_id": "u2", "seq": 1, "type": "system-message", "read": False, "data": {}}]
+        )
         env = {**cli_env, "MONGODB_URI": f"{mongo_server.url}/{name}"}
         first = run(env, "migrate")
         assert first.returncode == 0, first.stderr
@@ -53,9 +63,6 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         assert second.returncode == 0 and "migrations run: none pending" in second.stdout
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 7  # not run again
         assert [m["_id"] for m in db.migrations.find()] == [1]
-        legacy = subprocess.run([sys.executable, "-m", "notifier.schema"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
-        assert legacy.returncode == 0 and "none pending" in legacy.stdout
     finally:
         client.drop_database(name)
         client.close()
@@ -63,8 +70,17 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
 
 def test_create_user_reads_the_password_from_stdin_and_refuses_duplicates(cli_env, db):
     username = f"ops-{uuid.uuid4().hex[:8]}"
-    made = run(cli_env, "create-user", username, "--role", "admin", "--email", "ops@example.test",
-               "--password-stdin", stdin="a-long-password\n")  # fmt: skip
+    made = run(
+        cli_env,
+        "create-user",
+        username,
+        "--role",
+        "admin",
+        "--email",
+        "ops@example.test",
+        "--password-stdin",
+        stdin="a-long-password\n",
+    )
     assert made.returncode == 0, made.stderr
     user = db.users.find_one({"username": username})
     assert user["role"] == "admin" and user["email"] == "ops@example.test"
@@ -84,9 +100,11 @@ def test_create_user_reads_the_password_from_stdin_and_refuses_duplicates(cli_en
 def test_import_prices_then_check_deals_notifies_once(cli_env, db, alice, item, tmp_path: Path):
     apply(db, [watch(alice.user_id, WatchInput.parse({"item_name": item}))])
     csv = tmp_path / "prices.csv"
-    csv.write_text("store_name,item_name,price_in_cents,regular_price_in_cents\n"
-                   f"CLI Mart,{item},150,300\n"
-                   f"CLI Mart,{item} other,abc,300\n")  # fmt: skip
+    csv.write_text(
+        "store_name,item_name,price_in_cents,regular_price_in_cents\n"
+        f"CLI Mart,{item},150,300\n"
+        f"CLI Mart,{item} other,abc,300\n"
+    )
     imported = run(cli_env, "import-prices", str(csv), "--no-check")
     assert imported.returncode == 1  # one row was rejected
     assert "1 row(s) applied, 1 rejected" in imported.stdout
@@ -111,8 +129,9 @@ def test_import_prices_then_check_deals_notifies_once(cli_env, db, alice, item, 
 
 
 def test_stats_prints_counts_as_json(cli_env, db, alice):
-    db.notifications.insert_one({"user_id": alice.user_id, "seq": 1, "type": "system-message",
-                                 "read": False, "data": {}})  # fmt: skip
+    db.notifications.insert_one(
+        {"user_id": alice.user_id, "seq": 1, "type": "system-message", "read": False, "data": {}}
+    )
     result = run(cli_env, "stats")
     assert result.returncode == 0, result.stderr
     figures = json.loads(result.stdout)

@@ -15,9 +15,9 @@ from redis.cluster import RedisCluster
 from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
-from notifier import bus
-from notifier.embedded import Server, free_port, start_redis_cluster
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.dev.embedded import Server, free_port, start_redis_cluster
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime import bus
 from tests.helpers import read_until, resubscriptions_while_idle, spawn, wait_subscribed
 
 
@@ -100,12 +100,14 @@ async def test_events_travel_by_spublish_and_ssubscribe_on_the_owning_shard(redi
 
 
 @pytest.mark.timeout(90)
-def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env, config, db,
-                                                              alice, io_loop):  # fmt: skip
+def test_a_web_process_on_the_cluster_delivers_to_its_sockets(
+    redis_cluster, env, config, db, alice, io_loop
+):
     port = free_port()
     cluster_url = redis_cluster[2].url
-    proc = spawn([sys.executable, "-m", "web"],
-                 {**env, "PORT": str(port), "REDIS_CLUSTER_URL": cluster_url})  # fmt: skip
+    proc = spawn(
+        [sys.executable, "-m", "web"], {**env, "PORT": str(port), "REDIS_CLUSTER_URL": cluster_url}
+    )
     settings = dataclasses.replace(config, redis_cluster_url=cluster_url)
     service = NotificationService(NotificationWriter(db), bus.make_publisher(settings))
 
@@ -116,9 +118,12 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
         assert json.loads(ready.body)["checks"]["redis_cluster"] == "ok"
         conn = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}")
         assert json.loads(await conn.read_message())["type"] == "connection-established"
-        created = [service.notify(alice.user_id, "system-message",
-                                  {"message": f"#{i}", "severity": "info"})["data"]["notification_id"]
-                   for i in range(20)]  # fmt: skip
+        created = [
+            service.notify(
+                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )["data"]["notification_id"]
+            for i in range(20)
+        ]
         got = []
         while len(got) < 20:
             msg = json.loads(await asyncio.wait_for(conn.read_message(), 10))
@@ -127,8 +132,11 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
         assert got == created
         # Read marks are published by the web process itself: through the cluster too.
         response = await http.fetch(
-            f"http://127.0.0.1:{port}/api/notifications/read", method="POST",
-            body=json.dumps({"all": True}), headers=alice.auth)  # fmt: skip
+            f"http://127.0.0.1:{port}/api/notifications/read",
+            method="POST",
+            body=json.dumps({"all": True}),
+            headers=alice.auth,
+        )
         assert json.loads(response.body) == {"unread_count": 0}
         while (msg := json.loads(await asyncio.wait_for(conn.read_message(), 10)))["type"] != (
             "notification-read"
@@ -145,8 +153,6 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(redis_cluster, env
     finally:
         proc.terminate()
         proc.communicate(timeout=15)
-
-
 
 
 @pytest.mark.gen_test(timeout=60)

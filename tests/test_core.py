@@ -9,13 +9,19 @@ from pathlib import Path
 import jwt
 import pytest
 
-from notifier.auth import InvalidToken, hash_password, issue_token, read_token, verify_password
-from notifier.deals import deal_key, deal_message, is_deal
+from notifier.accounts.auth import (
+    InvalidToken,
+    hash_password,
+    issue_token,
+    read_token,
+    verify_password,
+)
 from notifier.errors import InputError
-from notifier.notifications import format_id, parse_id
-from notifier.prices import PriceInput, store_id_for
-from notifier.registry import ConnectionRegistry
+from notifier.notifications.store import format_id, parse_id
+from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
+from notifier.shopping.deals import deal_key, deal_message, is_deal
+from notifier.shopping.prices import PriceInput, store_id_for
 from notifier.validation import item_key
 from web.handlers.pages import form_cents
 from web.logs import redact
@@ -102,15 +108,27 @@ def test_production_refuses_to_start_without_its_secrets(tmp_path: Path) -> None
     with pytest.raises(ConfigurationError, match="JWT_SECRET, MONGODB_URI, REDIS_URL"):
         Settings.from_env({"NOTIFIER_ENV": "production", "VAR_DIR": str(tmp_path)})
     with pytest.raises(ConfigurationError, match="REDIS_URL"):
-        Settings.from_env({"NOTIFIER_ENV": "production", "JWT_SECRET": "x" * 40,
-                           "MONGODB_URI": "mongodb://db/x", "VAR_DIR": str(tmp_path)})  # fmt: skip
+        Settings.from_env(
+            {
+                "NOTIFIER_ENV": "production",
+                "JWT_SECRET": "x" * 40,
+                "MONGODB_URI": "mongodb://db/x",
+                "VAR_DIR": str(tmp_path),
+            }
+        )
 
 
 def test_production_refuses_a_short_secret(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="at least 32 characters"):
-        Settings.from_env({"NOTIFIER_ENV": "production", "JWT_SECRET": "short",
-                           "MONGODB_URI": "mongodb://db/x", "REDIS_URL": "redis://r",
-                           "VAR_DIR": str(tmp_path)})  # fmt: skip
+        Settings.from_env(
+            {
+                "NOTIFIER_ENV": "production",
+                "JWT_SECRET": "short",
+                "MONGODB_URI": "mongodb://db/x",
+                "REDIS_URL": "redis://r",
+                "VAR_DIR": str(tmp_path),
+            }
+        )
 
 
 def test_development_keeps_one_generated_secret(tmp_path: Path) -> None:
@@ -128,8 +146,12 @@ def test_settings_reject_non_numbers(tmp_path: Path) -> None:
 
 
 def test_price_input_validation() -> None:
-    good = {"store_name": " Fresh  Mart ", "item_name": "Milk", "price_in_cents": 199,
-            "regular_price_in_cents": 249}  # fmt: skip
+    good = {
+        "store_name": " Fresh  Mart ",
+        "item_name": "Milk",
+        "price_in_cents": 199,
+        "regular_price_in_cents": 249,
+    }
     assert PriceInput.parse(good).store_name == "Fresh Mart"
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     assert PriceInput.parse({**good, "valid_until": future}).valid_until is not None

@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier import bus
-from notifier.bus import Publisher
-from notifier.deals import DealCheck
-from notifier.notifications import NotificationService, NotificationWriter
-from notifier.prices import PriceInput, record_price
-from notifier.watchlist import WatchInput, watch
-from notifier.writes import apply
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime import bus
+from notifier.realtime.bus import Publisher
+from notifier.shopping.deals import DealCheck
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.shopping.watchlist import WatchInput, watch
+from notifier.storage.writes import apply
 
 
 @pytest.fixture
@@ -26,8 +26,13 @@ def check(db, sync_redis):
 @pytest.fixture
 def names():
     tag = uuid.uuid4().hex[:8]
-    return {"milk": f"Milk {tag}", "eggs": f"Eggs {tag}", "tea": f"Tea {tag}",
-            "a": f"Store A {tag}", "b": f"Store B {tag}"}  # fmt: skip
+    return {
+        "milk": f"Milk {tag}",
+        "eggs": f"Eggs {tag}",
+        "tea": f"Tea {tag}",
+        "a": f"Store A {tag}",
+        "b": f"Store B {tag}",
+    }
 
 
 def post(db, store, item, price, regular, until=None):
@@ -145,7 +150,9 @@ def test_stored_in_mongodb_before_it_is_published(db, check, sync_redis, alice, 
 
 def test_ids_increase_in_creation_order_per_user(db, sync_redis, alice):
     writer = NotificationWriter(db)
-    ids = [writer.create(alice.user_id, "system-message", {"message": str(i), "severity": "info"})
-           for i in range(5)]  # fmt: skip
+    ids = [
+        writer.create(alice.user_id, "system-message", {"message": str(i), "severity": "info"})
+        for i in range(5)
+    ]
     public = [n["data"]["notification_id"] for n in ids]
     assert public == sorted(public) and len(set(public)) == 5

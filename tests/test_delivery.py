@@ -31,9 +31,15 @@ async def test_a_posted_price_reaches_the_shopper_live_in_both_formats_and_the_h
 
     data = envelope["data"]
     assert data["message"] == "You have 1 new deal(s) on your watched items!"
-    assert data["deals"] == [{"item_name": item, "best_price_in_cents": 249,
-                              "regular_price_in_cents": 399, "store_name": "Green Grocer",
-                              "store_id": "green-grocer"}]  # fmt: skip
+    assert data["deals"] == [
+        {
+            "item_name": item,
+            "best_price_in_cents": 249,
+            "regular_price_in_cents": 399,
+            "store_name": "Green Grocer",
+            "store_id": "green-grocer",
+        }
+    ]
     assert data["user_id"] == alice.user_id and data["unread_count"] == 1
     assert data["notification_id"] == data["id"]
 
@@ -99,8 +105,8 @@ async def test_a_requested_check_reports_job_complete_and_is_idempotent(
     alice_ws = await ws_connect(f"?format=json&token={alice.token}")
     admin_ws = await ws_connect(f"?format=json&token={admin.token}")
     # Stored directly, so only the requested check can find this deal.
-    from notifier.prices import PriceInput, record_price
-    from notifier.writes import apply
+    from notifier.shopping.prices import PriceInput, record_price
+    from notifier.storage.writes import apply
 
     apply(db, record_price(PriceInput("Value Foods", item, 100, 200))[1])
 
@@ -116,8 +122,12 @@ async def test_a_requested_check_reports_job_complete_and_is_idempotent(
             assert deal["data"]["deals"][0]["item_name"] == item
     assert db.notifications.count_documents({"user_id": alice.user_id}) == 1
     # The second run sent alice nothing: the next thing she gets is this announcement.
-    await fetch("/api/announcements", "POST", {"message": "sentinel", "severity": "info"},
-                headers=admin.auth)  # fmt: skip
+    await fetch(
+        "/api/announcements",
+        "POST",
+        {"message": "sentinel", "severity": "info"},
+        headers=admin.auth,
+    )
     assert (await alice_ws.recv_type("system-message"))["data"]["message"] == "sentinel"
 
 
@@ -140,9 +150,12 @@ async def test_announcements_reach_everyone_connected(fetch, ws_connect, alice, 
     sockets = [await ws_connect(f"?format=json&token={u.token}") for u in (alice, bob)]
     html_sock = await ws_connect(f"?format=html&token={bob.token}")
     await html_sock.recv()
-    response = await fetch("/api/announcements", "POST",
-                           {"message": "Store hours <changed>", "severity": "warning"},
-                           headers=admin.auth)  # fmt: skip
+    response = await fetch(
+        "/api/announcements",
+        "POST",
+        {"message": "Store hours <changed>", "severity": "warning"},
+        headers=admin.auth,
+    )
     assert response.code == 202
     for sock in sockets:
         msg = await sock.recv_type("system-message")
@@ -162,8 +175,9 @@ async def test_marking_read_updates_every_tab(fetch, ws_connect, alice, admin, i
     await post_price(fetch, admin, item)
     note = await tab1.recv_type("deal-notification", 20)
     await tab2.recv_type("deal-notification", 20)
-    response = await fetch("/api/notifications/read", "POST", {"ids": [note["data"]["id"]]},
-                           headers=alice.auth)  # fmt: skip
+    response = await fetch(
+        "/api/notifications/read", "POST", {"ids": [note["data"]["id"]]}, headers=alice.auth
+    )
     assert json.loads(response.body) == {"unread_count": 0}
     for tab in (tab1, tab2):
         read = await tab.recv_type("notification-read")

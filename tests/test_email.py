@@ -11,22 +11,37 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from bson import ObjectId
 
-from notifier.email import EmailService
-from notifier.notifications import NotificationWriter
-from notifier.preferences import Preferences
-from notifier.presence import KEY, is_online
+from notifier.accounts.preferences import Preferences
+from notifier.email.service import EmailService
+from notifier.notifications.store import NotificationWriter
+from notifier.realtime.presence import KEY, is_online
 
 
 def set_prefs(db, user, **prefs):
-    db.users.update_one({"_id": ObjectId(user.user_id)},
-                        {"$set": {"preferences": Preferences.parse(prefs).to_json()}})  # fmt: skip
+    db.users.update_one(
+        {"_id": ObjectId(user.user_id)},
+        {"$set": {"preferences": Preferences.parse(prefs).to_json()}},
+    )
 
 
 def deal(db, user, item="Tea", created_at=None, read=False):
-    doc = NotificationWriter(db).create(user.user_id, "deal-notification", {
-        "deals": [{"item_name": item, "best_price_in_cents": 199, "regular_price_in_cents": 299,
-                   "store_name": "Fresh Mart", "store_id": "fresh-mart"}],
-        "user_id": user.user_id, "message": "You have 1 new deal(s) on your watched items!"})  # fmt: skip
+    doc = NotificationWriter(db).create(
+        user.user_id,
+        "deal-notification",
+        {
+            "deals": [
+                {
+                    "item_name": item,
+                    "best_price_in_cents": 199,
+                    "regular_price_in_cents": 299,
+                    "store_name": "Fresh Mart",
+                    "store_id": "fresh-mart",
+                }
+            ],
+            "user_id": user.user_id,
+            "message": "You have 1 new deal(s) on your watched items!",
+        },
+    )
     changes = {"read": read} | ({"created_at": created_at} if created_at else {})
     db.notifications.update_one({"_id": doc["_id"]}, {"$set": changes})
     return doc
@@ -83,8 +98,8 @@ def test_an_smtp_error_is_retried_with_backoff_and_sends_once(
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.usefixtures("worker")
 async def test_an_online_shopper_gets_no_email(fetch, ws_connect, db, mailbox, alice, admin, item):
-    from notifier.prices import PriceInput, record_price
-    from notifier.writes import apply
+    from notifier.shopping.prices import PriceInput, record_price
+    from notifier.storage.writes import apply
 
     await fetch("/api/watchlist", "POST", {"item_name": item}, headers=alice.auth)
     sock = await ws_connect(f"?format=json&token={alice.token}")
@@ -232,15 +247,32 @@ async def test_the_unsubscribe_link_works_once_and_refuses_tampering(
 @pytest.mark.gen_test
 async def test_preferences_api(fetch, db, alice):
     got = json.loads((await fetch("/api/preferences", headers=alice.auth)).body)
-    assert got == {"email_mode": "offline", "quiet_hours_start": None, "quiet_hours_end": None,
-                   "timezone": "UTC", "min_discount_percent": 0}  # fmt: skip
-    wanted = {"email_mode": "daily", "quiet_hours_start": "22:00", "quiet_hours_end": "07:00",
-              "timezone": "Europe/Paris", "min_discount_percent": 15}  # fmt: skip
+    assert got == {
+        "email_mode": "offline",
+        "quiet_hours_start": None,
+        "quiet_hours_end": None,
+        "timezone": "UTC",
+        "min_discount_percent": 0,
+    }
+    wanted = {
+        "email_mode": "daily",
+        "quiet_hours_start": "22:00",
+        "quiet_hours_end": "07:00",
+        "timezone": "Europe/Paris",
+        "min_discount_percent": 15,
+    }
     put = await fetch("/api/preferences", "PUT", wanted, headers=alice.auth)
     assert put.code == 200 and json.loads(put.body) == wanted
-    for bad in ({"email_mode": "weekly"}, {"timezone": "Mars/Olympus"}, {"quiet_hours_start": "22:00"},
-                {"quiet_hours_start": "25:00", "quiet_hours_end": "07:00"}, {"min_discount_percent": 101},
-                {"min_discount_percent": "10"}, {"colour": "blue"}, []):  # fmt: skip
+    for bad in (
+        {"email_mode": "weekly"},
+        {"timezone": "Mars/Olympus"},
+        {"quiet_hours_start": "22:00"},
+        {"quiet_hours_start": "25:00", "quiet_hours_end": "07:00"},
+        {"min_discount_percent": 101},
+        {"min_discount_percent": "10"},
+        {"colour": "blue"},
+        [],
+    ):
         response = await fetch("/api/preferences", "PUT", bad, headers=alice.auth)
         assert response.code == 400, bad
         assert json.loads(response.body)["error"]["message"]
@@ -248,12 +280,12 @@ async def test_preferences_api(fetch, db, alice):
 
 
 def test_a_minimum_discount_filters_deals(db, sync_redis, alice, item):
-    from notifier.bus import Publisher
-    from notifier.deals import DealCheck
-    from notifier.notifications import NotificationService
-    from notifier.prices import PriceInput, record_price
-    from notifier.watchlist import WatchInput, watch
-    from notifier.writes import apply
+    from notifier.notifications.store import NotificationService
+    from notifier.realtime.bus import Publisher
+    from notifier.shopping.deals import DealCheck
+    from notifier.shopping.prices import PriceInput, record_price
+    from notifier.shopping.watchlist import WatchInput, watch
+    from notifier.storage.writes import apply
 
     check = DealCheck(db, NotificationService(NotificationWriter(db), Publisher(sync_redis)))
     set_prefs(db, alice, min_discount_percent=30)
@@ -287,7 +319,7 @@ def test_smtp_url_user_and_password_log_in(config, db, sync_redis, alice):
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import AuthResult
 
-    from notifier.embedded import free_port
+    from notifier.dev.embedded import free_port
     from tests.conftest import Mailbox
 
     def authenticator(server, session, envelope, mechanism, auth_data):
@@ -295,8 +327,14 @@ def test_smtp_url_user_and_password_log_in(config, db, sync_redis, alice):
         return AuthResult(success=ok)
 
     box, port = Mailbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port, authenticator=authenticator,
-                            auth_require_tls=False, auth_required=True)  # fmt: skip
+    controller = Controller(
+        box,
+        hostname="127.0.0.1",
+        port=port,
+        authenticator=authenticator,
+        auth_require_tls=False,
+        auth_required=True,
+    )
     controller.start()
     try:
         good = dataclasses.replace(config, smtp_url=f"smtp://mailer:p%40ss%20word@127.0.0.1:{port}")

@@ -18,14 +18,14 @@ import pytest
 from bson import ObjectId
 from celery import Celery
 
-from notifier import bus
-from notifier.email import EmailService
-from notifier.embedded import free_port
-from notifier.notifications import NotificationWriter
-from notifier.prices import PriceInput, record_price
+from notifier.dev.embedded import free_port
+from notifier.email.service import EmailService
+from notifier.notifications.store import NotificationWriter
+from notifier.realtime import bus
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.shopping.watchlist import WatchInput, watch
+from notifier.storage.writes import apply
 from notifier.validation import item_key
-from notifier.watchlist import WatchInput, watch
-from notifier.writes import apply
 from tests.conftest import ROOT, Mailbox
 
 
@@ -58,10 +58,23 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     with out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=solo",
-             "--loglevel=INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "--pool=solo",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_ready(control: Celery, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -79,12 +92,23 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
 ):
     box, port = stalling_smtp
     broker = f"{redis_server.url}/7"  # its own queue: the session's worker never sees it
-    worker_env = {**env, "REDIS_URL": broker, "SMTP_URL": f"smtp://127.0.0.1:{port}",
-                  "BROKER_VISIBILITY_TIMEOUT": "2"}  # fmt: skip
+    worker_env = {
+        **env,
+        "REDIS_URL": broker,
+        "SMTP_URL": f"smtp://127.0.0.1:{port}",
+        "BROKER_VISIBILITY_TIMEOUT": "2",
+    }
     log = tmp_path / "worker.log"
     control = Celery(broker=broker, set_as_current=False)
-    doc = NotificationWriter(db).create(alice.user_id, "deal-notification", {
-        "deals": [], "user_id": alice.user_id, "message": "You have 1 new deal(s) on your watched items!"})  # fmt: skip
+    doc = NotificationWriter(db).create(
+        alice.user_id,
+        "deal-notification",
+        {
+            "deals": [],
+            "user_id": alice.user_id,
+            "message": "You have 1 new deal(s) on your watched items!",
+        },
+    )
     email_id = EmailService(config, db, sync_redis).plan_for_deal(doc)
     assert email_id
 
@@ -103,8 +127,15 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
         assert msg["Subject"] == "You have 1 new deal(s) on your watched items!"
         # A second email through the same single-task worker: when it arrives, the first
         # task has finished, so any repeat of the first would have been sent by now.
-        later = NotificationWriter(db).create(alice.user_id, "deal-notification", {
-            "deals": [], "user_id": alice.user_id, "message": "You have 2 new deal(s) on your watched items!"})  # fmt: skip
+        later = NotificationWriter(db).create(
+            alice.user_id,
+            "deal-notification",
+            {
+                "deals": [],
+                "user_id": alice.user_id,
+                "message": "You have 2 new deal(s) on your watched items!",
+            },
+        )
         later_id = EmailService(config, db, sync_redis).plan_for_deal(later)
         control.send_task("tasks.email.send_email", args=[later_id])
         got = box.wait_for(f"{alice.username}@example.test", 2, timeout=60)
@@ -130,14 +161,21 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
 ):
     box, _ = mailbox
     broker = f"{redis_server.url}/8"  # its own queue: the session's worker never sees it
-    worker_env = {**env, "REDIS_URL": broker, "BROKER_VISIBILITY_TIMEOUT": "2",
-                  "DEAL_CHECK_LOCK_SECONDS": "5", "EMAIL_DECIDE_AFTER": "0"}  # fmt: skip
+    worker_env = {
+        **env,
+        "REDIS_URL": broker,
+        "BROKER_VISIBILITY_TIMEOUT": "2",
+        "DEAL_CHECK_LOCK_SECONDS": "5",
+        "EMAIL_DECIDE_AFTER": "0",
+    }
     tag = uuid.uuid4().hex[:8]
     names = [f"shopper-{tag}-{i}" for i in range(SHOPPERS)]
-    ids = db.users.insert_many([
-        {"username": n, "password_hash": "!", "role": "shopper", "email": f"{n}@example.test"}
-        for n in names
-    ]).inserted_ids  # fmt: skip
+    ids = db.users.insert_many(
+        [
+            {"username": n, "password_hash": "!", "role": "shopper", "email": f"{n}@example.test"}
+            for n in names
+        ]
+    ).inserted_ids
     shoppers = [str(i) for i in ids]
     requester = str(ObjectId())  # gets the job-complete notification when the check is done
     apply(db, [watch(u, WatchInput(item)) for u in shoppers])
@@ -149,8 +187,11 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
     workers = [start_worker(worker_env, log)]
     try:
         wait_ready(control, workers[0], log)
-        control.send_task("tasks.deals.check_deals", task_id=str(uuid.uuid4()),
-                          kwargs={"item_keys": [item_key(item)], "requested_by": requester})  # fmt: skip
+        control.send_task(
+            "tasks.deals.check_deals",
+            task_id=str(uuid.uuid4()),
+            kwargs={"item_keys": [item_key(item)], "requested_by": requester},
+        )
         next_event(events, lambda e: e.get("user_id") in set(shoppers))
         workers[0].kill()  # SIGKILL the whole (solo) worker mid-check
         workers[0].wait()
@@ -167,8 +208,11 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
             box.wait_for(f"{name}@example.test", 1, timeout=60)
         # One more task through the same single-task worker: when it is done, every task
         # queued before it is too, so a duplicate would have been sent by now.
-        control.send_task("tasks.deals.check_deals", task_id=str(uuid.uuid4()),
-                          kwargs={"item_keys": [item_key(item)], "requested_by": requester})  # fmt: skip
+        control.send_task(
+            "tasks.deals.check_deals",
+            task_id=str(uuid.uuid4()),
+            kwargs={"item_keys": [item_key(item)], "requested_by": requester},
+        )
         next_event(events, lambda e: e.get("user_id") == requester, timeout=60)
     finally:
         control.close()

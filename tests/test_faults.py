@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from notifier.bus import Publisher
-from notifier.embedded import Server, start_redis
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.dev.embedded import Server, start_redis
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
 from tests.helpers import collect
 
 
@@ -113,7 +113,7 @@ async def test_a_killed_subscription_is_resubscribed_and_filled(
 async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
     ws_connect, db, alice, own_redis, publisher_for
 ):
-    from notifier import bus
+    from notifier.realtime import bus
 
     url = own_redis["server"].url
     admin = redis.Redis.from_url(url)
@@ -125,8 +125,20 @@ async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
     # in the middle of it: Redis drops the subscriber, and that event with it.
     pipe = admin.pipeline(transaction=False)
     for i in range(5):
-        pipe.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
-            "id": f"burst{i}", "message": "x" * 2_000_000, "severity": "info", "created_at": "now"}}))  # fmt: skip
+        pipe.publish(
+            bus.CHANNEL,
+            bus.encode(
+                {
+                    "kind": "announcement",
+                    "announcement": {
+                        "id": f"burst{i}",
+                        "message": "x" * 2_000_000,
+                        "severity": "info",
+                        "created_at": "now",
+                    },
+                }
+            ),
+        )
     await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
     doc = service.notify(
         alice.user_id, "system-message", {"message": "amid the burst", "severity": "info"}

@@ -7,8 +7,8 @@ import struct
 
 import pytest
 
-from notifier import bus
-from notifier.notifications import format_id
+from notifier.notifications.store import format_id
+from notifier.realtime import bus
 from tests.helpers import one_loop_turn, raw_ws_open
 from web.frames import text_frame
 
@@ -37,8 +37,13 @@ def test_a_text_frame_carries_its_payload_with_the_shortest_length_header(size):
 
 
 def notification_event(user_id: str, seq: int) -> dict:
-    n = {"id": format_id(seq), "type": "system-message", "created_at": "2026-01-01T00:00:00.000Z",
-         "read": False, "data": {"message": f"number {seq}", "severity": "info"}}  # fmt: skip
+    n = {
+        "id": format_id(seq),
+        "type": "system-message",
+        "created_at": "2026-01-01T00:00:00.000Z",
+        "read": False,
+        "data": {"message": f"number {seq}", "severity": "info"},
+    }
     return {"kind": "notification", "user_id": user_id, "notification": n, "unread_count": seq}
 
 
@@ -83,8 +88,20 @@ async def test_a_socket_reset_by_its_client_is_dropped_and_the_others_still_get_
     while registry.connections_for_user(alice.user_id):
         tick += 1
         assert tick < 1000, "the reset socket was never dropped"
-        sync_redis.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
-            "id": f"t{tick}", "message": f"tick {tick}", "severity": "info", "created_at": "now"}}))  # fmt: skip
+        sync_redis.publish(
+            bus.CHANNEL,
+            bus.encode(
+                {
+                    "kind": "announcement",
+                    "announcement": {
+                        "id": f"t{tick}",
+                        "message": f"tick {tick}",
+                        "severity": "info",
+                        "created_at": "now",
+                    },
+                }
+            ),
+        )
         assert (await healthy.recv_json())["data"]["message"] == f"tick {tick}"
         await one_loop_turn()
     assert registry.stats()["connections"] == 1

@@ -8,9 +8,9 @@ import dataclasses
 import pytest
 import redis.asyncio as aioredis
 
-from notifier.bus import Publisher
-from notifier.embedded import free_port
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.dev.embedded import free_port
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
 from tests.helpers import collect, resubscriptions_while_idle
 
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 from tornado.httpclient import HTTPClient
 
-from notifier.embedded import free_port, start_redis
+from notifier.dev.embedded import free_port, start_redis
 from tests.helpers import read_until, spawn, wait_subscribed
 
 
@@ -19,16 +19,15 @@ def probe(client: HTTPClient, url: str, status: int) -> dict:
     return json.loads(response.body)
 
 
-
-
 @pytest.mark.gen_test
 async def test_readyz_reports_ok_when_everything_answers(fetch):
     response = await fetch("/readyz")
     assert response.code == 200
     assert json.loads(response.body) == {
-        "status": "ok", "down": [],
+        "status": "ok",
+        "down": [],
         "checks": {"mongo": "ok", "redis": "ok", "subscriber": "ok"},
-    }  # fmt: skip
+    }
     assert response.headers["Cache-Control"] == "no-store"
 
 
@@ -36,8 +35,9 @@ async def test_readyz_reports_ok_when_everything_answers(fetch):
 def test_readyz_names_redis_while_it_is_down_and_recovers(env, tmp_path):
     redis_port, port = free_port(), free_port()
     redis = start_redis(tmp_path / "redis", tmp_path / "redis.log", port=redis_port)
-    proc = spawn([sys.executable, "-m", "web"],
-                 {**env, "PORT": str(port), "REDIS_URL": f"{redis.url}/0"})  # fmt: skip
+    proc = spawn(
+        [sys.executable, "-m", "web"], {**env, "PORT": str(port), "REDIS_URL": f"{redis.url}/0"}
+    )
     client = HTTPClient()
     base = f"http://127.0.0.1:{port}"
     try:
@@ -57,8 +57,11 @@ def test_readyz_names_redis_while_it_is_down_and_recovers(env, tmp_path):
         redis = start_redis(tmp_path / "redis", tmp_path / "redis.log", port=redis_port)
         wait_subscribed(proc, seen)
         report = probe(client, base + "/readyz", 200)
-        assert report == {"status": "ok", "down": [],
-                          "checks": {"mongo": "ok", "redis": "ok", "subscriber": "ok"}}  # fmt: skip
+        assert report == {
+            "status": "ok",
+            "down": [],
+            "checks": {"mongo": "ok", "redis": "ok", "subscriber": "ok"},
+        }
     finally:
         client.close()
         proc.terminate()

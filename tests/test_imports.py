@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from notifier.errors import InputError
-from notifier.prices import parse_price_csv
+from notifier.shopping.prices import parse_price_csv
 from tests.helpers import login, watch
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -29,8 +29,9 @@ async def test_an_import_applies_good_rows_reports_bad_lines_and_finds_deals(
         f"Green Grocer,{other},250,300\n"  # line 4
         f"Green Grocer,{other},cheap,300\n"  # line 5: not a number
     )
-    response = await fetch("/api/price-imports", "POST", csv_text,
-                           headers={**admin.auth, "Content-Type": "text/csv"})  # fmt: skip
+    response = await fetch(
+        "/api/price-imports", "POST", csv_text, headers={**admin.auth, "Content-Type": "text/csv"}
+    )
     assert response.code == 202
     job_id = json.loads(response.body)["job_id"]
 
@@ -104,10 +105,13 @@ async def test_the_admin_page_uploads_a_file(fetch, ws_connect, admin, item):
 HEADER = "store_name,item_name,price_in_cents,regular_price_in_cents\n"
 
 
-@pytest.mark.parametrize("text", [
-    "store_name\x00,item_name,price_in_cents,regular_price_in_cents\n",  # NUL in the header
-    "þG\r\x1a\n",  # a new line inside an unquoted field, found by schemathesis
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "text",
+    [
+        "store_name\x00,item_name,price_in_cents,regular_price_in_cents\n",  # NUL in the header
+        "þG\r\x1a\n",  # a new line inside an unquoted field, found by schemathesis
+    ],
+)
 def test_a_file_that_is_not_csv_is_refused_as_input(text):
     with pytest.raises(InputError):
         parse_price_csv(text)

@@ -10,13 +10,16 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from notifier.bus import Publisher
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
 
 operations = st.lists(
-    st.tuples(st.sampled_from(["notify", "read_all", "read_one"]), st.integers(0, 2), st.integers(0, 2)),
-    min_size=1, max_size=25,
-)  # fmt: skip
+    st.tuples(
+        st.sampled_from(["notify", "read_all", "read_one"]), st.integers(0, 2), st.integers(0, 2)
+    ),
+    min_size=1,
+    max_size=25,
+)
 
 
 @settings(
@@ -44,13 +47,21 @@ def test_messages_read_marks_and_counts_stay_with_their_user(
             socks.append(conn)
 
         async def notify(u, text):
-            doc = await loop.run_in_executor(None, lambda: service.notify(
-                u.user_id, "system-message", {"message": text, "severity": "info"}))  # fmt: skip
+            doc = await loop.run_in_executor(
+                None,
+                lambda: service.notify(
+                    u.user_id, "system-message", {"message": text, "severity": "info"}
+                ),
+            )
             mine[u.user_id].append(doc["data"]["notification_id"])
 
         async def read(u, body):
-            request = HTTPRequest(base_url + "/api/notifications/read", "POST", body=json.dumps(body),
-                                  headers={"Authorization": f"Bearer {u.token}"})  # fmt: skip
+            request = HTTPRequest(
+                base_url + "/api/notifications/read",
+                "POST",
+                body=json.dumps(body),
+                headers={"Authorization": f"Bearer {u.token}"},
+            )
             response = await http.fetch(request, raise_error=False)
             assert response.code in (200, 400)
 

@@ -12,15 +12,22 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from notifier import logs
-from notifier.embedded import free_port
+from notifier.dev.embedded import free_port
 from tests.helpers import read_until, spawn
 
 METRICS_TOKEN = "metrics-" + "m" * 30
 
 
 def test_formatters_redact_tokens_and_carry_the_ids() -> None:
-    record = logging.LogRecord("web", logging.INFO, __file__, 1,
-                               "GET /ws?token=%s Authorization: Bearer abc.def", ("eyJ.x.y",), None)  # fmt: skip
+    record = logging.LogRecord(
+        "web",
+        logging.INFO,
+        __file__,
+        1,
+        "GET /ws?token=%s Authorization: Bearer abc.def",
+        ("eyJ.x.y",),
+        None,
+    )
     record.request_id, record.user_id = "r-1", "u-1"
     line = json.loads(logs.JsonFormatter().format(record))
     assert line["message"] == "GET /ws?token=[redacted] Authorization: Bearer [redacted]"
@@ -33,9 +40,10 @@ def test_formatters_redact_tokens_and_carry_the_ids() -> None:
 @pytest.mark.timeout(90)
 def test_production_logs_are_json_lines_with_ids_and_no_secrets(env, alice, io_loop):
     port = free_port()
-    proc = spawn([sys.executable, "-m", "web"],
-                 {**env, "PORT": str(port), "NOTIFIER_ENV": "production",
-                  "METRICS_TOKEN": METRICS_TOKEN})  # fmt: skip
+    proc = spawn(
+        [sys.executable, "-m", "web"],
+        {**env, "PORT": str(port), "NOTIFIER_ENV": "production", "METRICS_TOKEN": METRICS_TOKEN},
+    )
     seen: list[str] = []
     base = f"http://127.0.0.1:{port}"
 
@@ -45,17 +53,26 @@ def test_production_logs_are_json_lines_with_ids_and_no_secrets(env, alice, io_l
         assert me.headers["X-Request-Id"] == "req-42"
         odd = await http.fetch(base + "/api/me", headers={**alice.auth, "X-Request-Id": "no good"})
         assert len(odd.headers["X-Request-Id"]) == 32 and odd.headers["X-Request-Id"] != "no good"
-        login = await http.fetch(base + "/api/token", method="POST", raise_error=False,
-                                 body=json.dumps({"username": alice.username,
-                                                  "password": alice.password}))  # fmt: skip
+        login = await http.fetch(
+            base + "/api/token",
+            method="POST",
+            raise_error=False,
+            body=json.dumps({"username": alice.username, "password": alice.password}),
+        )
         assert login.code == 200
-        wrong = await http.fetch(base + "/api/token", method="POST", raise_error=False,
-                                 body=json.dumps({"username": alice.username,
-                                                  "password": "wrong-" + alice.password}))  # fmt: skip
+        wrong = await http.fetch(
+            base + "/api/token",
+            method="POST",
+            raise_error=False,
+            body=json.dumps({"username": alice.username, "password": "wrong-" + alice.password}),
+        )
         assert wrong.code == 401
         assert "X-Request-Id" in wrong.headers  # errors carry it too
-        metrics = await http.fetch(base + "/metrics", raise_error=False,
-                                   headers={"Authorization": f"Bearer {METRICS_TOKEN}"})  # fmt: skip
+        metrics = await http.fetch(
+            base + "/metrics",
+            raise_error=False,
+            headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        )
         assert metrics.code == 200
         conn = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={alice.token}")
         assert json.loads(await conn.read_message())["type"] == "connection-established"

@@ -9,8 +9,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from notifier.bus import Publisher
-from notifier.notifications import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
 from tests.helpers import collect, post_price, watch
 
 METRICS_TOKEN = "scrape-" + "s" * 30
@@ -37,7 +37,9 @@ def value(samples, name: str, **labels: str) -> float:
 
 
 @pytest.mark.gen_test
-async def test_metrics_count_sockets_deliveries_and_latency(fetch, ws_connect, alice, db, sync_redis):
+async def test_metrics_count_sockets_deliveries_and_latency(
+    fetch, ws_connect, alice, db, sync_redis
+):
     before = parse((await fetch("/metrics")).body.decode())
     tabs = [await ws_connect(f"?format=json&token={alice.token}") for _ in range(2)]
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
@@ -52,14 +54,19 @@ async def test_metrics_count_sockets_deliveries_and_latency(fetch, ws_connect, a
     assert value(after, "notifier_open_connections") == 2
     assert value(after, "notifier_users_online") == 1
     delivered = "notifier_messages_delivered_total"
-    assert value(after, delivered, type="system-message") - value(
-        before, delivered, type="system-message"
-    ) == 2  # one fan-out, two sockets
+    assert (
+        value(after, delivered, type="system-message")
+        - value(before, delivered, type="system-message")
+        == 2
+    )  # one fan-out, two sockets
     latency = "notifier_delivery_latency_seconds_count"
     assert value(after, latency) - value(before, latency) == 1
     assert value(after, "notifier_delivery_latency_seconds_bucket", le="+Inf") >= 1
-    for name in ("notifier_pubsub_reconnects_total", "notifier_gap_fills_total",
-                 "notifier_process_resident_memory_bytes"):  # fmt: skip
+    for name in (
+        "notifier_pubsub_reconnects_total",
+        "notifier_gap_fills_total",
+        "notifier_process_resident_memory_bytes",
+    ):
         assert (name, ()) in after, name
 
 
@@ -74,8 +81,9 @@ async def test_metrics_need_the_metrics_token_when_one_is_set(app_config, fetch,
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("app_config", [{"env": "production", "metrics_token": None}],
-                         indirect=True)  # fmt: skip
+@pytest.mark.parametrize(
+    "app_config", [{"env": "production", "metrics_token": None}], indirect=True
+)
 async def test_metrics_are_not_served_in_production_without_a_token(app_config, fetch):
     response = await fetch("/metrics")
     assert response.code == 404
@@ -102,11 +110,16 @@ async def test_the_worker_serves_task_and_deal_check_metrics(
     # Its task's counters move as it returns, just after it published: read them again
     # until they have (a scrape is the only way to see them).
     deadline = time.monotonic() + 10
-    while value(after := await scrape(), check_runs, **labels) <= value(before, check_runs, **labels):
+    while value(after := await scrape(), check_runs, **labels) <= value(
+        before, check_runs, **labels
+    ):
         assert time.monotonic() < deadline, "the worker never counted the deal check"
     duration = "notifier_deal_check_duration_seconds_count"
     assert value(after, duration) > value(before, duration)
-    assert value(after, "notifier_deals_found_total") >= value(before, "notifier_deals_found_total") + 1
+    assert (
+        value(after, "notifier_deals_found_total")
+        >= value(before, "notifier_deals_found_total") + 1
+    )
     task_time = "notifier_celery_task_duration_seconds_count"
     assert value(after, task_time, task="tasks.deals.check_deals") > value(
         before, task_time, task="tasks.deals.check_deals"

@@ -19,11 +19,20 @@ async def test_failed_notification_writes_are_retried_once_through(
     admin_db = db.client.admin
     # The next two inserts fail (WriteConflict): the deal check's notification insert,
     # twice. The task retries with backoff and the third attempt stores it.
-    admin_db.command({"configureFailPoint": "failCommand", "mode": {"times": 2},
-                      "data": {"failCommands": ["insert"], "errorCode": 112}})  # fmt: skip
+    admin_db.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": {"times": 2},
+            "data": {"failCommands": ["insert"], "errorCode": 112},
+        }
+    )
     try:
-        body = {"store_name": "Fresh Mart", "item_name": item, "price_in_cents": 150,
-                "regular_price_in_cents": 300}  # fmt: skip
+        body = {
+            "store_name": "Fresh Mart",
+            "item_name": item,
+            "price_in_cents": 150,
+            "regular_price_in_cents": 300,
+        }
         assert (await fetch("/api/prices", "POST", body, headers=admin.auth)).code == 201
         note = await sock.recv_type("deal-notification", timeout=30)
         assert note["data"]["deals"][0]["item_name"] == item

@@ -20,10 +20,10 @@ from openapi_spec_validator import validate
 from pymongo import MongoClient
 from schemathesis import checks
 
-from notifier.auth import issue_token
-from notifier.schema import ensure_indexes
-from notifier.users import create_user
-from notifier.writes import apply
+from notifier.accounts.auth import issue_token
+from notifier.accounts.users import create_user
+from notifier.storage.schema import ensure_indexes
+from notifier.storage.writes import apply
 from tests.conftest import JWT_SECRET
 from tests.helpers import WebProcess
 from web.openapi import DOCUMENT

@@ -8,8 +8,8 @@ import email.policy
 
 import pytest
 
-from notifier.email import EmailService
-from notifier.notifications import NotificationWriter
+from notifier.email.service import EmailService
+from notifier.notifications.store import NotificationWriter
 from tests.helpers import login
 
 
@@ -22,10 +22,23 @@ def app_config(config, tmp_path):
 async def test_emails_land_in_the_outbox_and_the_dev_page_lists_them(
     fetch, app_config, db, sync_redis, alice
 ):
-    doc = NotificationWriter(db).create(alice.user_id, "deal-notification", {
-        "deals": [{"item_name": "Chai <b>", "best_price_in_cents": 250, "regular_price_in_cents": 400,
-                   "store_name": "Corner Market", "store_id": "corner-market"}],
-        "user_id": alice.user_id, "message": "You have 1 new deal(s) on your watched items!"})  # fmt: skip
+    doc = NotificationWriter(db).create(
+        alice.user_id,
+        "deal-notification",
+        {
+            "deals": [
+                {
+                    "item_name": "Chai <b>",
+                    "best_price_in_cents": 250,
+                    "regular_price_in_cents": 400,
+                    "store_name": "Corner Market",
+                    "store_id": "corner-market",
+                }
+            ],
+            "user_id": alice.user_id,
+            "message": "You have 1 new deal(s) on your watched items!",
+        },
+    )
     service = EmailService(app_config, db, sync_redis)
     email_id = service.plan_for_deal(doc)
     assert service.send(email_id, "task-o") == "sent"

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from notifier.notifications import NotificationWriter, counter_id, format_id
+from notifier.notifications.store import NotificationWriter, counter_id, format_id
 from tests.helpers import form, login
 
 
@@ -48,8 +48,10 @@ async def test_history_pages_newest_first_twenty_at_a_time(fetch, db, alice):
 @pytest.mark.gen_test
 async def test_mark_read_without_javascript(fetch, db, alice):
     writer = NotificationWriter(db)
-    notes = [writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
-             for i in range(3)]  # fmt: skip
+    notes = [
+        writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
+        for i in range(3)
+    ]
     _, browser = await login(fetch, alice.username, alice.password)
     one = notes[0]["data"]["notification_id"]
     body = form(_xsrf=browser["X-XSRFToken"], ids=[one], back="/history")
@@ -68,11 +70,13 @@ async def test_mark_read_without_javascript(fetch, db, alice):
 async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, item):
     _, browser = await login(fetch, alice.username, alice.password)
     htmx = {**browser, "HX-Request": "true"}
-    added = await fetch("/fragments/watchlist", "POST", form(item_name=item, target_price="2.50"),
-                        headers=htmx)  # fmt: skip
+    added = await fetch(
+        "/fragments/watchlist", "POST", form(item_name=item, target_price="2.50"), headers=htmx
+    )
     assert added.code == 200 and item in added.body.decode() and "$2.50" in added.body.decode()
-    bad = await fetch("/fragments/watchlist", "POST", form(item_name=item, target_price="cheap"),
-                      headers=htmx)  # fmt: skip
+    bad = await fetch(
+        "/fragments/watchlist", "POST", form(item_name=item, target_price="cheap"), headers=htmx
+    )
     assert bad.code == 400 and "Target must be an amount" in bad.body.decode()
     items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
     assert items == [{"item_name": item, "target_price_in_cents": 250}]
@@ -85,11 +89,16 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
 
 @pytest.mark.gen_test
 async def test_watchlist_api_round_trip(fetch, alice, item):
-    r = await fetch("/api/watchlist", "POST", {"item_name": item, "target_price_in_cents": 199},
-                    headers=alice.auth)  # fmt: skip
+    r = await fetch(
+        "/api/watchlist",
+        "POST",
+        {"item_name": item, "target_price_in_cents": 199},
+        headers=alice.auth,
+    )
     assert r.code == 201
-    again = await fetch("/api/watchlist", "POST", {"item_name": f"  {item.upper()} "},
-                        headers=alice.auth)  # fmt: skip
+    again = await fetch(
+        "/api/watchlist", "POST", {"item_name": f"  {item.upper()} "}, headers=alice.auth
+    )
     assert again.code == 201  # same item (case and spaces differ): updated, not duplicated
     items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
     assert len(items) == 1 and items[0]["target_price_in_cents"] is None
@@ -116,15 +125,27 @@ async def test_admin_page_and_stats_are_for_admins_only(fetch, ws_connect, alice
 async def test_admin_price_form_posts_and_reports_errors(fetch, db, admin, item):
     _, boss = await login(fetch, admin.username, admin.password)
     htmx = {**boss, "HX-Request": "true"}
-    ok = await fetch("/fragments/admin/prices", "POST",
-                     form(store_name="Corner Market", item_name=item, price="1.25",
-                          regular_price="2", valid_until=""), headers=htmx)  # fmt: skip
+    ok = await fetch(
+        "/fragments/admin/prices",
+        "POST",
+        form(
+            store_name="Corner Market",
+            item_name=item,
+            price="1.25",
+            regular_price="2",
+            valid_until="",
+        ),
+        headers=htmx,
+    )
     assert ok.code == 200 and "Posted" in ok.body.decode()
     stored = db.prices.find_one({"item_name": item})
     assert (stored["price_in_cents"], stored["regular_price_in_cents"]) == (125, 200)
-    bad = await fetch("/fragments/admin/prices", "POST",
-                      form(store_name="Corner Market", item_name=item, price="3",
-                           regular_price="2"), headers=htmx)  # fmt: skip
+    bad = await fetch(
+        "/fragments/admin/prices",
+        "POST",
+        form(store_name="Corner Market", item_name=item, price="3", regular_price="2"),
+        headers=htmx,
+    )
     assert bad.code == 400 and "must not exceed" in bad.body.decode()
 
 
@@ -137,8 +158,12 @@ async def test_healthz_reports_both_stores(fetch):
 
 @pytest.mark.gen_test
 async def test_static_assets_are_served_locally(fetch):
-    for path in ("/static/vendor/htmx.min.js", "/static/vendor/htmx-ext-ws.js", "/static/app.js",
-                 "/static/app.css"):  # fmt: skip
+    for path in (
+        "/static/vendor/htmx.min.js",
+        "/static/vendor/htmx-ext-ws.js",
+        "/static/app.js",
+        "/static/app.css",
+    ):
         assert (await fetch(path)).code == 200
     page = (await fetch("/login")).body.decode()
     assert "http://" not in page.replace('xmlns="http://', "") and "https://" not in page
@@ -167,5 +192,9 @@ async def test_pages_are_right_when_the_seq_counter_lags_or_is_missing(fetch, db
         before = f"&before={page['next']}"
     assert seen == [format_id(seq) for seq in range(45, 0, -1)]
     assert page["unread_count"] == 45
-    beyond = await fetch(f"/api/notifications?limit=5&before={format_id(10**6)}", headers=alice.auth)
-    assert [n["id"] for n in json.loads(beyond.body)["items"]] == [format_id(s) for s in range(45, 40, -1)]
+    beyond = await fetch(
+        f"/api/notifications?limit=5&before={format_id(10**6)}", headers=alice.auth
+    )
+    assert [n["id"] for n in json.loads(beyond.body)["items"]] == [
+        format_id(s) for s in range(45, 40, -1)
+    ]

@@ -15,7 +15,7 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClient
 from tornado.websocket import websocket_connect
 
-from notifier.embedded import free_port
+from notifier.dev.embedded import free_port
 from tests.conftest import ROOT
 from tests.helpers import read_until, spawn
 
@@ -25,9 +25,13 @@ def test_production_refuses_to_start_without_its_settings(tmp_path: Path) -> Non
         k: v for k, v in os.environ.items() if k not in ("JWT_SECRET", "MONGODB_URI", "REDIS_URL")
     }
     result = subprocess.run(
-        [sys.executable, "-m", "web"], cwd=ROOT, capture_output=True, text=True, timeout=30,
+        [sys.executable, "-m", "web"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
         env={**env, "NOTIFIER_ENV": "production", "VAR_DIR": str(tmp_path)},
-    )  # fmt: skip
+    )
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "notifier: production needs these environment variables: JWT_SECRET, MONGODB_URI, REDIS_URL"
@@ -94,14 +98,22 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.timeout(180)
 def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path: Path) -> None:
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("MONGODB_URI", "REDIS_URL", "JWT_SECRET", "PORT")}  # fmt: skip
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MONGODB_URI", "REDIS_URL", "JWT_SECRET", "PORT")
+    }
     port = free_port()
     # A VAR_DIR that does not exist yet, as in a fresh clone.
     env = {**base, "PORT": str(port), "VAR_DIR": str(tmp_path / "var"), "DEMO_FEED_INTERVAL": "1"}
     for run, expected in ((1, "demo data seeded"), (2, "demo data kept from the last run")):
-        proc = subprocess.Popen([sys.executable, "-m", "notifier.dev"], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "notifier.dev"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         seen: list[str] = []
         try:
             read_until(proc, expected, 90, seen)
@@ -134,8 +146,8 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 ):
     import threading
 
-    from notifier.bus import Publisher
-    from notifier.notifications import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.realtime.bus import Publisher
 
     port = free_port()
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
@@ -200,8 +212,8 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
     env, db, sync_redis, alice, io_loop
 ):
-    from notifier.bus import Publisher
-    from notifier.notifications import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.realtime.bus import Publisher
 
     ports = [free_port(), free_port()]
     procs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]
@@ -231,9 +243,11 @@ def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
         # Marked read through one process: the tab on the other hears it too.
         http = AsyncHTTPClient()
         response = await http.fetch(
-            f"http://127.0.0.1:{ports[0]}/api/notifications/read", method="POST",
-            body=json.dumps({"all": True}), headers={"Authorization": f"Bearer {alice.token}"},
-        )  # fmt: skip
+            f"http://127.0.0.1:{ports[0]}/api/notifications/read",
+            method="POST",
+            body=json.dumps({"all": True}),
+            headers={"Authorization": f"Bearer {alice.token}"},
+        )
         assert json.loads(response.body) == {"unread_count": 0}
         for conn in tabs:
             while (msg := json.loads(await conn.read_message()))["type"] == "unread-count":

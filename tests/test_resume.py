@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 import redis
 
-from notifier.bus import Publisher
-from notifier.notifications import NotificationService, NotificationWriter, format_id
+from notifier.notifications.store import NotificationService, NotificationWriter, format_id
+from notifier.realtime.bus import Publisher
 from tests.helpers import collect
 
 
@@ -122,11 +122,18 @@ async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
 ):
     from datetime import UTC, datetime
 
-    old = {"message": "two days ago", "severity": "info",
-           "created_at": datetime.now(UTC) - timedelta(days=2)}  # fmt: skip
+    old = {
+        "message": "two days ago",
+        "severity": "info",
+        "created_at": datetime.now(UTC) - timedelta(days=2),
+    }
     db.announcements.insert_one(old)
-    response = await fetch("/api/announcements", "POST", {"message": "while you were away",
-                           "severity": "warning"}, headers=admin.auth)  # fmt: skip
+    response = await fetch(
+        "/api/announcements",
+        "POST",
+        {"message": "while you were away", "severity": "warning"},
+        headers=admin.auth,
+    )
     assert response.code == 202
     first = await ws_connect(f"?format=json&token={alice.token}")
     missed = await first.recv_type("system-message")
@@ -135,7 +142,8 @@ async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
     # A second socket (another tab, or a reconnect) is not shown it again; the next thing
     # it hears is a live broadcast.
     second = await ws_connect(f"?format=json&token={alice.token}")
-    await fetch("/api/announcements", "POST", {"message": "live", "severity": "info"},
-                headers=admin.auth)  # fmt: skip
+    await fetch(
+        "/api/announcements", "POST", {"message": "live", "severity": "info"}, headers=admin.auth
+    )
     assert (await second.recv_type("system-message"))["data"]["message"] == "live"
     assert (await first.recv_type("system-message"))["data"]["message"] == "live"

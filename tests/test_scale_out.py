@@ -20,8 +20,8 @@ from celery import Celery
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from notifier.embedded import free_port
-from notifier.notifications import format_id
+from notifier.dev.embedded import free_port
+from notifier.notifications.store import format_id
 from tests.conftest import ROOT
 from tests.helpers import read_until, spawn
 
@@ -33,11 +33,26 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     """A second worker like the session's, logging to a file (a pipe could fill and block it)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=threads",
-             "--concurrency=4", "--loglevel=INFO", "--without-mingle", "--without-gossip",
-             "-n", f"scale-out-{free_port()}@%h"],
-            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "--pool=threads",
+                "--concurrency=4",
+                "--loglevel=INFO",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"scale-out-{free_port()}@%h",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 @pytest.mark.timeout(180)
@@ -52,11 +67,17 @@ def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_ta
     run = f"{time.monotonic_ns():x}"
     items = [f"Scale item {run} {i}" for i in range(ITEMS)]
     # User u watches item i when (u + i) % 3 != 0: overlapping, unequal watchlists.
-    watches = {u.user_id: [it for i, it in enumerate(items) if (n + i) % 3] for n, u in enumerate(users)}
+    watches = {
+        u.user_id: [it for i, it in enumerate(items) if (n + i) % 3] for n, u in enumerate(users)
+    }
 
     async def api(port, path, body, user):
-        request = HTTPRequest(f"http://127.0.0.1:{port}{path}", method="POST",
-                              body=json.dumps(body), headers=user.auth)  # fmt: skip
+        request = HTTPRequest(
+            f"http://127.0.0.1:{port}{path}",
+            method="POST",
+            body=json.dumps(body),
+            headers=user.auth,
+        )
         response = await AsyncHTTPClient().fetch(request, raise_error=False)
         assert response.code in (201, 202), response.body
         return response
@@ -77,9 +98,17 @@ def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_ta
                 tabs.append((user, port, conn))
         started = time.monotonic()
         for i, item in enumerate(items):  # each post queues a deal check for its item
-            await api(ports[i % 2], "/api/prices", {
-                "store_name": "Scale Mart", "item_name": item,
-                "price_in_cents": 100, "regular_price_in_cents": 250}, admin)  # fmt: skip
+            await api(
+                ports[i % 2],
+                "/api/prices",
+                {
+                    "store_name": "Scale Mart",
+                    "item_name": item,
+                    "price_in_cents": 100,
+                    "regular_price_in_cents": 250,
+                },
+                admin,
+            )
 
         async def receive(user, conn) -> list[str]:
             got: list[str] = []
@@ -96,13 +125,21 @@ def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_ta
         received = await asyncio.gather(*(receive(user, conn) for user, _, conn in tabs))
         elapsed = time.monotonic() - started
         for (user, port, conn), got in zip(tabs, received, strict=True):
-            stored = [format_id(d["seq"]) for d in db.notifications.find(
-                {"user_id": user.user_id, "type": "deal-notification"}).sort("seq", 1)]  # fmt: skip
+            stored = [
+                format_id(d["seq"])
+                for d in db.notifications.find(
+                    {"user_id": user.user_id, "type": "deal-notification"}
+                ).sort("seq", 1)
+            ]
             assert len(stored) == len(watches[user.user_id])  # one per item, none twice
             assert got == stored, (user.username, port)  # each once, in order
             conn.close()
-        return {"tabs": len(tabs), "notifications": sum(len(w) for w in watches.values()),
-                "deliveries": sum(len(g) for g in received), "seconds": round(elapsed, 2)}  # fmt: skip
+        return {
+            "tabs": len(tabs),
+            "notifications": sum(len(w) for w in watches.values()),
+            "deliveries": sum(len(g) for g in received),
+            "seconds": round(elapsed, 2),
+        }
 
     try:
         for proc, port in zip(webs, ports, strict=True):

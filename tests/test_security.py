@@ -100,8 +100,9 @@ async def test_a_cross_site_cookie_handshake_is_refused(http_server, base_url, a
     own = await websocket_connect(HTTPRequest(ws, headers={**cookie, "Origin": base_url}))
     own.close()
     # A token in the URL is not ambient authority: any origin may present it.
-    with_token = await websocket_connect(HTTPRequest(f"{ws}&token={alice.token}",
-                                                     headers={"Origin": "https://app.example"}))  # fmt: skip
+    with_token = await websocket_connect(
+        HTTPRequest(f"{ws}&token={alice.token}", headers={"Origin": "https://app.example"})
+    )
     with_token.close()
 
 
@@ -135,14 +136,28 @@ async def test_more_than_100_messages_a_minute_are_throttled(ws_connect, alice):
 frames = st.one_of(
     st.text(max_size=300),
     st.binary(max_size=300),
-    st.dictionaries(st.text(max_size=10), st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
-        max_leaves=8), max_size=4).map(json.dumps),
-    st.sampled_from(['{"type":"resume"}', '{"type":"resume","last_id":null}',
-                     '{"type":"resume","last_id":"../../"}', '{"type":"mark-read","ids":[{}]}',
-                     '{"type":"ping","data":' + "[" * 200 + "]" * 200 + "}"]),
-)  # fmt: skip
+    st.dictionaries(
+        st.text(max_size=10),
+        st.recursive(
+            st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+            lambda children: (
+                st.lists(children, max_size=3)
+                | st.dictionaries(st.text(max_size=5), children, max_size=3)
+            ),
+            max_leaves=8,
+        ),
+        max_size=4,
+    ).map(json.dumps),
+    st.sampled_from(
+        [
+            '{"type":"resume"}',
+            '{"type":"resume","last_id":null}',
+            '{"type":"resume","last_id":"../../"}',
+            '{"type":"mark-read","ids":[{}]}',
+            '{"type":"ping","data":' + "[" * 200 + "]" * 200 + "}",
+        ]
+    ),
+)
 
 
 @settings(

@@ -20,7 +20,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
 ):
     import asyncio
 
-    from notifier import bus
+    from notifier.realtime import bus
 
     healthy = await ws_connect(f"?format=json&token={bob.token}")
     _, writer = await raw_ws_open(http_port, alice.token)
@@ -28,8 +28,20 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     count, body = 2000, "x" * 8000  # 16 MB: far past what the kernel buffers for a socket
     pipe = sync_redis.pipeline(transaction=False)
     for i in range(count):
-        pipe.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
-            "id": str(i), "message": f"{i} {body}", "severity": "info", "created_at": "now"}}))  # fmt: skip
+        pipe.publish(
+            bus.CHANNEL,
+            bus.encode(
+                {
+                    "kind": "announcement",
+                    "announcement": {
+                        "id": str(i),
+                        "message": f"{i} {body}",
+                        "severity": "info",
+                        "created_at": "now",
+                    },
+                }
+            ),
+        )
     await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
     got = 0
     while got < count:
@@ -40,8 +52,20 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     while registry.connections_for_user(alice.user_id):
         tick += 1
         assert tick < 5000, "the stalled socket was never dropped"
-        sync_redis.publish(bus.CHANNEL, bus.encode({"kind": "announcement", "announcement": {
-            "id": f"tick{tick}", "message": "tick", "severity": "info", "created_at": "now"}}))  # fmt: skip
+        sync_redis.publish(
+            bus.CHANNEL,
+            bus.encode(
+                {
+                    "kind": "announcement",
+                    "announcement": {
+                        "id": f"tick{tick}",
+                        "message": "tick",
+                        "severity": "info",
+                        "created_at": "now",
+                    },
+                }
+            ),
+        )
         assert (await healthy.recv_json(10))["data"]["message"] == "tick"
         await one_loop_turn()
     writer.close()

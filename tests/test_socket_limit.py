@@ -54,6 +54,7 @@ def test_a_burst_of_handshakes_is_held_to_the_limit_by_a_real_web_process(env, a
                     return sock.close_code
                 except TimeoutError:
                     return None  # still open
+
             closed = list(await asyncio.gather(*(outcome(s) for s in socks)))
         finally:
             await asyncio.gather(*(s.close() for s in socks))

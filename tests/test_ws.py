@@ -9,15 +9,21 @@ import jwt
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from notifier.auth import issue_token
-from notifier.notifications import NotificationWriter, format_id
+from notifier.accounts.auth import issue_token
+from notifier.notifications.store import NotificationWriter, format_id
 from tests.conftest import JWT_SECRET
 
 
 def claims_for(user, **overrides):
     now = int(time.time())
-    return {"sub": user.user_id, "username": user.username, "role": user.role,
-            "iat": now, "exp": now + 600, **overrides}  # fmt: skip
+    return {
+        "sub": user.user_id,
+        "username": user.username,
+        "role": user.role,
+        "iat": now,
+        "exp": now + 600,
+        **overrides,
+    }
 
 
 @pytest.mark.gen_test
@@ -60,8 +66,12 @@ async def test_handshake_with_an_unknown_format_is_refused(ws_connect, alice):
 async def test_connection_established_carries_the_user_and_unread_count(ws_connect, alice):
     sock = await ws_connect(f"?format=json&token={alice.token}", established=False)
     hello = await sock.recv_type("connection-established")
-    assert hello["data"] == {"user_id": alice.user_id, "username": alice.username,
-                             "role": "shopper", "unread_count": 0}  # fmt: skip
+    assert hello["data"] == {
+        "user_id": alice.user_id,
+        "username": alice.username,
+        "role": "shopper",
+        "unread_count": 0,
+    }
     assert hello["timestamp"].endswith("Z")
 
 
@@ -119,8 +129,9 @@ async def test_mark_read_on_a_socket_reaches_every_tab_and_touches_only_the_user
 ):
     writer = NotificationWriter(db)
     note = {"message": "note", "severity": "info"}
-    mine = [format_id(writer.create(alice.user_id, "system-message", note)["seq"])
-            for _ in range(3)]  # fmt: skip
+    mine = [
+        format_id(writer.create(alice.user_id, "system-message", note)["seq"]) for _ in range(3)
+    ]
     theirs = format_id(writer.create(bob.user_id, "system-message", note)["seq"])
     tab = await ws_connect(f"?format=json&token={alice.token}")
     other_tab = await ws_connect(f"?format=json&token={alice.token}")

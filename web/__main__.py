@@ -14,10 +14,11 @@ from typing import Any
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from notifier import bus, logs
-from notifier.registry import ConnectionRegistry
-from notifier.schema import ensure_indexes_async
+from notifier import logs
+from notifier.realtime import bus
+from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
+from notifier.storage.schema import ensure_indexes_async
 from web import stats
 from web.app import make_app
 from web.delivery import Delivery
@@ -36,9 +37,14 @@ async def main(config: Settings) -> None:
     await ensure_indexes_async(db)
     # A burst of handshakes waits its turn for a connection instead of failing with
     # "Too many connections" (which would skip presence and the socket limit).
-    redis = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-        config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, health_check_interval=10
-    ))  # fmt: skip
+    redis = aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=10,
+            health_check_interval=10,
+        )
+    )
     bus_client = bus.async_client(config, redis)
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"

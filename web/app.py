@@ -10,8 +10,8 @@ from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import Application
 
-from notifier.bus import AsyncBusClient, Subscription
-from notifier.registry import ConnectionRegistry
+from notifier.realtime.bus import AsyncBusClient, Subscription
+from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.handlers import (
     admin,

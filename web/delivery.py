@@ -7,8 +7,8 @@ from functools import partial
 from typing import Any
 
 from notifier import metrics
-from notifier.notifications import parse_id
-from notifier.registry import ConnectionRegistry
+from notifier.notifications.store import parse_id
+from notifier.realtime.registry import ConnectionRegistry
 from web.handlers.ws import LOGGED_OUT, TOO_MANY_SOCKETS
 from web.render import Renderer
 
@@ -48,8 +48,9 @@ class Delivery:
         elif kind == "logout":
             self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
         elif kind == "evict":
-            self.registry.close_sockets(event["user_id"], set(event["socket_ids"]),
-                                        TOO_MANY_SOCKETS, "too many connections")  # fmt: skip
+            self.registry.close_sockets(
+                event["user_id"], set(event["socket_ids"]), TOO_MANY_SOCKETS, "too many connections"
+            )
         else:
             log.warning("ignored an event of unknown kind %r", kind)
 

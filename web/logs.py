@@ -19,7 +19,17 @@ def log_request(handler: RequestHandler) -> None:
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     r = handler.request
     identity = getattr(handler, "_current_user", None)
-    extra = {"request_id": getattr(handler, "request_id", None),
-             "user_id": getattr(identity, "user_id", None)}  # fmt: skip
-    access_log.log(level, "%d %s %s (%s) %.2fms", status, r.method, redact(r.uri or ""),
-                   r.remote_ip, 1000.0 * r.request_time(), extra=extra)  # fmt: skip
+    extra = {
+        "request_id": getattr(handler, "request_id", None),
+        "user_id": getattr(identity, "user_id", None),
+    }
+    access_log.log(
+        level,
+        "%d %s %s (%s) %.2fms",
+        status,
+        r.method,
+        redact(r.uri or ""),
+        r.remote_ip,
+        1000.0 * r.request_time(),
+        extra=extra,
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier.announcements import SEVERITIES
-from notifier.preferences import EMAIL_MODES
+from notifier.accounts.preferences import EMAIL_MODES
+from notifier.notifications.announcements import SEVERITIES
 from notifier.validation import MAX_CENTS
 from web.handlers.notifications import MAX_IDS
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from notifier import messages
+from notifier.realtime import messages
 
 TEMPLATES = Path(__file__).with_name("templates")
 

@@ -11,8 +11,8 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from notifier.presence import STATS_KEY, STATS_STALE_AFTER, Presence
-from notifier.registry import ConnectionRegistry
+from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER, Presence
+from notifier.realtime.registry import ConnectionRegistry
 
 log = logging.getLogger(__name__)
 

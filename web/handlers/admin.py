@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from notifier import bus, validation
-from notifier.announcements import AnnouncementRepository
+from notifier import validation
 from notifier.errors import InputError
-from notifier.prices import PriceInput, parse_price_csv, record_price
-from notifier.writes import apply_async
+from notifier.notifications.announcements import AnnouncementRepository
+from notifier.realtime import bus
+from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
+from notifier.storage.writes import apply_async
 from web import stats
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
@@ -47,8 +48,13 @@ async def import_prices(handler: BaseHandler, raw: bytes, user_id: str, filename
     if not text.strip():
         raise InputError("the file is empty")
     parse_price_csv(text)  # file-level problems are refused now, before anything is queued
-    return await handler.enqueue(IMPORT_PRICES, task_id=str(uuid.uuid4()), text=text,
-                                 requested_by=user_id, filename=filename[:100])  # fmt: skip
+    return await handler.enqueue(
+        IMPORT_PRICES,
+        task_id=str(uuid.uuid4()),
+        text=text,
+        requested_by=user_id,
+        filename=filename[:100],
+    )
 
 
 async def connection_stats(handler: BaseHandler) -> dict[str, Any]:
@@ -116,8 +122,9 @@ class AdminHandler(PageHandler):
     async def get(self) -> None:
         """The admin page."""
         names = [s["name"] async for s in self.db.stores.find({}, {"name": 1}).sort("name", 1)]
-        self.render_page("pages/admin.html", active="admin", stores=names,
-                         stats=await connection_stats(self))  # fmt: skip
+        self.render_page(
+            "pages/admin.html", active="admin", stores=names, stats=await connection_stats(self)
+        )
 
 
 class AdminPriceFragmentHandler(PageHandler):
@@ -129,16 +136,21 @@ class AdminPriceFragmentHandler(PageHandler):
         """Post the price in the form; answer with a one-line result."""
         arg = self.get_body_argument
         valid_until = arg("valid_until", "").strip()
-        price = PriceInput.parse({
-            "store_name": arg("store_name", ""),
-            "item_name": arg("item_name", ""),
-            "price_in_cents": form_cents(arg("price", ""), "Price"),
-            "regular_price_in_cents": form_cents(arg("regular_price", ""), "Regular price"),
-            "valid_until": valid_until or None,
-        })  # fmt: skip
+        price = PriceInput.parse(
+            {
+                "store_name": arg("store_name", ""),
+                "item_name": arg("item_name", ""),
+                "price_in_cents": form_cents(arg("price", ""), "Price"),
+                "regular_price_in_cents": form_cents(arg("regular_price", ""), "Regular price"),
+                "valid_until": valid_until or None,
+            }
+        )
         await post_price(self, price)
-        self.render_page("fragments/result.html", error=None,
-                         message=f"Posted {price.item_name} at {price.store_name}.")  # fmt: skip
+        self.render_page(
+            "fragments/result.html",
+            error=None,
+            message=f"Posted {price.item_name} at {price.store_name}.",
+        )
 
 
 class AdminDealCheckFragmentHandler(PageHandler):

@@ -7,10 +7,11 @@ from typing import Any
 
 from redis import RedisError
 
-from notifier import bus, validation
-from notifier.auth import issue_token
-from notifier.limits import LoginLimit
-from notifier.users import UserRepository
+from notifier import validation
+from notifier.accounts.auth import issue_token
+from notifier.accounts.login_limit import LoginLimit
+from notifier.accounts.users import UserRepository
+from notifier.realtime import bus
 from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 
@@ -36,8 +37,12 @@ async def check_password(
         log.warning("login rate limit not enforced (redis unavailable: %s)", e)
         wait, limit = 0, None
     if wait:
-        raise ApiError(429, "too_many_attempts", f"too many failed logins; try again in {wait} s",
-                       headers={"Retry-After": str(wait)})  # fmt: skip
+        raise ApiError(
+            429,
+            "too_many_attempts",
+            f"too many failed logins; try again in {wait} s",
+            headers={"Retry-After": str(wait)},
+        )
     user = await UserRepository(handler.db).authenticate(username, password)
     if limit is not None:
         try:
@@ -80,21 +85,38 @@ class LoginHandler(PageHandler):
             except ApiError as e:
                 for name, value in e.headers.items():
                     self.set_header(name, value)
-                self.render_page("pages/login.html", status=429, next=nxt, username=username,
-                                 error=e.message[0].upper() + e.message[1:] + ".")  # fmt: skip
+                self.render_page(
+                    "pages/login.html",
+                    status=429,
+                    next=nxt,
+                    username=username,
+                    error=e.message[0].upper() + e.message[1:] + ".",
+                )
                 return
         if user is None:
-            self.render_page("pages/login.html", status=401, next=nxt, username=username,
-                             error="Wrong username or password.")  # fmt: skip
+            self.render_page(
+                "pages/login.html",
+                status=401,
+                next=nxt,
+                username=username,
+                error="Wrong username or password.",
+            )
             return
         token = issue_token(
-            self.config.jwt_secret, str(user["_id"]), user["username"], user["role"],
+            self.config.jwt_secret,
+            str(user["_id"]),
+            user["username"],
+            user["role"],
             self.config.token_ttl,
-        )  # fmt: skip
+        )
         self.set_cookie(
-            COOKIE, token, httponly=True, samesite="Lax",
-            secure=self.request.protocol == "https", max_age=self.config.token_ttl,
-        )  # fmt: skip
+            COOKIE,
+            token,
+            httponly=True,
+            samesite="Lax",
+            secure=self.request.protocol == "https",
+            max_age=self.config.token_ttl,
+        )
         self.redirect(_safe_next(nxt), status=303)
 
 
@@ -130,8 +152,9 @@ class TokenHandler(ApiHandler):
         if user is None:
             raise ApiError(401, "invalid_credentials", "wrong username or password")
         ttl = self.config.token_ttl
-        token = issue_token(self.config.jwt_secret, str(user["_id"]), user["username"],
-                            user["role"], ttl)  # fmt: skip
+        token = issue_token(
+            self.config.jwt_secret, str(user["_id"]), user["username"], user["role"], ttl
+        )
         self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})
 
 

@@ -14,11 +14,11 @@ from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import HTTPError, RequestHandler
 
-from notifier.auth import Identity, InvalidToken, read_token
-from notifier.bus import AsyncBusClient
+from notifier.accounts.auth import Identity, InvalidToken, read_token
 from notifier.errors import InputError
 from notifier.logs import REQUEST_ID, USER_ID
-from notifier.registry import ConnectionRegistry
+from notifier.realtime.bus import AsyncBusClient
+from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.logs import redact
 from web.render import Renderer
@@ -80,7 +80,7 @@ class BaseHandler(RequestHandler):
 
     @property
     def bus(self) -> AsyncBusClient:
-        """The client the notification bus publishes through (see notifier.bus)."""
+        """The client the notification bus publishes through (see notifier.realtime.bus)."""
         client: AsyncBusClient = self.settings["bus"]
         return client
 
@@ -172,8 +172,11 @@ class BaseHandler(RequestHandler):
     @classmethod
     def allowed_methods(cls) -> list[str]:
         """The HTTP methods this handler answers."""
-        return [m for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
-                if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())]  # fmt: skip
+        return [
+            m
+            for m in ("GET", "POST", "PUT", "PATCH", "DELETE")
+            if getattr(cls, m.lower()) is not getattr(RequestHandler, m.lower())
+        ]
 
     # JSON helpers ------------------------------------------------------------------------
 

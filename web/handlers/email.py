@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bson import ObjectId
 
-from notifier.email import InvalidLink, read_unsubscribe_token
+from notifier.email.service import InvalidLink, read_unsubscribe_token
 from web.handlers.base import ApiError
 from web.handlers.pages import PageHandler
 

@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from notifier import metrics
-from notifier.bus import Subscription
+from notifier.realtime.bus import Subscription
 from web.handlers.base import ApiError, BaseHandler
 
 CHECK_TIMEOUT = 2.0
@@ -78,8 +78,12 @@ class MetricsHandler(ProbeHandler):
             return
         given = self.request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(401, "unauthorized", "/metrics needs the METRICS_TOKEN bearer token",
-                           {"WWW-Authenticate": 'Bearer realm="metrics"'})  # fmt: skip
+            raise ApiError(
+                401,
+                "unauthorized",
+                "/metrics needs the METRICS_TOKEN bearer token",
+                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
 
     def get(self) -> None:
         """The notifier registry's exposition, with this process's socket gauges fresh."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import bus, validation
+from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications import NotificationRepository, parse_id
-from notifier.watchlist import WatchlistRepository
+from notifier.notifications.store import NotificationRepository, parse_id
+from notifier.realtime import bus
+from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 
@@ -135,8 +136,9 @@ class HistoryReadHandler(PageHandler):
         """Mark the posted ids (or all) read."""
         await mark_read(self, self.user.user_id, form_read_request(self))
         back = self.get_body_argument("back", "/history")
-        self.redirect(back if back.startswith("/") and not back.startswith("//") else "/history",
-                      status=303)  # fmt: skip
+        self.redirect(
+            back if back.startswith("/") and not back.startswith("//") else "/history", status=303
+        )
 
 
 class ReadFragmentHandler(PageHandler):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
-from notifier.auth import Identity
+from notifier.accounts.auth import Identity
 from notifier.errors import InputError
-from notifier.notifications import NotificationRepository, format_id
+from notifier.notifications.store import NotificationRepository, format_id
 from web.handlers.base import ApiError, BaseHandler, _describe
 
 

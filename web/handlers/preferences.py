@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from notifier.accounts.preferences import EMAIL_MODES, Preferences, PreferencesRepository
 from notifier.errors import InputError
-from notifier.preferences import EMAIL_MODES, Preferences, PreferencesRepository
-from notifier.watchlist import WatchlistRepository
+from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiHandler
 from web.handlers.pages import PageHandler
 
@@ -72,11 +72,15 @@ class PreferencesHandler(PageHandler):
     ) -> None:
         """Render the page."""
         self.render_page(
-            "pages/preferences.html", status=status, active="preferences",
-            prefs=form or prefs.to_json(), modes=[(m, MODE_LABELS[m]) for m in EMAIL_MODES],
-            saved=saved, error=error,
+            "pages/preferences.html",
+            status=status,
+            active="preferences",
+            prefs=form or prefs.to_json(),
+            modes=[(m, MODE_LABELS[m]) for m in EMAIL_MODES],
+            saved=saved,
+            error=error,
             watchlist=await WatchlistRepository(self.db).items(self.user.user_id),
-        )  # fmt: skip
+        )
 
 
 default_handlers = [

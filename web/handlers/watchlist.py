@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from notifier.errors import InputError
-from notifier.watchlist import WatchInput, WatchlistRepository
+from notifier.shopping.watchlist import WatchInput, WatchlistRepository
 from web.handlers.base import ApiHandler
 from web.handlers.pages import PageHandler, form_cents
 
@@ -45,9 +45,11 @@ class WatchlistFragmentHandler(PageHandler):
         try:
             target = form_cents(self.get_body_argument("target_price", None), "Target")
             item = WatchInput.parse(
-                {"item_name": self.get_body_argument("item_name", ""),
-                 "target_price_in_cents": target}
-            )  # fmt: skip
+                {
+                    "item_name": self.get_body_argument("item_name", ""),
+                    "target_price_in_cents": target,
+                }
+            )
             await repo.add(self.user.user_id, item)
         except InputError as e:
             await self.render_watchlist(repo, error=e.message, status=e.status)

@@ -23,13 +23,14 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler
 
-from notifier import bus, messages, metrics
-from notifier.announcements import AnnouncementRepository
+from notifier import metrics
 from notifier.errors import InputError
-from notifier.limits import SocketLimit
-from notifier.notifications import NotificationRepository, parse_id, to_json
-from notifier.presence import Presence
-from notifier.registry import Render
+from notifier.notifications.announcements import AnnouncementRepository
+from notifier.notifications.store import NotificationRepository, parse_id, to_json
+from notifier.realtime import bus, messages
+from notifier.realtime.presence import Presence
+from notifier.realtime.registry import Render
+from notifier.realtime.socket_limit import SocketLimit
 from web.frames import text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
@@ -76,8 +77,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         allowed = {o.lower() for o in self.config.allowed_origins}
         if not allowed:
             base = urllib.parse.urlsplit(self.config.base_url)
-            allowed = {f"{base.scheme}://{base.netloc}".lower(),
-                       f"{self.request.protocol}://{self.request.host}".lower()}  # fmt: skip
+            allowed = {
+                f"{base.scheme}://{base.netloc}".lower(),
+                f"{self.request.protocol}://{self.request.host}".lower(),
+            }
         return origin in allowed
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -170,8 +173,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         try:
             evicted = await limit.opened(self.user_id, self.socket_id)
             here = f"{self.settings['process']}:"
-            self.registry.close_sockets(self.user_id, {s for s in evicted if s.startswith(here)},
-                                        TOO_MANY_SOCKETS, "too many connections")  # fmt: skip
+            self.registry.close_sockets(
+                self.user_id,
+                {s for s in evicted if s.startswith(here)},
+                TOO_MANY_SOCKETS,
+                "too many connections",
+            )
             elsewhere = [s for s in evicted if not s.startswith(here)]
             if elsewhere:
                 event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
@@ -213,8 +220,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         elif kind == "mark-read":
             await self._mark_read(msg)
         else:
-            self.send(messages.error("unknown_message",
-                                     'send {"type": "ping"}, "resume" or "mark-read"'))  # fmt: skip
+            self.send(
+                messages.error("unknown_message", 'send {"type": "ping"}, "resume" or "mark-read"')
+            )
 
     async def _mark_read(self, msg: object) -> None:
         """`{"type": "mark-read", "ids": [...]}` or `"all": true`, as POST /api/notifications/read.

@@ -9,9 +9,9 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.synchronous.database import Database
 
-from notifier.prices import PriceInput, record_price
-from notifier.seed import CATALOG, STORES
-from notifier.writes import apply
+from notifier.dev.seed import CATALOG, STORES
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.storage.writes import apply
 
 DEAL_LIFETIME = timedelta(minutes=2)
 
@@ -29,9 +29,11 @@ class DemoFeed:
         watched = list(self._db.watchlists.find({}, {"item_key": 1, "item_name": 1}).sort("_id", 1))
         if watched:
             turn = self._db.meta.find_one_and_update(
-                {"_id": "demo-feed"}, {"$inc": {"turn": 1}}, upsert=True,
+                {"_id": "demo-feed"},
+                {"$inc": {"turn": 1}},
+                upsert=True,
                 return_document=ReturnDocument.AFTER,
-            )  # fmt: skip
+            )
             assert turn is not None
             item = watched[turn["turn"] % len(watched)]
             regular = CATALOG.get(item["item_name"], 500)

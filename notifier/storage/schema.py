@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -54,14 +53,3 @@ async def ensure_indexes_async(db: AsyncDatabase[Any]) -> None:
     """Create every index with the asyncio client."""
     for collection, keys, options in INDEXES:
         await db[collection].create_index(keys, **options)
-
-
-def main() -> None:
-    """`python -m notifier.schema`: the release step (now `python -m notifier migrate`)."""
-    from notifier.cli import main as cli
-
-    sys.exit(cli(["migrate"]))
-
-
-if __name__ == "__main__":
-    main()

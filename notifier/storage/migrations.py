@@ -13,7 +13,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
-from notifier.notifications import counter_id
+from notifier.notifications.store import counter_id
 
 
 def backfill_notification_counters(db: Database[Any]) -> int:

@@ -13,11 +13,11 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from notifier.embedded import Server, ServerError, die_with_parent, start_mongo, start_redis
-from notifier.migrations import migrate
-from notifier.schema import ensure_indexes
-from notifier.seed import seed
+from notifier.dev.embedded import Server, ServerError, die_with_parent, start_mongo, start_redis
+from notifier.dev.seed import seed
 from notifier.settings import ConfigurationError, Settings
+from notifier.storage.migrations import migrate
+from notifier.storage.schema import ensure_indexes
 
 DEMO_FEED_INTERVAL = "8"
 DEAL_CHECK_INTERVAL = "10"

@@ -13,7 +13,7 @@ from bson import ObjectId
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.writes import Upsert
+from notifier.storage.writes import Upsert
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,12 @@ def _read_price_csv(reader: csv.DictReader[str]) -> PriceFile:
     header = [h.strip() for h in reader.fieldnames or []]
     missing = [c for c in CSV_COLUMNS if c not in header]
     if missing:
-        raise InputError("the CSV header must name " + ", ".join(CSV_COLUMNS) +
-                         "; missing: " + ", ".join(missing))  # fmt: skip
+        raise InputError(
+            "the CSV header must name "
+            + ", ".join(CSV_COLUMNS)
+            + "; missing: "
+            + ", ".join(missing)
+        )
     reader.fieldnames = header
     parsed = PriceFile([], [])
     for record in reader:

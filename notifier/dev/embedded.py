@@ -137,14 +137,20 @@ def start_redis(
     data_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         binary,
-        "--bind", "127.0.0.1",
-        "--port", str(port),
-        "--dir", str(data_dir),
-        "--appendonly", "yes",
-        "--save", "",
-        "--daemonize", "no",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--appendonly",
+        "yes",
+        "--save",
+        "",
+        "--daemonize",
+        "no",
         *extra,
-    ]  # fmt: skip
+    ]
     process = _spawn("redis-server", argv, log_path)
     server = Server("redis-server", process, f"redis://127.0.0.1:{port}", log_path)
 
@@ -170,18 +176,37 @@ def start_redis_cluster(data_dir: Path, nodes: int = 3) -> list[Server]:
         for n in range(nodes):
             node_dir = data_dir / f"node{n}"
             # The cluster bus port is given, else it would be the port + 10000 (often > 65535).
-            servers.append(start_redis(node_dir, data_dir / f"node{n}.log", extra=(
-                "--cluster-enabled", "yes",
-                "--cluster-port", str(free_port()),
-                "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-node-timeout", "2000",
-            )))  # fmt: skip
+            servers.append(
+                start_redis(
+                    node_dir,
+                    data_dir / f"node{n}.log",
+                    extra=(
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-port",
+                        str(free_port()),
+                        "--cluster-config-file",
+                        str(node_dir / "nodes.conf"),
+                        "--cluster-node-timeout",
+                        "2000",
+                    ),
+                )
+            )
         addresses = [s.url.removeprefix("redis://") for s in servers]
         created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "0",
-             "--cluster-yes"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if created.returncode != 0:
             output = created.stdout + created.stderr
             raise ServerError(f"redis-cli --cluster create failed:\n{output}")

@@ -7,10 +7,10 @@ from typing import Any
 
 from pymongo.synchronous.database import Database
 
-from notifier.prices import PriceInput, record_price
-from notifier.users import create_user
-from notifier.watchlist import WatchInput, watch
-from notifier.writes import apply
+from notifier.accounts.users import create_user
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.shopping.watchlist import WatchInput, watch
+from notifier.storage.writes import apply
 
 STORES = ("Fresh Mart", "Green Grocer", "Corner Market", "Value Foods")
 

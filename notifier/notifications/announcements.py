@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications import iso
+from notifier.notifications.store import iso
 
 SEVERITIES = ("info", "warning", "critical")
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
@@ -19,8 +19,12 @@ CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what th
 
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
     """An announcement as sockets carry it (a system-message)."""
-    return {"id": str(doc["_id"]), "message": doc["message"], "severity": doc["severity"],
-            "created_at": iso(doc["created_at"])}  # fmt: skip
+    return {
+        "id": str(doc["_id"]),
+        "message": doc["message"],
+        "severity": doc["severity"],
+        "created_at": iso(doc["created_at"]),
+    }
 
 
 class AnnouncementRepository:

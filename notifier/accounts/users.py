@@ -10,8 +10,8 @@ from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.asynchronous.database import AsyncDatabase
 
-from notifier.auth import hash_password, verify_password
-from notifier.writes import Upsert
+from notifier.accounts.auth import hash_password, verify_password
+from notifier.storage.writes import Upsert
 
 ROLES = ("shopper", "admin")
 

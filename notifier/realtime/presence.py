@@ -47,8 +47,9 @@ class Presence:
         keys = [KEY.format(user_id) for user_id in user_ids]
         args = (self._process, time.time() + TTL, int(TTL))
         for i in range(0, len(keys), HERE_BATCH):
-            await self._redis.eval(_HERE, len(keys[i : i + HERE_BATCH]),
-                                   *keys[i : i + HERE_BATCH], *args)  # fmt: skip
+            await self._redis.eval(
+                _HERE, len(keys[i : i + HERE_BATCH]), *keys[i : i + HERE_BATCH], *args
+            )
 
     async def gone(self, user_id: str) -> None:
         """The user's last socket on this process closed: online for LINGER seconds more."""

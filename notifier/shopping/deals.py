@@ -13,8 +13,8 @@ from typing import Any
 from bson import ObjectId
 from pymongo.synchronous.database import Database
 
-from notifier.notifications import NotificationService
-from notifier.preferences import Preferences
+from notifier.accounts.preferences import Preferences
+from notifier.notifications.store import NotificationService
 
 log = logging.getLogger(__name__)
 

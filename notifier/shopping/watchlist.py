@@ -10,7 +10,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError, NotFound
-from notifier.writes import Upsert, apply_async
+from notifier.storage.writes import Upsert, apply_async
 
 MAX_ITEMS = 200
 

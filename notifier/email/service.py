@@ -31,12 +31,12 @@ from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
-from notifier.notifications import to_json
-from notifier.preferences import DIGEST_PERIODS, Preferences
-from notifier.presence import is_online
+from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
+from notifier.notifications.store import to_json
+from notifier.realtime.presence import is_online
 from notifier.settings import Settings
 
-TEMPLATES = Path(__file__).with_name("templates") / "email"
+TEMPLATES = Path(__file__).with_name("templates")
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
 
 
@@ -93,8 +93,12 @@ class Outgoing:
     message: EmailMessage
 
 
-def compose(settings: Settings, email: dict[str, Any], user: dict[str, Any],
-            notifications: list[dict[str, Any]]) -> Outgoing:  # fmt: skip
+def compose(
+    settings: Settings,
+    email: dict[str, Any],
+    user: dict[str, Any],
+    notifications: list[dict[str, Any]],
+) -> Outgoing:
     """Text and HTML parts, with one-click unsubscribe (RFC 8058) headers."""
     token = unsubscribe_token(settings.jwt_secret, str(user["_id"]), email["_id"])
     unsubscribe_url = f"{settings.base_url}/unsubscribe?{urllib.parse.urlencode({'token': token})}"
@@ -201,8 +205,7 @@ class EmailService:
             return None  # never, or it goes into the next digest
         if prefs.email_mode == "offline" and is_online(self._redis, notification["user_id"]):
             return None
-        return self._plan(f"deal-{notification['_id']}", "deal", user, prefs,
-                          [notification["_id"]])  # fmt: skip
+        return self._plan(f"deal-{notification['_id']}", "deal", user, prefs, [notification["_id"]])
 
     def plan_digests(self, now: datetime | None = None) -> list[str]:
         """Plan one digest per user and finished window; returns the ids due now."""
@@ -215,9 +218,14 @@ class EmailService:
                 now.timestamp() // period.total_seconds() * period.total_seconds(), UTC
             )
             unread = self._db.notifications.find(
-                {"user_id": str(user["_id"]), "type": "deal-notification", "read": False,
-                 "created_at": {"$gt": end - period, "$lte": end}}, {"_id": 1},
-            ).sort("seq", 1)  # fmt: skip
+                {
+                    "user_id": str(user["_id"]),
+                    "type": "deal-notification",
+                    "read": False,
+                    "created_at": {"$gt": end - period, "$lte": end},
+                },
+                {"_id": 1},
+            ).sort("seq", 1)
             ids = [n["_id"] for n in unread]
             if not ids or not user.get("email"):
                 continue  # nothing unread in that window: no digest
@@ -237,14 +245,17 @@ class EmailService:
         """Claim, compose and send one planned email; returns what happened."""
         now = datetime.now(UTC)
         claim = self._db.emails.find_one_and_update(
-            {"_id": email_id, "$or": [
-                {"status": "pending", "send_after": {"$lte": now}},
-                {"status": "sending", "task_id": task_id},  # this task, retried
-                {"status": "sending", "claimed_at": {"$lt": now - timedelta(seconds=LEASE)}},
-            ]},
+            {
+                "_id": email_id,
+                "$or": [
+                    {"status": "pending", "send_after": {"$lte": now}},
+                    {"status": "sending", "task_id": task_id},  # this task, retried
+                    {"status": "sending", "claimed_at": {"$lt": now - timedelta(seconds=LEASE)}},
+                ],
+            },
             {"$set": {"status": "sending", "task_id": task_id, "claimed_at": now}},
             return_document=ReturnDocument.AFTER,
-        )  # fmt: skip
+        )
         if claim is None:
             return "skipped: sent, held, or being sent by another task"
         user = self._db.users.find_one({"_id": ObjectId(claim["user_id"])})
@@ -260,15 +271,29 @@ class EmailService:
         )
         return "sent"
 
-    def _plan(self, key: str, kind: str, user: dict[str, Any], prefs: Preferences,
-              notification_ids: list[Any], now: datetime | None = None) -> str | None:  # fmt: skip
+    def _plan(
+        self,
+        key: str,
+        kind: str,
+        user: dict[str, Any],
+        prefs: Preferences,
+        notification_ids: list[Any],
+        now: datetime | None = None,
+    ) -> str | None:
         now = now or datetime.now(UTC)
         send_after = prefs.quiet_until(now) or now
         try:
-            self._db.emails.insert_one({
-                "_id": key, "kind": kind, "user_id": str(user["_id"]), "status": "pending",
-                "notification_ids": notification_ids, "created_at": now, "send_after": send_after,
-            })  # fmt: skip
+            self._db.emails.insert_one(
+                {
+                    "_id": key,
+                    "kind": kind,
+                    "user_id": str(user["_id"]),
+                    "status": "pending",
+                    "notification_ids": notification_ids,
+                    "created_at": now,
+                    "send_after": send_after,
+                }
+            )
         except DuplicateKeyError:
             return None  # planned before
         return key if send_after <= now else None

@@ -14,8 +14,8 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 from redis import RedisError
 
-from notifier.bus import Publisher
 from notifier.errors import InputError
+from notifier.realtime.bus import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,12 @@ class NotificationService:
         try:
             self._publisher.publish(event)
         except (RedisError, OSError) as e:
-            log.warning("publishing notification %s of %s failed (the sweep retries): %s",
-                        notification["id"], doc["user_id"], e)  # fmt: skip
+            log.warning(
+                "publishing notification %s of %s failed (the sweep retries): %s",
+                notification["id"],
+                doc["user_id"],
+                e,
+            )
             return False
         self._writer.mark_published(doc)
         return True
