@@ -16,6 +16,7 @@ from pymongo import AsyncMongoClient
 
 from notifier import logs
 from notifier.realtime import bus
+from notifier.realtime.delivery import SERVICE_RESTART
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
@@ -25,7 +26,6 @@ from web.delivery import Delivery
 
 log = logging.getLogger("web")
 
-SERVICE_RESTART = 1012  # the page reconnects (with jittered backoff) on this code
 SHUTDOWN_GRACE = 5.0
 REDIS_CONNECTIONS = 100
 

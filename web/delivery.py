@@ -8,8 +8,8 @@ from typing import Any
 
 from notifier import metrics
 from notifier.notifications.store import parse_id
+from notifier.realtime.delivery import LOGGED_OUT, TOO_MANY_SOCKETS
 from notifier.realtime.registry import ConnectionRegistry
-from web.handlers.ws import LOGGED_OUT, TOO_MANY_SOCKETS
 from web.render import Renderer
 
 log = logging.getLogger(__name__)

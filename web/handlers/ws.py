@@ -1,15 +1,11 @@
-"""WS /ws: one socket per tab, registered per user, fed by this process's Redis subscriber.
+"""WS /ws: the Tornado side of a socket: handshake, authentication, origin, client protocol.
 
-Each socket delivers its user's notifications in seq order and at most once: it knows
-the last seq it sent, drops repeats, and when a live message skips ahead (the bus lost
-something, or the client resumes from `last_id`) it replays the gap from MongoDB while
-holding live messages back, then lets them through. A user's seqs have no holes, so a
-jump always means a gap.
+Ordered delivery (hold, gap fill, replay, repeats dropped, backpressure) is the core's
+notifier.realtime.delivery.OrderedDelivery; this handler is its transport.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -23,32 +19,27 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler
 
-from notifier import metrics
 from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
-from notifier.notifications.store import NotificationRepository, parse_id, to_json
+from notifier.notifications.store import NotificationRepository
 from notifier.realtime import bus, messages
+from notifier.realtime.delivery import (
+    STORAGE_UNAVAILABLE,
+    TOKEN_EXPIRED,
+    TOO_MANY_SOCKETS,
+    Flushing,
+    OrderedDelivery,
+)
 from notifier.realtime.presence import Presence
-from notifier.realtime.registry import Render
 from notifier.realtime.socket_limit import SocketLimit
+from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
 
 log = logging.getLogger(__name__)
 
-# Close codes (4000-4999 are the application's own; the page does not reconnect on them).
-STORAGE_UNAVAILABLE = 1011
-TOKEN_EXPIRED = 4001
-LOGGED_OUT = 4002
-TOO_MANY_SOCKETS = 4008  # the user opened more than CONNECTIONS_PER_USER; this was the oldest
-TOO_SLOW = 4009  # the client stopped reading (see _stalled)
-STALLED_AT = 200  # unflushed messages past which a socket with no progress is dropped
-MAX_UNFLUSHED = 5000  # the hard bound on what one socket may hold unsent
-MESSAGES_PER_MINUTE = 100  # client messages; beyond this they get an error and are ignored
 FORMATS = ("html", "json")
-REPLAY_BATCH = 200
-FRESH_LIST = 20  # what a client with an unusable last_id gets instead
 
 
 class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
@@ -97,17 +88,17 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self.socket_id = f"{self.settings['process']}:{uuid.uuid4().hex[:12]}"
         self._expires_at = identity.expires_at
         self._expiry: object | None = None
-        # Until the greeting is out, other messages queue here.
-        self._queued: list[str] | None = []
-        # The last notification seq sent; None until open() knows where to start.
-        self._last_seq: int | None = None
-        self._held: list[tuple[int, Render]] = []
-        self._filling: asyncio.Task[None] | None = None
-        self._read_again = False
-        self._refresh_unread = False
-        self._unflushed = 0
-        self._flushed_at = time.monotonic()
-        self._allowance, self._allowance_at = float(MESSAGES_PER_MINUTE), time.monotonic()
+        self._bucket = TokenBucket(MESSAGES_PER_MINUTE)
+        self.delivery = OrderedDelivery(
+            self.user_id,
+            fmt,
+            self.socket_id,
+            transport=self,
+            store=self.repo,
+            payloads=self.renderer,
+            forget=self.registry.remove,
+            stall_seconds=self.config.ws_stall_seconds,
+        )
         await super().get(*args, **kwargs)
 
     def get_compression_options(self) -> None:
@@ -121,7 +112,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         """Register, greet, then replay from `last_id` (or start fresh) and go live."""
-        self.registry.add(self)
+        self.registry.add(self.delivery)
         await self._enforce_limit()
         try:
             await Presence(self.redis, self.settings["process"]).here([self.user_id])
@@ -145,24 +136,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             "username": self.identity.username,
             "role": self.identity.role,
         }
-        queued, self._queued = self._queued or [], None
-        self.send(self.renderer.connected(me, unread, self.format))
-        for payload in queued:
-            self.send(payload)
-        for announcement in missed:
-            self.send(self.renderer.announcement({"announcement": announcement}, self.format))
-        self._start_from(self.get_query_argument("last_id", None), max_seq)
-
-    def _allowed(self) -> bool:
-        """A token bucket: MESSAGES_PER_MINUTE, refilled continuously."""
-        now = time.monotonic()
-        refill = (now - self._allowance_at) * MESSAGES_PER_MINUTE / 60
-        self._allowance = min(float(MESSAGES_PER_MINUTE), self._allowance + refill)
-        self._allowance_at = now
-        if self._allowance < 1:
-            return False
-        self._allowance -= 1
-        return True
+        self.delivery.greet(
+            self.renderer.connected(me, unread, self.format),
+            [self.renderer.announcement({"announcement": a}, self.format) for a in missed],
+        )
+        self.delivery.start_from(self.get_query_argument("last_id", None), max_seq)
 
     async def _enforce_limit(self) -> None:
         """Count this socket against the user's limit everywhere; evict the oldest over it.
@@ -197,9 +175,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             pass  # the entry ages out, and is the first to go when the user opens more
 
     async def on_message(self, message: str | bytes) -> None:
-        """ping -> pong; resume -> replay from last_id; anything else -> error."""
-        if not self._allowed():
-            self.send(
+        """ping -> pong; resume -> replay from last_id; mark-read; anything else -> error."""
+        if not self._bucket.take():
+            self.delivery.send(
                 messages.error("rate_limited", f"at most {MESSAGES_PER_MINUTE} messages a minute")
             )
             return
@@ -209,18 +187,18 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             msg = None
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "ping":
-            self.send(messages.envelope("pong", {}))
-        elif kind == "resume" and isinstance(msg, dict) and self._last_seq is not None:
+            self.delivery.send(messages.envelope("pong", {}))
+        elif kind == "resume" and isinstance(msg, dict) and self.delivery.started:
             try:
                 max_seq = await self.repo.max_seq(self.user_id)
             except PyMongoError:
-                self.send(messages.error("unavailable", "try resuming again shortly"))
+                self.delivery.send(messages.error("unavailable", "try resuming again shortly"))
                 return
-            self._start_from(msg.get("last_id"), max_seq)
+            self.delivery.start_from(msg.get("last_id"), max_seq)
         elif kind == "mark-read":
             await self._mark_read(msg)
         else:
-            self.send(
+            self.delivery.send(
                 messages.error("unknown_message", 'send {"type": "ping"}, "resume" or "mark-read"')
             )
 
@@ -233,123 +211,34 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             body = {k: v for k, v in msg.items() if k != "type"} if isinstance(msg, dict) else msg
             await mark_read(self, self.user_id, parse_read_request(body))
         except InputError as e:
-            self.send(messages.error(e.code, e.message))
+            self.delivery.send(messages.error(e.code, e.message))
         except (PyMongoError, RedisError, OSError):
             log.exception("marking read from a socket failed")
-            self.send(messages.error("unavailable", "try marking read again shortly"))
+            self.delivery.send(messages.error("unavailable", "try marking read again shortly"))
 
     def on_close(self) -> None:
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
-        self.registry.remove(self)
+        self.registry.remove(self.delivery)
+        self.delivery.stop()
         IOLoop.current().add_callback(self._forget_socket)
-        if self._last_seq is not None:  # it was open: it heard every broadcast until now
+        if self.delivery.started:  # it was open: it heard every broadcast until now
             IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
         if self._expiry is not None:
             IOLoop.current().remove_timeout(self._expiry)
-        if self._filling is not None:
-            self._filling.cancel()
 
-    # Delivery -----------------------------------------------------------------------------
+    # The delivery's transport --------------------------------------------------------------
 
-    def send(self, payload: str) -> bool:
-        """Write one message; a socket that fails is dropped without disturbing others."""
-        if self._queued is not None:
-            self._queued.append(payload)
-            return True
-        if self._stalled():
-            # The client stopped reading: drop it rather than buffer without bound. It
-            # resumes from its last_id when it comes back.
-            self.registry.remove(self)
-            self.close(TOO_SLOW, "too slow")
-            return False
+    def send_text(self, payload: str) -> bool | Flushing:
+        """One text frame, straight to the socket: True sent, False gone, else flushing."""
         conn = self.ws_connection
         if conn is None or conn.stream is None or conn.is_closing():
-            self.registry.remove(self)
             return False
         try:
             # The same frame for every socket of this format in a fan-out (see web/frames.py).
             pending = write_frame(conn.stream, text_frame(payload))
         except StreamClosedError:
-            self.registry.remove(self)
             return False
-        if pending is not None:  # the kernel's buffer is full: count it until it is flushed
-            if not self._unflushed:
-                self._flushed_at = time.monotonic()  # the client starts lagging from now
-            self._unflushed += 1
-            pending.add_done_callback(self._written)
-        return True
-
-    def offer(self, seq: int, render: Render) -> None:
-        """A live notification: send it if it is the next one, drop a repeat, fill a gap."""
-        if self._last_seq is None or self._filling is not None:
-            self._held.append((seq, render))
-        elif seq == self._last_seq + 1:
-            self._last_seq = seq
-            self.send(render(self.format))
-        elif seq > self._last_seq:
-            self._held.append((seq, render))
-            metrics.GAP_FILLS.inc()
-            self.resync()
-
-    def resync(self, refresh_unread: bool = False) -> None:
-        """Replay from MongoDB whatever came after the last seq sent (once at a time)."""
-        self._refresh_unread |= refresh_unread
-        if self._filling is not None:
-            self._read_again = True  # the running replay may have read before the news
-        elif self._last_seq is not None:
-            self._filling = asyncio.ensure_future(self._fill())
-
-    def _start_from(self, last_id: object, max_seq: int) -> None:
-        """Begin (again) after `last_id`; an unusable one gets an error and a fresh list."""
-        start = max_seq
-        if last_id is not None:
-            try:
-                start = parse_id(last_id, "last_id")
-                if start > max_seq:
-                    raise InputError("last_id is not one of your notifications")
-            except InputError as e:
-                self.send(messages.error("invalid_last_id", e.message))
-                start = max(0, max_seq - FRESH_LIST)
-        self._last_seq = start
-        self.resync()
-
-    async def _fill(self) -> None:
-        try:
-            while True:
-                # Everything held now was published, so stored, before this replay reads.
-                ready, self._held, self._read_again = self._held, [], False
-                await self._replay_from_store()
-                for seq, render in sorted(ready, key=lambda held: held[0]):
-                    assert self._last_seq is not None
-                    if seq > self._last_seq:
-                        self._last_seq = seq
-                        self.send(render(self.format))
-                if self._refresh_unread:
-                    self._refresh_unread = False
-                    unread = await self.repo.unread_count(self.user_id)
-                    self.send(self.renderer.unread(unread, self.format))
-                # Nothing may be left held when the replay stops (offers hold while it runs).
-                if not self._held and not self._read_again:
-                    return
-        except PyMongoError:
-            log.exception("replay for a socket failed; closing it so the client resumes")
-            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
-        finally:
-            self._filling = None
-
-    async def _replay_from_store(self) -> None:
-        while True:
-            assert self._last_seq is not None
-            docs = await self.repo.after(self.user_id, self._last_seq, REPLAY_BATCH)
-            if not docs:
-                return
-            unread = await self.repo.unread_count(self.user_id)
-            for doc in docs:
-                self._last_seq = doc["seq"]
-                event = {"notification": to_json(doc), "unread_count": unread}
-                self.send(self.renderer.notification(event, self.format))
-            if len(docs) < REPLAY_BATCH:
-                return
+        return True if pending is None else pending
 
     async def _announcements_seen(self) -> None:
         try:
@@ -357,20 +246,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         except PyMongoError:
             # Expected while the process shuts down: at worst an announcement shows once more.
             log.info("could not note announcements as seen for a closed socket")
-
-    def _stalled(self) -> bool:
-        """Many messages unsent and none flushed for a while, or far too many unsent."""
-        if self._unflushed < STALLED_AT:  # the common case, decided without a clock read
-            return False
-        if self._unflushed >= MAX_UNFLUSHED:
-            return True
-        return time.monotonic() - self._flushed_at > self.config.ws_stall_seconds
-
-    def _written(self, future: Any) -> None:
-        self._unflushed -= 1
-        self._flushed_at = time.monotonic()
-        if future.cancelled() or future.exception() is not None:
-            self.registry.remove(self)
 
     def _token_expired(self) -> None:
         self._expiry = None
