@@ -21,7 +21,7 @@ from pymongo.synchronous.database import Database
 from notifier import validation
 from notifier.accounts.users import ROLES, create_user
 from notifier.email.service import EmailService
-from notifier.errors import InputError
+from notifier.errors import CommandFailed, InputError
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import make_publisher
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
@@ -33,10 +33,6 @@ from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 
 MIN_PASSWORD = 8
-
-
-class Failed(Exception):
-    """The command could not do its job; the message says why in one line."""
 
 
 class Context:
@@ -81,13 +77,13 @@ def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
     """Create a user; the password comes from stdin or a prompt, never from the command line."""
     username = validation.text({"username": args.username}, "username", 100)
     if ctx.db.users.find_one({"username": username}, {"_id": 1}):
-        raise Failed(f"a user named {username!r} already exists")
+        raise CommandFailed(f"a user named {username!r} already exists")
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass(f"password for {username}: ")
     if len(password) < MIN_PASSWORD:
-        raise Failed(f"the password must be at least {MIN_PASSWORD} characters")
+        raise CommandFailed(f"the password must be at least {MIN_PASSWORD} characters")
     apply(ctx.db, [create_user(username, password, args.role, args.email)])
     user = ctx.db.users.find_one({"username": username}, {"_id": 1})
     assert user is not None
@@ -99,7 +95,7 @@ def cmd_import_prices(ctx: Context, args: argparse.Namespace) -> None:
     try:
         text = Path(args.file).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise Failed(f"cannot read {args.file}: {e}") from None
+        raise CommandFailed(f"cannot read {args.file}: {e}") from None
     parsed = parse_price_csv(text)  # InputError: the file as a whole is unusable
     for _, price in parsed.rows:
         apply(ctx.db, record_price(price)[1])
@@ -110,7 +106,7 @@ def cmd_import_prices(ctx: Context, args: argparse.Namespace) -> None:
     if items and not args.no_check:
         _check(ctx, items)
     if parsed.rejected:
-        raise Failed(f"{len(parsed.rejected)} row(s) of {args.file} were rejected")
+        raise CommandFailed(f"{len(parsed.rejected)} row(s) of {args.file} were rejected")
 
 
 def cmd_check_deals(ctx: Context, args: argparse.Namespace) -> None:
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(ctx, args)
         return 0
-    except (Failed, InputError) as e:
+    except (CommandFailed, InputError) as e:
         print(f"notifier: {e.message if isinstance(e, InputError) else e}", file=sys.stderr)
     except PyMongoError as e:
         print(f"notifier: MongoDB is unavailable or refused: {e}", file=sys.stderr)

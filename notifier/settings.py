@@ -9,12 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from notifier.errors import ConfigurationError
+
 Number = TypeVar("Number", int, float)
 MIN_SECRET_LENGTH = 32
-
-
-class ConfigurationError(Exception):
-    """The environment does not describe a runnable service; the message is one line."""
 
 
 @dataclass(frozen=True)

@@ -319,7 +319,7 @@ def test_far_too_many_unsent_drops_the_socket_at_once():
         for i in range(engine.MAX_UNFLUSHED):
             socket.send(f"m{i}")
         assert socket.send("one more") is False
-        assert transport.closed == (engine.TOO_SLOW, "too slow")
+        assert transport.closed == (engine.TOO_SLOW, "too slow") and forgotten == [socket]
 
     run(scenario())
 

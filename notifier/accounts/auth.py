@@ -11,12 +11,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from notifier.errors import InvalidToken
+
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 ALGORITHM = "HS256"
-
-
-class InvalidToken(Exception):
-    """The token is missing, malformed, expired or not signed by us."""
 
 
 @dataclass(frozen=True)

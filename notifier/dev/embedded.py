@@ -22,9 +22,7 @@ import redis
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-
-class ServerError(RuntimeError):
-    """An embedded server did not start."""
+from notifier.errors import ServerError
 
 
 @dataclass

@@ -32,16 +32,13 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
+from notifier.errors import InvalidLink
 from notifier.notifications.store import to_json
 from notifier.realtime.presence import is_online
 from notifier.settings import Settings
 
 TEMPLATES = Path(__file__).with_name("templates")
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
-
-
-class InvalidLink(Exception):
-    """An unsubscribe token that is malformed or not signed by us."""
 
 
 def unsubscribe_token(secret: str, user_id: str, email_id: str) -> str:

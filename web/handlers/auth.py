@@ -11,6 +11,7 @@ from notifier import validation
 from notifier.accounts.auth import issue_token
 from notifier.accounts.login_limit import LoginLimit
 from notifier.accounts.users import UserRepository
+from notifier.errors import TooManyAttempts
 from notifier.realtime import bus
 from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
@@ -37,12 +38,7 @@ async def check_password(
         log.warning("login rate limit not enforced (redis unavailable: %s)", e)
         wait, limit = 0, None
     if wait:
-        raise ApiError(
-            429,
-            "too_many_attempts",
-            f"too many failed logins; try again in {wait} s",
-            headers={"Retry-After": str(wait)},
-        )
+        raise TooManyAttempts(wait)
     user = await UserRepository(handler.db).authenticate(username, password)
     if limit is not None:
         try:
@@ -82,9 +78,8 @@ class LoginHandler(PageHandler):
         if username and password:
             try:
                 user = await check_password(self, username, password)
-            except ApiError as e:
-                for name, value in e.headers.items():
-                    self.set_header(name, value)
+            except TooManyAttempts as e:
+                self.set_header("Retry-After", str(e.retry_after))
                 self.render_page(
                     "pages/login.html",
                     status=429,

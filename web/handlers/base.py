@@ -15,7 +15,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import HTTPError, RequestHandler
 
 from notifier.accounts.auth import Identity, InvalidToken, read_token
-from notifier.errors import InputError
+from notifier.errors import InputError, NotifierError, TooManyAttempts
 from notifier.logs import REQUEST_ID, USER_ID
 from notifier.realtime.bus import AsyncBusClient
 from notifier.realtime.registry import ConnectionRegistry
@@ -136,16 +136,16 @@ class BaseHandler(RequestHandler):
     # Errors ------------------------------------------------------------------------------
 
     def send_error(self, status_code: int = 500, **kwargs: Any) -> None:
-        """Bad input raised by the core is the caller's fault: a 4xx, never a 500."""
+        """An error raised by the core carries its own status: bad input is never a 500."""
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, InputError):
+        if isinstance(exc, NotifierError):
             status_code = exc.status
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """Like Tornado's, but never with the query string's secrets, and brief for bad input."""
         where = f"{self.request.method} {redact(self.request.uri or '')}"
-        if isinstance(value, InputError):
+        if isinstance(value, NotifierError):
             log.info("%s: %s", where, value.message)
         elif isinstance(value, HTTPError):
             if value.log_message:
@@ -168,6 +168,8 @@ class BaseHandler(RequestHandler):
         exc = exc_info[1] if exc_info else None
         for name, value in getattr(exc, "headers", {}).items():
             self.set_header(name, value)
+        if isinstance(exc, TooManyAttempts):
+            self.set_header("Retry-After", str(exc.retry_after))
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -226,7 +228,7 @@ def _describe(status: int, exc_info: Any, reason: str) -> tuple[str, str]:
     exc = exc_info[1] if exc_info else None
     if isinstance(exc, ApiError):
         return exc.code, exc.message
-    if isinstance(exc, InputError):
+    if isinstance(exc, NotifierError):
         return exc.code, exc.message
     if isinstance(exc, HTTPError) and exc.log_message and status < 500:
         message = exc.log_message % exc.args if exc.args else exc.log_message
