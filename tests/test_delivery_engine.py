@@ -127,7 +127,12 @@ async def settle(socket: OrderedDelivery) -> None:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Run on a loop of its own, leaving the thread's current loop (pytest-tornado's) alone."""
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        loop.close()
 
 
 def test_the_next_seq_goes_out_a_repeat_is_dropped_and_nothing_goes_before_the_start():
