@@ -75,7 +75,7 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
     """Create a user; the password comes from stdin or a prompt, never from the command line."""
-    username = validation.text({"username": args.username}, "username", 100)
+    username = validation.text({"username": args.username}, "username", validation.NAME_LENGTH)
     if ctx.db.users.find_one({"username": username}, {"_id": 1}):
         raise CommandFailed(f"a user named {username!r} already exists")
     if args.password_stdin:

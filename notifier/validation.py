@@ -23,7 +23,12 @@ def body_object(body: object, fields: Collection[str]) -> dict[str, Any]:
     return body
 
 
-def text(body: dict[str, Any], name: str, max_length: int = 200) -> str:
+NAME_LENGTH = 100  # usernames, item and store names
+MESSAGE_LENGTH = 500  # announcements
+TEXT_LENGTH = 200  # any other text field
+
+
+def text(body: dict[str, Any], name: str, max_length: int = TEXT_LENGTH) -> str:
     """A required, non-blank string field, whitespace collapsed."""
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():

@@ -21,7 +21,7 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
 from web import stats
-from web.app import make_app
+from web.app import MAX_BODY_BYTES, make_app
 from web.delivery import Delivery
 
 log = logging.getLogger("web")
@@ -49,7 +49,7 @@ async def main(config: Settings) -> None:
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
-    server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
+    server = app.listen(config.port, xheaders=True, max_body_size=MAX_BODY_BYTES)
     delivery = Delivery(registry, app.settings["renderer"])
     background = [
         asyncio.create_task(

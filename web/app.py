@@ -29,6 +29,8 @@ from web.logs import log_request
 from web.render import Renderer
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
+MAX_FRAME_BYTES = 64 * 1024  # a client frame over this closes its socket (1009)
+MAX_BODY_BYTES = 1024 * 1024  # request bodies
 
 
 def make_app(
@@ -66,7 +68,7 @@ def make_app(
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
         websocket_ping_interval=config.ws_ping_interval or None,
-        websocket_max_message_size=64 * 1024,
+        websocket_max_message_size=MAX_FRAME_BYTES,
         log_function=log_request,
         default_handler_class=NotFoundHandler,
     )

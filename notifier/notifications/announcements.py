@@ -36,7 +36,7 @@ class AnnouncementRepository:
     async def create(self, body: object) -> dict[str, Any]:
         """Store an announcement from a JSON body; InputError when it is not one."""
         b = validation.body_object(body, ("message", "severity"))
-        message = validation.text(b, "message", 500)
+        message = validation.text(b, "message", validation.MESSAGE_LENGTH)
         severity = b.get("severity", "info")
         if severity not in SEVERITIES:
             raise InputError("severity must be info, warning or critical")

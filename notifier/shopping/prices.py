@@ -36,8 +36,8 @@ class PriceInput:
         if price > regular:
             raise InputError("price_in_cents must not exceed regular_price_in_cents")
         return cls(
-            store_name=validation.text(b, "store_name", 100),
-            item_name=validation.text(b, "item_name", 100),
+            store_name=validation.text(b, "store_name", validation.NAME_LENGTH),
+            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
             price_in_cents=price,
             regular_price_in_cents=regular,
             valid_until=validation.future_time(b, "valid_until"),

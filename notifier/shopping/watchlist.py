@@ -27,7 +27,7 @@ class WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
         b = validation.body_object(body, ("item_name", "target_price_in_cents"))
         return cls(
-            item_name=validation.text(b, "item_name", 100),
+            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
             target_price_in_cents=validation.cents(b, "target_price_in_cents", required=False),
         )
 

@@ -139,7 +139,7 @@ class TokenHandler(ApiHandler):
     async def post(self) -> None:
         """Exchange credentials for a token."""
         body = validation.body_object(self.json_body(), ("username", "password"))
-        username = validation.text(body, "username", 100)
+        username = validation.text(body, "username", validation.NAME_LENGTH)
         password = body.get("password")
         if not isinstance(password, str) or not password:
             raise ApiError(400, "invalid_input", "password is required and must be a string")
