@@ -22,7 +22,8 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
 from notifier.dev.embedded import free_port
-from notifier.notifications.store import counter_id, format_id
+from notifier.notifications.state import recount
+from notifier.notifications.store import format_id
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 
@@ -54,7 +55,7 @@ def store_history(db: Any, user_id: str) -> None:
         if len(docs) == 20000:
             db.notifications.insert_many(docs, ordered=False)
             docs = []
-    db.counters.update_one({"_id": counter_id(user_id)}, {"$max": {"seq": HISTORY}}, upsert=True)
+    recount(db, [user_id])  # the state document a writer would have kept
 
 
 async def time_history(port: int, token: str) -> dict[str, float]:

@@ -22,6 +22,7 @@ from notifier import validation
 from notifier.accounts.users import ROLES, create_user
 from notifier.email.service import EmailService
 from notifier.errors import CommandFailed, InputError
+from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import make_publisher
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
@@ -71,6 +72,12 @@ def cmd_migrate(ctx: Context, args: argparse.Namespace) -> None:
     ran = migrate(ctx.db)
     done = ", ".join(f"{name} ({changed} changed)" for name, changed in ran) or "none pending"
     print(f"notifier: indexes are in place; migrations run: {done}")
+
+
+def cmd_repair_counts(ctx: Context, args: argparse.Namespace) -> None:
+    """Recount every user's state document (newest seq, unread) from the notifications."""
+    users = recount(ctx.db, args.user or None)
+    print(f"notifier: recounted the state of {users} user(s)")
 
 
 def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
@@ -158,6 +165,9 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m notifier", description=__doc__)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("migrate", help=cmd_migrate.__doc__).set_defaults(run=cmd_migrate)
+    p = sub.add_parser("repair-counts", help=cmd_repair_counts.__doc__)
+    p.add_argument("--user", action="append", default=[], help="only this user id (repeatable)")
+    p.set_defaults(run=cmd_repair_counts)
     p = sub.add_parser("create-user", help=cmd_create_user.__doc__)
     p.add_argument("username")
     p.add_argument("--role", choices=ROLES, default="shopper")

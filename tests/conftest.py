@@ -282,7 +282,9 @@ def app(
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
     application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")
-    delivery = Delivery(registry, application.settings["renderer"])
+    delivery = Delivery(
+        registry, application.settings["renderer"], application.settings["announcements"]
+    )
 
     async def start() -> asyncio.Task[None]:
         subscribed = asyncio.Event()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,9 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         first = run(env, "migrate")
         assert first.returncode == 0, first.stderr
         assert "backfill notification counters (2 changed)" in first.stdout
+        assert "build user state documents by recount (2 changed)" in first.stdout
+        assert db.user_state.find_one({"_id": "u1"}) == {"_id": "u1", "seq": 3, "unread": 3}
+        assert db.user_state.find_one({"_id": "u2"}) == {"_id": "u2", "seq": 1, "unread": 1}
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 3
         assert db.counters.find_one({"_id": "notifications:u2"})["seq"] == 1
         assert "username_1" in db.users.index_information()
@@ -62,7 +66,43 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         second = run(env, "migrate")
         assert second.returncode == 0 and "migrations run: none pending" in second.stdout
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 7  # not run again
-        assert [m["_id"] for m in db.migrations.find()] == [1]
+        assert [m["_id"] for m in db.migrations.find()] == [1, 2]
+    finally:
+        client.drop_database(name)
+        client.close()
+
+
+def test_repair_counts_rebuilds_each_users_state_from_the_notifications(cli_env, mongo_server):
+    name = f"notifier_repair_{uuid.uuid4().hex[:8]}"
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_server.url)
+    db = client[name]
+    try:
+        seen = datetime(2026, 1, 2, tzinfo=UTC)
+        quiet = db.users.insert_one({"username": "quiet", "announcements_seen_at": seen})
+        quiet_id = str(quiet.inserted_id)
+        db.notifications.insert_many(
+            [
+                {"user_id": "u1", "seq": s, "type": "system-message", "read": s == 2, "data": {}}
+                for s in (1, 2, 3, 4)
+            ]
+        )
+        # Wrong in every way a crash or an old writer could leave it, and one for u2 whose
+        # notifications are gone.
+        db.user_state.insert_one({"_id": "u1", "seq": 2, "unread": 40})
+        db.user_state.insert_one({"_id": "u2", "seq": 9, "unread": -3})
+        env = {**cli_env, "MONGODB_URI": f"{mongo_server.url}/{name}"}
+        only = run(env, "repair-counts", "--user", "u2")
+        assert only.returncode == 0, only.stderr
+        assert "recounted the state of 1 user(s)" in only.stdout
+        assert db.user_state.find_one({"_id": "u1"})["unread"] == 40  # not asked for
+        result = run(env, "repair-counts")
+        assert result.returncode == 0, result.stderr
+        assert "recounted the state of 3 user(s)" in result.stdout  # u1, u2 and quiet
+        assert db.user_state.find_one({"_id": "u1"}) == {"_id": "u1", "seq": 4, "unread": 3}
+        assert db.user_state.find_one({"_id": "u2"}) == {"_id": "u2", "seq": 0, "unread": 0}
+        state = db.user_state.find_one({"_id": quiet_id})
+        assert (state["seq"], state["unread"]) == (0, 0)
+        assert state["announcements_seen_at"].replace(tzinfo=UTC) == seen
     finally:
         client.drop_database(name)
         client.close()

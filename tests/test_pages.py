@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from notifier.notifications.store import NotificationWriter, counter_id, format_id
+from notifier.notifications.store import NotificationWriter, format_id
 from tests.helpers import form, login
 
 
@@ -172,16 +172,16 @@ async def test_static_assets_are_served_locally(fetch):
 @pytest.mark.gen_test
 @pytest.mark.parametrize("counter", ["lagging", "missing"])
 async def test_pages_are_right_when_the_seq_counter_lags_or_is_missing(fetch, db, alice, counter):
-    """Pages are seq ranges found from the writers' counter, which is only ever behind
-    (a writer died before advancing it) or absent (data from before counters)."""
+    """Pages are seq ranges found from the user's state document, whose seq is only ever
+    behind (a writer died before advancing it) or absent (data from before the states)."""
     writer = NotificationWriter(db)
     for i in range(45):
         writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
-    key = {"_id": counter_id(alice.user_id)}
+    key = {"_id": alice.user_id}
     if counter == "lagging":
-        db.counters.update_one(key, {"$set": {"seq": 41}})
+        db.user_state.update_one(key, {"$set": {"seq": 41}})
     else:
-        db.counters.delete_one(key)
+        db.user_state.delete_one(key)
     seen, before = [], ""
     while True:
         response = await fetch(f"/api/notifications?limit=20{before}", headers=alice.auth)

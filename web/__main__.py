@@ -50,7 +50,7 @@ async def main(config: Settings) -> None:
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
     server = app.listen(config.port, xheaders=True, max_body_size=MAX_BODY_BYTES)
-    delivery = Delivery(registry, app.settings["renderer"])
+    delivery = Delivery(registry, app.settings["renderer"], app.settings["announcements"])
     background = [
         asyncio.create_task(
             bus.listen(

@@ -10,6 +10,7 @@ from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import Application
 
+from notifier.notifications.announcements import LatestAnnouncement
 from notifier.realtime.bus import AsyncBusClient, Subscription
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
@@ -61,6 +62,8 @@ def make_app(
         bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),
+        # The newest announcement's time, kept by web/delivery.py (see LatestAnnouncement).
+        announcements=LatestAnnouncement(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 from notifier import metrics
+from notifier.notifications.announcements import LatestAnnouncement
 from notifier.notifications.store import parse_id
 from notifier.realtime.delivery import LOGGED_OUT, TOO_MANY_SOCKETS
 from notifier.realtime.registry import ConnectionRegistry
@@ -21,9 +22,12 @@ class Delivery:
     Runs on the IOLoop (called by the subscriber task), like the registry it feeds.
     """
 
-    def __init__(self, registry: ConnectionRegistry, renderer: Renderer) -> None:
+    def __init__(
+        self, registry: ConnectionRegistry, renderer: Renderer, latest: LatestAnnouncement
+    ) -> None:
         self.registry = registry
         self.renderer = renderer
+        self.latest = latest  # the app's settings["announcements"]: what /ws connects check
 
     def __call__(self, event: dict[str, Any]) -> None:
         """Deliver one event from the bus."""
@@ -43,6 +47,7 @@ class Delivery:
             sent = self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
             metrics.delivered("notification-read").inc(sent)
         elif kind == "announcement":
+            self.latest.saw(event["announcement"])
             sent = self.registry.send_to_all(partial(self.renderer.announcement, event))
             metrics.delivered("system-message").inc(sent)
         elif kind == "logout":
@@ -56,4 +61,5 @@ class Delivery:
 
     async def resubscribed(self) -> None:
         """The bus was (re)joined: anything published meanwhile is filled from MongoDB."""
+        self.latest.forget()  # an announcement event may have been lost too
         self.registry.resync_all()

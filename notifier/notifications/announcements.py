@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.notifications import state
 from notifier.notifications.store import iso
 
 SEVERITIES = ("info", "warning", "critical")
@@ -44,28 +45,103 @@ class AnnouncementRepository:
         await self._db.announcements.insert_one(doc)
         return to_json(doc)
 
-    async def missed_by(self, user_id: str) -> list[dict[str, Any]]:
-        """What the user has not seen of the last 24 hours, oldest first; marks it seen."""
+    async def missed_by(self, user_id: str, seen: datetime | None = None) -> list[dict[str, Any]]:
+        """What the user has not seen of the last 24 hours, oldest first; marks it seen.
+
+        `seen` is the user's mark when the caller has read it (from the state); without
+        it, it is read here.
+        """
         now = datetime.now(UTC)
-        try:
-            oid = ObjectId(user_id)
-        except InvalidId:
-            return []
-        user = await self._db.users.find_one({"_id": oid}, {"announcements_seen_at": 1})
+        if seen is None:
+            seen = await self.seen_mark(user_id)
         since = now - CATCH_UP
-        seen = (user or {}).get("announcements_seen_at")
         if seen is not None:
-            since = max(since, seen.replace(tzinfo=UTC))
+            since = max(since, seen)
         cursor = self._db.announcements.find({"created_at": {"$gt": since, "$lte": now}})
         missed = [to_json(d) async for d in cursor.sort("created_at", 1)]
         await self.mark_seen(user_id, now)
         return missed
 
-    async def mark_seen(self, user_id: str, until: datetime | None = None) -> None:
-        """The user has seen every announcement up to `until` (default: now)."""
+    async def seen_mark(self, user_id: str) -> datetime | None:
+        """Up to when the user has seen announcements (the state's mark, else the users one)."""
+        doc = await self._db[state.COLLECTION].find_one(
+            {"_id": user_id}, {"announcements_seen_at": 1}
+        )
+        mark = state.utc((doc or {}).get("announcements_seen_at"))
+        if mark is not None:
+            return mark
         try:
             oid = ObjectId(user_id)
         except InvalidId:
-            return
+            return None
+        user = await self._db.users.find_one({"_id": oid}, {"announcements_seen_at": 1})
+        return state.utc((user or {}).get("announcements_seen_at"))
+
+    async def mark_seen(self, user_id: str, until: datetime | None = None) -> None:
+        """The user has seen every announcement up to `until` (default: now)."""
         until = until or datetime.now(UTC)
-        await self._db.users.update_one({"_id": oid}, {"$max": {"announcements_seen_at": until}})
+        mark = {"$max": {"announcements_seen_at": until}}
+        # No upsert: a state document made here would read as "no notifications".
+        result = await self._db[state.COLLECTION].update_one({"_id": user_id}, mark)
+        if result.matched_count:
+            return
+        try:  # a user from before the state documents (until the migration runs)
+            await self._db.users.update_one({"_id": ObjectId(user_id)}, mark)
+        except InvalidId:
+            return
+
+    async def newest(self) -> datetime | None:
+        """When the newest announcement was made, None when there is none."""
+        doc = await self._db.announcements.find_one(
+            {}, {"created_at": 1}, sort=[("created_at", -1)]
+        )
+        return state.utc(doc["created_at"]) if doc else None
+
+
+class LatestAnnouncement:
+    """When the newest announcement was made, as this web process knows it.
+
+    Loaded from MongoDB on first use, then moved on by each `announcement` event the
+    process's bus subscriber delivers, and forgotten (to be loaded again) when the
+    subscription had a gap or an event's time cannot be read. A connect that finds
+    nothing newer than the user's mark skips the announcements query: an announcement
+    whose event has not arrived yet reaches the socket live, because the socket is
+    registered before it asks. Like the registry, it is used on the IOLoop only.
+    """
+
+    def __init__(self) -> None:
+        self._newest: datetime | None = None
+        self._known = False
+
+    async def newest(self, repo: AnnouncementRepository) -> datetime | None:
+        """The newest announcement's time (one query the first time, and after a gap)."""
+        if not self._known:
+            loaded = await repo.newest()
+            self._newest = _later(self._newest, loaded)
+            self._known = True
+        return self._newest
+
+    def may_be_news(self, seen: datetime | None) -> bool:
+        """Whether an announcement newer than `seen` may exist (True when unsure)."""
+        if not self._known or seen is None:
+            return True
+        return self._newest is not None and self._newest > seen
+
+    def saw(self, announcement: dict[str, Any]) -> None:
+        """An announcement event came over the bus."""
+        try:
+            when = datetime.fromisoformat(str(announcement["created_at"]).replace("Z", "+00:00"))
+        except (KeyError, TypeError, ValueError):
+            self.forget()
+            return
+        self._newest = _later(self._newest, state.utc(when))
+
+    def forget(self) -> None:
+        """Events may have been missed: load from MongoDB on next use."""
+        self._known = False
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a or b
+    return max(a, b)

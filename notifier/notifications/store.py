@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -15,6 +16,8 @@ from pymongo.synchronous.database import Database
 from redis import RedisError
 
 from notifier.errors import InputError
+from notifier.notifications import state as user_state
+from notifier.notifications.state import UserState
 from notifier.realtime.bus import Publisher
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,6 @@ def parse_id(value: object, name: str = "id") -> int:
     if not isinstance(value, str) or not _ID.match(value):
         raise InputError(f"{name} must be a notification id")
     return int(value)
-
-
-def counter_id(user_id: str) -> str:
-    """The `counters` document that says where a user's seqs have got to (never ahead)."""
-    return f"notifications:{user_id}"
 
 
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -72,32 +70,80 @@ class NotificationRepository:
     """Reading and marking a user's notifications (web process, asyncio client).
 
     A user's seqs run 1, 2, ... with no holes, so a page is a bounded seq range read
-    through the (user_id, seq) index, never a sort of everything the user has.
+    through the (user_id, seq) index, never a sort of everything the user has. Where
+    the seqs have got to and how many are unread come from the user's state document
+    (notifier/notifications/state.py), never from counting.
     """
 
     def __init__(self, db: AsyncDatabase[Any]) -> None:
+        self._db = db
         self._notifications = db.notifications
-        self._counters = db.counters
+        self._states = db[user_state.COLLECTION]
+
+    async def state(self, user_id: str) -> UserState:
+        """The user's newest seq, unread count and announcements mark: one read.
+
+        `max_seq` is the state's, which is never ahead but may be behind by the
+        notifications of a writer that died before updating it (see max_seq for the
+        exact one). A user without a state document (no notifications yet, or data from
+        before migration 2) costs a few reads once: see _without_state.
+        """
+        doc = await self._states.find_one({"_id": user_id})
+        if doc is None:
+            return await self._without_state(user_id)
+        return user_state.from_doc(doc)
+
+    async def _without_state(self, user_id: str) -> UserState:
+        """Work it out from the notifications; store it when there are none to miscount.
+
+        Only an empty state is stored ($setOnInsert): a writer's first update then counts
+        from zero correctly. Counting a user who has notifications and storing the answer
+        could race a writer's $inc; that is left to `repair-counts` / the migration.
+        """
+        last = await self._notifications.find_one(
+            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
+        )
+        seen = await _users_seen_mark(self._db, user_id)
+        if last is None:
+            fresh: dict[str, Any] = {"seq": 0, "unread": 0}
+            if seen is not None:
+                fresh["announcements_seen_at"] = seen
+            await self._states.update_one({"_id": user_id}, {"$setOnInsert": fresh}, upsert=True)
+            return UserState(0, 0, seen)
+        unread = await self._notifications.count_documents({"user_id": user_id, "read": False})
+        return UserState(int(last["seq"]), unread, seen)
 
     async def page(
-        self, user_id: str, limit: int = 20, before: int | None = None, unread_only: bool = False
+        self,
+        user_id: str,
+        limit: int = 20,
+        before: int | None = None,
+        unread_only: bool = False,
+        state: UserState | None = None,
     ) -> Page:
-        """Up to `limit` notifications older than `before`, newest first."""
+        """Up to `limit` notifications older than `before`, newest first.
+
+        Two reads: the state (unless the caller has it) and the page itself.
+        """
+        state = state or await self.state(user_id)
         query: dict[str, Any] = {"user_id": user_id}
         if unread_only:
             query["read"] = False
             if before is not None:
                 query["seq"] = {"$lt": before}
         else:
-            top = await self.max_seq(user_id)
+            # The state's seq is never ahead, so from `top - limit` up there are at least
+            # limit + 1 seqs (no holes), plus the few a dead writer left past it: with no
+            # upper bound but `before`, those are found too.
+            top = state.max_seq if before is None else min(state.max_seq, before - 1)
+            query["seq"] = {"$gt": top - limit - 1}
             if before is not None:
-                top = min(top, before - 1)
-            query["seq"] = {"$gt": top - limit - 1, "$lte": top}  # exactly limit + 1 seqs
+                query["seq"]["$lt"] = before
         cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
         docs = [d async for d in cursor]
         items = [to_json(d) for d in docs[:limit]]
         more = len(docs) > limit
-        return Page(items, items[-1]["id"] if more else None, await self.unread_count(user_id))
+        return Page(items, items[-1]["id"] if more else None, state.unread_count)
 
     async def newer_page(self, user_id: str, after: int, limit: int = 20) -> list[dict[str, Any]]:
         """The `limit` notifications just newer than `after`, newest first (a previous page)."""
@@ -111,35 +157,46 @@ class NotificationRepository:
         return [d async for d in cursor]
 
     async def max_seq(self, user_id: str) -> int:
-        """The user's highest seq, 0 when they have none.
+        """The user's highest seq, 0 when they have none: exact, in two reads.
 
-        The writers' counter is never ahead of it, so the answer is among the few seqs
-        from there on (a range read); without a counter (data from before counters),
-        the index is read in order.
+        The state's seq is never ahead, so the answer is among the few seqs from there
+        on (a range read through the index).
         """
-        by_seq = [("seq", DESCENDING)]
-        counter = await self._counters.find_one({"_id": counter_id(user_id)})
-        if counter is not None:
-            query = {"user_id": user_id, "seq": {"$gte": counter["seq"]}}
-            last = await self._notifications.find_one(query, {"seq": 1}, sort=by_seq)
-            if last is not None:
-                return int(last["seq"])
-        last = await self._notifications.find_one({"user_id": user_id}, {"seq": 1}, sort=by_seq)
-        return int(last["seq"]) if last else 0
+        known = (await self.state(user_id)).max_seq
+        last = await self._notifications.find_one(
+            {"user_id": user_id, "seq": {"$gte": known}}, {"seq": 1}, sort=[("seq", DESCENDING)]
+        )
+        return int(last["seq"]) if last else known
 
     async def unread_count(self, user_id: str) -> int:
-        """How many of the user's notifications are unread."""
-        return await self._notifications.count_documents({"user_id": user_id, "read": False})
+        """How many of the user's notifications are unread (from the state, no counting)."""
+        return (await self.state(user_id)).unread_count
 
     async def mark_read(self, user_id: str, seqs: list[int] | None) -> list[str]:
-        """Mark the given notifications (or all when None) read; returns the ids that changed."""
+        """Mark the given notifications (or all when None) read; returns the ids that changed.
+
+        The unread count drops by what update_many changed, not by what the find saw: of
+        two concurrent mark-reads of one notification only one changes it.
+        """
         query: dict[str, Any] = {"user_id": user_id, "read": False}
         if seqs is not None:
             query["seq"] = {"$in": seqs}
         changed = [format_id(d["seq"]) async for d in self._notifications.find(query, {"seq": 1})]
         if changed:
-            await self._notifications.update_many(query, {"$set": {"read": True}})
+            result = await self._notifications.update_many(query, {"$set": {"read": True}})
+            if result.modified_count:
+                await self._states.update_one(
+                    {"_id": user_id}, user_state.marked_read(result.modified_count)
+                )
         return changed
+
+
+async def _users_seen_mark(db: AsyncDatabase[Any], user_id: str) -> datetime | None:
+    """The announcements mark kept on the users document before the state documents."""
+    if not ObjectId.is_valid(user_id):
+        return None
+    user = await db.users.find_one({"_id": ObjectId(user_id)}, {"announcements_seen_at": 1})
+    return user_state.utc((user or {}).get("announcements_seen_at"))
 
 
 class NotificationWriter:
@@ -162,13 +219,14 @@ class NotificationWriter:
         Its seq is the user's highest plus one, claimed by the insert itself (the
         (user_id, seq) index is unique), so a user's seqs have no holes and seq N+1
         never exists before N: a connection that sees a jump knows it missed something.
-        A counter per user says where to start looking (reading the maximum through
-        the index is slow on some servers); it is advanced after each insert.
+        The user's state document says where to start looking (reading the maximum
+        through the index is slow on some servers); after the insert, one update moves
+        its seq on and counts the new notification as unread.
         """
         assert type in TYPES
-        hint = counter_id(user_id)
-        counter = self._db.counters.find_one({"_id": hint})
-        seq = (counter["seq"] if counter else self.max_seq(user_id)) + 1
+        states = self._db[user_state.COLLECTION]
+        known = states.find_one({"_id": user_id}, {"seq": 1})
+        seq = (int(known["seq"]) if known else self._highest_stored(user_id)) + 1
         for attempt in range(MAX_SEQ_RACES):
             doc: dict[str, Any] = {
                 "user_id": user_id,
@@ -191,16 +249,27 @@ class NotificationWriter:
             except DuplicateKeyError as e:
                 if "dedupe_key" in (e.details or {}).get("keyPattern", {}):
                     return None  # stored before (a retry, or a concurrent run)
-                # Another writer holds this seq. The hint is only ever behind, never ahead:
-                # step up, and after a few misses ask for the real maximum.
-                seq = seq + 1 if attempt < 3 else self.max_seq(user_id) + 1
+                # Another writer holds this seq. The state is only ever behind, never
+                # ahead: step up, and after a few misses ask for the real maximum.
+                seq = seq + 1 if attempt < 3 else self._highest_stored(user_id) + 1
                 continue
-            self._db.counters.update_one({"_id": hint}, {"$max": {"seq": seq}}, upsert=True)
+            states.update_one({"_id": user_id}, user_state.inserted(seq), upsert=True)
             return doc
         raise RuntimeError(f"could not claim a notification seq for user {user_id}")
 
     def max_seq(self, user_id: str) -> int:
-        """The user's highest seq, 0 when they have none."""
+        """The user's highest seq, 0 when they have none (the state's, then just past it)."""
+        known = self._db[user_state.COLLECTION].find_one({"_id": user_id}, {"seq": 1})
+        if known is None:
+            return self._highest_stored(user_id)
+        last = self._db.notifications.find_one(
+            {"user_id": user_id, "seq": {"$gte": known["seq"]}},
+            {"seq": 1},
+            sort=[("seq", DESCENDING)],
+        )
+        return int(last["seq"]) if last else int(known["seq"])
+
+    def _highest_stored(self, user_id: str) -> int:
         last = self._db.notifications.find_one(
             {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
         )
@@ -219,8 +288,11 @@ class NotificationWriter:
         return list(cursor.limit(1000))
 
     def unread_count(self, user_id: str) -> int:
-        """How many of the user's notifications are unread."""
-        return self._db.notifications.count_documents({"user_id": user_id, "read": False})
+        """How many of the user's notifications are unread (from the state, no counting)."""
+        doc = self._db[user_state.COLLECTION].find_one({"_id": user_id}, {"unread": 1})
+        if doc is None:  # data from before the state documents
+            return self._db.notifications.count_documents({"user_id": user_id, "read": False})
+        return max(0, int(doc.get("unread", 0)))
 
 
 class NotificationService:

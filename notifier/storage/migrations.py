@@ -13,7 +13,12 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
-from notifier.notifications.store import counter_id
+from notifier.notifications import state
+
+
+def counter_id(user_id: str) -> str:
+    """The `counters` document migration 1 wrote (the state documents replaced them)."""
+    return f"notifications:{user_id}"
 
 
 def backfill_notification_counters(db: Database[Any]) -> int:
@@ -33,9 +38,19 @@ def backfill_notification_counters(db: Database[Any]) -> int:
     return changed
 
 
+def build_user_states(db: Database[Any]) -> int:
+    """Give every user a state document (newest seq, unread, announcements mark) by recount.
+
+    It replaces the `counters` documents (no longer read or written) and carries over
+    the users' `announcements_seen_at`. `python -m notifier repair-counts` runs the same.
+    """
+    return state.recount(db)
+
+
 # (number, name, migration); numbers only ever grow, and a released one never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
+    (2, "build user state documents by recount", build_user_states),
 ]
 
 

@@ -84,7 +84,9 @@ class DashboardHandler(PageHandler):
     async def get(self) -> None:
         """The dashboard."""
         uid = self.user.user_id
-        page = await NotificationRepository(self.db).page(uid, limit=10)
+        page = await NotificationRepository(self.db).page(
+            uid, limit=10, state=self.notification_state
+        )
         self.render_page(
             "pages/dashboard.html",
             active="dashboard",
@@ -112,9 +114,15 @@ class HistoryHandler(PageHandler):
             items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE)
             has_newer = bool(items) and bool(await repo.newer_page(uid, int(items[0]["id"]), 1))
             older = items[-1]["id"] if items else None
-            unread = await repo.unread_count(uid)
+            state = self.notification_state or await repo.state(uid)
+            unread = state.unread_count
         else:
-            page = await repo.page(uid, PAGE_SIZE, parse_id(before, "before") if before else None)
+            page = await repo.page(
+                uid,
+                PAGE_SIZE,
+                parse_id(before, "before") if before else None,
+                state=self.notification_state,
+            )
             items, older, unread = page.items, page.next, page.unread_count
             has_newer = before is not None and bool(page.items)
         self.render_page(

@@ -7,6 +7,7 @@ from typing import Any
 
 from notifier.accounts.auth import Identity
 from notifier.errors import InputError
+from notifier.notifications.state import UserState
 from notifier.notifications.store import NotificationRepository, format_id
 from web.handlers.base import ApiError, BaseHandler, _describe
 
@@ -17,18 +18,22 @@ class PageHandler(BaseHandler):
     login_required = True
     admin_only = False
     live_from: str | None = None
+    notification_state: UserState | None = None  # read once per page view, by prepare
 
     async def prepare(self) -> None:
         """Check access; for a page view, note where the user's notifications stand now.
 
         Read before the page's own queries, that position is where the page's socket
-        starts (as last_id), so nothing created while the page loads is missed.
+        starts (as last_id), so nothing created while the page loads is missed. It is
+        the user's state document (one read), which the page reuses for its counts; its
+        seq is never ahead, so at worst the socket replays a row the page already shows.
         """
         self.check_access()
         page_view = self.request.method == "GET" and not self.request.headers.get("HX-Request")
         if self.identity is not None and page_view:
-            seq = await NotificationRepository(self.db).max_seq(self.identity.user_id)
-            self.live_from = format_id(seq)
+            state = await NotificationRepository(self.db).state(self.identity.user_id)
+            self.notification_state = state
+            self.live_from = format_id(state.max_seq)
 
     def check_access(self) -> None:
         """Redirect anonymous page views to /login; refuse others with 401/403."""

@@ -21,7 +21,7 @@ from tornado.websocket import WebSocketHandler
 
 from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
-from notifier.notifications.store import NotificationRepository
+from notifier.notifications.store import NotificationRepository, format_id
 from notifier.realtime import bus, messages
 from notifier.realtime.delivery import (
     STORAGE_UNAVAILABLE,
@@ -30,7 +30,6 @@ from notifier.realtime.delivery import (
     Flushing,
     OrderedDelivery,
 )
-from notifier.realtime.presence import Presence
 from notifier.realtime.socket_limit import SocketLimit
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import text_frame, write_frame
@@ -111,21 +110,33 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         return NotificationRepository(self.db)
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
-        """Register, greet, then replay from `last_id` (or start fresh) and go live."""
+        """Register, greet, then replay from `last_id` (or start fresh) and go live.
+
+        One Redis round trip (socket limit and presence) and, usually, one MongoDB read
+        (the user's state document); announcements are queried only when one newer than
+        the user's mark may exist, and the replay only when something may be missed.
+        """
         self.registry.add(self.delivery)
         await self._enforce_limit()
-        try:
-            await Presence(self.redis, self.settings["process"]).here([self.user_id])
-        except (RedisError, OSError) as e:
-            log.warning("presence not recorded (redis unavailable: %s)", e)
         loop = IOLoop.current()
         self._expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()), self._token_expired
         )
+        last_id = self.get_query_argument("last_id", None)
+        announcements = AnnouncementRepository(self.db)
+        latest = self.settings["announcements"]
         try:
-            max_seq = await self.repo.max_seq(self.user_id)
-            unread = await self.repo.unread_count(self.user_id)
-            missed = await AnnouncementRepository(self.db).missed_by(self.user_id)
+            state = await self.repo.state(self.user_id)
+            max_seq, missed = state.max_seq, []
+            if last_id is not None and last_id > format_id(max_seq):
+                # Ids sort as seqs. The state may lag a writer that died mid-write.
+                max_seq = await self.repo.max_seq(self.user_id)
+            await latest.newest(announcements)  # a query once per process (and after gaps)
+            if latest.may_be_news(state.announcements_seen_at):
+                missed = await announcements.missed_by(self.user_id, state.announcements_seen_at)
+                self._seen_at = None  # marked just now; on close, mark again
+            else:
+                self._seen_at = state.announcements_seen_at
         except PyMongoError:
             log.exception("could not read the user's notifications")
             self.close(STORAGE_UNAVAILABLE, "storage unavailable")
@@ -137,19 +148,20 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             "role": self.identity.role,
         }
         self.delivery.greet(
-            self.renderer.connected(me, unread, self.format),
+            self.renderer.connected(me, state.unread_count, self.format),
             [self.renderer.announcement({"announcement": a}, self.format) for a in missed],
         )
-        self.delivery.start_from(self.get_query_argument("last_id", None), max_seq)
+        self.delivery.start_from(last_id, max_seq)  # replays only when something may be missed
 
     async def _enforce_limit(self) -> None:
-        """Count this socket against the user's limit everywhere; evict the oldest over it.
+        """Count this socket against the user's limit everywhere and note the user present;
+        evict the oldest over the limit (one Redis round trip).
 
         This process closes its own at once; the bus takes the others to their processes.
         """
         limit = SocketLimit(self.redis, self.config.connections_per_user)
         try:
-            evicted = await limit.opened(self.user_id, self.socket_id)
+            evicted = await limit.arrived(self.user_id, self.socket_id, self.settings["process"])
             here = f"{self.settings['process']}:"
             self.registry.close_sockets(
                 self.user_id,
@@ -162,14 +174,13 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
-            log.warning("socket limit not enforced (redis unavailable: %s)", e)
+            log.warning("socket limit and presence not recorded (redis unavailable: %s)", e)
 
     async def _forget_socket(self) -> None:
         try:
-            if not self.registry.connections_for_user(self.user_id):
-                await Presence(self.redis, self.settings["process"]).gone(self.user_id)
-            await SocketLimit(self.redis, self.config.connections_per_user).closed(
-                self.user_id, self.socket_id
+            last_here = not self.registry.connections_for_user(self.user_id)
+            await SocketLimit(self.redis, self.config.connections_per_user).left(
+                self.user_id, self.socket_id, self.settings["process"], last_here
             )
         except (RedisError, OSError):
             pass  # the entry ages out, and is the first to go when the user opens more
@@ -241,6 +252,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         return True if pending is None else pending
 
     async def _announcements_seen(self) -> None:
+        seen_at = getattr(self, "_seen_at", None)
+        if not self.settings["announcements"].may_be_news(seen_at):
+            return  # none came while it was open: the mark stands
         try:
             await AnnouncementRepository(self.db).mark_seen(self.user_id)
         except PyMongoError:
