@@ -27,7 +27,7 @@ from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import make_publisher
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
 from notifier.settings import ConfigurationError, Settings
-from notifier.shopping.deals import LOCK_NAME, DealCheck
+from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import parse_price_csv, record_price
 from notifier.storage.migrations import migrate
 from notifier.storage.schema import ensure_indexes
@@ -117,19 +117,17 @@ def cmd_import_prices(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_check_deals(ctx: Context, args: argparse.Namespace) -> None:
-    """Run the deal check here and now (holding the workers' lock), for all items or some."""
+    """Run the deal check here and now, for all items or some (workers may run at once)."""
     _check(ctx, [validation.item_key(i) for i in args.item] or None)
 
 
 def _check(ctx: Context, item_keys: list[str] | None) -> None:
     publisher = make_publisher(ctx.settings, ctx.redis)
     service = NotificationService(NotificationWriter(ctx.db), publisher)
-    hold = ctx.settings.deal_check_lock_seconds
-    with ctx.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
-        result = DealCheck(ctx.db, service).run(item_keys)
+    result = DealCheck(ctx.db, service, ctx.settings.deal_check_chunk_users).run(item_keys)
     # Planned emails are sent by beat's next send_due_emails sweep.
     emails = EmailService(ctx.settings, ctx.db, ctx.redis)
-    planned = sum(1 for doc in result.notifications if emails.plan_for_deal(doc))
+    planned = len(emails.plan_for_deals(result.notifications))
     print(f"notifier: deal check: {result.summary()}; {planned} email(s) planned")
 
 

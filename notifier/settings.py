@@ -31,7 +31,7 @@ class Settings:
     broker_visibility_timeout: int
     base_url: str
     deal_check_interval: float
-    deal_check_lock_seconds: float
+    deal_check_chunk_users: int
     demo_password: str
     demo_feed_interval: float
     ws_ping_interval: float
@@ -87,7 +87,7 @@ class Settings:
             deal_check_interval=_number(
                 env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float
             ),
-            deal_check_lock_seconds=_number(env, "DEAL_CHECK_LOCK_SECONDS", "120", float),
+            deal_check_chunk_users=max(1, _number(env, "DEAL_CHECK_CHUNK_USERS", "1000", int)),
             demo_password=env.get("DEMO_PASSWORD") or "demo",
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),

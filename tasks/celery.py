@@ -51,8 +51,9 @@ app.conf.update(
     },
     timezone="UTC",
     beat_schedule={
-        "check-deals": {
-            "task": "tasks.deals.check_deals",
+        # Only what changed: items whose price was set or expired since the last run.
+        "check-changes": {
+            "task": "tasks.deals.check_changes",
             "schedule": timedelta(seconds=settings.deal_check_interval),
         },
         "send-due-emails": {

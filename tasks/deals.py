@@ -1,4 +1,10 @@
-"""The deal check task: thin, the logic is notifier.shopping.deals.DealCheck."""
+"""Deal check tasks: thin; the logic is notifier.shopping.deals and .checks.
+
+`check_deals` plans a check and hands its chunks of users to `check_deal_chunk`, which
+any worker runs; the chunk that finishes last (or the planner, if every chunk finished
+before it counted them) completes the job. `check_changes` is beat's: it checks only
+items whose price changed or just expired.
+"""
 
 from __future__ import annotations
 
@@ -10,46 +16,105 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
-from notifier.shopping.deals import LOCK_NAME, DealCheck
+from notifier.shopping.checks import DealCheckJobs, Job
+from notifier.shopping.deals import DealCheck
 from tasks import celery
 from tasks.email import send_email
 
 log = logging.getLogger(__name__)
 
+RETRY = {
+    "autoretry_for": (PyMongoError, RedisError),
+    "retry_backoff": True,
+    "retry_backoff_max": 30,
+    "max_retries": 8,
+}
+FULL_CHECK_PAST = 1000  # more changed items than this: stream every watch instead
 
-@celery.app.task(
-    bind=True,
-    autoretry_for=(PyMongoError, RedisError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=8,
-)
+
+@celery.app.task(**RETRY)
+def check_changes() -> int:
+    """Check the items whose price changed or expired since the last run (beat runs this)."""
+    items, claimed = DealCheckJobs(celery.resources.db).changes_to_check()
+    if items:
+        check_deals.delay(item_keys=items, changes=claimed)
+    return len(items)
+
+
+@celery.app.task(bind=True, **RETRY)
 def check_deals(
-    self: Task, requested_by: str | None = None, item_keys: list[str] | None = None
+    self: Task,
+    requested_by: str | None = None,
+    item_keys: list[str] | None = None,
+    changes: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Run the deal check; tell `requested_by` (a user id) when it is done."""
+    """Split a check (of every watch, or of `item_keys`) into chunks for the workers."""
     res = celery.resources
-    # A worker that dies holding the lock holds up checks until it expires.
-    hold = res.settings.deal_check_lock_seconds
-    with res.redis.lock(LOCK_NAME, timeout=hold, blocking_timeout=hold):
-        with metrics.DEAL_CHECK_DURATION.time():
-            result = DealCheck(res.db, res.notifications).run(item_keys)
+    jobs = DealCheckJobs(res.db)
+    job_id = self.request.id
+    if changes is None and item_keys is not None:
+        changes = jobs.claim(item_keys)  # the scheduled check need not look at them again
+    if item_keys is not None and len(item_keys) > FULL_CHECK_PAST:
+        item_keys = None
+    jobs.start(job_id, requested_by, item_keys, changes or {})
+    check = DealCheck(res.db, res.notifications, res.settings.deal_check_chunk_users)
+    total = 0
+    for index, users in enumerate(check.chunks(item_keys)):
+        check_deal_chunk.delay(job_id, index, users, item_keys)
+        total += 1
+    job = jobs.planned(job_id, total)
+    _progress(job)
+    _finish(jobs, job)
+    return {"job_id": job_id, "chunks": total}
+
+
+@celery.app.task(**RETRY)
+def check_deal_chunk(
+    job_id: str, index: int, user_ids: list[str], item_keys: list[str] | None
+) -> dict[str, int]:
+    """Check one chunk of users and notify them in one batch; idempotent."""
+    res = celery.resources
+    with metrics.DEAL_CHECK_DURATION.time():
+        check = DealCheck(res.db, res.notifications)
+        result = check.run_chunk(user_ids, item_keys)
     metrics.DEALS_FOUND.inc(result.deals_found)
-    log.info("deal check: %s", result.summary())
-    for doc in result.notifications:
-        email_id = res.email.plan_for_deal(doc)
-        if email_id:
-            send_email.delay(email_id)
-    if requested_by:
-        res.notifications.notify(
-            requested_by,
-            "job-complete",
-            {
-                "job": "deal-check",
-                "job_id": self.request.id,
-                "status": "succeeded",
-                "summary": result.summary(),
-            },
-            dedupe_key=f"job:{self.request.id}",
-        )
+    for email_id in res.email.plan_for_deals(result.notifications):
+        send_email.delay(email_id)
+    jobs = DealCheckJobs(res.db)
+    job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found)
+    _progress(job)
+    _finish(jobs, job)
     return {"users_notified": result.users_notified, "deals_found": result.deals_found}
+
+
+def _progress(job: Job) -> None:
+    """The requester's tabs hear how far the check has got (live only, not stored)."""
+    if job.requested_by and job.total:
+        event = {
+            "kind": "job-progress",
+            "user_id": job.requested_by,
+            "job": "deal-check",
+            "job_id": job.id,
+            "done": job.done,
+            "total": job.total,
+        }
+        try:
+            celery.resources.notifications.publisher.publish(event)
+        except (RedisError, OSError):
+            pass  # progress is a courtesy; the job-complete notification is stored
+
+
+def _finish(jobs: DealCheckJobs, job: Job) -> None:
+    """Complete the job once every chunk is done: the requester is told what it found."""
+    if not jobs.complete(job):
+        return
+    users, deals = job.totals()
+    summary = f"{deals} new deal(s) for {users} user(s)"
+    log.info("deal check %s: %s in %d chunk(s)", job.id, summary, job.total)
+    if job.requested_by:
+        celery.resources.notifications.notify(
+            job.requested_by,
+            "job-complete",
+            {"job": "deal-check", "job_id": job.id, "status": "succeeded", "summary": summary},
+            dedupe_key=f"job:{job.id}",
+        )

@@ -131,6 +131,8 @@ def env(
         "VAR_DIR": str(var_dir),
         "DEMO_PASSWORD": "demo-test",
         "WS_PING_INTERVAL": "30",
+        # Small chunks: every check with a few watchers is shared out as several tasks.
+        "DEAL_CHECK_CHUNK_USERS": "2",
     }
 
 

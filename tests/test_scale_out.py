@@ -2,7 +2,8 @@
 
 Shoppers keep tabs on both web processes; an admin posts prices through the API, the
 workers find the deals and publish them, and every tab gets each of its user's
-notifications exactly once, in order.
+notifications exactly once, in order. Checks run in chunks of two users (the suite's
+DEAL_CHECK_CHUNK_USERS), so each check is shared between the two workers.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
 
 @pytest.mark.timeout(180)
 def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_tab(
-    env, config, db, worker, make_user, admin, io_loop, tmp_path
+    env, config, db, worker, make_user, admin, io_loop, tmp_path, var_dir
 ):
     ports = [free_port(), free_port()]
     webs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]
@@ -153,6 +154,9 @@ def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_ta
         assert figures["deliveries"] == sum(
             len(watches[u.user_id]) * (3 if n == USERS - 1 else 2) for n, u in enumerate(users)
         )
+        # Both workers ran chunks of these checks.
+        for log in (tmp_path / "worker2.log", var_dir / "worker.log"):
+            assert "tasks.deals.check_deal_chunk" in log.read_text(errors="replace"), log
     finally:
         control.close()
         for proc in (*webs, second_worker):

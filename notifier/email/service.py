@@ -28,14 +28,15 @@ import redis
 from bson import ObjectId
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.notifications.store import to_json
-from notifier.realtime.presence import is_online
+from notifier.realtime.presence import is_online, online_users
 from notifier.settings import Settings
+from notifier.storage.batches import DUPLICATE_KEY, batched, find_in
 
 TEMPLATES = Path(__file__).with_name("templates")
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
@@ -193,14 +194,38 @@ class EmailService:
         query = {"email_pending": True, "created_at": {"$lt": cutoff}}
         return list(self._db.notifications.find(query).limit(500))
 
+    def plan_for_deals(self, notifications: list[dict[str, Any]]) -> list[str]:
+        """Plan the emails of a batch of deal notifications at once; the ids due now.
+
+        One read of the users, one presence round trip, one insert of the plans.
+        """
+        if not notifications:
+            return []
+        ids = [ObjectId(n["user_id"]) for n in notifications]
+        users = {str(u["_id"]): u for u in find_in(self._db.users, "_id", ids)}
+        online = online_users(self._redis, [n["user_id"] for n in notifications])
+        now = datetime.now(UTC)
+        plans = [
+            _plan_doc(f"deal-{n['_id']}", "deal", user, prefs, [n["_id"]], now)
+            for n in notifications
+            if (user := users.get(n["user_id"]))
+            and (prefs := Preferences.from_doc(user))
+            and _wants_deal_email(user, prefs, n["user_id"] in online)
+        ]
+        planned = _insert_new(self._db, plans)
+        for batch in batched([n["_id"] for n in notifications]):
+            self._db.notifications.update_many(
+                {"_id": {"$in": list(batch)}}, {"$unset": {"email_pending": ""}}
+            )
+        return [p["_id"] for p in planned if p["send_after"] <= now]
+
     def _decide(self, notification: dict[str, Any]) -> str | None:
         user = self._db.users.find_one({"_id": ObjectId(notification["user_id"])})
-        if not user or not user.get("email"):
+        if not user:
             return None
         prefs = Preferences.from_doc(user)
-        if prefs.email_mode in ("never", "hourly", "daily"):
-            return None  # never, or it goes into the next digest
-        if prefs.email_mode == "offline" and is_online(self._redis, notification["user_id"]):
+        online = is_online(self._redis, notification["user_id"])
+        if not _wants_deal_email(user, prefs, online):
             return None
         return self._plan(f"deal-{notification['_id']}", "deal", user, prefs, [notification["_id"]])
 
@@ -278,19 +303,50 @@ class EmailService:
         now: datetime | None = None,
     ) -> str | None:
         now = now or datetime.now(UTC)
-        send_after = prefs.quiet_until(now) or now
+        plan = _plan_doc(key, kind, user, prefs, notification_ids, now)
         try:
-            self._db.emails.insert_one(
-                {
-                    "_id": key,
-                    "kind": kind,
-                    "user_id": str(user["_id"]),
-                    "status": "pending",
-                    "notification_ids": notification_ids,
-                    "created_at": now,
-                    "send_after": send_after,
-                }
-            )
+            self._db.emails.insert_one(plan)
         except DuplicateKeyError:
             return None  # planned before
-        return key if send_after <= now else None
+        return key if plan["send_after"] <= now else None
+
+
+def _wants_deal_email(user: dict[str, Any], prefs: Preferences, online: bool) -> bool:
+    """Whether a deal notification is emailed now (digest modes wait for their digest)."""
+    if not user.get("email") or prefs.email_mode in ("never", "hourly", "daily"):
+        return False
+    return not (prefs.email_mode == "offline" and online)
+
+
+def _plan_doc(
+    key: str,
+    kind: str,
+    user: dict[str, Any],
+    prefs: Preferences,
+    notification_ids: list[Any],
+    now: datetime,
+) -> dict[str, Any]:
+    """A planned email: held by quiet hours, else due now."""
+    return {
+        "_id": key,
+        "kind": kind,
+        "user_id": str(user["_id"]),
+        "status": "pending",
+        "notification_ids": notification_ids,
+        "created_at": now,
+        "send_after": prefs.quiet_until(now) or now,
+    }
+
+
+def _insert_new(db: Database[Any], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the plans not made before (their ids are deterministic); returns those."""
+    if not plans:
+        return []
+    try:
+        db.emails.insert_many(plans, ordered=False)
+    except BulkWriteError as e:
+        if any(w.get("code") != DUPLICATE_KEY for w in e.details["writeErrors"]):
+            raise
+        dup = {w["index"] for w in e.details["writeErrors"]}
+        return [p for i, p in enumerate(plans) if i not in dup]
+    return plans

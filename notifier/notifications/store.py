@@ -302,6 +302,11 @@ class NotificationService:
         self._writer = writer
         self._publisher = publisher
 
+    @property
+    def publisher(self) -> Publisher:
+        """Where this service publishes (batches publish there too)."""
+        return self._publisher
+
     def notify(
         self,
         user_id: str,

@@ -58,6 +58,14 @@ class Presence:
 
 def is_online(client: redis.Redis, user_id: str) -> bool:
     """Whether the user has a live socket on any web process (workers, synchronous)."""
+    return user_id in online_users(client, [user_id])
+
+
+def online_users(client: redis.Redis, user_ids: list[str]) -> set[str]:
+    """Which of the users have a live socket on any web process (one round trip)."""
     now = time.time()
-    entries = client.hvals(KEY.format(user_id))
-    return any(float(expires) > now for expires in entries)
+    with client.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            pipe.hvals(KEY.format(user_id))
+        entries = pipe.execute()
+    return {u for u, e in zip(user_ids, entries, strict=True) if any(float(x) > now for x in e)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -14,12 +14,14 @@ from bson import ObjectId
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import Preferences
+from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
+from notifier.storage.batches import find_in
 
 log = logging.getLogger(__name__)
 
-# One check at a time across all workers, so two runs never tell a user the same deal twice.
-LOCK_NAME = "notifier:lock:deal-check"
+CHUNK_USERS = 1000  # users per chunk: one task, one batch of writes
+MAX_ROUNDS = 3  # a user whose notification was refused is recomputed at most this often
 
 
 def is_deal(price_in_cents: int, regular_price_in_cents: int, target_in_cents: int | None) -> bool:
@@ -43,35 +45,80 @@ def deal_message(count: int) -> str:
 
 @dataclass
 class DealCheckResult:
-    """What one run of the deal check found and stored."""
+    """What one run of the deal check (or one chunk of it) found and stored."""
 
     users_notified: int = 0
     deals_found: int = 0
     notifications: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, other: DealCheckResult) -> None:
+        """Count another chunk's results in."""
+        self.users_notified += other.users_notified
+        self.deals_found += other.deals_found
+        self.notifications.extend(other.notifications)
 
     def summary(self) -> str:
         """One line for a job-complete notification."""
         return f"{self.deals_found} new deal(s) for {self.users_notified} user(s)"
 
 
-class DealCheck:
-    """Finds, per user, watched items whose best active price is a deal they were not told of."""
+Pair = tuple[dict[str, Any], dict[str, Any]]  # (watch, best price)
 
-    def __init__(self, db: Database[Any], notifications: NotificationService) -> None:
+
+class DealCheck:
+    """Finds, per user, watched items whose best active price is a deal they were not told of.
+
+    A check is split into chunks of users (`chunks`), each checked and written in one
+    batch (`run_chunk`), so any number of workers can share one. There is no lock: a
+    user is told of a deal once because storage refuses a second notification carrying
+    the same deal key (the unique told-once index), whoever writes it.
+    """
+
+    def __init__(
+        self, db: Database[Any], notifications: NotificationService, chunk_users: int = CHUNK_USERS
+    ) -> None:
         self._db = db
         self._notifications = notifications
+        self.chunk_users = chunk_users
 
     def run(self, item_keys: Iterable[str] | None = None) -> DealCheckResult:
-        """Check every watched item (or only `item_keys`) and notify; idempotent."""
-        now = datetime.now(UTC)
-        watch_query: dict[str, Any] = {}
-        if item_keys is not None:
-            watch_query["item_key"] = {"$in": sorted(set(item_keys))}
-        watches = list(self._db.watchlists.find(watch_query))
-        best = self._best_prices({w["item_key"] for w in watches}, now)
+        """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
+        items = None if item_keys is None else sorted(set(item_keys))
+        result = DealCheckResult()
+        for users in self.chunks(items):
+            result.add(self.run_chunk(users, items))
+        return result
 
+    def chunks(self, item_keys: list[str] | None = None) -> Iterator[list[str]]:
+        """The watchers of these items (or of anything), in user order, chunk by chunk.
+
+        Streams the watches through an index, so memory stays one chunk whatever the count.
+        """
+        query: dict[str, Any] = {} if item_keys is None else {"item_key": {"$in": item_keys}}
+        cursor = self._db.watchlists.find(query, {"user_id": 1, "_id": 0}).sort("user_id", 1)
+        chunk: list[str] = []
+        for watch in cursor:
+            user_id = watch["user_id"]
+            if chunk and chunk[-1] == user_id:
+                continue
+            if len(chunk) == self.chunk_users:
+                yield chunk
+                chunk = []
+            chunk.append(user_id)
+        if chunk:
+            yield chunk
+
+    def run_chunk(self, user_ids: list[str], item_keys: list[str] | None = None) -> DealCheckResult:
+        """Check these users' watches (of `item_keys`, or all) and notify, in one batch."""
+        now = datetime.now(UTC)
+        users = set(user_ids)
+        query: dict[str, Any] = {"user_id": {"$gte": min(users), "$lte": max(users)}}
+        if item_keys is not None:
+            query["item_key"] = {"$in": item_keys}
+        watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
+        best = self._best_prices({w["item_key"] for w in watches}, now)
         prefs = self._preferences({w["user_id"] for w in watches})
-        candidates: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = defaultdict(list)
+        candidates: dict[str, list[Pair]] = defaultdict(list)
         for w in watches:
             price = best.get(w["item_key"])
             if not price:
@@ -81,57 +128,40 @@ class DealCheck:
             if enough and is_deal(cents, regular, w.get("target_price_in_cents")):
                 candidates[w["user_id"]].append((w, price))
 
-        told = self._already_told(candidates)
         result = DealCheckResult()
-        for user_id, pairs in sorted(candidates.items()):
-            new = [(w, p) for w, p in pairs if deal_key(p) not in told[user_id]]
-            if not new:
-                continue
-            new.sort(key=lambda pair: pair[0]["item_key"])
-            keys = [deal_key(p) for _, p in new]
-            data = {
-                "deals": [
-                    {
-                        "item_name": w["item_name"],
-                        "best_price_in_cents": p["price_in_cents"],
-                        "regular_price_in_cents": p["regular_price_in_cents"],
-                        "store_name": p["store_name"],
-                        "store_id": p["store_id"],
-                    }
-                    for w, p in new
-                ],
-                "user_id": user_id,
-                "message": deal_message(len(new)),
-            }
-            dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
-            doc = self._notifications.notify(
-                user_id, "deal-notification", data, dedupe_key=dedupe, deal_keys=keys
-            )
-            if doc is not None:
+        told: dict[str, set[str]] = defaultdict(set)
+        for _ in range(MAX_ROUNDS):
+            wanted = [
+                notification
+                for user_id, pairs in sorted(candidates.items())
+                if (notification := _notification(user_id, pairs, told[user_id]))
+            ]
+            if not wanted:
+                break
+            stored = notify_many(self._db, self._notifications.publisher, wanted)
+            for doc in stored.docs:
                 result.users_notified += 1
-                result.deals_found += len(new)
+                result.deals_found += len(doc["deal_keys"])
                 result.notifications.append(doc)
+            # Refused: another check told these users of some of these deals meanwhile.
+            # Learn which, and tell them of the rest.
+            refused = {n.user_id for n in stored.refused}
+            candidates = {u: pairs for u, pairs in candidates.items() if u in refused}
+            told = self._already_told(candidates)
         return result
 
     def _preferences(self, user_ids: set[str]) -> dict[str, Preferences]:
-        """Each user's preferences (one query)."""
+        """Each user's preferences (one query per hundred users)."""
         ids = [ObjectId(u) for u in user_ids if ObjectId.is_valid(u)]
-        users = self._db.users.find({"_id": {"$in": ids}}, {"preferences": 1})
+        users = find_in(self._db.users, "_id", ids, None, {"preferences": 1})
         found = {str(u["_id"]): Preferences.from_doc(u) for u in users}
         return {uid: found.get(uid, Preferences()) for uid in user_ids}
 
     def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         """Per item, the lowest active price across stores (ties: store id)."""
-        if not item_keys:
-            return {}
         best: dict[str, dict[str, Any]] = {}
-        cursor = self._db.prices.find(
-            {
-                "item_key": {"$in": sorted(item_keys)},
-                "$or": [{"valid_until": None}, {"valid_until": {"$gt": now}}],
-            }
-        )
-        for p in cursor:
+        active = {"$or": [{"valid_until": None}, {"valid_until": {"$gt": now}}]}
+        for p in find_in(self._db.prices, "item_key", item_keys, active):
             current = best.get(p["item_key"])
             if current is None or (p["price_in_cents"], p["store_id"]) < (
                 current["price_in_cents"],
@@ -140,18 +170,44 @@ class DealCheck:
                 best[p["item_key"]] = p
         return best
 
-    def _already_told(
-        self, candidates: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]]
-    ) -> dict[str, set[str]]:
+    def _already_told(self, candidates: dict[str, list[Pair]]) -> dict[str, set[str]]:
         """Per user, which of the candidate deal keys an earlier notification carried."""
         told: dict[str, set[str]] = defaultdict(set)
         keys = sorted({deal_key(p) for pairs in candidates.values() for _, p in pairs})
         if not keys:
             return told
-        cursor = self._db.notifications.find(
-            {"user_id": {"$in": sorted(candidates)}, "deal_keys": {"$in": keys}},
+        for doc in find_in(
+            self._db.notifications,
+            "user_id",
+            candidates,
+            {"deal_keys": {"$in": keys}},
             {"user_id": 1, "deal_keys": 1},
-        )
-        for doc in cursor:
+        ):
             told[doc["user_id"]].update(doc["deal_keys"])
         return told
+
+
+def _notification(user_id: str, pairs: list[Pair], told: set[str]) -> NewNotification | None:
+    """The one notification telling a user of their deals not told before, if any."""
+    new = sorted(
+        ((w, p) for w, p in pairs if deal_key(p) not in told), key=lambda pair: pair[0]["item_key"]
+    )
+    if not new:
+        return None
+    keys = [deal_key(p) for _, p in new]
+    data = {
+        "deals": [
+            {
+                "item_name": w["item_name"],
+                "best_price_in_cents": p["price_in_cents"],
+                "regular_price_in_cents": p["regular_price_in_cents"],
+                "store_name": p["store_name"],
+                "store_id": p["store_id"],
+            }
+            for w, p in new
+        ],
+        "user_id": user_id,
+        "message": deal_message(len(new)),
+    }
+    dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
+    return NewNotification(user_id, "deal-notification", data, dedupe, keys)

@@ -13,6 +13,7 @@ from bson import ObjectId
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.shopping.checks import changed
 from notifier.storage.writes import Upsert
 
 
@@ -74,6 +75,7 @@ def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, l
                 }
             },
         ),
+        changed(key, now),  # the next check of changed items looks at this one
     ]
 
 

@@ -15,11 +15,26 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     ("prices", [("item_key", ASCENDING)], {}),
     ("watchlists", [("user_id", ASCENDING), ("item_key", ASCENDING)], {"unique": True}),
     ("watchlists", [("item_key", ASCENDING)], {}),
+    # An item's watchers in user order: a check streams them chunk by chunk.
+    ("watchlists", [("item_key", ASCENDING), ("user_id", ASCENDING)], {}),
+    # Prices that expire: the scheduled check looks at those that just did.
+    ("prices", [("valid_until", ASCENDING)], {}),
     # A user's notifications, newest first; seq is unique per user.
     ("notifications", [("user_id", ASCENDING), ("seq", DESCENDING)], {"unique": True}),
     ("notifications", [("user_id", ASCENDING), ("read", ASCENDING)], {}),
     # What a user has been told already (multikey over the deal keys).
     ("notifications", [("user_id", ASCENDING), ("deal_keys", ASCENDING)], {}),
+    # Told once: no two notifications of a user carry the same deal, whichever checks
+    # (running at once on any workers) wrote them.
+    (
+        "notifications",
+        [("deal_keys", ASCENDING), ("user_id", ASCENDING)],
+        {
+            "name": "told_once",
+            "unique": True,
+            "partialFilterExpression": {"deal_keys": {"$exists": True}},
+        },
+    ),
     # The idempotency key: a retried or concurrent check cannot store a notification twice.
     (
         "notifications",

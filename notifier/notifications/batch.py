@@ -1,0 +1,182 @@
+"""Storing many users' notifications at once: what a deal check's chunk writes.
+
+The same rules as NotificationWriter.create, paid once per batch instead of once per
+notification: one read of the users' state documents to claim seqs, one unordered
+insert_many, one bulk update of the states. A user gets at most one notification per
+batch, so a claimed seq is the state's plus one; an insert that loses its seq to another
+writer is retried alone, and one refused as already told (the dedupe or told-once index)
+is reported, so the caller can recompute what is still new for that user.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bson import ObjectId
+from pymongo import DESCENDING, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.synchronous.database import Database
+from redis import RedisError
+
+from notifier.notifications import state as user_state
+from notifier.notifications.store import TYPES, format_id, to_json
+from notifier.realtime.bus import Publisher
+from notifier.storage.batches import DUPLICATE_KEY, batched, find_in
+
+log = logging.getLogger(__name__)
+
+SEQ_RETRIES = 20
+
+
+@dataclass(frozen=True)
+class NewNotification:
+    """One notification to store for one user."""
+
+    user_id: str
+    type: str
+    data: dict[str, Any]
+    dedupe_key: str | None = None
+    deal_keys: list[str] | None = None
+
+
+@dataclass
+class Stored:
+    """What a batch stored, and whose notifications storage refused as told before."""
+
+    docs: list[dict[str, Any]] = field(default_factory=list)
+    unread: dict[str, int] = field(default_factory=dict)  # user -> unread count after it
+    refused: list[NewNotification] = field(default_factory=list)
+
+
+def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
+    """Store one notification per user (written before anything is published)."""
+    users = [n.user_id for n in wanted]
+    assert len(set(users)) == len(users), "one notification per user per batch"
+    states = {
+        d["_id"]: d for d in find_in(db[user_state.COLLECTION], "_id", users, None, _STATE_FIELDS)
+    }
+    now = datetime.now(UTC)
+    docs = []
+    for n in wanted:
+        assert n.type in TYPES
+        known = states.get(n.user_id)
+        seq = (int(known.get("seq", 0)) if known else _highest_stored(db, n.user_id)) + 1
+        docs.append(_document(n, seq, now))
+    result = Stored()
+    stored, lost_seq, refused = _insert(db, docs)
+    for doc in lost_seq:  # another writer took the seq: claim one alone, as create() does
+        again = _insert_alone(db, doc)
+        (stored if again is not None else refused).append(again or doc)
+    by_user = {n.user_id: n for n in wanted}
+    result.refused = [by_user[d["user_id"]] for d in refused]
+    result.docs = sorted(stored, key=lambda d: d["user_id"])
+    if result.docs:
+        db[user_state.COLLECTION].bulk_write(
+            [
+                UpdateOne({"_id": d["user_id"]}, user_state.inserted(d["seq"]), upsert=True)
+                for d in result.docs
+            ],
+            ordered=False,
+        )
+    for d in result.docs:
+        known = states.get(d["user_id"])
+        result.unread[d["user_id"]] = max(0, int(known.get("unread", 0)) if known else 0) + 1
+    return result
+
+
+def mark_published(db: Database[Any], docs: list[dict[str, Any]]) -> None:
+    """Take a batch out of the outbox, in a few updates rather than one per notification."""
+    for batch in batched([d["_id"] for d in docs]):
+        db.notifications.update_many({"_id": {"$in": list(batch)}}, {"$unset": {"unpublished": ""}})
+
+
+_STATE_FIELDS = {"seq": 1, "unread": 1}
+
+
+def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "_id": ObjectId(),
+        "user_id": n.user_id,
+        "seq": seq,
+        "type": n.type,
+        "created_at": now,
+        "read": False,
+        "data": {**n.data, "notification_id": format_id(seq)},
+        "unpublished": True,  # the outbox, cleared once published
+    }
+    if n.type == "deal-notification":
+        doc["email_pending"] = True  # cleared once the email is decided (or swept)
+    if n.dedupe_key:
+        doc["dedupe_key"] = n.dedupe_key
+    if n.deal_keys:
+        doc["deal_keys"] = n.deal_keys
+    return doc
+
+
+def _insert(
+    db: Database[Any], docs: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Insert unordered: (stored, lost their seq, refused as told before)."""
+    if not docs:
+        return [], [], []
+    try:
+        db.notifications.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        failed: dict[int, dict[str, Any]] = {w["index"]: w for w in e.details["writeErrors"]}
+        others = [w for w in failed.values() if w.get("code") != DUPLICATE_KEY]
+        if others:
+            raise
+        stored = [d for i, d in enumerate(docs) if i not in failed]
+        lost = [docs[i] for i, w in failed.items() if "seq" in w.get("keyPattern", {})]
+        refused = [docs[i] for i, w in failed.items() if "seq" not in w.get("keyPattern", {})]
+        return stored, lost, refused
+    return docs, [], []
+
+
+def _insert_alone(db: Database[Any], doc: dict[str, Any]) -> dict[str, Any] | None:
+    """Claim the next free seq for one document; None when it is refused as told before."""
+    for attempt in range(SEQ_RETRIES):
+        seq = _highest_stored(db, doc["user_id"]) + 1 if attempt else doc["seq"] + 1
+        doc = {**doc, "_id": ObjectId(), "seq": seq}
+        doc["data"] = {**doc["data"], "notification_id": format_id(seq)}
+        try:
+            db.notifications.insert_one(doc)
+            return doc
+        except DuplicateKeyError as e:
+            if "seq" not in (e.details or {}).get("keyPattern", {}):
+                return None
+    raise RuntimeError(f"could not claim a notification seq for user {doc['user_id']}")
+
+
+def _highest_stored(db: Database[Any], user_id: str) -> int:
+    last = db.notifications.find_one({"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)])
+    return int(last["seq"]) if last else 0
+
+
+def notify_many(db: Database[Any], publisher: Publisher, wanted: list[NewNotification]) -> Stored:
+    """Store one notification each for many users, then publish them in one pipeline.
+
+    Storage first, always: what fails to publish stays in the outbox for the sweep.
+    """
+    stored = store_batch(db, wanted)
+    if not stored.docs:
+        return stored
+    events = [
+        {
+            "kind": "notification",
+            "user_id": doc["user_id"],
+            "notification": to_json(doc),
+            "unread_count": stored.unread[doc["user_id"]],
+        }
+        for doc in stored.docs
+    ]
+    try:
+        publisher.publish_many(events)
+    except (RedisError, OSError) as e:
+        log.warning("publishing %d notification(s) failed (the sweep retries): %s", len(events), e)
+        return stored
+    mark_published(db, stored.docs)
+    return stored

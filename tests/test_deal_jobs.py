@@ -1,0 +1,192 @@
+"""Deal checks that scale out, against real MongoDB and Redis (no worker): chunks, batches,
+no lock, only what changed, and jobs completed exactly once."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, timedelta
+
+import pytest
+from bson import ObjectId
+
+from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime.bus import Publisher
+from notifier.shopping.checks import DealCheckJobs
+from notifier.shopping.deals import DealCheck
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.shopping.watchlist import WatchInput, watch
+from notifier.storage.writes import apply
+from notifier.validation import item_key
+
+
+@pytest.fixture
+def service(db, sync_redis):
+    return NotificationService(NotificationWriter(db), Publisher(sync_redis))
+
+
+def shoppers(db, n: int) -> list[str]:
+    """n users (no email), in the order a check streams them."""
+    ids = db.users.insert_many(
+        [{"username": f"s-{uuid.uuid4().hex}", "password_hash": "!"} for _ in range(n)]
+    ).inserted_ids
+    return sorted(str(i) for i in ids)
+
+
+def post(db, item, price, regular=400, store="Fresh Mart"):
+    apply(db, record_price(PriceInput(store, item, price, regular))[1])
+
+
+def told(db, users, item):
+    """user -> the prices of `item` each was told, in seq order."""
+    out: dict[str, list[int]] = {u: [] for u in users}
+    for n in db.notifications.find({"user_id": {"$in": users}}).sort("seq", 1):
+        for deal in n["data"].get("deals", ()):
+            if deal["item_name"] == item:
+                out[n["user_id"]].append(deal["best_price_in_cents"])
+    return out
+
+
+def test_a_check_is_split_into_chunks_of_users_streamed_in_order(db, service, item):
+    users = shoppers(db, 25)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    check = DealCheck(db, service, chunk_users=10)
+    chunks = list(check.chunks([item_key(item)]))
+    assert [len(c) for c in chunks] == [10, 10, 5]
+    assert [u for c in chunks for u in c] == users
+
+
+def test_chunks_write_one_notification_per_user_with_seqs_after_the_last(db, service, item):
+    users = shoppers(db, 30)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    service.notify(users[0], "system-message", {"message": "earlier", "severity": "info"})
+    post(db, item, 150)
+    result = DealCheck(db, service, chunk_users=7).run([item_key(item)])
+    assert result.users_notified == 30 and result.deals_found == 30
+    assert told(db, users, item) == {u: [150] for u in users}
+    assert [n["seq"] for n in db.notifications.find({"user_id": users[0]}).sort("seq", 1)] == [1, 2]
+    state = db.user_state.find_one({"_id": users[0]})
+    assert (state["seq"], state["unread"]) == (2, 2)
+
+
+def test_a_batch_is_published_and_leaves_the_outbox(db, service, sync_redis, item):
+    users = shoppers(db, 12)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 150)
+    DealCheck(db, service, chunk_users=5).run([item_key(item)])
+    assert db.notifications.count_documents({"user_id": {"$in": users}, "unpublished": True}) == 0
+
+
+def test_checks_of_the_same_item_at_once_store_no_duplicates(db, service, item):
+    users = shoppers(db, 40)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 150)
+    barrier = threading.Barrier(4)
+
+    def run(items):
+        barrier.wait()
+        DealCheck(db, service, chunk_users=9).run(items)
+
+    # Two of the item alone and two full checks, all at once: no lock between them.
+    args = [[item_key(item)], None, [item_key(item)], None]
+    threads = [threading.Thread(target=run, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert told(db, users, item) == {u: [150] for u in users}
+    seqs = {u: [n["seq"] for n in db.notifications.find({"user_id": u})] for u in users}
+    assert all(s == [1] for s in seqs.values())
+
+
+def test_a_user_told_of_one_deal_elsewhere_still_hears_of_the_others(db, service):
+    [user] = shoppers(db, 1)
+    milk, eggs = f"Milk {uuid.uuid4().hex[:6]}", f"Eggs {uuid.uuid4().hex[:6]}"
+    apply(db, [watch(user, WatchInput(milk)), watch(user, WatchInput(eggs))])
+    post(db, milk, 150)
+    DealCheck(db, service).run([item_key(milk)])  # told of milk alone
+    post(db, eggs, 250)
+    result = DealCheck(db, service).run(None)  # a full check: milk is refused, eggs is new
+    assert result.users_notified == 1
+    deals = [
+        [d["item_name"] for d in n["data"]["deals"]]
+        for n in db.notifications.find({"user_id": user}).sort("seq", 1)
+    ]
+    assert deals == [[milk], [eggs]]
+
+
+def test_a_price_changed_while_its_check_runs_is_told_too(db, service, item):
+    """The new best price is a new deal: every watcher hears of both, once each."""
+    users = shoppers(db, 30)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 200)
+    check = DealCheck(db, service, chunk_users=10)
+    chunks = list(check.chunks([item_key(item)]))
+    check.run_chunk(chunks[0], [item_key(item)])
+    post(db, item, 120)  # mid-check: the remaining chunks see the new price
+    for users_chunk in chunks[1:]:
+        check.run_chunk(users_chunk, [item_key(item)])
+    check.run([item_key(item)])  # the check the change queued
+    heard = told(db, users, item)
+    assert all(heard[u] == [200, 120] for u in chunks[0])
+    assert all(heard[u] == [120] for c in chunks[1:] for u in c)
+
+
+def test_a_job_completes_once_whoever_finishes_last(db):
+    jobs = DealCheckJobs(db)
+    job_id = str(uuid.uuid4())
+    jobs.start(job_id, "requester", ["x"], {})
+    assert not jobs.complete(jobs.chunk_done(job_id, 0, 3, 3))  # the total is not known yet
+    assert not jobs.complete(jobs.chunk_done(job_id, 0, 3, 3))  # a chunk run twice counts once
+    job = jobs.chunk_done(job_id, 1, 2, 4)
+    assert not jobs.complete(job)
+    planned = jobs.planned(job_id, 2)  # the planner counts after both finished
+    assert planned.done == 2 and planned.totals() == (5, 7)
+    assert jobs.complete(planned) is True
+    assert jobs.complete(planned) is False  # exactly once
+
+
+def test_the_scheduled_check_takes_changed_and_expired_items_once(db):
+    jobs = DealCheckJobs(db)
+    jobs.changes_to_check()  # whatever earlier tests left
+    db.item_changes.delete_many({})
+    fresh, gone = f"fresh {uuid.uuid4().hex}", f"gone {uuid.uuid4().hex}"
+    post(db, fresh, 100)
+    post(db, gone, 100)
+    db.item_changes.delete_one({"_id": item_key(gone)})  # only its expiry brings it back
+    last = db.deal_check_schedule.find_one({"_id": "scheduled"})["checked_until"]
+    expiry = last.replace(tzinfo=UTC) + timedelta(seconds=1)  # after the last run
+    db.prices.update_one({"item_key": item_key(gone)}, {"$set": {"valid_until": expiry}})
+    items, claimed = jobs.changes_to_check(now=expiry + timedelta(seconds=1))
+    assert set(items) == {item_key(fresh), item_key(gone)}
+    assert claimed == {item_key(fresh): 1}
+    again, _ = jobs.changes_to_check(now=expiry + timedelta(seconds=2))
+    assert again == []  # claimed by the running check; the expiry window moved on
+    post(db, fresh, 90)  # changed again while its check runs
+    job_id = str(uuid.uuid4())
+    jobs.start(job_id, None, items, claimed)
+    jobs.chunk_done(job_id, 0, 0, 0)
+    assert jobs.complete(jobs.planned(job_id, 1))
+    # The newer change survives the check's completion, and is the next run's.
+    assert db.item_changes.find_one({"_id": item_key(fresh)})["version"] == 2
+    assert jobs.changes_to_check(now=expiry + timedelta(seconds=3))[0] == [item_key(fresh)]
+
+
+def test_nothing_changed_costs_two_small_reads(db):
+    jobs = DealCheckJobs(db)
+    jobs.changes_to_check()
+    db.item_changes.delete_many({})
+    started = time.perf_counter()
+    items, claimed = jobs.changes_to_check()
+    elapsed = time.perf_counter() - started
+    print(f"\nscheduled check with nothing changed: {elapsed * 1000:.1f} ms")
+    assert (items, claimed) == ([], {})
+
+
+def test_bad_user_ids_in_watches_do_not_break_a_chunk(db, service, item):
+    odd = str(ObjectId())  # a watcher whose user document is gone
+    apply(db, [watch(odd, WatchInput(item))])
+    post(db, item, 150)
+    result = DealCheck(db, service).run([item_key(item)])
+    assert result.users_notified == 1
