@@ -13,6 +13,7 @@ from tornado.web import Application
 from notifier.realtime.bus import AsyncBusClient, Subscription
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
+from web.expiry import ExpirySweep
 from web.handlers import (
     admin,
     auth,
@@ -62,6 +63,7 @@ def make_app(
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
+        expiry=ExpirySweep(ws.TOKEN_EXPIRED, "token expired"),  # closes sockets at token expiry
         static_path=str(STATIC),
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},

@@ -34,6 +34,7 @@ from notifier.realtime.socket_limit import SocketLimit
 from web.frames import text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
+from web.lean import release_handshake
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             await Presence(self.redis, self.settings["process"]).here([self.user_id])
         except (RedisError, OSError) as e:
             log.warning("presence not recorded (redis unavailable: %s)", e)
-        loop = IOLoop.current()
-        self._expiry = loop.call_later(
-            max(0.0, self._expires_at - time.time()), self._token_expired
-        )
+        self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
         try:
             max_seq = await self.repo.max_seq(self.user_id)
             unread = await self.repo.unread_count(self.user_id)
@@ -152,6 +150,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         for announcement in missed:
             self.send(self.renderer.announcement({"announcement": announcement}, self.format))
         self._start_from(self.get_query_argument("last_id", None), max_seq)
+        release_handshake(self)  # the request is gone after this: see web/lean.py
 
     def _allowed(self) -> bool:
         """A token bucket: MESSAGES_PER_MINUTE, refilled continuously."""
@@ -244,8 +243,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         IOLoop.current().add_callback(self._forget_socket)
         if self._last_seq is not None:  # it was open: it heard every broadcast until now
             IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
-        if self._expiry is not None:
-            IOLoop.current().remove_timeout(self._expiry)
+        self.settings["expiry"].discard(self._expiry)
         if self._filling is not None:
             self._filling.cancel()
 
@@ -371,10 +369,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self._flushed_at = time.monotonic()
         if future.cancelled() or future.exception() is not None:
             self.registry.remove(self)
-
-    def _token_expired(self) -> None:
-        self._expiry = None
-        self.close(TOKEN_EXPIRED, "token expired")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
