@@ -191,6 +191,11 @@ class OrderedDelivery:
             self.resync()
 
     @property
+    def transport(self) -> Transport:
+        """The socket underneath."""
+        return self._transport
+
+    @property
     def started(self) -> bool:
         """Whether start_from() ran: the socket is live and has heard every broadcast."""
         return self.last_seq is not None
