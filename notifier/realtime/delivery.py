@@ -84,6 +84,28 @@ class Payloads(Protocol):
 class OrderedDelivery:
     """A socket as the registry sees it: ordered, gap-filling, bounded delivery."""
 
+    # One per open socket: slots keep it to a couple of hundred bytes.
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_filling",
+        "_flushed_at",
+        "_forget",
+        "_held",
+        "_payloads",
+        "_queued",
+        "_read_again",
+        "_refresh_unread",
+        "_stall_seconds",
+        "_store",
+        "_transport",
+        "_unflushed",
+        "format",
+        "last_seq",
+        "socket_id",
+        "user_id",
+    )
+
     def __init__(
         self,
         user_id: str,
