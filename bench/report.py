@@ -383,7 +383,7 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         "",
         f"Reading one user's {h['stored']:,} stored notifications ({h['unread']:,} unread); "
         f"the deep page is `before={h['deep_before']}`. Up to 50 requests each, fewer when "
-        "a page is so slow that 8 s run out first (at least 3):",
+        "a page is so slow that 6 s run out first (at least 3):",
         "",
         "| request | requests | p50 (ms) | p95 (ms) | max (ms) |",
         "|---|---|---|---|---|",

@@ -33,7 +33,7 @@ HISTORY = 100_000
 UNREAD = 66_000
 SAMPLES = 50  # requests per page measured, unless SAMPLE_SECONDS runs out first
 MIN_SAMPLES = 3
-SAMPLE_SECONDS = 8.0  # per page: a slow page still leaves the suite in its time budget
+SAMPLE_SECONDS = 6.0  # per page: a slow page still leaves the suite in its time budget
 
 
 async def time_history(port: int, token: str, stored: int, samples: int) -> dict[str, Any]:
@@ -75,7 +75,7 @@ async def time_history(port: int, token: str, stored: int, samples: int) -> dict
 def run(env: dict[str, str], tmp: Path, quick: bool = False) -> dict[str, Any]:
     """Both measurements against a fresh web process and a Celery worker."""
     stored, unread = (2_000, 1_320) if quick else (HISTORY, UNREAD)
-    rounds, samples = (5, 10) if quick else (ROUNDS, SAMPLES)
+    rounds, samples = (5, 5) if quick else (ROUNDS, SAMPLES)
     print(f"whole stack: posted price -> socket, and history with {stored:,} stored", flush=True)
     port = free_port()
     env = {**env, "PORT": str(port)}
