@@ -325,7 +325,7 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         f"Command: `{result['command']}` ({result['seconds'] / 60:.1f} min). Machine: {m['nproc']} "
         f"cores, {m['cpu']}, Linux {m['kernel']}, Python {m['python']}, Node {m['node']} "
         f"(ws {m['ws']}, ioredis {m['ioredis']}). Server on core 0; Redis and the load "
-        f"generator on core 1. {result['config']['reps']} repetitions, interleaved; medians "
+        f"generator on core 1. {result['config']['reps']} repetition(s), interleaved; medians "
         "shown. This is a shared virtual machine: whole runs differ by up to about 20%, so "
         "compare the two servers within a run (the ratios), not figures across runs.",
         "",
@@ -382,7 +382,8 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         f"max {p['ms_max']:.1f} ms.",
         "",
         f"Reading one user's {h['stored']:,} stored notifications ({h['unread']:,} unread); "
-        f"the deep page is `before={h['deep_before']}`. Up to 50 requests each, fewer when "
+        f"the deep page is `before={h['deep_before']}`. Up to {h.get('samples_asked', 50)} "
+        "requests each, fewer when "
         "a page is so slow that 6 s run out first (at least 3):",
         "",
         "| request | requests | p50 (ms) | p95 (ms) | max (ms) |",

@@ -114,6 +114,7 @@ def run(env: dict[str, str], tmp: Path, quick: bool = False) -> dict[str, Any]:
             "stored": stored,
             "unread": unread,
             "deep_before": format_id(stored // 2),
+            "samples_asked": samples,
             "insert_seconds": stored_s,
             "pages": history,
         },

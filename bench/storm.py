@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script (the writer), notifier must imp
 from bson import ObjectId  # noqa: E402
 from loadgen import upgrade_request  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
-from seed import store_notifications  # noqa: E402
+from seed import recount, store_notifications  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.notifications.store import format_id  # noqa: E402
@@ -284,7 +284,7 @@ def run(
     sockets: int,
     per_user: int = 10,
     timeout: float = 90,
-    connect_budget: float = 45,
+    connect_budget: float = 40,
 ) -> dict[str, Any]:
     """One storm of up to `sockets` pages (per_user to a user) against fresh web processes.
 
@@ -294,6 +294,7 @@ def run(
     print(f"reconnect storm: {sockets} sockets, SIGTERM, back on a second process", flush=True)
     users = [str(ObjectId()) for _ in range(max(1, sockets // per_user))]
     _seed(env["MONGODB_URI"], users)
+    recount(env)
     ids = tmp / f"storm-users-{users[0]}.txt"
     ids.write_text("\n".join(users))
     writer = subprocess.Popen(

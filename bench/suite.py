@@ -67,7 +67,7 @@ CONNECT_SEQUENTIAL = 30 if QUICK else 200
 CONNECT_CONCURRENT = 100 if QUICK else 500
 STORM_SOCKETS = int(os.environ.get("BENCH_STORM_SOCKETS", "300" if QUICK else "10000"))
 STORM_TIMEOUT = 20.0 if QUICK else 75.0
-STORM_CONNECT_SECONDS = float(os.environ.get("BENCH_STORM_CONNECT_SECONDS", "5" if QUICK else "30"))
+STORM_CONNECT_SECONDS = float(os.environ.get("BENCH_STORM_CONNECT_SECONDS", "5" if QUICK else "40"))
 # Memory at MAX_SOCKETS costs notifier's handshakes beyond the ladder: in the first reps only.
 MAX_SOCKETS_REPS = int(os.environ.get("BENCH_MAX_SOCKETS_REPS", "1"))
 SERVERS = tuple(os.environ.get("BENCH_SERVERS", "notifier,node-ws").split(","))
