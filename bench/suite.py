@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
+import msgspec  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
@@ -129,9 +130,11 @@ def announcement_event(renderer: Renderer, pad: str) -> bytes:
         "severity": "info",
         "created_at": CREATED,
     }
-    event: dict[str, Any] = {"kind": "announcement", "announcement": a}
-    event["bench"] = {fmt: renderer.announcement(event, fmt) for fmt in ("html", "json")}
-    return json.dumps(event, separators=(",", ":")).encode()
+    event = renderer.announcement_event(a)  # rendered once, as notifier's writers do
+    bench = {fmt: event.payload(fmt) for fmt in ("html", "json")}
+    return json.dumps(
+        {**msgspec.to_builtins(event), "bench": bench}, separators=(",", ":")
+    ).encode()
 
 
 def notification_template(pad: str) -> str:
@@ -152,18 +155,16 @@ def notification_template(pad: str) -> str:
         },
         "timestamp": CREATED,
     }
-    event = {
+    payload = json.dumps(envelope, separators=(",", ":"))
+    event = {  # a NotificationEvent (notifier/realtime/events.py), payloads made by the writer
         "kind": "notification",
         "user_id": "UUUU",
-        "notification": {
-            "id": "IIII",
-            "type": "system-message",
-            "created_at": CREATED,
-            "read": False,
-            "data": {"message": message, "severity": "info"},
-        },
-        "unread_count": "SSSS",
-        "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": ""},
+        "seq": "SSSS",
+        "type": "system-message",
+        "created_at": datetime.fromisoformat(CREATED).timestamp(),
+        "html": "",
+        "json": payload,
+        "bench": {"json": payload, "html": ""},
     }
     text = json.dumps(event, separators=(",", ":"))
     for placeholder, spec in (

@@ -58,7 +58,7 @@ def make_events(users: list[str], total: int) -> list[bytes]:
             event["unread_count"] = seqs[u]
             out.append(json.dumps(event, separators=(",", ":")).encode())
         return out
-    renderer = render.SocketRenderer()
+    renderer = render.PayloadRenderer()
     for k in range(total):
         u = users[k % len(users)]
         seqs[u] += 1

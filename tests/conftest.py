@@ -282,7 +282,7 @@ def app(
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
     application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")
-    delivery = Delivery(registry, application.settings["renderer"])
+    delivery = Delivery(registry)
 
     async def start() -> asyncio.Task[None]:
         subscribed = asyncio.Event()
@@ -293,7 +293,14 @@ def app(
 
         state = application.settings["subscription"]
         task = asyncio.create_task(
-            bus.listen(aredis, delivery, on_subscribed, state=state, **listen_options)
+            bus.listen(
+                aredis,
+                delivery,
+                on_subscribed,
+                state=state,
+                after_batch=delivery.flush,
+                **listen_options,
+            )
         )
         await asyncio.wait_for(subscribed.wait(), 10)
         return task

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,7 @@ from notifier.storage.schema import ensure_indexes_async
 from web import stats
 from web.app import make_app
 from web.delivery import Delivery
+from web.frames import check_iostream
 
 log = logging.getLogger("web")
 
@@ -31,7 +33,12 @@ REDIS_CONNECTIONS = 100
 
 
 async def main(config: Settings) -> None:
-    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly."""
+    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
+
+    Raises bus.LibraryChanged, before serving or from the subscriber, when a pinned
+    library lost a private API the fast path uses.
+    """
+    check_private_apis()
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db)
@@ -50,21 +57,29 @@ async def main(config: Settings) -> None:
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
     server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
-    delivery = Delivery(registry, app.settings["renderer"])
-    background = [
-        asyncio.create_task(
-            bus.listen(
-                bus_client, delivery, delivery.resubscribed, state=app.settings["subscription"]
-            )
-        ),
-        asyncio.create_task(stats.report(redis, process, registry)),
-    ]
+    delivery = Delivery(registry)
+    listener = asyncio.create_task(
+        bus.listen(
+            bus_client,
+            delivery,
+            delivery.resubscribed,
+            state=app.settings["subscription"],
+            after_batch=delivery.flush,
+        )
+    )
+    background = [listener, asyncio.create_task(stats.report(redis, process, registry))]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("notifier web listening on port %d", config.port)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    # The subscriber only ends by failing (LibraryChanged): then the process stops too.
+    await asyncio.wait([stopping, listener], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failure = listener.exception() if listener.done() else None
+    if failure is not None:
+        log.error("stopping: %s", failure)
 
     log.info("shutting down: closing %d socket(s)", registry.stats()["connections"])
     server.stop()
@@ -76,6 +91,23 @@ async def main(config: Settings) -> None:
         await bus_client.aclose()
     await redis.aclose()
     await mongo.close()
+    if failure is not None:
+        raise failure
+
+
+def check_private_apis() -> None:
+    """Fail at start, not later, when a pinned library lost what the fast path reads."""
+    bus.check_redis_connection()
+    check_iostream()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when it is installed (Linux), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
@@ -103,7 +135,10 @@ def run() -> None:
         sys.exit(f"notifier: {e}")
     logs.configure(config.production)
     try:
-        asyncio.run(main(config))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(main(config))
+    except bus.LibraryChanged as e:
+        sys.exit(f"notifier: {e}")
     except OSError as e:
         sys.exit(f"notifier: cannot serve on port {config.port}: {e.strerror or e}")
 

@@ -2,57 +2,88 @@
 
 from __future__ import annotations
 
-import logging
-from functools import partial
-from typing import Any
+import time
+from collections import Counter
+from typing import assert_never
 
 from notifier import metrics
-from notifier.notifications.store import parse_id
+from notifier.realtime.events import (
+    AnnouncementEvent,
+    Event,
+    EvictEvent,
+    LogoutEvent,
+    NotificationEvent,
+    ReadEvent,
+)
 from notifier.realtime.registry import ConnectionRegistry
 from web.handlers.ws import LOGGED_OUT, TOO_MANY_SOCKETS
-from web.render import Renderer
-
-log = logging.getLogger(__name__)
 
 
 class Delivery:
-    """Hands each bus event to the registry, rendered once per format.
+    """Hands each bus event's ready-made payloads to the registry; no template runs here.
 
     Runs on the IOLoop (called by the subscriber task), like the registry it feeds.
+    Metrics are counted per event and written once per read from the bus (`flush`).
     """
 
-    def __init__(self, registry: ConnectionRegistry, renderer: Renderer) -> None:
+    def __init__(self, registry: ConnectionRegistry) -> None:
         self.registry = registry
-        self.renderer = renderer
+        self._delivered: Counter[str] = Counter()  # message type -> sockets, this batch
+        self._oldest: float | None = None  # the oldest notification delivered, this batch
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        """Deliver one event from the bus."""
-        kind = event["kind"]
-        if kind == "notification":
-            notification = event["notification"]
-            seq = parse_id(notification["id"])
-            render = partial(self.renderer.notification, event)
-            sockets = self.registry.offer_to_user(event["user_id"], seq, render)
-            # Once per fan-out, not per socket: the hot path stays a loop of writes.
-            if sockets:
-                metrics.delivered(notification["type"]).inc(sockets)
-                latency = metrics.seconds_since(notification["created_at"])
-                if latency is not None:
-                    metrics.DELIVERY_LATENCY.observe(latency)
-        elif kind == "read":
-            sent = self.registry.send_to_user(event["user_id"], partial(self.renderer.read, event))
-            metrics.delivered("notification-read").inc(sent)
-        elif kind == "announcement":
-            sent = self.registry.send_to_all(partial(self.renderer.announcement, event))
-            metrics.delivered("system-message").inc(sent)
-        elif kind == "logout":
-            self.registry.close_user(event["user_id"], LOGGED_OUT, "logged out")
-        elif kind == "evict":
-            self.registry.close_sockets(
-                event["user_id"], set(event["socket_ids"]), TOO_MANY_SOCKETS, "too many connections"
-            )
-        else:
-            log.warning("ignored an event of unknown kind %r", kind)
+    def __call__(self, event: Event) -> None:
+        """Deliver one event from the bus (the decoder already refused unknown kinds)."""
+        match event:
+            case NotificationEvent():
+                self.notification(event)
+            case ReadEvent():
+                self.read(event)
+            case AnnouncementEvent():
+                self.announcement(event)
+            case LogoutEvent():
+                self.logout(event)
+            case EvictEvent():
+                self.evict(event)
+            case _:
+                assert_never(event)
+
+    def notification(self, event: NotificationEvent) -> None:
+        """A new notification, offered to each of the user's sockets in seq order."""
+        sockets = self.registry.offer_to_user(event.user_id, event.seq, event.payload)
+        if sockets:
+            self._delivered[event.type] += sockets
+            if self._oldest is None or event.created_at < self._oldest:
+                self._oldest = event.created_at
+
+    def read(self, event: ReadEvent) -> None:
+        """Notifications marked read, on every socket of the user."""
+        self._delivered["notification-read"] += self.registry.send_to_user(
+            event.user_id, event.payload
+        )
+
+    def announcement(self, event: AnnouncementEvent) -> None:
+        """An announcement, on every socket of this process."""
+        self._delivered["system-message"] += self.registry.send_to_all(event.payload)
+
+    def logout(self, event: LogoutEvent) -> None:
+        """The user logged out: close their sockets here."""
+        self.registry.close_user(event.user_id, LOGGED_OUT, "logged out")
+
+    def evict(self, event: EvictEvent) -> None:
+        """Close those of the user's sockets over the limit that live here."""
+        self.registry.close_sockets(
+            event.user_id, set(event.socket_ids), TOO_MANY_SOCKETS, "too many connections"
+        )
+
+    def flush(self) -> None:
+        """Write the metrics of the batch just delivered (once per bus read, not per message)."""
+        if self._delivered:
+            for message_type, sockets in self._delivered.items():
+                metrics.delivered(message_type).inc(sockets)
+            self._delivered.clear()
+        if self._oldest is not None:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - self._oldest))
+            self._oldest = None
 
     async def resubscribed(self) -> None:
         """The bus was (re)joined: anything published meanwhile is filled from MongoDB."""

@@ -11,7 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications.store import iso
+from notifier.formatting import iso
 
 SEVERITIES = ("info", "warning", "critical")
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed

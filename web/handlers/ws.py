@@ -28,6 +28,7 @@ from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
 from notifier.notifications.store import NotificationRepository, parse_id, to_json
 from notifier.realtime import bus, messages
+from notifier.realtime.events import EvictEvent
 from notifier.realtime.presence import Presence
 from notifier.realtime.registry import Render
 from notifier.realtime.socket_limit import SocketLimit
@@ -181,7 +182,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             )
             elsewhere = [s for s in evicted if not s.startswith(here)]
             if elsewhere:
-                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
+                event = EvictEvent(user_id=self.user_id, socket_ids=elsewhere)
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit not enforced (redis unavailable: %s)", e)
