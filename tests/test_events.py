@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 
 import msgspec
@@ -21,6 +24,7 @@ from notifier.realtime.events import (
     ReadEvent,
 )
 from notifier.realtime.render import PayloadRenderer
+from tests.conftest import ROOT
 from web.frames import check_iostream, stream_problems
 from web.render import Renderer
 
@@ -196,3 +200,33 @@ def test_the_tornado_check_passes_on_the_pinned_tornado() -> None:
         check_iostream()
 
     asyncio.run(check())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("breakage", "says"),
+    [
+        (
+            "import tornado.iostream as m; del m.BaseIOStream.writing",
+            "IOStream has no `.writing()`",
+        ),
+        ("import redis.asyncio.connection as m; m.Connection = type('C', (), {})", "no `_reader`"),
+    ],
+)
+def test_python_m_web_stops_at_once_with_one_line_when_a_private_api_moved(
+    tmp_path, breakage: str, says: str
+) -> None:
+    code = f"{breakage}; import runpy; runpy.run_module('web', run_name='__main__')"
+    env = {
+        "PATH": os.environ["PATH"],
+        "NOTIFIER_ENV": "development",
+        "JWT_SECRET": "x" * 40,
+        "VAR_DIR": str(tmp_path),
+        "PORT": "1",  # never reached: the check comes first
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=50
+    )
+    assert done.returncode == 1
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("notifier: ") and says in lines[0], lines

@@ -222,7 +222,7 @@ def subscription_stream(connection: object) -> asyncio.StreamReader:
 
 def check_redis_connection() -> None:
     """At start: a redis-py connection still has the `_reader` the bus reads (no I/O)."""
-    unopened = aioredis.Connection()
+    unopened = aioredis.connection.Connection()  # the class a connection pool makes
     if not hasattr(unopened, "_reader"):
         subscription_stream(unopened)  # raises LibraryChanged
 
