@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
+import msgspec  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
@@ -153,9 +154,11 @@ def announcement_event(renderer: Renderer, pad: str) -> bytes:
         "severity": "info",
         "created_at": CREATED,
     }
-    event: dict[str, Any] = {"kind": "announcement", "announcement": a}
-    event["bench"] = {fmt: renderer.announcement(event, fmt) for fmt in ("html", "json")}
-    return json.dumps(event, separators=(",", ":")).encode()
+    event = renderer.announcement_event(a)  # rendered once, as notifier's writers do
+    bench = {fmt: event.payload(fmt) for fmt in ("html", "json")}
+    return json.dumps(
+        {**msgspec.to_builtins(event), "bench": bench}, separators=(",", ":")
+    ).encode()
 
 
 def notification_template(pad: str, renderer: Renderer) -> str:
@@ -184,12 +187,16 @@ def notification_template(pad: str, renderer: Renderer) -> str:
         "timestamp": CREATED,
     }
     html = renderer.notification({"notification": notification, "unread_count": "SSSS"}, "html")
-    event = {
+    payload = json.dumps(envelope, separators=(",", ":"))
+    event = {  # a NotificationEvent (notifier/realtime/events.py), payloads made by the writer
         "kind": "notification",
         "user_id": "UUUU",
-        "notification": notification,
-        "unread_count": "SSSS",
-        "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": html},
+        "seq": "SSSS",
+        "type": "system-message",
+        "created_at": datetime.fromisoformat(CREATED).timestamp(),
+        "html": html,
+        "json": payload,
+        "bench": {"json": payload, "html": html},
     }
     text = json.dumps(event, separators=(",", ":")).replace("%", "%%")
     for placeholder, spec in (

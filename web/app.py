@@ -64,7 +64,7 @@ def make_app(
         bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),
-        # The newest announcement's time, kept by web/delivery.py (see LatestAnnouncement).
+        # The newest announcement time, kept by the fan-out (see LatestAnnouncement).
         announcements=LatestAnnouncement(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,

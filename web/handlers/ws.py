@@ -28,6 +28,7 @@ from notifier.realtime.delivery import (
     Flushing,
     OrderedDelivery,
 )
+from notifier.realtime.events import EvictEvent
 from notifier.realtime.socket_limit import SocketLimit
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import text_frame, write_frame
@@ -168,7 +169,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             )
             elsewhere = [s for s in evicted if not s.startswith(here)]
             if elsewhere:
-                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
+                event = EvictEvent(user_id=self.user_id, socket_ids=elsewhere)
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit and presence not recorded (redis unavailable: %s)", e)
