@@ -2,10 +2,16 @@
 
 Run pinned to core 1 (`taskset -c 1`): this process is the load generator, and the
 Redis and MongoDB servers it starts inherit that core. Each server under test runs alone
-on core 0 (`taskset -c 0`), one at a time, interleaved, REPS times. Writes
-bench/results/<date>.json; bench/report.py turns it into the markdown report and plots.
+on core 0 (`taskset -c 0`), one at a time, interleaved, REPS times. Each repetition
+measures idle memory and broadcast on a ladder of sockets (and, in the first, idle
+memory at MAX_SOCKETS), targeted delivery in json and in html, and handshakes of users
+with a stored history. Then, once: the reconnect storm (bench/storm.py, notifier only)
+and notifier's whole stack (bench/stack.py: posted price to socket, history pages).
+Writes bench/results/<date>.json with issue 12's `targets` list; bench/report.py turns
+it into the markdown report and plots.
 
-    taskset -c 1 .venv/bin/python bench/suite.py
+    taskset -c 1 .venv/bin/python bench/suite.py            # make bench: about 12 min
+    BENCH_QUICK=1 taskset -c 1 .venv/bin/python bench/suite.py   # every scenario, small
 """
 
 from __future__ import annotations
@@ -32,20 +38,39 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
+import msgspec  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.dev.embedded import Server, free_port, start_mongo, start_redis  # noqa: E402
 from web.render import Renderer  # noqa: E402
 
-REPS = int(os.environ.get("BENCH_REPS", "3"))
-LEVELS = [int(n) for n in os.environ.get("BENCH_LEVELS", "1000,5000,10000").split(",")]
+# BENCH_QUICK=1 (or --quick): every scenario at a small size, to check it works (< 2 min).
+QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0") or "--quick" in sys.argv
+REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
+LEVELS = [
+    int(n)
+    for n in os.environ.get("BENCH_LEVELS", "100,300" if QUICK else "1000,5000,10000").split(",")
+]
+# Idle memory at the most sockets one server process may hold under the 20,000-descriptor
+# limit (a process also needs descriptors for MongoDB, Redis and its listener).
+MAX_SOCKETS = int(os.environ.get("BENCH_MAX_SOCKETS", "600" if QUICK else "19000"))
 BROADCASTS = {1000: 30, 5000: 10, 10000: 6}  # per level: enough deliveries for /proc's 10 ms ticks
-TARGET_USERS = 1000
-RATES = [1000, 2000, 5000, 10000, 15000, 20000, 30000, 40000, 60000]
-REQUIRED_RATES = {1000, 5000, 20000}
-STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "2"))
+TARGET_USERS = 100 if QUICK else 1000
+RATES = [1000, 5000] if QUICK else [1000, 2000, 5000, 10000, 15000, 20000, 30000, 40000, 60000]
+REQUIRED_RATES = {1000, 5000} if QUICK else {1000, 5000, 20000}
+STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "1" if QUICK else "2"))
 P99_LIMIT_MS = 50.0
+# Handshakes for users with a stored history (the server reads it on connect).
+CONNECT_USERS = 2 if QUICK else 5
+CONNECT_HISTORY = 200 if QUICK else 1000  # notifications stored per such user
+CONNECT_SEQUENTIAL = 30 if QUICK else 200
+CONNECT_CONCURRENT = 100 if QUICK else 500
+STORM_SOCKETS = int(os.environ.get("BENCH_STORM_SOCKETS", "300" if QUICK else "10000"))
+STORM_TIMEOUT = 20.0 if QUICK else 75.0
+STORM_CONNECT_SECONDS = float(os.environ.get("BENCH_STORM_CONNECT_SECONDS", "5" if QUICK else "40"))
+# Memory at MAX_SOCKETS costs notifier's handshakes beyond the ladder: in the first reps only.
+MAX_SOCKETS_REPS = int(os.environ.get("BENCH_MAX_SOCKETS_REPS", "1"))
 SERVERS = tuple(os.environ.get("BENCH_SERVERS", "notifier,node-ws").split(","))
 CREATED = "2026-01-01T00:00:00.000Z"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -129,18 +154,27 @@ def announcement_event(renderer: Renderer, pad: str) -> bytes:
         "severity": "info",
         "created_at": CREATED,
     }
-    event: dict[str, Any] = {"kind": "announcement", "announcement": a}
-    event["bench"] = {fmt: renderer.announcement(event, fmt) for fmt in ("html", "json")}
-    return json.dumps(event, separators=(",", ":")).encode()
+    event = renderer.announcement_event(a)  # rendered once, as notifier's writers do
+    bench = {fmt: event.payload(fmt) for fmt in ("html", "json")}
+    return json.dumps(
+        {**msgspec.to_builtins(event), "bench": bench}, separators=(",", ":")
+    ).encode()
 
 
-def notification_template(pad: str) -> str:
+def notification_template(pad: str, renderer: Renderer) -> str:
     """A targeted notification event as a %-template (user, seq, scheduled time).
 
-    `bench.json` is the envelope notifier's renderer makes of the same event (only its
-    timestamp differs), so the peer sends the same bytes notifier does.
+    `bench.json` and `bench.html` are what notifier's renderer makes of the same event
+    (only the envelope's timestamp differs), so the peer sends the bytes notifier does.
     """
     message = "bench @@TTTT@@ " + pad
+    notification = {
+        "id": "IIII",
+        "type": "system-message",
+        "created_at": CREATED,
+        "read": False,
+        "data": {"message": message, "severity": "info"},
+    }
     envelope = {
         "type": "system-message",
         "data": {
@@ -152,23 +186,23 @@ def notification_template(pad: str) -> str:
         },
         "timestamp": CREATED,
     }
-    event = {
+    html = renderer.notification({"notification": notification, "unread_count": "SSSS"}, "html")
+    payload = json.dumps(envelope, separators=(",", ":"))
+    event = {  # a NotificationEvent (notifier/realtime/events.py), payloads made by the writer
         "kind": "notification",
         "user_id": "UUUU",
-        "notification": {
-            "id": "IIII",
-            "type": "system-message",
-            "created_at": CREATED,
-            "read": False,
-            "data": {"message": message, "severity": "info"},
-        },
-        "unread_count": "SSSS",
-        "bench": {"json": json.dumps(envelope, separators=(",", ":")), "html": ""},
+        "seq": "SSSS",
+        "type": "system-message",
+        "created_at": datetime.fromisoformat(CREATED).timestamp(),
+        "html": html,
+        "json": payload,
+        "bench": {"json": payload, "html": html},
     }
-    text = json.dumps(event, separators=(",", ":"))
+    text = json.dumps(event, separators=(",", ":")).replace("%", "%%")
     for placeholder, spec in (
         ('\\"SSSS\\"', "%(s)d"),
         ('"SSSS"', "%(s)d"),
+        ("SSSS", "%(s)d"),
         ("UUUU", "%(u)s"),
         ("IIII", "%(s)012d"),
         ("TTTT", "%(t)d"),
@@ -264,14 +298,22 @@ async def idle_and_broadcast(
 
 
 async def targeted(
-    proc: Proc, port: int, secret: str, prefix: str, pub: loadgen.Publisher
+    proc: Proc,
+    port: int,
+    secret: str,
+    prefix: str,
+    pub: loadgen.Publisher,
+    renderer: Renderer,
+    fmt: str = "json",
 ) -> tuple[list[dict[str, Any]], list[loadgen.WsClient]]:
+    """The open-loop rate ladder, one `fmt` socket per user, until a rate is not held."""
     hub = Hub()
     users = [f"{prefix}{i:06d}" for i in range(TARGET_USERS)]
     toks = tokens(secret, prefix, TARGET_USERS)
-    clients = await loadgen.connect(hub, port, [f"/ws?format=json&token={t}" for t in toks])
+    clients = await loadgen.connect(hub, port, [f"/ws?format={fmt}&token={t}" for t in toks])
     await asyncio.sleep(1.0)
-    template = notification_template("y" * 230)  # a JSON envelope of about 430 bytes
+    # A JSON envelope of about 430 bytes; the html fragment (toast, row, badge) is larger.
+    template = notification_template("y" * 230, renderer)
     seqs = [0] * TARGET_USERS
     hub.track = True
     steps: list[dict[str, Any]] = []
@@ -317,7 +359,7 @@ async def targeted(
         failed = failed or not step["held"]
         steps.append(step)
         print(
-            f"  {proc.name} {rate}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} lost {lost} "
+            f"  {proc.name} {fmt} {rate}/s: p50 {step['p50_ms']} p99 {step['p99_ms']} lost {lost} "
             f"server {step['server_cpu_pct']:.0f}% loadgen {step['loadgen_cpu_pct']:.0f}%",
             flush=True,
         )
@@ -326,37 +368,141 @@ async def targeted(
     return steps, clients
 
 
+async def idle_at_max(proc: Proc, port: int, secret: str, prefix: str, held: int) -> dict[str, Any]:
+    """Idle memory with MAX_SOCKETS open: `held` here, the rest in a helper process.
+
+    One process may not hold many more than 19,000 client sockets under the open-file
+    limit, so bench/clients.py opens what goes beyond the ladder's top level.
+    """
+    extra = MAX_SOCKETS - held
+    toks = tokens(secret, prefix, extra)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(BENCH / "clients.py"),
+        cwd=BENCH,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    mine0, wall0 = time.process_time(), time.monotonic()
+    order = {"port": port, "paths": [f"/ws?format=html&token={t}" for t in toks]}
+    child.stdin.write(json.dumps(order).encode() + b"\n")
+    await child.stdin.drain()
+    line = (await child.stdout.readline()).decode()
+    if not line.startswith("ready"):
+        child.kill()
+        await child.wait()
+        raise RuntimeError(f"{proc.name}: the helper could not open {extra} sockets")
+    connect_s = float(line.split()[1])
+    await asyncio.sleep(1.0)
+    rss = proc.rss_kib()
+    child.stdin.close()
+    await child.wait()
+    return {
+        "connections": MAX_SOCKETS,
+        "rss_kib": rss,
+        "extra_connect_per_s": extra / connect_s,
+        "seconds": time.monotonic() - wall0,
+        "parent_cpu_s": time.process_time() - mine0,
+    }
+
+
+async def connects(proc: Proc, port: int, history_tokens: list[str]) -> dict[str, Any]:
+    """Handshakes/s for users with a stored history: one at a time, then all at once."""
+    out: dict[str, Any] = {}
+    for name, n, batch in (
+        ("sequential", CONNECT_SEQUENTIAL, 1),
+        ("concurrent", CONNECT_CONCURRENT, CONNECT_CONCURRENT),
+    ):
+        hub = Hub()
+        paths = [
+            f"/ws?format=html&token={history_tokens[i % len(history_tokens)]}" for i in range(n)
+        ]
+        cpu0, mine0, started = proc.cpu_seconds(), time.process_time(), time.monotonic()
+        clients = await loadgen.connect(hub, port, paths, batch=batch)
+        wall = time.monotonic() - started
+        cpu, mine = proc.cpu_seconds() - cpu0, time.process_time() - mine0
+        out[name] = {
+            "sockets": n,
+            "per_s": n / wall,
+            "server_cpu_ms_per_connect": cpu * 1000 / n,
+            "loadgen_cpu_pct": 100 * mine / wall,
+            "failed": hub.failed,
+        }
+        for c in clients:
+            c.close()
+        await asyncio.sleep(1.0)  # the server forgets them before the next round
+        print(f"  {proc.name} connects, {name} {n}: {n / wall:,.0f}/s", flush=True)
+    return out
+
+
 async def one_run(
-    name: str, rep: int, env: dict[str, str], tmp: Path, redis_port: int, renderer: Renderer
+    name: str,
+    rep: int,
+    env: dict[str, str],
+    tmp: Path,
+    redis_port: int,
+    renderer: Renderer,
+    history_tokens: list[str],
 ) -> dict[str, Any]:
     proc, port = start_server(name, env, tmp)
     pub = await loadgen.publisher(redis_port)
     prefix = f"b{rep}{name[0]}{uuid.uuid4().hex[:6]}-"
+    secret = env["JWT_SECRET"]
     try:
         idle, broadcast, held = await idle_and_broadcast(
-            proc, port, env["JWT_SECRET"], prefix + "i", renderer, pub
+            proc, port, secret, prefix + "i", renderer, pub
         )
-        steps, clients = await targeted(proc, port, env["JWT_SECRET"], prefix + "t", pub)
-        for c in held + clients:
+        idle_max = None
+        if MAX_SOCKETS > len(held) and rep < MAX_SOCKETS_REPS:
+            idle_max = await idle_at_max(proc, port, secret, prefix + "m", len(held))
+            idle_max["base_rss_kib"] = idle[0]["base_rss_kib"]
+            idle_max["kib_per_connection"] = (
+                idle_max["rss_kib"] - idle_max["base_rss_kib"]
+            ) / MAX_SOCKETS
+            print(
+                f"  {proc.name} {MAX_SOCKETS}: {idle_max['kib_per_connection']:.1f} KiB/conn",
+                flush=True,
+            )
+        by_format = {}
+        for fmt in ("json", "html"):
+            steps, clients = await targeted(
+                proc, port, secret, f"{prefix}{fmt[0]}", pub, renderer, fmt
+            )
+            for c in clients:
+                c.close()
+            by_format[fmt] = steps
+            await asyncio.sleep(1.0)
+        for c in held:  # the idle sockets stay open through the targeted runs, as before
             c.close()
-        held_rates = [s["rate"] for s in steps if s["held"]]
-        best = 0
-        for s in steps:  # the highest rate with every lower step held too
-            if not s["held"]:
-                break
-            best = s["rate"]
+        await asyncio.sleep(1.0)
+        handshakes = await connects(proc, port, history_tokens)
         return {
             "server": name,
             "rep": rep,
             "idle": idle,
+            "idle_max": idle_max,
             "broadcast": broadcast,
-            "targeted": steps,
-            "max_rate_held": best,
-            "rates_held": held_rates,
+            "targeted": by_format["json"],
+            "targeted_html": by_format["html"],
+            "max_rate_held": max_held(by_format["json"]),
+            "max_rate_held_html": max_held(by_format["html"]),
+            "rates_held": [s["rate"] for s in by_format["json"] if s["held"]],
+            "connects": handshakes,
         }
     finally:
         pub.transport.close()
         proc.stop()
+
+
+def max_held(steps: list[dict[str, Any]]) -> int:
+    """The highest rate with every lower step held too."""
+    best = 0
+    for s in steps:
+        if not s["held"]:
+            break
+        best = s["rate"]
+    return best
 
 
 def machine() -> dict[str, str]:
@@ -384,14 +530,31 @@ def machine() -> dict[str, str]:
     }
 
 
-async def measure(env: dict[str, str], tmp: Path, redis_port: int) -> list[dict[str, Any]]:
+def seed_history_users(env: dict[str, str]) -> list[str]:
+    """CONNECT_USERS users with CONNECT_HISTORY stored notifications each; their tokens."""
+    from bson import ObjectId
+    from pymongo import MongoClient
+    from seed import store_notifications
+
+    client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
+    db = client.get_default_database()
+    users = [str(ObjectId()) for _ in range(CONNECT_USERS)]
+    for user in users:
+        store_notifications(db, user, CONNECT_HISTORY, CONNECT_HISTORY * 2 // 3)
+    client.close()
+    return [issue_token(env["JWT_SECRET"], u, "history", "shopper", 7200) for u in users]
+
+
+async def measure(
+    env: dict[str, str], tmp: Path, redis_port: int, history_tokens: list[str]
+) -> list[dict[str, Any]]:
     renderer = Renderer()
     runs = []
     for rep in range(REPS):
         order = SERVERS if rep % 2 == 0 else SERVERS[::-1]  # interleaved, alternating first
         for name in order:
             print(f"rep {rep + 1}/{REPS}: {name}", flush=True)
-            runs.append(await one_run(name, rep, env, tmp, redis_port, renderer))
+            runs.append(await one_run(name, rep, env, tmp, redis_port, renderer, history_tokens))
     return runs
 
 
@@ -422,18 +585,44 @@ def main() -> None:
     servers: list[Server] = [redis, mongo]
     try:
         redis_port = int(redis.url.rsplit(":", 1)[1])
-        runs = asyncio.run(measure(env, tmp, redis_port))
-        whole = stack.run(env, tmp)
+        from pymongo import MongoClient
+        from storm import run as run_storm
+
+        from notifier.storage.schema import ensure_indexes
+
+        client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
+        ensure_indexes(client.get_default_database())
+        client.close()
+        history_tokens = seed_history_users(env)
+        runs = asyncio.run(measure(env, tmp, redis_port, history_tokens))
+        storm = run_storm(
+            start_server,
+            env,
+            tmp,
+            STORM_SOCKETS,
+            timeout=STORM_TIMEOUT,
+            connect_budget=STORM_CONNECT_SECONDS,
+        )
+        whole = stack.run(env, tmp, QUICK)
     finally:
         for s in servers:
             s.stop()
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "make bench",
+        "command": "BENCH_QUICK=1 make bench" if QUICK else "make bench",
+        "quick": QUICK,
         "machine": machine(),
         "config": {
             "reps": REPS,
             "levels": LEVELS,
+            "max_sockets": MAX_SOCKETS,
+            "connect_users": CONNECT_USERS,
+            "connect_history": CONNECT_HISTORY,
+            "connect_sequential": CONNECT_SEQUENTIAL,
+            "connect_concurrent": CONNECT_CONCURRENT,
+            "storm_sockets": STORM_SOCKETS,
+            "storm_connect_seconds": STORM_CONNECT_SECONDS,
+            "max_sockets_reps": MAX_SOCKETS_REPS,
             "rates": RATES,
             "step_seconds": STEP_SECONDS,
             "target_users": TARGET_USERS,
@@ -442,13 +631,15 @@ def main() -> None:
             "loadgen_and_redis_core": 1,
         },
         "runs": runs,
+        "storm": storm,
         "stack": whole,
         "seconds": time.monotonic() - started,
     }
     import report
 
     report.summarise(result)
-    out = BENCH / "results" / f"{datetime.now(UTC):%Y-%m-%d}.json"
+    stem = f"{datetime.now(UTC):%Y-%m-%d}" + ("-quick" if QUICK else "")
+    out = BENCH / "results" / f"{stem}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     report.write(out)

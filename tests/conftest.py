@@ -36,13 +36,13 @@ from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
 from notifier.dev.embedded import Server, free_port, start_mongo, start_redis
 from notifier.realtime import bus
+from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 from web.__main__ import stop_tasks
 from web.app import make_app
-from web.delivery import Delivery
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -284,20 +284,25 @@ def app(
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
     application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")
-    delivery = Delivery(
-        registry, application.settings["renderer"], application.settings["announcements"]
-    )
+    fanout = FanOut(registry, application.settings["announcements"])
 
     async def start() -> asyncio.Task[None]:
         subscribed = asyncio.Event()
 
         async def on_subscribed() -> None:
-            await delivery.resubscribed()
+            await fanout.resubscribed()
             subscribed.set()
 
         state = application.settings["subscription"]
         task = asyncio.create_task(
-            bus.listen(aredis, delivery, on_subscribed, state=state, **listen_options)
+            bus.listen(
+                aredis,
+                fanout,
+                on_subscribed,
+                state=state,
+                after_batch=fanout.flush,
+                **listen_options,
+            )
         )
         await asyncio.wait_for(subscribed.wait(), 10)
         return task

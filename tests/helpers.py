@@ -21,7 +21,16 @@ from typing import Any
 from tornado.httpclient import HTTPResponse
 
 from notifier.dev.embedded import free_port
+from notifier.realtime import bus
+from notifier.realtime.render import PayloadRenderer
 from tests.conftest import ROOT
+
+RENDERER = PayloadRenderer()
+
+
+def announcement_message(announcement: dict[str, Any]) -> bytes:
+    """An announcement as the bus carries it, both formats rendered as a writer does."""
+    return bus.encode(RENDERER.announcement_event(announcement))
 
 
 def cookies(response: HTTPResponse) -> SimpleCookie:

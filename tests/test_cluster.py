@@ -18,6 +18,7 @@ from tornado.websocket import websocket_connect
 from notifier.dev.embedded import Server, free_port, start_redis_cluster
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime import bus
+from notifier.realtime.events import LogoutEvent
 from tests.helpers import read_until, resubscriptions_while_idle, spawn, wait_subscribed
 
 
@@ -65,12 +66,12 @@ async def test_events_travel_by_spublish_and_ssubscribe_on_the_owning_shard(redi
     settings = dataclasses.replace(config, redis_cluster_url=redis_cluster[1].url)
     client = bus.async_client(settings, None)  # type: ignore[arg-type]
     assert isinstance(client, AsyncRedisCluster)
-    got: list[dict] = []
+    got: list[LogoutEvent] = []
     arrived = asyncio.Event()
     subscribed = asyncio.Event()
     state = bus.Subscription()
 
-    def handle(event: dict) -> None:
+    def handle(event: LogoutEvent) -> None:
         got.append(event)
         arrived.set()
 
@@ -86,12 +87,12 @@ async def test_events_travel_by_spublish_and_ssubscribe_on_the_owning_shard(redi
         # The subscription is a shard channel on the owning node, and only there.
         assert subscribers(owner, "shard") == 1 and subscribers(owner, "classic") == 0
         assert [subscribers(other, "shard") for other in others] == [0, 0]
-        assert publisher.publish({"kind": "ping-test", "n": 1}) == 1  # worker side (sync)
+        assert publisher.publish(LogoutEvent(user_id="1")) == 1  # worker side (sync)
         await asyncio.wait_for(arrived.wait(), 10)
         arrived.clear()
-        assert await bus.publish_async(client, {"kind": "ping-test", "n": 2}) == 1  # web side
+        assert await bus.publish_async(client, LogoutEvent(user_id="2")) == 1  # web side
         await asyncio.wait_for(arrived.wait(), 10)
-        assert [e["n"] for e in got] == [1, 2]
+        assert [e.user_id for e in got] == ["1", "2"]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

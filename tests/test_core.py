@@ -17,6 +17,7 @@ from notifier.accounts.auth import (
     verify_password,
 )
 from notifier.errors import InputError
+from notifier.formatting import money, relative_time
 from notifier.notifications.store import format_id, parse_id
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
@@ -25,7 +26,6 @@ from notifier.shopping.prices import PriceInput, store_id_for
 from notifier.validation import item_key
 from web.handlers.pages import form_cents
 from web.logs import redact
-from web.render import money, relative_time
 
 SECRET = "unit-test-secret-" + "y" * 32
 

@@ -17,7 +17,7 @@ import redis
 from notifier.dev.embedded import Server, start_redis
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
-from tests.helpers import collect
+from tests.helpers import announcement_message, collect
 
 
 @pytest.fixture
@@ -127,15 +127,12 @@ async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
     for i in range(5):
         pipe.publish(
             bus.CHANNEL,
-            bus.encode(
+            announcement_message(
                 {
-                    "kind": "announcement",
-                    "announcement": {
-                        "id": f"burst{i}",
-                        "message": "x" * 2_000_000,
-                        "severity": "info",
-                        "created_at": "now",
-                    },
+                    "id": f"burst{i}",
+                    "message": "x" * 2_000_000,
+                    "severity": "info",
+                    "created_at": "now",
                 }
             ),
         )

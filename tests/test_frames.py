@@ -9,7 +9,8 @@ import pytest
 
 from notifier.notifications.store import format_id
 from notifier.realtime import bus
-from tests.helpers import one_loop_turn, raw_ws_open
+from notifier.realtime.events import NotificationEvent
+from tests.helpers import RENDERER, announcement_message, one_loop_turn, raw_ws_open
 from web.frames import text_frame
 
 
@@ -36,7 +37,7 @@ def test_a_text_frame_carries_its_payload_with_the_shortest_length_header(size):
     assert len(frame) - n == (2 if n < 126 else 4 if n < 65536 else 10)
 
 
-def notification_event(user_id: str, seq: int) -> dict:
+def notification_event(user_id: str, seq: int) -> NotificationEvent:
     n = {
         "id": format_id(seq),
         "type": "system-message",
@@ -44,7 +45,7 @@ def notification_event(user_id: str, seq: int) -> dict:
         "read": False,
         "data": {"message": f"number {seq}", "severity": "info"},
     }
-    return {"kind": "notification", "user_id": user_id, "notification": n, "unread_count": seq}
+    return RENDERER.notification_event(user_id, n, seq)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -90,15 +91,12 @@ async def test_a_socket_reset_by_its_client_is_dropped_and_the_others_still_get_
         assert tick < 1000, "the reset socket was never dropped"
         sync_redis.publish(
             bus.CHANNEL,
-            bus.encode(
+            announcement_message(
                 {
-                    "kind": "announcement",
-                    "announcement": {
-                        "id": f"t{tick}",
-                        "message": f"tick {tick}",
-                        "severity": "info",
-                        "created_at": "now",
-                    },
+                    "id": f"t{tick}",
+                    "message": f"tick {tick}",
+                    "severity": "info",
+                    "created_at": "now",
                 }
             ),
         )

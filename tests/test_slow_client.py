@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.helpers import one_loop_turn, raw_ws_open
+from tests.helpers import announcement_message, one_loop_turn, raw_ws_open
 
 
 @pytest.fixture
@@ -30,15 +30,12 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     for i in range(count):
         pipe.publish(
             bus.CHANNEL,
-            bus.encode(
+            announcement_message(
                 {
-                    "kind": "announcement",
-                    "announcement": {
-                        "id": str(i),
-                        "message": f"{i} {body}",
-                        "severity": "info",
-                        "created_at": "now",
-                    },
+                    "id": str(i),
+                    "message": f"{i} {body}",
+                    "severity": "info",
+                    "created_at": "now",
                 }
             ),
         )
@@ -54,15 +51,12 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
         assert tick < 5000, "the stalled socket was never dropped"
         sync_redis.publish(
             bus.CHANNEL,
-            bus.encode(
+            announcement_message(
                 {
-                    "kind": "announcement",
-                    "announcement": {
-                        "id": f"tick{tick}",
-                        "message": "tick",
-                        "severity": "info",
-                        "created_at": "now",
-                    },
+                    "id": f"tick{tick}",
+                    "message": "tick",
+                    "severity": "info",
+                    "created_at": "now",
                 }
             ),
         )

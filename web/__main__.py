@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -17,12 +19,13 @@ from pymongo import AsyncMongoClient
 from notifier import logs
 from notifier.realtime import bus
 from notifier.realtime.delivery import SERVICE_RESTART
+from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
-from web import stats
+from web import lean, stats
 from web.app import MAX_BODY_BYTES, make_app
-from web.delivery import Delivery
+from web.frames import check_iostream
 
 log = logging.getLogger("web")
 
@@ -31,7 +34,12 @@ REDIS_CONNECTIONS = 100
 
 
 async def main(config: Settings) -> None:
-    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly."""
+    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
+
+    Raises bus.LibraryChanged, before serving or from the subscriber, when a pinned
+    library lost a private API the fast path uses.
+    """
+    check_private_apis()
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db)
@@ -49,22 +57,35 @@ async def main(config: Settings) -> None:
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
+    lean.lazy_stream_buffers()  # raises at start if this Tornado is not the one it knows
+    # What start-up built lives as long as the process: keep it out of every collection,
+    # so a full one (a pause of 100 ms and more in a storm of connects) walks less.
+    gc.collect()
+    gc.freeze()
     server = app.listen(config.port, xheaders=True, max_body_size=MAX_BODY_BYTES)
-    delivery = Delivery(registry, app.settings["renderer"], app.settings["announcements"])
-    background = [
-        asyncio.create_task(
-            bus.listen(
-                bus_client, delivery, delivery.resubscribed, state=app.settings["subscription"]
-            )
-        ),
-        asyncio.create_task(stats.report(redis, process, registry)),
-    ]
+    fanout = FanOut(registry, app.settings["announcements"])
+    listener = asyncio.create_task(
+        bus.listen(
+            bus_client,
+            fanout,
+            fanout.resubscribed,
+            state=app.settings["subscription"],
+            after_batch=fanout.flush,
+        )
+    )
+    background = [listener, asyncio.create_task(stats.report(redis, process, registry))]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("notifier web listening on port %d", config.port)
-    await stop.wait()
+    stopping = asyncio.create_task(stop.wait())
+    # The subscriber only ends by failing (LibraryChanged): then the process stops too.
+    await asyncio.wait([stopping, listener], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failure = listener.exception() if listener.done() else None
+    if failure is not None:
+        log.error("stopping: %s", failure)
 
     log.info("shutting down: closing %d socket(s)", registry.stats()["connections"])
     server.stop()
@@ -76,6 +97,23 @@ async def main(config: Settings) -> None:
         await bus_client.aclose()
     await redis.aclose()
     await mongo.close()
+    if failure is not None:
+        raise failure
+
+
+def check_private_apis() -> None:
+    """Fail at start, not later, when a pinned library lost what the fast path reads."""
+    bus.check_redis_connection()
+    check_iostream()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when it is installed (Linux), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
@@ -103,7 +141,10 @@ def run() -> None:
         sys.exit(f"notifier: {e}")
     logs.configure(config.production)
     try:
-        asyncio.run(main(config))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(main(config))
+    except bus.LibraryChanged as e:
+        sys.exit(f"notifier: {e}")
     except OSError as e:
         sys.exit(f"notifier: cannot serve on port {config.port}: {e.strerror or e}")
 

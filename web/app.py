@@ -12,8 +12,10 @@ from tornado.web import Application
 
 from notifier.notifications.announcements import LatestAnnouncement
 from notifier.realtime.bus import AsyncBusClient, Subscription
+from notifier.realtime.delivery import TOKEN_EXPIRED
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
+from web.expiry import ExpirySweep
 from web.handlers import (
     admin,
     auth,
@@ -62,11 +64,12 @@ def make_app(
         bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),
-        # The newest announcement's time, kept by web/delivery.py (see LatestAnnouncement).
+        # The newest announcement time, kept by the fan-out (see LatestAnnouncement).
         announcements=LatestAnnouncement(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
+        expiry=ExpirySweep(TOKEN_EXPIRED, "token expired"),  # closes sockets at token expiry
         static_path=str(STATIC),
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},

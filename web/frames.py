@@ -9,10 +9,14 @@ bytes go to every socket, handed to the kernel directly while its buffer has roo
 from __future__ import annotations
 
 import functools
+import socket
 import struct
 from typing import Any
 
+import tornado
 from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
+
+from notifier.realtime.bus import LibraryChanged
 
 FIN_TEXT = 0x81
 
@@ -56,3 +60,33 @@ def write_frame(stream: IOStream, frame: bytes) -> Any:
             return None
         frame = frame[sent:]
     return stream.write(frame)
+
+
+def stream_problems(stream: object) -> list[str]:
+    """What the fast path needs and `stream` lacks: a `.socket` and a `.writing()`."""
+    problems = []
+    if not isinstance(getattr(stream, "socket", None), socket.socket):
+        problems.append("no `.socket`")
+    writing = getattr(stream, "writing", None)
+    if not callable(writing) or writing() is not False:
+        problems.append("no `.writing()`")
+    return problems
+
+
+def check_iostream() -> None:
+    """At start: Tornado's IOStream still has what write_frame uses; LibraryChanged if not.
+
+    Needs a running IOLoop (an IOStream belongs to one).
+    """
+    ours, theirs = socket.socketpair()
+    stream = IOStream(ours)
+    try:
+        problems = stream_problems(stream)
+    finally:
+        stream.close()
+        theirs.close()
+    if problems:
+        raise LibraryChanged(
+            f"tornado {tornado.version}: IOStream has {' and '.join(problems)} "
+            "(web/frames.py writes frames to its socket directly)"
+        )

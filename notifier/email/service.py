@@ -33,6 +33,7 @@ from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
+from notifier.formatting import money
 from notifier.notifications.store import to_json
 from notifier.realtime.presence import is_online, online_users
 from notifier.settings import Settings
@@ -69,10 +70,6 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _money(cents: int | None) -> str:
-    return "" if cents is None else f"${cents // 100:,}.{cents % 100:02d}"
-
-
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES),
     autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
@@ -80,7 +77,7 @@ _env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters["money"] = _money
+_env.filters["money"] = money
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.formatting import iso
 from notifier.notifications import state
-from notifier.notifications.store import iso
 
 SEVERITIES = ("info", "warning", "critical")
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed

@@ -16,9 +16,11 @@ from pymongo.synchronous.database import Database
 from redis import RedisError
 
 from notifier.errors import InputError
+from notifier.formatting import iso
 from notifier.notifications import state as user_state
 from notifier.notifications.state import UserState
 from notifier.realtime.bus import Publisher
+from notifier.realtime.render import PayloadRenderer
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +50,6 @@ def to_json(doc: dict[str, Any]) -> dict[str, Any]:
         "read": doc["read"],
         "data": doc["data"],
     }
-
-
-def iso(when: datetime) -> str:
-    """UTC time as ISO 8601 with milliseconds and a Z."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -298,9 +293,16 @@ class NotificationWriter:
 class NotificationService:
     """Write a notification to MongoDB, then publish it: MongoDB first, always."""
 
-    def __init__(self, writer: NotificationWriter, publisher: Publisher) -> None:
+    def __init__(
+        self,
+        writer: NotificationWriter,
+        publisher: Publisher,
+        renderer: PayloadRenderer | None = None,
+    ) -> None:
         self._writer = writer
         self._publisher = publisher
+        # Both socket formats are rendered here, once, so web processes only forward them.
+        self._renderer = renderer or PayloadRenderer()
 
     @property
     def publisher(self) -> Publisher:
@@ -325,12 +327,8 @@ class NotificationService:
     def publish(self, doc: dict[str, Any]) -> bool:
         """Publish a stored notification; on failure it stays in the outbox for the sweep."""
         notification = to_json(doc)
-        event = {
-            "kind": "notification",
-            "user_id": doc["user_id"],
-            "notification": notification,
-            "unread_count": self._writer.unread_count(doc["user_id"]),
-        }
+        unread = self._writer.unread_count(doc["user_id"])
+        event = self._renderer.notification_event(doc["user_id"], notification, unread)
         try:
             self._publisher.publish(event)
         except (RedisError, OSError) as e:

@@ -84,6 +84,28 @@ class Payloads(Protocol):
 class OrderedDelivery:
     """A socket as the registry sees it: ordered, gap-filling, bounded delivery."""
 
+    # One per open socket: slots keep it to a couple of hundred bytes.
+    __slots__ = (
+        "__weakref__",
+        "_clock",
+        "_filling",
+        "_flushed_at",
+        "_forget",
+        "_held",
+        "_payloads",
+        "_queued",
+        "_read_again",
+        "_refresh_unread",
+        "_stall_seconds",
+        "_store",
+        "_transport",
+        "_unflushed",
+        "format",
+        "last_seq",
+        "socket_id",
+        "user_id",
+    )
+
     def __init__(
         self,
         user_id: str,
@@ -189,6 +211,11 @@ class OrderedDelivery:
         self.last_seq = start
         if start < max_seq or self._held or self._refresh_unread:
             self.resync()
+
+    @property
+    def transport(self) -> Transport:
+        """The socket underneath."""
+        return self._transport
 
     @property
     def started(self) -> bool:

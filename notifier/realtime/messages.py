@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from notifier.notifications.store import iso
+from notifier.formatting import iso
 
 # One encoder for every envelope: json.dumps with non-default options builds a new one per call.
 _COMPACT = json.JSONEncoder(separators=(",", ":"))

@@ -35,7 +35,8 @@ async def run_deal_check(handler: BaseHandler, user_id: str) -> str:
 async def announce(handler: BaseHandler, body: object) -> str:
     """Store an announcement and push it to every connected user on every process."""
     announcement = await AnnouncementRepository(handler.db).create(body)
-    await bus.publish_async(handler.bus, {"kind": "announcement", "announcement": announcement})
+    # Rendered here, once, for every socket on every process.
+    await bus.publish_async(handler.bus, handler.renderer.announcement_event(announcement))
     return str(announcement["id"])
 
 

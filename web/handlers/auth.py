@@ -13,6 +13,7 @@ from notifier.accounts.login_limit import LoginLimit
 from notifier.accounts.users import UserRepository
 from notifier.errors import TooManyAttempts
 from notifier.realtime import bus
+from notifier.realtime.events import LogoutEvent
 from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 
@@ -124,7 +125,7 @@ class LogoutHandler(PageHandler):
         """Log out and go back to the login page."""
         self.clear_cookie(COOKIE)
         if self.identity is not None:
-            await bus.publish_async(self.bus, {"kind": "logout", "user_id": self.user.user_id})
+            await bus.publish_async(self.bus, LogoutEvent(user_id=self.user.user_id))
         self.redirect("/login", status=303)
 
 

@@ -22,7 +22,8 @@ async def mark_read(handler: BaseHandler, user_id: str, seqs: list[int] | None) 
     changed = await repo.mark_read(user_id, seqs)
     unread = await repo.unread_count(user_id)
     if changed:
-        event = {"kind": "read", "user_id": user_id, "ids": changed, "unread_count": unread}
+        # Rendered here, once, for every tab of the user on every process.
+        event = handler.renderer.read_event(user_id, changed, unread)
         await bus.publish_async(handler.bus, event)
     return unread
 

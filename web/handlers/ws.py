@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import urllib.parse
 import uuid
 from typing import Any
@@ -25,16 +24,17 @@ from notifier.notifications.store import NotificationRepository, format_id
 from notifier.realtime import bus, messages
 from notifier.realtime.delivery import (
     STORAGE_UNAVAILABLE,
-    TOKEN_EXPIRED,
     TOO_MANY_SOCKETS,
     Flushing,
     OrderedDelivery,
 )
+from notifier.realtime.events import EvictEvent
 from notifier.realtime.socket_limit import SocketLimit
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
+from web.lean import release_handshake
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """
         self.registry.add(self.delivery)
         await self._enforce_limit()
-        loop = IOLoop.current()
-        self._expiry = loop.call_later(
-            max(0.0, self._expires_at - time.time()), self._token_expired
-        )
+        self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
         last_id = self.get_query_argument("last_id", None)
         announcements = AnnouncementRepository(self.db)
         latest = self.settings["announcements"]
@@ -152,6 +149,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             [self.renderer.announcement({"announcement": a}, self.format) for a in missed],
         )
         self.delivery.start_from(last_id, max_seq)  # replays only when something may be missed
+        release_handshake(self)  # the request is gone after this: see web/lean.py
 
     async def _enforce_limit(self) -> None:
         """Count this socket against the user's limit everywhere and note the user present;
@@ -171,7 +169,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             )
             elsewhere = [s for s in evicted if not s.startswith(here)]
             if elsewhere:
-                event = {"kind": "evict", "user_id": self.user_id, "socket_ids": elsewhere}
+                event = EvictEvent(user_id=self.user_id, socket_ids=elsewhere)
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit and presence not recorded (redis unavailable: %s)", e)
@@ -234,8 +232,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         IOLoop.current().add_callback(self._forget_socket)
         if self.delivery.started:  # it was open: it heard every broadcast until now
             IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
-        if self._expiry is not None:
-            IOLoop.current().remove_timeout(self._expiry)
+        self.settings["expiry"].discard(self._expiry)
 
     # The delivery's transport --------------------------------------------------------------
 
@@ -260,10 +257,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         except PyMongoError:
             # Expected while the process shuts down: at worst an announcement shows once more.
             log.info("could not note announcements as seen for a closed socket")
-
-    def _token_expired(self) -> None:
-        self._expiry = None
-        self.close(TOKEN_EXPIRED, "token expired")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:

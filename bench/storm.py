@@ -1,0 +1,348 @@
+"""The reconnect storm: a web process holding N sockets gets SIGTERM; they all come back.
+
+N pages (JSON sockets, `sockets_per_user` of them per user) are connected to web process
+A; a second, B, is already running on another port (as behind a load balancer). A gets
+SIGTERM and closes every socket with 1012; each page reconnects as the htmx ws extension
+does with `wsReconnectDelay = "full-jitter"` (static/app.js): on a close with 1006, 1011,
+1012 or 1013 it waits random() * 1 s * 2^min(retries, 6), retries += 1, and tries again;
+an open socket resets retries. It resumes with `last_id=` the newest id it holds, as
+static/app.js does. Meanwhile a separate writer process (`python bench/storm.py write`)
+stores one notification for every user through notifier's own NotificationService
+(MongoDB first, then Redis, as the worker does). Measured: the time from the SIGTERM
+until every page is greeted by B and holds its user's new notification, with none
+missing and none twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # run as a script (the writer), notifier must import
+
+from bson import ObjectId  # noqa: E402
+from loadgen import upgrade_request  # noqa: E402
+from pymongo import MongoClient  # noqa: E402
+from seed import store_notifications  # noqa: E402
+
+from notifier.accounts.auth import issue_token  # noqa: E402
+from notifier.notifications.store import format_id  # noqa: E402
+
+RECONNECT_CODES = (1006, 1011, 1012, 1013)  # the ext's list: anything else is final
+HISTORY = 5  # notifications each user holds before the storm; the page shows the newest
+NOTIFICATION_TYPES = {"deal-notification", "system-message", "job-complete"}
+
+
+class Storm:
+    """Every page of the storm and the counts the measurement needs."""
+
+    def __init__(self, expected: str) -> None:
+        self.port = 0
+        self.expected = expected  # the id published during the outage
+        self.after_kill = False
+        self.stopping = False
+        self.greeted = 0
+        self.back = 0  # pages greeted again after the SIGTERM
+        self.done = 0  # back and holding the new notification
+        self.duplicates = 0
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.last_back_ns = 0
+        self.last_done_ns = 0
+        self.tasks: set[asyncio.Future[None]] = set()
+
+
+class Page:
+    """One browser tab's socket, reconnecting like the htmx ws extension."""
+
+    def __init__(self, storm: Storm, token: str, newest: str) -> None:
+        self.storm, self.token, self.newest = storm, token, newest
+        self.retries = 0
+        self.seen: dict[str, int] = {}
+        self.sock: PageSocket | None = None
+        self.back = self.done = False
+
+    def connect(self) -> None:
+        self.storm.attempts += 1
+        task = asyncio.ensure_future(self._connect(self.storm.port))
+        self.storm.tasks.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(self.storm.tasks.discard)
+
+    async def _connect(self, port: int) -> None:
+        path = f"/ws?format=json&token={self.token}&last_id={self.newest}"
+        try:
+            await asyncio.get_running_loop().create_connection(
+                lambda: PageSocket(self, upgrade_request(path)), "127.0.0.1", port
+            )
+        except OSError:
+            self.closed(1006)
+
+    def opened(self) -> None:
+        self.retries = 0  # the ext's onopen
+
+    def closed(self, code: int) -> None:
+        self.sock = None
+        if code == 1006:
+            self.storm.failed_attempts += 1
+        if self.storm.stopping or code not in RECONNECT_CODES:
+            return
+        delay = random.random() * 2 ** min(self.retries, 6)  # seconds; full jitter
+        asyncio.get_running_loop().call_later(delay, self._retry)
+
+    def _retry(self) -> None:
+        if not self.storm.stopping:
+            self.retries += 1
+            self.connect()
+
+    def message(self, text: bytes) -> None:
+        msg = json.loads(text)
+        kind, storm = msg.get("type"), self.storm
+        if kind == "connection-established":
+            storm.greeted += 1
+            if storm.after_kill and not self.back:
+                self.back = True
+                storm.back += 1
+                storm.last_back_ns = time.monotonic_ns()
+        elif kind in NOTIFICATION_TYPES and "id" in msg["data"]:
+            nid = msg["data"]["id"]
+            n = self.seen[nid] = self.seen.get(nid, 0) + 1
+            if n == 2:
+                storm.duplicates += 1
+            self.newest = max(self.newest, nid)
+        if self.back and not self.done and storm.expected in self.seen:
+            self.done = True
+            storm.done += 1
+            storm.last_done_ns = time.monotonic_ns()
+
+
+class PageSocket(asyncio.Protocol):
+    """The socket under a Page: upgrade, then text frames and the close frame."""
+
+    def __init__(self, page: Page, request: bytes) -> None:
+        self.page, self.request = page, request
+        self.buf = b""
+        self.upgraded = False
+        self.code = 1006  # no close frame: abnormal closure
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.page.sock = self
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data if self.buf else data
+        if not self.upgraded:
+            head = buf.find(b"\r\n\r\n")
+            if head < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                assert self.transport is not None
+                self.transport.abort()  # the browser's onerror + onclose(1006)
+                return
+            self.upgraded = True
+            self.page.opened()
+            buf = buf[head + 4 :]
+        pos, n = 0, len(buf)
+        while n - pos >= 2:
+            size = buf[pos + 1] & 0x7F
+            start = pos + 2
+            if size == 126:
+                if n - pos < 4:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
+            elif size == 127:
+                if n - pos < 10:
+                    break
+                size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
+            end = start + size
+            if end > n:
+                break
+            opcode = buf[pos] & 0x0F
+            if opcode == 1:
+                self.page.message(buf[start:end])
+            elif opcode == 8 and size >= 2:
+                self.code = int.from_bytes(buf[start : start + 2], "big")
+            pos = end
+        self.buf = buf[pos:] if pos < n else b""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.page.closed(self.code)
+
+
+async def _until(done: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+def _seed(mongodb_uri: str, users: list[str]) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
+    db = client.get_default_database()
+    for user in users:
+        store_notifications(db, user, HISTORY, 1, "Before the storm")
+    client.close()
+
+
+async def _storm(
+    start_server: Callable[..., Any],
+    env: dict[str, str],
+    tmp: Path,
+    sockets: int,
+    users: list[str],
+    writer: subprocess.Popen[str],
+    timeout: float,
+    connect_budget: float,
+) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    storm = Storm(format_id(HISTORY + 1))
+    pages: list[Page] = []
+    a, a_port = start_server("notifier", env, tmp)
+    b, b_port = start_server("notifier", env, tmp)
+    try:
+        secret = env["JWT_SECRET"]
+        tokens = {u: issue_token(secret, u, "storm", "shopper", 7200) for u in users}
+        pages = [
+            Page(storm, tokens[users[i % len(users)]], format_id(HISTORY)) for i in range(sockets)
+        ]
+        storm.port = a_port
+        started = time.monotonic()
+        # Connect while the budget lasts: the second process takes them back at about the
+        # rate the first took them, so this bounds the storm's own time as well.
+        for i in range(0, sockets, 200):
+            if time.monotonic() - started > connect_budget:
+                pages = pages[:i]
+                break
+            chunk = pages[i : i + 200]
+            for p in chunk:
+                p.connect()
+            want = i + len(chunk)
+            if not await _until(lambda want=want: storm.greeted >= want, 120):  # type: ignore[misc]
+                raise RuntimeError(f"storm: only {storm.greeted} of {want} connected")
+        connect_s = time.monotonic() - started
+        await asyncio.sleep(1.0)  # the server's per-socket connect work settles
+        rss_a = a.rss_kib()
+        storm.port, storm.after_kill = b_port, True
+        killed_ns = time.monotonic_ns()
+        a.popen.send_signal(signal.SIGTERM)
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        asked, sockets = sockets, len(pages)
+        finished = await _until(lambda: storm.done >= sockets, timeout)
+        elapsed = (time.monotonic_ns() - killed_ns) / 1e9
+        written = await loop.run_in_executor(None, writer.stdout.readline)
+        await asyncio.sleep(0.5)  # a late repeat would show up here
+        storm.stopping = True
+        return {
+            "sockets": sockets,
+            "sockets_asked": asked,
+            "connect_budget_s": connect_budget,
+            "users": len(users),
+            "published": len(users),
+            "completed": finished,
+            "seconds_to_all_back": (storm.last_back_ns - killed_ns) / 1e9 if storm.back else None,
+            "seconds_to_caught_up": (storm.last_done_ns - killed_ns) / 1e9 if finished else None,
+            "seconds_waited": elapsed,
+            "back": storm.back,
+            "caught_up": storm.done,
+            "lost": sockets - storm.done,
+            "duplicates": storm.duplicates,
+            "reconnect_attempts": storm.attempts - sockets,
+            "failed_attempts": storm.failed_attempts,
+            "writer_seconds": float(written.split()[1]) if written.startswith("done") else None,
+            "initial_connect_per_s": sockets / connect_s,
+            "server_rss_kib": rss_a,
+        }
+    finally:
+        storm.stopping = True
+        for p in pages:
+            if p.sock is not None and p.sock.transport is not None:
+                p.sock.transport.abort()
+        a.stop()
+        b.stop()
+
+
+def run(
+    start_server: Callable[..., Any],
+    env: dict[str, str],
+    tmp: Path,
+    sockets: int,
+    per_user: int = 10,
+    timeout: float = 90,
+    connect_budget: float = 40,
+) -> dict[str, Any]:
+    """One storm of up to `sockets` pages (per_user to a user) against fresh web processes.
+
+    As many pages as the first process takes in `connect_budget` seconds: the largest
+    storm that fits the suite's time.
+    """
+    print(f"reconnect storm: {sockets} sockets, SIGTERM, back on a second process", flush=True)
+    users = [str(ObjectId()) for _ in range(max(1, sockets // per_user))]
+    _seed(env["MONGODB_URI"], users)
+    ids = tmp / f"storm-users-{users[0]}.txt"
+    ids.write_text("\n".join(users))
+    writer = subprocess.Popen(
+        [sys.executable, str(BENCH / "storm.py"), "write", str(ids)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        result = asyncio.run(
+            _storm(start_server, env, tmp, sockets, users, writer, timeout, connect_budget)
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+    print(
+        f"  {result['sockets']} of {sockets} sockets connected in {connect_budget:.0f} s; "
+        f"all back in {result['seconds_to_all_back']} s, caught up in "
+        f"{result['seconds_to_caught_up']} s, lost {result['lost']}, twice "
+        f"{result['duplicates']}",
+        flush=True,
+    )
+    return result
+
+
+def write(users_file: str) -> None:
+    """The writer process: on "go", one notification for each user, as the worker does."""
+    import os
+
+    import redis
+
+    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.realtime.bus import Publisher
+
+    users = Path(users_file).read_text().split()
+    client: MongoClient[dict[str, Any]] = MongoClient(os.environ["MONGODB_URI"])
+    service = NotificationService(
+        NotificationWriter(client.get_default_database()),
+        Publisher(redis.Redis.from_url(os.environ["REDIS_URL"])),
+    )
+    sys.stdin.readline()
+    started = time.monotonic()
+    for user in users:
+        service.notify(user, "system-message", {"message": "During the storm", "severity": "info"})
+    print(f"done {time.monotonic() - started:.3f}", flush=True)
+    client.close()
+
+
+if __name__ == "__main__":
+    write(sys.argv[2])

@@ -1,0 +1,99 @@
+"""The fan-out: from the bus to this process's sockets, one place for every kind of event.
+
+Each event arrives decoded and typed (notifier.realtime.events) with its payloads already
+rendered by the writer; the fan-out hands them to the registry, which offers them to the
+user's OrderedDelivery sockets. Like the registry, it runs on the event loop only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import assert_never
+
+from notifier import metrics
+from notifier.notifications.announcements import LatestAnnouncement
+from notifier.realtime.delivery import LOGGED_OUT, TOO_MANY_SOCKETS
+from notifier.realtime.events import (
+    AnnouncementEvent,
+    Event,
+    EvictEvent,
+    LogoutEvent,
+    NotificationEvent,
+    ReadEvent,
+)
+from notifier.realtime.registry import ConnectionRegistry
+
+
+class FanOut:
+    """Hands each bus event's ready-made payloads to the registry; no template runs here.
+
+    Runs on the IOLoop (called by the subscriber task), like the registry it feeds.
+    Metrics are counted per event and written once per read from the bus (`flush`).
+    """
+
+    def __init__(self, registry: ConnectionRegistry, latest: LatestAnnouncement) -> None:
+        self.registry = registry
+        self.latest = latest  # the newest announcement known: what /ws connects check
+        self._delivered: Counter[str] = Counter()  # message type -> sockets, this batch
+        self._oldest: float | None = None  # the oldest notification delivered, this batch
+
+    def __call__(self, event: Event) -> None:
+        """Deliver one event from the bus (the decoder already refused unknown kinds)."""
+        match event:
+            case NotificationEvent():
+                self.notification(event)
+            case ReadEvent():
+                self.read(event)
+            case AnnouncementEvent():
+                self.announcement(event)
+            case LogoutEvent():
+                self.logout(event)
+            case EvictEvent():
+                self.evict(event)
+            case _:
+                assert_never(event)
+
+    def notification(self, event: NotificationEvent) -> None:
+        """A new notification, offered to each of the user's sockets in seq order."""
+        sockets = self.registry.offer_to_user(event.user_id, event.seq, event.payload)
+        if sockets:
+            self._delivered[event.type] += sockets
+            if self._oldest is None or event.created_at < self._oldest:
+                self._oldest = event.created_at
+
+    def read(self, event: ReadEvent) -> None:
+        """Notifications marked read, on every socket of the user."""
+        self._delivered["notification-read"] += self.registry.send_to_user(
+            event.user_id, event.payload
+        )
+
+    def announcement(self, event: AnnouncementEvent) -> None:
+        """An announcement, on every socket of this process."""
+        self.latest.saw({"created_at": event.created_at})
+        self._delivered["system-message"] += self.registry.send_to_all(event.payload)
+
+    def logout(self, event: LogoutEvent) -> None:
+        """The user logged out: close their sockets here."""
+        self.registry.close_user(event.user_id, LOGGED_OUT, "logged out")
+
+    def evict(self, event: EvictEvent) -> None:
+        """Close those of the user's sockets over the limit that live here."""
+        self.registry.close_sockets(
+            event.user_id, set(event.socket_ids), TOO_MANY_SOCKETS, "too many connections"
+        )
+
+    def flush(self) -> None:
+        """Write the metrics of the batch just delivered (once per bus read, not per message)."""
+        if self._delivered:
+            for message_type, sockets in self._delivered.items():
+                metrics.delivered(message_type).inc(sockets)
+            self._delivered.clear()
+        if self._oldest is not None:
+            metrics.DELIVERY_LATENCY.observe(max(0.0, time.time() - self._oldest))
+            self._oldest = None
+
+    async def resubscribed(self) -> None:
+        """The bus was (re)joined: anything published meanwhile is filled from MongoDB."""
+        self.latest.forget()  # an announcement event may have been lost too
+        self.registry.resync_all()

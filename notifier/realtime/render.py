@@ -1,0 +1,130 @@
+"""The payloads pushed on sockets, rendered once by whoever writes the event.
+
+A worker that publishes a notification (and a web process that publishes a read or an
+announcement) renders both formats here and puts them in the bus event, so no web
+process runs a template per message. The fragments are the web front end's templates
+(`web/templates/fragments/`, shared by pages and sockets): the core reads that directory
+as data and imports nothing from `web`.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from notifier.formatting import money, relative_time
+from notifier.realtime import messages
+from notifier.realtime.events import AnnouncementEvent, NotificationEvent, ReadEvent
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
+FORMATS = ("html", "json")
+
+# Which page event each notification type fires on `document` (the seed's event bus).
+DOM_EVENTS = {
+    "deal-notification": "notification:deal",
+    "system-message": "notification:system",
+    "job-complete": "notification:job",
+}
+
+
+def environment(templates: Path = TEMPLATES) -> Environment:
+    """The Jinja2 environment of pages and fragments, with its filters."""
+    env = Environment(
+        loader=FileSystemLoader(templates),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = money
+    env.filters["reltime"] = relative_time
+    env.filters["path_segment"] = lambda s: urllib.parse.quote(str(s), safe="")
+    env.globals["DOM_EVENTS"] = DOM_EVENTS
+    return env
+
+
+class PayloadRenderer:
+    """Renders fragments and the payloads pushed on sockets, and builds the bus events."""
+
+    def __init__(self, templates: Path = TEMPLATES) -> None:
+        self.env = environment(templates)
+
+    def render(self, name: str, **context: Any) -> str:
+        """Render a page or fragment template."""
+        return self.env.get_template(name).render(**context)
+
+    # Bus events, with both formats rendered (writers) ------------------------------------
+
+    def notification_event(
+        self, user_id: str, notification: Mapping[str, Any], unread: int
+    ) -> NotificationEvent:
+        """A stored notification (as the API shows it) as the event to publish."""
+        message = {"notification": notification, "unread_count": unread}
+        return NotificationEvent(
+            html=self.notification(message, "html"),
+            json=self.notification(message, "json"),
+            user_id=user_id,
+            seq=int(notification["id"]),
+            type=notification["type"],
+            created_at=datetime.fromisoformat(notification["created_at"]).timestamp(),
+        )
+
+    def read_event(self, user_id: str, ids: list[str], unread: int) -> ReadEvent:
+        """Notifications marked read, as the event to publish."""
+        message = {"ids": ids, "unread_count": unread}
+        return ReadEvent(
+            html=self.read(message, "html"),
+            json=self.read(message, "json"),
+            user_id=user_id,
+            ids=ids,
+        )
+
+    def announcement_event(self, announcement: Mapping[str, Any]) -> AnnouncementEvent:
+        """An announcement, as the event to publish."""
+        message = {"announcement": announcement}
+        return AnnouncementEvent(
+            html=self.announcement(message, "html"),
+            json=self.announcement(message, "json"),
+            id=str(announcement["id"]),
+            created_at=str(announcement["created_at"]),
+        )
+
+    # Socket payloads: each takes the format ("html" or "json") ----------------------------
+
+    def notification(self, message: Mapping[str, Any], fmt: str) -> str:
+        """A notification (`{"notification", "unread_count"}`): toast, row and badge, or JSON."""
+        n, unread = message["notification"], message["unread_count"]
+        if fmt == "json":
+            data = {**n["data"], "id": n["id"], "created_at": n["created_at"]}
+            return messages.envelope(n["type"], {**data, "unread_count": unread})
+        return self.render("fragments/live_notification.html", n=n, unread_count=unread)
+
+    def read(self, message: Mapping[str, Any], fmt: str) -> str:
+        """Notifications marked read (`{"ids", "unread_count"}`), on any tab of this user."""
+        ids, unread = message["ids"], message["unread_count"]
+        if fmt == "json":
+            return messages.envelope("notification-read", {"ids": ids, "unread_count": unread})
+        return self.render("fragments/live_read.html", ids=ids, unread_count=unread)
+
+    def announcement(self, message: Mapping[str, Any], fmt: str) -> str:
+        """A system announcement for everybody (`{"announcement": {...}}`)."""
+        a = message["announcement"]
+        if fmt == "json":
+            return messages.envelope("system-message", a)
+        return self.render("fragments/live_announcement.html", a=a)
+
+    def unread(self, unread: int, fmt: str) -> str:
+        """The authoritative unread count (after the live stream may have missed reads)."""
+        if fmt == "json":
+            return messages.envelope("unread-count", {"unread_count": unread})
+        return self.render("fragments/badge.html", unread_count=unread, oob=True)
+
+    def connected(self, user: Mapping[str, Any], unread: int, fmt: str) -> str:
+        """The first message on a socket: who you are and how many are unread."""
+        if fmt == "json":
+            return messages.envelope("connection-established", {**user, "unread_count": unread})
+        return self.render("fragments/live_connected.html", unread_count=unread)

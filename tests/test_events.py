@@ -1,0 +1,232 @@
+"""Bus events without any server: encoding, decoding, the writer's payloads, start-up checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+import redis
+
+from notifier.realtime import bus, events
+from notifier.realtime.events import (
+    AnnouncementEvent,
+    EvictEvent,
+    LogoutEvent,
+    NotificationEvent,
+    ReadEvent,
+)
+from notifier.realtime.render import PayloadRenderer
+from tests.conftest import ROOT
+from web.frames import check_iostream, stream_problems
+from web.render import Renderer
+
+RENDERER = PayloadRenderer()
+NOTIFICATION = {
+    "id": "000000000007",
+    "type": "deal-notification",
+    "created_at": "2026-01-01T12:00:00.000Z",
+    "read": False,
+    "data": {
+        "notification_id": "000000000007",
+        "message": "You have 1 new deal(s) on your watched items!",
+        "user_id": "u1",
+        "deals": [
+            {
+                "item_name": "Milk <2%>",
+                "best_price_in_cents": 249,
+                "store_name": "A",
+                "store_id": "a",
+            }
+        ],
+    },
+}
+ANNOUNCEMENT = {
+    "id": "a1",
+    "message": "Maintenance <tonight>",
+    "severity": "warning",
+    "created_at": "2026-01-01T12:00:00.000Z",
+}
+
+KINDS = {
+    NotificationEvent: "notification",
+    ReadEvent: "read",
+    AnnouncementEvent: "announcement",
+    LogoutEvent: "logout",
+    EvictEvent: "evict",
+}
+EVERY_KIND = [
+    RENDERER.notification_event("u1", NOTIFICATION, 3),
+    RENDERER.read_event("u1", ["000000000001", "000000000002"], 1),
+    RENDERER.announcement_event(ANNOUNCEMENT),
+    LogoutEvent(user_id="u1"),
+    EvictEvent(user_id="u1", socket_ids=["h:1:80:abc", "h:2:80:def"]),
+]
+
+
+@pytest.mark.parametrize("event", EVERY_KIND, ids=lambda e: type(e).__name__)
+def test_every_kind_of_event_survives_the_bus(event: events.Event) -> None:
+    raw = events.encode(event)
+    assert json.loads(raw)["kind"] == KINDS[type(event)]
+    back = events.decode(raw)
+    assert type(back) is type(event) and back == event
+
+
+def test_a_notification_event_carries_what_delivery_needs() -> None:
+    event = RENDERER.notification_event("u1", NOTIFICATION, 3)
+    assert (event.user_id, event.seq, event.type) == ("u1", 7, "deal-notification")
+    assert event.created_at == datetime(2026, 1, 1, 12, tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"not json",
+        b"[]",
+        b'{"no": "kind"}',
+        b'{"kind": "job-progress-v9", "user_id": "u1"}',
+        b'{"kind": "logout"}',
+        b'{"kind": "logout", "user_id": 5}',
+        b'{"kind": "evict", "user_id": "u1", "socket_ids": "all"}',
+        b'{"kind": "notification", "user_id": "u1", "seq": 1}',
+    ],
+)
+def test_unknown_or_malformed_input_is_refused(raw: bytes) -> None:
+    with pytest.raises(msgspec.DecodeError):
+        events.decode(raw)
+    assert issubclass(msgspec.DecodeError, ValueError)
+
+
+def test_the_subscriber_logs_and_skips_a_malformed_event(caplog) -> None:
+    got: list[events.Event] = []
+    with caplog.at_level(logging.WARNING, logger="notifier.realtime.bus"):
+        bus._dispatch(got.append, b'{"kind": "nope"}')
+        bus._dispatch(got.append, events.encode(LogoutEvent(user_id="u1")))
+    assert got == [LogoutEvent(user_id="u1")]
+    assert "ignored a malformed event" in caplog.text
+
+
+def test_unknown_fields_are_ignored_so_writers_can_add_some_first() -> None:
+    raw = b'{"kind": "logout", "user_id": "u1", "reason": "later"}'
+    assert events.decode(raw) == LogoutEvent(user_id="u1")
+
+
+def without_timestamp(envelope: str) -> dict:
+    message = json.loads(envelope)
+    assert message.pop("timestamp").endswith("Z")
+    return message
+
+
+def test_the_writers_payloads_are_what_the_web_renderer_makes() -> None:
+    web = Renderer()
+    n = RENDERER.notification_event("u1", NOTIFICATION, 3)
+    message = {"notification": NOTIFICATION, "unread_count": 3}
+    assert n.payload("html") == web.notification(message, "html")
+    assert without_timestamp(n.payload("json")) == without_timestamp(
+        web.notification(message, "json")
+    )
+    assert 'id="notification-000000000007"' in n.html and "$2.49" in n.html
+    assert "Milk &lt;2%&gt;" in n.html  # escaped once, by the writer
+
+    r = RENDERER.read_event("u1", ["000000000001"], 1)
+    read = {"ids": ["000000000001"], "unread_count": 1}
+    assert r.payload("html") == web.read(read, "html")
+    assert without_timestamp(r.payload("json")) == without_timestamp(web.read(read, "json"))
+    assert without_timestamp(r.json)["data"] == read
+
+    a = RENDERER.announcement_event(ANNOUNCEMENT)
+    assert a.payload("html") == web.announcement({"announcement": ANNOUNCEMENT}, "html")
+    assert without_timestamp(a.json) == {"type": "system-message", "data": ANNOUNCEMENT}
+
+
+def test_the_web_renderer_shares_the_cores_filters() -> None:
+    web = Renderer()
+    assert web.env.filters["money"] is RENDERER.env.filters["money"]
+    assert web.env.filters["reltime"] is RENDERER.env.filters["reltime"]
+
+
+# Start-up checks of the private APIs the fast path uses ------------------------------------
+
+
+class Shaped:
+    """A stand-in with whatever attributes a test gives it."""
+
+    def __init__(self, **attrs: object) -> None:
+        self.__dict__.update(attrs)
+
+
+def test_the_redis_check_trips_when_the_connection_has_no_stream_reader() -> None:
+    with pytest.raises(bus.LibraryChanged, match="no `_reader`"):
+        bus.subscription_stream(Shaped(_stream=asyncio.StreamReader))
+    with pytest.raises(bus.LibraryChanged, match=r"not an asyncio\.StreamReader"):
+        bus.subscription_stream(Shaped(_reader=object()))
+    # A connection that is merely closed is a connection error: retried, not fatal.
+    with pytest.raises(redis.ConnectionError):
+        bus.subscription_stream(Shaped(_reader=None))
+    assert not issubclass(bus.LibraryChanged, (redis.RedisError, OSError))
+
+
+def test_the_redis_check_passes_on_the_pinned_redis_py() -> None:
+    bus.check_redis_connection()
+
+    async def opened() -> None:
+        reader = asyncio.StreamReader()
+        assert bus.subscription_stream(Shaped(_reader=reader)) is reader
+
+    asyncio.run(opened())
+
+
+def test_the_tornado_check_trips_when_iostream_loses_socket_or_writing() -> None:
+    a, b = socket.socketpair()
+    try:
+        assert stream_problems(Shaped(socket=a, writing=lambda: False)) == []
+        assert stream_problems(Shaped(fileno=a, writing=lambda: False)) == ["no `.socket`"]
+        assert stream_problems(Shaped(socket=a)) == ["no `.writing()`"]
+        assert stream_problems(Shaped(socket=a, writing=True)) == ["no `.writing()`"]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_the_tornado_check_passes_on_the_pinned_tornado() -> None:
+    async def check() -> None:
+        check_iostream()
+
+    asyncio.run(check())
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("breakage", "says"),
+    [
+        (
+            "import tornado.iostream as m; del m.BaseIOStream.writing",
+            "IOStream has no `.writing()`",
+        ),
+        ("import redis.asyncio.connection as m; m.Connection = type('C', (), {})", "no `_reader`"),
+    ],
+)
+def test_python_m_web_stops_at_once_with_one_line_when_a_private_api_moved(
+    tmp_path, breakage: str, says: str
+) -> None:
+    code = f"{breakage}; import runpy; runpy.run_module('web', run_name='__main__')"
+    env = {
+        "PATH": os.environ["PATH"],
+        "NOTIFIER_ENV": "development",
+        "JWT_SECRET": "x" * 40,
+        "VAR_DIR": str(tmp_path),
+        "PORT": "1",  # never reached: the check comes first
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, timeout=50
+    )
+    assert done.returncode == 1
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("notifier: ") and says in lines[0], lines

@@ -1,0 +1,130 @@
+"""Lean sockets: the expiry queue (no server), the IOStream patch, the released handshake."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+import time
+import weakref
+
+import pytest
+from tornado.iostream import IOStream
+
+from notifier.realtime.expiry import ExpiryQueue
+from web.expiry import ExpirySweep
+from web.lean import NO_BUFFERS, Handshake, lazy_stream_buffers, shrink_stream
+
+
+class Item:
+    """Something to expire; weak-referenceable, so a test can see it is not kept."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed: tuple[int | None, str | None] | None = None
+        self.event = asyncio.Event()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.closed = (code, reason)
+        self.event.set()
+
+
+def test_due_returns_what_expired_soonest_first_and_only_once() -> None:
+    queue: ExpiryQueue[str] = ExpiryQueue()
+    for at, name in ((30, "c"), (10, "a"), (20, "b"), (10, "a2"), (40, "d")):
+        queue.add(at, name)
+    assert queue.due(5) == []
+    assert queue.due(20) == ["a", "a2", "b"]
+    assert queue.due(20) == []
+    assert len(queue) == 2
+    assert queue.due(100) == ["c", "d"]
+    assert len(queue) == 0
+
+
+def test_a_discarded_entry_never_comes_due_and_is_not_kept_alive() -> None:
+    queue: ExpiryQueue[Item] = ExpiryQueue()
+    gone, kept = Item("gone"), Item("kept")
+    entry = queue.add(10, gone)
+    queue.add(10, kept)
+    ref = weakref.ref(gone)
+    queue.discard(entry)
+    queue.discard(entry)  # a second discard (on_close after the sweep closed it) is harmless
+    queue.discard(None)  # closed before open() registered it
+    del gone
+    gc.collect()
+    assert ref() is None
+    assert len(queue) == 1
+    assert queue.due(10) == [kept]
+
+
+def test_mostly_dead_entries_are_compacted_away() -> None:
+    queue: ExpiryQueue[int] = ExpiryQueue()
+    entries = [queue.add(1000 + i, i) for i in range(1000)]
+    for entry in entries[:900]:
+        queue.discard(entry)
+    assert len(queue) == 100
+    assert len(queue._heap) < 200  # lazily deleted, but not without bound
+    assert queue.due(10_000) == list(range(900, 1000))
+
+
+@pytest.mark.gen_test
+async def test_the_sweep_closes_expired_sockets_then_stops() -> None:
+    sweep = ExpirySweep(4001, "token expired", every=0.05)
+    expired, later, closed_first = Item("expired"), Item("later"), Item("closed first")
+    sweep.add(time.time() - 1, expired)
+    later_entry = sweep.add(time.time() + 3600, later)
+    sweep.discard(sweep.add(time.time() - 1, closed_first))
+    await asyncio.wait_for(expired.event.wait(), 5)
+    assert expired.closed == (4001, "token expired")
+    assert later.closed is None and closed_first.closed is None
+    assert sweep._callback is not None  # one socket left: still sweeping
+    sweep.discard(later_entry)
+    sweep.sweep()
+    assert sweep._callback is None  # nothing left: the process stops waking up
+
+
+@pytest.mark.gen_test
+async def test_a_lean_stream_writes_what_does_not_fit_at_once_and_gives_its_deques_back() -> None:
+    lazy_stream_buffers()
+    lazy_stream_buffers()  # idempotent
+    here, there = socket.socketpair()
+    stream, reader = IOStream(here), IOStream(there)
+    try:
+        assert stream._write_futures is NO_BUFFERS
+        assert stream._write_buffer._buffers is NO_BUFFERS
+        payload = bytes(range(256)) * 40_000  # 10 MB: more than the kernel takes at once
+        written = stream.write(payload)
+        assert stream._write_futures is not NO_BUFFERS  # pending: real deques now
+        received = await reader.read_bytes(len(payload))
+        await written
+        assert received == payload
+        shrink_stream(stream)
+        assert stream._write_futures is NO_BUFFERS
+        assert stream._write_buffer._buffers is NO_BUFFERS
+        stream.write(b"again")  # and it writes again after being shrunk
+        assert await reader.read_bytes(5) == b"again"
+    finally:
+        stream.close()
+        reader.close()
+
+
+@pytest.mark.gen_test
+async def test_an_open_socket_keeps_no_handshake_state_and_still_works(app, ws_connect, alice):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    sock.send_json({"type": "ping"})
+    await sock.recv_type("pong")
+    (delivery,) = app.settings["registry"].connections_for_user(alice.user_id)
+    handler = delivery.transport
+    assert isinstance(handler.request, Handshake)
+    assert alice.token not in handler.request.uri and handler.request.uri.startswith("/ws?")
+    for name in ("_headers", "ui", "_transforms", "path_args", "open_args"):
+        assert name not in vars(handler), name
+    assert (handler.user_id, handler.format) == (alice.user_id, "json")
+    assert handler.socket_id.startswith("test:1:")
+    # What runs after open still works: messages, rate limiting, marking read, closing.
+    sock.send_json({"type": "mark-read", "all": True})
+    sock.send_json({"type": "launch"})
+    error = await sock.recv_type("error")
+    assert error["data"]["code"] == "unknown_message"
+    handler.close(4001, "token expired")
+    assert await sock.closed(timeout=10) == (4001, "token expired")

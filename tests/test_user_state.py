@@ -1,0 +1,164 @@
+"""The per-user state document: writers keep it in step, readers never count."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pymongo import AsyncMongoClient
+
+from notifier.notifications.announcements import LatestAnnouncement
+from notifier.notifications.state import UserState, recount
+from notifier.notifications.store import NotificationRepository, NotificationWriter
+from notifier.realtime import presence, socket_limit
+from tests.helpers import login
+
+USERS = 2
+# One step: up to four operations started together and all finished before the check.
+# ("insert", user) | ("read", user, seqs) | ("read-all", user)
+op = st.one_of(
+    st.tuples(st.just("insert"), st.integers(0, USERS - 1)),
+    st.tuples(
+        st.just("read"),
+        st.integers(0, USERS - 1),
+        # Seqs of this user, of the other (a seq its owner has and this one lacks), or of
+        # nobody; read already or not.
+        st.lists(st.integers(1, 12), min_size=1, max_size=5),
+    ),
+    st.tuples(st.just("read-all"), st.integers(0, USERS - 1)),
+)
+
+
+def check(db: Any, user_id: str) -> None:
+    stored = list(db.notifications.find({"user_id": user_id}, {"seq": 1, "read": 1}))
+    state = db.user_state.find_one({"_id": user_id}) or {"seq": 0, "unread": 0}
+    assert state["seq"] == max((d["seq"] for d in stored), default=0)
+    assert state["unread"] == sum(1 for d in stored if not d["read"])
+
+
+@pytest.mark.timeout(300)
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(st.lists(op, min_size=1, max_size=4), min_size=1, max_size=6))
+def test_the_state_matches_a_recount_after_every_step(db, config, steps):
+    """Inserts from several threads (as worker processes would) race mark-reads of ids and
+    of all; after each step the state holds the stored maximum seq and the unread count."""
+    users = [f"prop-{uuid.uuid4().hex[:10]}" for _ in range(USERS)]
+    writer = NotificationWriter(db)
+
+    async def scenario() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+        repo = NotificationRepository(client.get_default_database())
+        try:
+            for step in steps:
+                work = []
+                for o in step:
+                    user = users[o[1]]
+                    if o[0] == "insert":
+                        data = {"message": "m", "severity": "info"}
+                        work.append(asyncio.to_thread(writer.create, user, "system-message", data))
+                    else:
+                        work.append(repo.mark_read(user, o[2] if o[0] == "read" else None))
+                await asyncio.gather(*work)
+                for user in users:
+                    check(db, user)
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_recount_repairs_what_a_writer_that_died_mid_write_left(db):
+    user = f"crash-{uuid.uuid4().hex[:10]}"
+    writer = NotificationWriter(db)
+    for _ in range(3):
+        writer.create(user, "system-message", {"message": "m", "severity": "info"})
+    # A writer inserted seq 4 and died before its state update.
+    db.notifications.insert_one(
+        {"user_id": user, "seq": 4, "type": "system-message", "read": False, "data": {}}
+    )
+    assert writer.max_seq(user) == 4  # the state's seq, then a look just past it
+    assert writer.unread_count(user) == 3
+    assert writer.create(user, "system-message", {"message": "m", "severity": "info"})["seq"] == 5
+    assert recount(db, [user]) == 1
+    check(db, user)
+    assert db.user_state.find_one({"_id": user})["unread"] == 5
+
+
+@pytest.mark.gen_test
+async def test_pages_api_and_socket_show_the_states_count_not_a_count_of_documents(
+    fetch, ws_connect, db, alice
+):
+    writer = NotificationWriter(db)
+    for i in range(3):
+        writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
+    # Deliberately wrong: if anything counted the 3 unread, it would show 3.
+    db.user_state.update_one({"_id": alice.user_id}, {"$set": {"unread": 777}})
+    listed = json.loads((await fetch("/api/notifications", headers=alice.auth)).body)
+    assert listed["unread_count"] == 777 and len(listed["items"]) == 3
+    _, browser = await login(fetch, alice.username, alice.password)
+    for path in ("/", "/history"):
+        page = (await fetch(path, headers=browser)).body.decode()
+        badge = re.search(r'id="unread-badge"[^>]*>(\d+)<', page)
+        assert badge and badge.group(1) == "777", path
+    sock = await ws_connect(f"?format=json&token={alice.token}", established=False)
+    assert (await sock.recv_type("connection-established"))["data"]["unread_count"] == 777
+    db.user_state.update_one({"_id": alice.user_id}, {"$set": {"unread": -2}})
+    listed = json.loads((await fetch("/api/notifications", headers=alice.auth)).body)
+    assert listed["unread_count"] == 0  # clamped
+
+
+@pytest.mark.gen_test
+async def test_a_connect_records_the_socket_and_presence_in_redis(ws_connect, sync_redis, alice):
+    await ws_connect(f"?format=json&token={alice.token}")  # greeted: open() has run
+    sockets = sync_redis.zrange(socket_limit.KEY.format(alice.user_id), 0, -1)
+    assert len(sockets) == 1 and sockets[0].startswith(b"test:1:")
+    assert sync_redis.ttl(socket_limit.KEY.format(alice.user_id)) > 3600
+    entry = sync_redis.hget(presence.KEY.format(alice.user_id), "test:1")
+    assert entry is not None and float(entry) > datetime.now(UTC).timestamp()
+    assert presence.is_online(sync_redis, alice.user_id)
+
+
+@pytest.mark.gen_test
+async def test_a_user_without_a_state_gets_one_on_first_read(db, config, alice):
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    try:
+        db.user_state.delete_one({"_id": alice.user_id})
+        state = await NotificationRepository(client.get_default_database()).state(alice.user_id)
+        assert (state.max_seq, state.unread_count) == (0, 0)
+        assert state.announcements_seen_at is not None  # carried over from the users document
+        stored = db.user_state.find_one({"_id": alice.user_id})
+        assert (stored["seq"], stored["unread"]) == (0, 0)
+        NotificationWriter(db).create(alice.user_id, "system-message", {"message": "m"})
+        again = await NotificationRepository(client.get_default_database()).state(alice.user_id)
+        assert again == UserState(1, 1, state.announcements_seen_at)
+    finally:
+        await client.close()
+
+
+def test_latest_announcement_says_when_a_connect_may_skip_the_query():
+    latest = LatestAnnouncement()
+    seen = datetime(2026, 3, 1, tzinfo=UTC)
+    assert latest.may_be_news(seen)  # not loaded yet: unsure
+    latest._known = True  # loaded: there are none
+    assert not latest.may_be_news(seen)
+    assert latest.may_be_news(None)  # a user with no mark
+    latest.saw({"created_at": "2026-02-28T10:00:00.000Z"})
+    assert not latest.may_be_news(seen)
+    latest.saw({"created_at": (seen + timedelta(milliseconds=1)).isoformat()})
+    assert latest.may_be_news(seen)
+    latest.saw({"created_at": "2026-01-01T00:00:00.000Z"})  # older: the newest stays
+    assert latest.may_be_news(seen)
+    latest._known, latest._newest = True, None
+    latest.saw({"created_at": "now"})  # unreadable: load again before trusting it
+    assert latest.may_be_news(seen)
