@@ -90,16 +90,12 @@ def check_deal_chunk(
 def _progress(job: Job) -> None:
     """The requester's tabs hear how far the check has got (live only, not stored)."""
     if job.requested_by and job.total:
-        event = {
-            "kind": "job-progress",
-            "user_id": job.requested_by,
-            "job": "deal-check",
-            "job_id": job.id,
-            "done": job.done,
-            "total": job.total,
-        }
+        service = celery.resources.notifications
+        event = service.renderer.job_progress_event(
+            job.requested_by, "deal-check", job.id, job.done, job.total
+        )
         try:
-            celery.resources.notifications.publisher.publish(event)
+            service.publisher.publish(event)
         except (RedisError, OSError):
             pass  # progress is a courtesy; the job-complete notification is stored
 

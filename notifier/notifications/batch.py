@@ -22,8 +22,7 @@ from pymongo.synchronous.database import Database
 from redis import RedisError
 
 from notifier.notifications import state as user_state
-from notifier.notifications.store import TYPES, format_id, to_json
-from notifier.realtime.bus import Publisher
+from notifier.notifications.store import TYPES, NotificationService, format_id, to_json
 from notifier.storage.batches import DUPLICATE_KEY, batched, find_in
 
 log = logging.getLogger(__name__)
@@ -156,7 +155,9 @@ def _highest_stored(db: Database[Any], user_id: str) -> int:
     return int(last["seq"]) if last else 0
 
 
-def notify_many(db: Database[Any], publisher: Publisher, wanted: list[NewNotification]) -> Stored:
+def notify_many(
+    db: Database[Any], service: NotificationService, wanted: list[NewNotification]
+) -> Stored:
     """Store one notification each for many users, then publish them in one pipeline.
 
     Storage first, always: what fails to publish stays in the outbox for the sweep.
@@ -165,16 +166,13 @@ def notify_many(db: Database[Any], publisher: Publisher, wanted: list[NewNotific
     if not stored.docs:
         return stored
     events = [
-        {
-            "kind": "notification",
-            "user_id": doc["user_id"],
-            "notification": to_json(doc),
-            "unread_count": stored.unread[doc["user_id"]],
-        }
+        service.renderer.notification_event(
+            doc["user_id"], to_json(doc), stored.unread[doc["user_id"]]
+        )
         for doc in stored.docs
     ]
     try:
-        publisher.publish_many(events)
+        service.publisher.publish_many(events)
     except (RedisError, OSError) as e:
         log.warning("publishing %d notification(s) failed (the sweep retries): %s", len(events), e)
         return stored

@@ -309,6 +309,11 @@ class NotificationService:
         """Where this service publishes (batches publish there too)."""
         return self._publisher
 
+    @property
+    def renderer(self) -> PayloadRenderer:
+        """What renders the events it publishes (batches render with it too)."""
+        return self._renderer
+
     def notify(
         self,
         user_id: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +52,7 @@ class Publisher:
             return int(self._redis.spublish(CHANNEL, encode(event)))
         return int(self._redis.publish(CHANNEL, encode(event)))
 
-    def publish_many(self, events: list[dict[str, Any]]) -> None:
+    def publish_many(self, events: Sequence[Event]) -> None:
         """Publish events in order, in one round trip (a pipeline) where the client allows."""
         if isinstance(self._redis, RedisCluster):
             for event in events:  # the channel's shard is one node: order is kept

@@ -44,6 +44,13 @@ class AnnouncementEvent(Rendered, frozen=True, tag="announcement", tag_field="ki
     created_at: str  # ISO 8601: web processes keep the newest, so connects skip a query
 
 
+class JobProgressEvent(Rendered, frozen=True, tag="job-progress", tag_field="kind"):
+    """How far a user's long job has got (live only: the result is a stored job-complete)."""
+
+    user_id: str
+    job_id: str
+
+
 class LogoutEvent(msgspec.Struct, frozen=True, tag="logout", tag_field="kind"):
     """A user logged out: close their sockets everywhere."""
 
@@ -57,7 +64,9 @@ class EvictEvent(msgspec.Struct, frozen=True, tag="evict", tag_field="kind"):
     socket_ids: list[str]
 
 
-Event = NotificationEvent | ReadEvent | AnnouncementEvent | LogoutEvent | EvictEvent
+Event = (
+    NotificationEvent | ReadEvent | AnnouncementEvent | JobProgressEvent | LogoutEvent | EvictEvent
+)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)

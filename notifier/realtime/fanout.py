@@ -18,6 +18,7 @@ from notifier.realtime.events import (
     AnnouncementEvent,
     Event,
     EvictEvent,
+    JobProgressEvent,
     LogoutEvent,
     NotificationEvent,
     ReadEvent,
@@ -47,6 +48,8 @@ class FanOut:
                 self.read(event)
             case AnnouncementEvent():
                 self.announcement(event)
+            case JobProgressEvent():
+                self.job_progress(event)
             case LogoutEvent():
                 self.logout(event)
             case EvictEvent():
@@ -72,6 +75,10 @@ class FanOut:
         """An announcement, on every socket of this process."""
         self.latest.saw({"created_at": event.created_at})
         self._delivered["system-message"] += self.registry.send_to_all(event.payload)
+
+    def job_progress(self, event: JobProgressEvent) -> None:
+        """How far the user's job has got, on every socket of theirs."""
+        self._delivered["job-progress"] += self.registry.send_to_user(event.user_id, event.payload)
 
     def logout(self, event: LogoutEvent) -> None:
         """The user logged out: close their sockets here."""

@@ -18,6 +18,7 @@ TYPES = (
     "job-complete",
     "notification-read",
     "unread-count",
+    "job-progress",
     "ping",
     "pong",
     "error",

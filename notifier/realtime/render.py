@@ -19,7 +19,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from notifier.formatting import money, relative_time
 from notifier.realtime import messages
-from notifier.realtime.events import AnnouncementEvent, NotificationEvent, ReadEvent
+from notifier.realtime.events import (
+    AnnouncementEvent,
+    JobProgressEvent,
+    NotificationEvent,
+    ReadEvent,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
 FORMATS = ("html", "json")
@@ -93,6 +98,18 @@ class PayloadRenderer:
             created_at=str(announcement["created_at"]),
         )
 
+    def job_progress_event(
+        self, user_id: str, job: str, job_id: str, done: int, total: int
+    ) -> JobProgressEvent:
+        """A job's progress, as the event to publish to the user who asked for the job."""
+        message = {"job": job, "job_id": job_id, "done": done, "total": total}
+        return JobProgressEvent(
+            html=self.job_progress(message, "html"),
+            json=self.job_progress(message, "json"),
+            user_id=user_id,
+            job_id=job_id,
+        )
+
     # Socket payloads: each takes the format ("html" or "json") ----------------------------
 
     def notification(self, message: Mapping[str, Any], fmt: str) -> str:
@@ -116,6 +133,12 @@ class PayloadRenderer:
         if fmt == "json":
             return messages.envelope("system-message", a)
         return self.render("fragments/live_announcement.html", a=a)
+
+    def job_progress(self, message: Mapping[str, Any], fmt: str) -> str:
+        """`{"job", "job_id", "done", "total"}`: a progress bar in every tab of the requester."""
+        if fmt == "json":
+            return messages.envelope("job-progress", dict(message))
+        return self.render("fragments/live_job_progress.html", **message)
 
     def unread(self, unread: int, fmt: str) -> str:
         """The authoritative unread count (after the live stream may have missed reads)."""

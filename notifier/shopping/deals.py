@@ -138,7 +138,7 @@ class DealCheck:
             ]
             if not wanted:
                 break
-            stored = notify_many(self._db, self._notifications.publisher, wanted)
+            stored = notify_many(self._db, self._notifications, wanted)
             for doc in stored.docs:
                 result.users_notified += 1
                 result.deals_found += len(doc["deal_keys"])
