@@ -137,13 +137,14 @@ def test_stored_in_mongodb_before_it_is_published(db, check, sync_redis, alice, 
         while True:
             message = pubsub.get_message(timeout=10)
             assert message is not None, "nothing was published"
-            event = json.loads(message["data"])
-            if event.get("user_id") == alice.user_id:
+            event = bus.decode(message["data"])
+            if getattr(event, "user_id", None) == alice.user_id:
                 break
         # When the event is out, the notification is already in MongoDB.
         stored = db.notifications.find_one({"user_id": alice.user_id})
-        assert event["notification"]["id"] == stored["data"]["notification_id"]
-        assert event["unread_count"] == 1
+        envelope = json.loads(event.payload("json"))
+        assert envelope["data"]["id"] == stored["data"]["notification_id"]
+        assert envelope["data"]["unread_count"] == 1
     finally:
         pubsub.close()
 

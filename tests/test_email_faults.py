@@ -4,6 +4,7 @@ every user has exactly one notification and one email."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from notifier.dev.embedded import free_port
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime import bus
+from notifier.realtime.events import NotificationEvent
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
@@ -192,7 +194,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
             task_id=str(uuid.uuid4()),
             kwargs={"item_keys": [item_key(item)], "requested_by": requester},
         )
-        next_event(events, lambda e: e.get("user_id") in set(shoppers))
+        next_event(events, lambda e: getattr(e, "user_id", None) in set(shoppers))
         workers[0].kill()  # SIGKILL the whole (solo) worker mid-check
         workers[0].wait()
         notified = db.notifications.count_documents({"user_id": {"$in": shoppers}})
@@ -201,7 +203,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
 
         workers.append(start_worker(worker_env, log))  # the check comes back (acks_late)
         done = next_event(events, told(requester), timeout=90)
-        assert done["notification"]["data"]["status"] == "succeeded"
+        assert json.loads(done.payload("json"))["data"]["status"] == "succeeded"
         # What beat does every minute: emails the killed check never decided are sent now.
         control.send_task("tasks.email.send_due_emails")
         for name in names:
@@ -228,10 +230,10 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
 
 def told(user_id: str) -> Any:
     """Accepts a notification event for the user (not their job's progress)."""
-    return lambda e: e.get("kind") == "notification" and e.get("user_id") == user_id
+    return lambda e: isinstance(e, NotificationEvent) and e.user_id == user_id
 
 
-def next_event(events: Any, wanted: Any, timeout: float = 30) -> dict[str, Any]:
+def next_event(events: Any, wanted: Any, timeout: float = 30) -> Any:
     """The next event on the bus that `wanted` accepts."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
