@@ -88,16 +88,23 @@ def check_deal_chunk(
 
 
 def _progress(job: Job) -> None:
-    """The requester's tabs hear how far the check has got (live only, not stored)."""
-    if job.requested_by and job.total:
-        service = celery.resources.notifications
-        event = service.renderer.job_progress_event(
-            job.requested_by, "deal-check", job.id, job.done, job.total
-        )
-        try:
-            service.publisher.publish(event)
-        except (RedisError, OSError):
-            pass  # progress is a courtesy; the job-complete notification is stored
+    """The requester's tabs hear how far the check has got (live only, not stored).
+
+    Chunks finish on many threads and workers at once: each publishes under a short
+    per-job lock what the job document says *then*, so the figures never go backwards.
+    """
+    if not (job.requested_by and job.total):
+        return
+    res = celery.resources
+    try:
+        with res.redis.lock(f"notifier:lock:job-progress:{job.id}", timeout=5, blocking_timeout=5):
+            now = DealCheckJobs(res.db).get(job.id)
+            event = res.notifications.renderer.job_progress_event(
+                job.requested_by, "deal-check", job.id, now.done, job.total
+            )
+            res.notifications.publisher.publish(event)
+    except (RedisError, OSError):
+        pass  # progress is a courtesy; the job-complete notification is stored
 
 
 def _finish(jobs: DealCheckJobs, job: Job) -> None:

@@ -363,9 +363,13 @@ class Socket:
         assert raw is not None, f"socket closed ({self.conn.close_code} {self.conn.close_reason})"
         return json.loads(raw)
 
-    async def recv_type(self, type_: str, timeout: float = 10.0) -> dict[str, Any]:
-        """The next envelope; it must be of this type."""
+    async def recv_type(
+        self, type_: str, timeout: float = 10.0, skip: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """The next envelope not of a type in `skip`; it must be of this type."""
         msg = await self.recv_json(timeout)
+        while msg["type"] in skip:
+            msg = await self.recv_json(timeout)
         assert msg["type"] == type_, msg
         return msg
 

@@ -3,6 +3,7 @@ no lock, only what changed, and jobs completed exactly once."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -190,3 +191,26 @@ def test_bad_user_ids_in_watches_do_not_break_a_chunk(db, service, item):
     post(db, item, 150)
     result = DealCheck(db, service).run([item_key(item)])
     assert result.users_notified == 1
+
+
+@pytest.mark.gen_test(timeout=90)
+@pytest.mark.usefixtures("worker")
+async def test_the_requester_sees_progress_then_the_result(fetch, ws_connect, db, admin, item):
+    """A requested check is shared out in chunks (two users each in the suite); each
+    finished chunk moves the requester's progress bar, and job-complete ends it."""
+    apply(db, [watch(u, WatchInput(item)) for u in shoppers(db, 5)])  # three chunks at least
+    sock = await ws_connect(f"?format=json&token={admin.token}")
+    page = await ws_connect(f"?format=html&token={admin.token}")
+    await page.recv()  # the greeting fragment
+    response = await fetch("/api/deal-checks", "POST", headers=admin.auth)
+    job_id = json.loads(response.body)["job_id"]
+    progress = []
+    while (msg := await sock.recv_json(30))["type"] == "job-progress":
+        progress.append((msg["data"]["done"], msg["data"]["total"]))
+        assert msg["data"]["job_id"] == job_id and msg["data"]["job"] == "deal-check"
+    assert msg["type"] == "job-complete" and msg["data"]["job_id"] == job_id, msg
+    total = progress[-1][1]
+    assert total >= 3 and progress[-1] == (total, total)
+    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
+    fragment = await page.recv(30)
+    assert 'id="job-progress"' in fragment and 'hx-swap-oob="true"' in fragment

@@ -135,6 +135,12 @@ class DealCheckJobs:
             upsert=True,
         )
 
+    def get(self, job_id: str) -> Job:
+        """A job as it stands."""
+        doc = self._db.deal_check_jobs.find_one({"_id": job_id})
+        assert doc is not None, "start() records the job first"
+        return Job.from_doc(doc)
+
     def planned(self, job_id: str, total: int) -> Job:
         """The job was split into `total` chunks."""
         doc = self._db.deal_check_jobs.find_one_and_update(
