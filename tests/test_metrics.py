@@ -103,12 +103,13 @@ async def test_the_worker_serves_task_and_deal_check_metrics(
     before = await scrape()
     await watch(fetch, alice, item)
     check_runs = "notifier_celery_tasks_total"
-    labels = {"task": "tasks.deals.check_deals", "outcome": "succeeded"}
+    # The check is planned by check_deals and run in chunks by check_deal_chunk.
+    labels = {"task": "tasks.deals.check_deal_chunk", "outcome": "succeeded"}
     sock = await ws_connect(f"?format=json&token={alice.token}")
     await post_price(fetch, admin, item)  # queues a deal check for the item
     await sock.recv_type("deal-notification", timeout=30)  # the check has run
-    # Its task's counters move as it returns, just after it published: read them again
-    # until they have (a scrape is the only way to see them).
+    # The chunk's task counters move as it returns, just after it published: read them
+    # again until they have (a scrape is the only way to see them).
     deadline = time.monotonic() + 10
     while value(after := await scrape(), check_runs, **labels) <= value(
         before, check_runs, **labels
@@ -121,8 +122,8 @@ async def test_the_worker_serves_task_and_deal_check_metrics(
         >= value(before, "notifier_deals_found_total") + 1
     )
     task_time = "notifier_celery_task_duration_seconds_count"
-    assert value(after, task_time, task="tasks.deals.check_deals") > value(
-        before, task_time, task="tasks.deals.check_deals"
+    assert value(after, task_time, task="tasks.deals.check_deal_chunk") > value(
+        before, task_time, task="tasks.deals.check_deal_chunk"
     )
     assert ("notifier_emails_sent_total", ()) in after
     assert ("notifier_emails_failed_total", ()) in after
