@@ -23,6 +23,7 @@ from notifier.storage.schema import ensure_indexes_async
 from web import stats
 from web.app import make_app
 from web.delivery import Delivery
+from web.server import NotifierHTTPServer
 
 log = logging.getLogger("web")
 
@@ -49,7 +50,13 @@ async def main(config: Settings) -> None:
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
-    server = app.listen(config.port, xheaders=True, max_body_size=1024 * 1024)
+    server = NotifierHTTPServer(
+        app,
+        trusted_proxies=config.trusted_proxies,
+        header_timeout=config.header_timeout,
+        connections_per_address=config.connections_per_address,
+    )
+    server.listen(config.port)
     delivery = Delivery(registry, app.settings["renderer"])
     background = [
         asyncio.create_task(

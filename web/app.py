@@ -27,6 +27,7 @@ from web.handlers import (
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
+from web.static import NotifierStaticFileHandler
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
@@ -63,6 +64,7 @@ def make_app(
         process=process,
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
         static_path=str(STATIC),
+        static_handler_class=NotifierStaticFileHandler,
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
         websocket_ping_interval=config.ws_ping_interval or None,

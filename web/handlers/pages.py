@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import Any
 
@@ -9,6 +10,8 @@ from notifier.accounts.auth import Identity
 from notifier.errors import InputError
 from notifier.notifications.store import NotificationRepository, format_id
 from web.handlers.base import ApiError, BaseHandler, _describe
+
+_DOLLARS, _CENTS = re.compile(r"[0-9]{1,7}"), re.compile(r"[0-9]{1,2}")
 
 
 class PageHandler(BaseHandler):
@@ -24,6 +27,7 @@ class PageHandler(BaseHandler):
         Read before the page's own queries, that position is where the page's socket
         starts (as last_id), so nothing created while the page loads is missed.
         """
+        await self.authenticate()
         self.check_access()
         page_view = self.request.method == "GET" and not self.request.headers.get("HX-Request")
         if self.identity is not None and page_view:
@@ -37,8 +41,8 @@ class PageHandler(BaseHandler):
         if self.identity is None:
             target = "/login?" + urllib.parse.urlencode({"next": self.request.uri or "/"})
             if self.request.headers.get("HX-Request"):
-                self.set_header("HX-Redirect", target)
-                raise ApiError(401, "unauthorized", "please log in again")
+                # On the error itself: send_error clears the headers set before it.
+                raise ApiError(401, "unauthorized", "please log in again", {"HX-Redirect": target})
             if self.request.method in ("GET", "HEAD"):
                 self.redirect(target)
                 return
@@ -86,7 +90,8 @@ def form_cents(value: str | None, label: str) -> int | None:
     if value is None or not value.strip():
         return None
     whole, _, frac = value.strip().removeprefix("$").partition(".")
-    if not whole.isdigit() or len(whole) > 7 or (frac and (not frac.isdigit() or len(frac) > 2)):
+    if not _DOLLARS.fullmatch(whole) or (frac and not _CENTS.fullmatch(frac)):
+        # ASCII digits only: "²".isdigit() is true, and int("²") raises.
         raise InputError(f"{label} must be an amount in dollars, like 2.49")
     return int(whole) * 100 + int(frac.ljust(2, "0"))
 

@@ -1,0 +1,165 @@
+"""The HTTP server in front of the Application: who the client is, body limits, slow clients.
+
+- The client address and protocol come from X-Forwarded-For / -Proto only when the
+  socket's peer is a trusted proxy (TRUSTED_PROXIES), as the right-most untrusted hop.
+- A body over MAX_BODY gets a 413 JSON error, read and dropped (never buffered), up to
+  DRAIN_LIMIT; beyond that the connection is closed, as Tornado does.
+- Headers must arrive within `header_timeout` (which also ends idle keep-alive
+  connections), and one client address may hold at most `connections_per_address`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable
+from typing import Any
+
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.iostream import IOStream
+
+from notifier.proxies import TrustedProxies
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 1024 * 1024
+DRAIN_LIMIT = 16 * MAX_BODY
+BODY_TIMEOUT = 60.0
+# Only our own files: no inline script or style (htmx's inline indicator style is turned
+# off in base.html's htmx-config and lives in app.css), and the socket on our own origin.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class NotifierHTTPServer(HTTPServer):
+    """Tornado's HTTPServer with trusted-proxy addresses, a 413 and a per-address cap."""
+
+    def initialize(  # type: ignore[override]
+        self,
+        request_callback: Any,
+        trusted_proxies: TrustedProxies,
+        header_timeout: float,
+        connections_per_address: int,
+        **kwargs: Any,
+    ) -> None:
+        """Build the server; the timeouts and limits go to every connection."""
+        self.trusted_proxies = trusted_proxies
+        self.connections_per_address = connections_per_address
+        # Every stream by client address, pruned lazily when that address connects again.
+        self._streams: dict[str, list[IOStream]] = {}
+        super().initialize(
+            request_callback,
+            xheaders=False,  # forwarded headers are read below, from trusted proxies only
+            max_body_size=DRAIN_LIMIT,
+            idle_connection_timeout=header_timeout,  # Tornado's header timeout too
+            body_timeout=BODY_TIMEOUT,
+            **kwargs,
+        )
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        """Refuse a connection over the per-address cap (a proxy's are not capped)."""
+        peer = str(address[0]) if address else ""
+        if self.connections_per_address and not self.trusted_proxies.trusts_peer(peer):
+            open_now = _open(self._streams.get(peer, []))
+            if len(open_now) >= self.connections_per_address:
+                log.warning("refused a connection from %s: %d open", peer, len(open_now))
+                stream.close()
+                return
+            self._streams[peer] = [*open_now, stream]
+            if len(self._streams) > 10_000:  # forget addresses that have gone
+                self._streams = {
+                    a: live
+                    for a, ss in self._streams.items()
+                    if (live := [s for s in ss if not s.closed()])
+                }
+        super().handle_stream(stream, address)
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        """Every request passes through the adapter below."""
+        delegate = super().start_request(server_conn, request_conn)
+        return _ClientAdapter(delegate, request_conn, self.trusted_proxies)
+
+
+def _open(streams: list[IOStream]) -> list[IOStream]:
+    return [s for s in streams if not s.closed()]
+
+
+class _ClientAdapter(httputil.HTTPMessageDelegate):
+    """Sets the client's address and protocol, and answers 413 to an oversized body."""
+
+    def __init__(
+        self,
+        delegate: httputil.HTTPMessageDelegate,
+        conn: httputil.HTTPConnection,
+        trusted: TrustedProxies,
+    ) -> None:
+        self.delegate, self.conn, self.trusted = delegate, conn, trusted
+        self.received = 0
+        self.too_large = False
+        self.forwarded = False
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        context: Any = getattr(self.conn, "context", None)
+        if context is not None:
+            # The socket's own address and protocol, kept from the first request on it.
+            if not hasattr(context, "peer"):
+                context.peer, context.peer_protocol = context.remote_ip, context.protocol
+            peer = context.peer
+            context.remote_ip = self.trusted.client(peer, headers.get("X-Forwarded-For"))
+            context.protocol = self.trusted.protocol(
+                peer, headers.get("X-Forwarded-Proto"), context.peer_protocol
+            )
+        length = headers.get("Content-Length", "")
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+            self.too_large = True  # the handler never sees it; the body is read and dropped
+            return None
+        self.forwarded = True
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self.received += len(chunk)
+        if self.too_large:
+            return None
+        if self.received > MAX_BODY:  # a chunked body that grew too large
+            self.too_large = True
+            self.delegate.on_connection_close()
+            return None
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        if not self.too_large:
+            self.delegate.finish()
+            return
+        body = json.dumps(
+            {"error": {"code": "too_large", "message": "the body must be at most 1 MB"}}
+        ).encode()
+        headers = httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Connection": "close",
+                **SECURITY_HEADERS,
+            }
+        )
+        self.conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 413, "Content Too Large"), headers, body
+        )
+        self.conn.finish()
+
+    def on_connection_close(self) -> None:
+        if self.forwarded and not self.too_large:
+            self.delegate.on_connection_close()
