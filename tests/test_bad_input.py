@@ -239,3 +239,17 @@ def test_generated_nasty_bodies_never_get_a_5xx(
             assert snapshot(db) == before
 
     io_loop.run_sync(scenario, timeout=30)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "row",
+    ["S,I,1,2,9999-12-31T23:59:59-23:59", "S,I,\u00b2,2,", "S,I,1,\u0663,", "S,\ud800,1,2,"],
+)
+async def test_a_bad_csv_row_is_rejected_not_a_500(fetch, admin, row):
+    """The same classes in a price import (checked in the web process before it is queued)."""
+    csv = "store_name,item_name,price_in_cents,regular_price_in_cents,valid_until\n" + row + "\n"
+    response = await fetch(
+        "/api/price-imports", "POST", csv.encode("utf-8", "surrogatepass"), headers=admin.auth
+    )
+    assert response.code < 500, response.body
