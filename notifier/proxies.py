@@ -52,7 +52,7 @@ class TrustedProxies:
         """The client's address: the right-most hop that is not one of our proxies."""
         if not self.trusts_peer(peer) or not forwarded_for:
             return peer
-        hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+        hops = [_without_port(h.strip()) for h in forwarded_for.split(",") if h.strip()]
         if not hops or not all(_is_address(h) for h in hops):
             return peer  # a malformed header is not believed at all
         chain = [*hops, peer]
@@ -69,6 +69,15 @@ class TrustedProxies:
             return default
         last = forwarded_proto.split(",")[-1].strip().lower()
         return last if last in ("http", "https") else default
+
+
+def _without_port(hop: str) -> str:
+    """Some proxies write "203.0.113.7:41234" or "[2001:db8::1]:41234"."""
+    if hop.startswith("[") and "]" in hop:
+        return hop[1 : hop.index("]")]
+    if hop.count(":") == 1:
+        return hop.split(":", 1)[0]
+    return hop
 
 
 def _is_address(text: str) -> bool:

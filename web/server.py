@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import urllib.parse
 from collections.abc import Awaitable
 from typing import Any
 
@@ -19,9 +21,11 @@ from tornado import httputil
 from tornado.httpserver import HTTPServer
 from tornado.iostream import IOStream
 
+from notifier.logs import redact
 from notifier.proxies import TrustedProxies
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("tornado.access")
 
 MAX_BODY = 1024 * 1024
 DRAIN_LIMIT = 16 * MAX_BODY
@@ -30,13 +34,22 @@ BODY_TIMEOUT = 60.0
 # off in base.html's htmx-config and lives in app.css), and the socket on our own origin.
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    "connect-src 'self'{socket}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(socket=""),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
 }
+
+
+@functools.cache
+def content_security_policy(base_url: str) -> str:
+    """The policy, naming the socket's origin too: CSP3 lets 'self' cover ws: and wss:,
+    but older Safari does not."""
+    url = urllib.parse.urlsplit(base_url)
+    scheme = "wss" if url.scheme == "https" else "ws"
+    return CONTENT_SECURITY_POLICY.format(socket=f" {scheme}://{url.netloc}" if url.netloc else "")
 
 
 class NotifierHTTPServer(HTTPServer):
@@ -107,6 +120,7 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
         self.received = 0
         self.too_large = False
         self.forwarded = False
+        self.start_line: httputil.RequestStartLine | None = None
 
     def headers_received(
         self,
@@ -123,6 +137,8 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
             context.protocol = self.trusted.protocol(
                 peer, headers.get("X-Forwarded-Proto"), context.peer_protocol
             )
+        if isinstance(start_line, httputil.RequestStartLine):
+            self.start_line = start_line
         length = headers.get("Content-Length", "")
         if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
             self.too_large = True  # the handler never sees it; the body is read and dropped
@@ -159,6 +175,13 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
             httputil.ResponseStartLine("HTTP/1.1", 413, "Content Too Large"), headers, body
         )
         self.conn.finish()
+        context: Any = getattr(self.conn, "context", None)
+        access_log.warning(
+            "413 %s (%s) %d bytes refused",
+            redact(self.start_line.path if self.start_line else "?"),
+            getattr(context, "remote_ip", "?"),
+            self.received,
+        )
 
     def on_connection_close(self) -> None:
         if self.forwarded and not self.too_large:

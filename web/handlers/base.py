@@ -25,7 +25,7 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.logs import redact
 from web.render import Renderer
-from web.server import SECURITY_HEADERS
+from web.server import SECURITY_HEADERS, content_security_policy
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ def security_headers(handler: RequestHandler) -> None:
     """The headers every answer carries (pages, JSON, static files and errors)."""
     for name, value in SECURITY_HEADERS.items():
         handler.set_header(name, value)
+    config: Settings = handler.settings["config"]
+    handler.set_header("Content-Security-Policy", content_security_policy(config.base_url))
     handler.set_header("Server", "notifier")  # not Tornado's name and version
 
 
