@@ -44,6 +44,7 @@ class Settings:
     login_attempts_per_address: int
     trusted_proxies: TrustedProxies
     header_timeout: float
+    idle_timeout: float
     connections_per_address: int
     metrics_token: str | None
     worker_metrics_port: int
@@ -107,6 +108,7 @@ class Settings:
             ),
             trusted_proxies=TrustedProxies.parse(env.get("TRUSTED_PROXIES", "")),
             header_timeout=_number(env, "HEADER_TIMEOUT", "10", float) or 10.0,
+            idle_timeout=_number(env, "IDLE_TIMEOUT", "60", float) or 60.0,
             connections_per_address=_number(env, "CONNECTIONS_PER_ADDRESS", "256", int),
             metrics_token=env.get("METRICS_TOKEN") or None,
             worker_metrics_port=_number(env, "WORKER_METRICS_PORT", "0", int),

@@ -54,6 +54,7 @@ async def main(config: Settings) -> None:
         app,
         trusted_proxies=config.trusted_proxies,
         header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
         connections_per_address=config.connections_per_address,
     )
     server.listen(config.port)

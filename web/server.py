@@ -4,8 +4,9 @@
   socket's peer is a trusted proxy (TRUSTED_PROXIES), as the right-most untrusted hop.
 - A body over MAX_BODY gets a 413 JSON error, read and dropped (never buffered), up to
   DRAIN_LIMIT; beyond that the connection is closed, as Tornado does.
-- Headers must arrive within `header_timeout` (which also ends idle keep-alive
-  connections), and one client address may hold at most `connections_per_address`.
+- A new connection must send its first request's headers within `header_timeout`; an
+  idle keep-alive connection (and a later request's headers) gets `idle_timeout`; one
+  client address may hold at most `connections_per_address` connections.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 from tornado import httputil
 from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
 from notifier.logs import redact
@@ -60,19 +62,23 @@ class NotifierHTTPServer(HTTPServer):
         request_callback: Any,
         trusted_proxies: TrustedProxies,
         header_timeout: float,
+        idle_timeout: float,
         connections_per_address: int,
         **kwargs: Any,
     ) -> None:
         """Build the server; the timeouts and limits go to every connection."""
         self.trusted_proxies = trusted_proxies
+        self.header_timeout = header_timeout
         self.connections_per_address = connections_per_address
+        # New connections that have not yet sent a request's headers, and their deadline.
+        self._waiting: dict[IOStream, object] = {}
         # Every stream by client address, pruned lazily when that address connects again.
         self._streams: dict[str, list[IOStream]] = {}
         super().initialize(
             request_callback,
             xheaders=False,  # forwarded headers are read below, from trusted proxies only
             max_body_size=DRAIN_LIMIT,
-            idle_connection_timeout=header_timeout,  # Tornado's header timeout too
+            idle_connection_timeout=idle_timeout,  # Tornado's per-request header timeout too
             body_timeout=BODY_TIMEOUT,
             **kwargs,
         )
@@ -93,14 +99,26 @@ class NotifierHTTPServer(HTTPServer):
                     for a, ss in self._streams.items()
                     if (live := [s for s in ss if not s.closed()])
                 }
+        loop = IOLoop.current()
+        self._waiting[stream] = loop.call_later(self.header_timeout, self._too_slow, stream)
         super().handle_stream(stream, address)
+
+    def request_started(self, stream: IOStream | None) -> None:
+        """A connection's first request has all its headers: no more header deadline."""
+        timer = self._waiting.pop(stream, None) if stream is not None else None
+        if timer is not None:
+            IOLoop.current().remove_timeout(timer)
+
+    def _too_slow(self, stream: IOStream) -> None:
+        if self._waiting.pop(stream, None) is not None and not stream.closed():
+            stream.close()  # a slow (or never finished) handshake
 
     def start_request(
         self, server_conn: object, request_conn: httputil.HTTPConnection
     ) -> httputil.HTTPMessageDelegate:
         """Every request passes through the adapter below."""
         delegate = super().start_request(server_conn, request_conn)
-        return _ClientAdapter(delegate, request_conn, self.trusted_proxies)
+        return _ClientAdapter(self, delegate, request_conn)
 
 
 def _open(streams: list[IOStream]) -> list[IOStream]:
@@ -112,11 +130,12 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
 
     def __init__(
         self,
+        server: NotifierHTTPServer,
         delegate: httputil.HTTPMessageDelegate,
         conn: httputil.HTTPConnection,
-        trusted: TrustedProxies,
     ) -> None:
-        self.delegate, self.conn, self.trusted = delegate, conn, trusted
+        self.server, self.delegate, self.conn = server, delegate, conn
+        self.trusted = server.trusted_proxies
         self.received = 0
         self.too_large = False
         self.forwarded = False
@@ -127,6 +146,7 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
+        self.server.request_started(getattr(self.conn, "stream", None))
         context: Any = getattr(self.conn, "context", None)
         if context is not None:
             # The socket's own address and protocol, kept from the first request on it.
