@@ -63,7 +63,7 @@ async def test_logout_revokes_the_cookie_every_bearer_token_and_live_sockets(
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_a_role_change_or_new_password_revokes_tokens(fetch, env, admin, alice):
+async def test_a_role_change_or_new_password_revokes_tokens(fetch, ws_connect, env, admin, alice):
     assert (await fetch("/api/stats", headers=admin.auth)).code == 200
     demoted = cli(env, "set-role", admin.username, "shopper")
     assert demoted.returncode == 0, demoted.stderr
@@ -71,9 +71,11 @@ async def test_a_role_change_or_new_password_revokes_tokens(fetch, env, admin, a
     assert (await fetch("/api/me", headers=admin.auth)).code == 401
 
     assert (await fetch("/api/me", headers=alice.auth)).code == 200
+    live = await ws_connect(f"?format=json&token={alice.token}")
     changed = cli(env, "set-password", alice.username, "--password-stdin", stdin="a-new-password\n")
     assert changed.returncode == 0, changed.stderr
     assert (await fetch("/api/me", headers=alice.auth)).code == 401
+    assert (await live.closed())[0] is not None  # the CLI's logout event reached this process
     fresh = await fetch(
         "/api/token", "POST", {"username": alice.username, "password": "a-new-password"}
     )
