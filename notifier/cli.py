@@ -19,12 +19,15 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.database import Database
 
 from notifier import validation
+from notifier.accounts.auth import hash_password
+from notifier.accounts.revocation import revoke_sync
 from notifier.accounts.users import ROLES, create_user
 from notifier.email.service import EmailService
 from notifier.errors import CommandFailed, InputError
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import make_publisher
+from notifier.realtime.events import LogoutEvent
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
 from notifier.settings import ConfigurationError, Settings
 from notifier.shopping.deals import DealCheck
@@ -83,18 +86,60 @@ def cmd_repair_counts(ctx: Context, args: argparse.Namespace) -> None:
 def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
     """Create a user; the password comes from stdin or a prompt, never from the command line."""
     username = validation.text({"username": args.username}, "username", validation.NAME_LENGTH)
+    # Checked where it enters: an address with CR/LF would fail at every email, forever.
+    email = validation.email_address(args.email) if args.email is not None else None
     if ctx.db.users.find_one({"username": username}, {"_id": 1}):
         raise CommandFailed(f"a user named {username!r} already exists")
+    password = _read_password(args, username)
+    apply(ctx.db, [create_user(username, password, args.role, email)])
+    user = ctx.db.users.find_one({"username": username}, {"_id": 1})
+    assert user is not None
+    print(f"notifier: created {args.role} {username} ({user['_id']})")
+
+
+def _read_password(args: argparse.Namespace, username: str) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
         password = getpass.getpass(f"password for {username}: ")
     if len(password) < MIN_PASSWORD:
         raise CommandFailed(f"the password must be at least {MIN_PASSWORD} characters")
-    apply(ctx.db, [create_user(username, password, args.role, args.email)])
+    if len(password) > validation.PASSWORD_LENGTH:
+        raise CommandFailed(f"the password must be at most {validation.PASSWORD_LENGTH} characters")
+    return validation.storable(password, "password")
+
+
+def _user_id(ctx: Context, username: str) -> str:
     user = ctx.db.users.find_one({"username": username}, {"_id": 1})
-    assert user is not None
-    print(f"notifier: created {args.role} {username} ({user['_id']})")
+    if user is None:
+        raise CommandFailed(f"there is no user named {username!r}")
+    return str(user["_id"])
+
+
+def _revoke(ctx: Context, user_id: str) -> None:
+    """Revoke the user's tokens and close their sockets on every web process."""
+    revoke_sync(ctx.db, ctx.redis, user_id)
+    make_publisher(ctx.settings, ctx.redis).publish(LogoutEvent(user_id=user_id))
+
+
+def cmd_set_password(ctx: Context, args: argparse.Namespace) -> None:
+    """Set a user's password (stdin or a prompt); every token issued before is revoked."""
+    user_id = _user_id(ctx, args.username)
+    password = _read_password(args, args.username)
+    ctx.db.users.update_one(
+        {"username": args.username}, {"$set": {"password_hash": hash_password(password)}}
+    )
+    _revoke(ctx, user_id)
+    print(f"notifier: password of {args.username} changed; their sessions are logged out")
+
+
+def cmd_set_role(ctx: Context, args: argparse.Namespace) -> None:
+    """Give a user a role; tokens issued before carry the old role, so they are revoked."""
+    user_id = _user_id(ctx, args.username)
+    changed = ctx.db.users.update_one({"username": args.username}, {"$set": {"role": args.role}})
+    if changed.modified_count:
+        _revoke(ctx, user_id)
+    print(f"notifier: {args.username} is now {args.role}")
 
 
 def cmd_import_prices(ctx: Context, args: argparse.Namespace) -> None:
@@ -172,6 +217,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--email", default=None)
     p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     p.set_defaults(run=cmd_create_user)
+    p = sub.add_parser("set-password", help=cmd_set_password.__doc__)
+    p.add_argument("username")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.set_defaults(run=cmd_set_password)
+    p = sub.add_parser("set-role", help=cmd_set_role.__doc__)
+    p.add_argument("username")
+    p.add_argument("role", choices=ROLES)
+    p.set_defaults(run=cmd_set_role)
     p = sub.add_parser("import-prices", help=cmd_import_prices.__doc__)
     p.add_argument(
         "file",

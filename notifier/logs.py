@@ -11,19 +11,49 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 from contextvars import ContextVar
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
 USER_ID: ContextVar[str | None] = ContextVar("user_id", default=None)
 
-_SECRET_PARAMS = re.compile(r"([?&](?:token|access_token|password)=)[^&\s\"']*", re.IGNORECASE)
-_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+")
+SECRET_NAMES = frozenset({"token", "access_token", "password"})
+# A query parameter in a URL: its name and its value, both possibly percent-encoded.
+_PARAM = re.compile(r"([?&;])([^=&;\s\"'#?]*)=([^&;\s\"'#]*)")
+_BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=%-]+")
+# A JWT anywhere (header.payload.signature, the header always starts "eyJ").
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 READABLE = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+REDACTED = "[redacted]"
 
 
 def redact(text: str) -> str:
-    """The text with token-like query values and bearer tokens replaced."""
-    return _BEARER.sub(r"\1[redacted]", _SECRET_PARAMS.sub(r"\1[redacted]", text))
+    """The text with secret query values, bearer tokens and anything like a JWT replaced.
+
+    Names and values are judged after percent-decoding (`%74oken=` is `token=`), and a
+    value that decodes to a URL carrying a secret (`next=/x%3Ftoken%3D...`) goes too.
+    """
+    return _JWT.sub(REDACTED, _BEARER.sub(r"\1" + REDACTED, _PARAM.sub(_redact_param, text)))
+
+
+def _redact_param(match: re.Match[str]) -> str:
+    sep, name, value = match.groups()
+    if _decoded(name).strip().lower() in SECRET_NAMES:
+        return f"{sep}{name}={REDACTED}"
+    decoded = _decoded(value)
+    if decoded != value and redact(decoded) != decoded:
+        return f"{sep}{name}={REDACTED}"
+    return match.group(0)
+
+
+def _decoded(text: str, rounds: int = 3) -> str:
+    """Percent-decoded until it stops changing (double encoding included), a few rounds."""
+    for _ in range(rounds):
+        plain = urllib.parse.unquote_plus(text)
+        if plain == text:
+            break
+        text = plain
+    return text
 
 
 class ContextFilter(logging.Filter):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from notifier.errors import ConfigurationError
+from notifier.proxies import TrustedProxies
 
 Number = TypeVar("Number", int, float)
 MIN_SECRET_LENGTH = 32
@@ -41,6 +42,10 @@ class Settings:
     allowed_origins: tuple[str, ...]
     login_attempts_per_account: int
     login_attempts_per_address: int
+    trusted_proxies: TrustedProxies
+    header_timeout: float
+    idle_timeout: float
+    connections_per_address: int
     metrics_token: str | None
     worker_metrics_port: int
     worker_metrics_addr: str
@@ -101,6 +106,10 @@ class Settings:
                 for o in env.get("ALLOWED_ORIGINS", "").split(",")
                 if o.strip()
             ),
+            trusted_proxies=TrustedProxies.parse(env.get("TRUSTED_PROXIES", "")),
+            header_timeout=_number(env, "HEADER_TIMEOUT", "10", float) or 10.0,
+            idle_timeout=_number(env, "IDLE_TIMEOUT", "60", float) or 60.0,
+            connections_per_address=_number(env, "CONNECTIONS_PER_ADDRESS", "256", int),
             metrics_token=env.get("METRICS_TOKEN") or None,
             worker_metrics_port=_number(env, "WORKER_METRICS_PORT", "0", int),
             worker_metrics_addr=env.get("WORKER_METRICS_ADDR") or "127.0.0.1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -9,6 +10,14 @@ from typing import Any
 from notifier.errors import InputError
 
 MAX_CENTS = 100_000_000  # a million dollars: anything above is a typo, not a grocery price
+NAME_LENGTH = 100  # usernames, item and store names
+PASSWORD_LENGTH = 1024  # scrypt runs on the whole password: a megabyte of it is a CPU attack
+MESSAGE_LENGTH = 500  # announcements
+TEXT_LENGTH = 200  # any other text field
+_ASCII_NUMBER = re.compile(r"[0-9]{1,9}")
+_EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+# Browsers drop tabs and newlines from URLs and read "\" as "/", so "/\t/evil" is "//evil".
+_UNSAFE_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def body_object(body: object, fields: Collection[str]) -> dict[str, Any]:
@@ -23,20 +32,57 @@ def body_object(body: object, fields: Collection[str]) -> dict[str, Any]:
     return body
 
 
-NAME_LENGTH = 100  # usernames, item and store names
-MESSAGE_LENGTH = 500  # announcements
-TEXT_LENGTH = 200  # any other text field
-
-
 def text(body: dict[str, Any], name: str, max_length: int = TEXT_LENGTH) -> str:
     """A required, non-blank string field, whitespace collapsed."""
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{name} is required and must be a non-empty string")
+    if len(value) > 4 * max_length:  # bounded before any work is done on it
+        raise InputError(f"{name} must be at most {max_length} characters")
     value = " ".join(value.split())
     if len(value) > max_length:
         raise InputError(f"{name} must be at most {max_length} characters")
+    return storable(value, name)
+
+
+def storable(value: str, name: str) -> str:
+    """The string, if it can be stored: a lone surrogate ("\\ud800") has no UTF-8 form."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{name} must be valid Unicode text") from None
     return value
+
+
+def whole_number(raw: str, name: str, low: int, high: int) -> int:
+    """ASCII digits only ("²" and other scripts' digits are refused), from low to high."""
+    if not _ASCII_NUMBER.fullmatch(raw) or not low <= int(raw) <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}")
+    return int(raw)
+
+
+def email_address(value: str) -> str:
+    """A plain address (no display name, no CR/LF or other control characters)."""
+    if len(value) > 320 or not _EMAIL.fullmatch(value):
+        raise InputError(f"{value[:100]!r} is not an email address")
+    return value
+
+
+def safe_path(target: str | None, default: str = "/") -> str:
+    """A redirect target on this site, as a browser will read it; else `default`.
+
+    Only a path: no scheme, no host, no control characters or backslashes (which a
+    browser strips or turns into "/", making "/\\evil" or "/\\t/evil" another site).
+    """
+    if (
+        not target
+        or len(target) > 2000
+        or not target.startswith("/")
+        or target.startswith("//")
+        or _UNSAFE_IN_PATH.search(target)
+    ):
+        return default
+    return target
 
 
 def cents(body: dict[str, Any], name: str, required: bool = True) -> int | None:
@@ -58,9 +104,9 @@ def future_time(body: dict[str, Any], name: str) -> datetime | None:
         raise InputError(f"{name} must be an ISO 8601 date-time string")
     try:
         when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-23:59 is past year 9999 in UTC
         raise InputError(f"{name} must be an ISO 8601 date-time string") from None
-    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
     if when <= datetime.now(UTC):
         raise InputError(f"{name} must be in the future")
     return when

@@ -6,6 +6,10 @@ import hashlib
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import form, login
 
 COLLECTIONS = (
     "users",
@@ -23,6 +27,16 @@ GOOD_PRICE = {
     "price_in_cents": 199,
     "regular_price_in_cents": 249,
 }
+
+DEEP = b"[" * 50_000  # json.loads recursed until RecursionError: a 500
+JSON_ENDPOINTS = [
+    ("anonymous", "POST", "/api/token"),
+    ("alice", "POST", "/api/watchlist"),
+    ("admin", "POST", "/api/prices"),
+    ("admin", "POST", "/api/announcements"),
+    ("alice", "POST", "/api/notifications/read"),
+    ("alice", "PUT", "/api/preferences"),
+]
 
 # (who, method, path, body)
 CASES = [
@@ -77,6 +91,20 @@ CASES = [
     ("anonymous", "GET", "/api/notifications", None),
     ("anonymous", "GET", "/api/watchlist", None),
     ("alice", "GET", "/api/no-such-thing", None),
+    # Issue 15: inputs that were 500s.
+    *[(who, method, path, DEEP) for who, method, path in JSON_ENDPOINTS],
+    ("anonymous", "POST", "/api/token", {"username": "\ud800", "password": "x"}),
+    ("anonymous", "POST", "/api/token", {"username": "alice", "password": "\udfff"}),
+    ("alice", "POST", "/api/watchlist", {"item_name": "Tea \ud800"}),
+    ("admin", "POST", "/api/prices", {**GOOD_PRICE, "item_name": "\ud800"}),
+    ("admin", "POST", "/api/prices", {**GOOD_PRICE, "store_name": "Mart \udc00"}),
+    ("admin", "POST", "/api/announcements", {"message": "hi \ud800", "severity": "info"}),
+    ("alice", "PUT", "/api/preferences", {"timezone": "\ud800"}),
+    ("admin", "POST", "/api/prices", {**GOOD_PRICE, "valid_until": "9999-12-31T23:59:59-23:59"}),
+    ("admin", "POST", "/api/prices", {**GOOD_PRICE, "valid_until": "0001-01-01T00:00:00+23:59"}),
+    ("alice", "GET", "/api/notifications?limit=%C2%B2", None),  # "²"
+    ("alice", "GET", "/api/notifications?limit=%D9%A3", None),  # Arabic-Indic 3
+    ("alice", "GET", "/api/notifications?limit=%EF%BC%95", None),  # fullwidth 5
 ]
 
 
@@ -101,3 +129,127 @@ async def test_bad_input_is_a_4xx_json_error_and_changes_nothing(
     error = json.loads(response.body)["error"]
     assert isinstance(error["code"], str) and isinstance(error["message"], str) and error["message"]
     assert snapshot(db) == before
+
+
+# Forms and paths: a 4xx page or fragment, never a 500, nothing stored.
+FORM_CASES = [
+    ("/fragments/watchlist", {"item_name": "Tea", "target_price": "\u00b2"}),
+    ("/fragments/watchlist", {"item_name": "Tea", "target_price": "\u0663.50"}),
+    (
+        "/fragments/admin/prices",
+        {"store_name": "S", "item_name": "I", "price": "1\u00b2", "regular_price": "3"},
+    ),
+    (
+        "/fragments/admin/prices",
+        {
+            "store_name": "S",
+            "item_name": "I",
+            "price": "1",
+            "regular_price": "3",
+            "valid_until": "9999-12-31T23:59:59-23:59",
+        },
+    ),
+    ("/preferences", {"email_mode": "never", "min_discount_percent": "\u00b2"}),
+    ("/preferences", {"email_mode": "never", "min_discount_percent": "\u0665"}),
+]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(("path", "fields"), FORM_CASES)
+async def test_bad_form_input_is_a_4xx_and_changes_nothing(fetch, db, admin, path, fields):
+    _, headers = await login(fetch, admin.username, admin.password)
+    before = snapshot(db)
+    response = await fetch(path, "POST", form(**fields), headers={**headers, "HX-Request": "true"})
+    assert 400 <= response.code < 500, (response.code, response.body[:300])
+    assert snapshot(db) == before
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "path",
+    ["/static/app.js%00.css", "/static/%00", "/static/app.js%0a", "/static/..%5capp.js"],
+)
+async def test_impossible_static_paths_are_404(fetch, path):
+    response = await fetch(path)
+    assert response.code == 404
+
+
+@pytest.mark.gen_test
+async def test_a_protected_htmx_request_without_a_session_keeps_its_hx_redirect(fetch):
+    response = await fetch("/fragments/admin/stats", headers={"HX-Request": "true"})
+    assert response.code == 401
+    assert response.headers["HX-Redirect"] == "/login?next=%2Ffragments%2Fadmin%2Fstats"
+
+
+NASTY_STRINGS = st.one_of(
+    st.sampled_from(["\ud800", "a\udfffb", "\x00", "\r\n", "\x7f", "\u00b2", "\u0663", "\uff15"]),
+    st.sampled_from(["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59", "+999999"]),
+    st.text(
+        alphabet=st.characters(codec=None, categories=["Nd", "No", "Cc", "Cs", "Zs"]), max_size=8
+    ),
+)
+NASTY_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | NASTY_STRINGS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(NASTY_STRINGS, inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = {
+    "/api/token": ("username", "password"),
+    "/api/watchlist": ("item_name", "target_price_in_cents"),
+    "/api/prices": (*GOOD_PRICE, "valid_until"),
+    "/api/announcements": ("message", "severity"),
+    "/api/notifications/read": ("ids", "all"),
+    "/api/preferences": (
+        "email_mode",
+        "quiet_hours_start",
+        "quiet_hours_end",
+        "timezone",
+        "min_discount_percent",
+    ),
+}
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    endpoint=st.sampled_from(JSON_ENDPOINTS),
+    data=st.data(),
+    depth=st.sampled_from([0, 0, 0, 5_000, 50_000]),
+)
+def test_generated_nasty_bodies_never_get_a_5xx(
+    io_loop, fetch, db, alice, admin, endpoint, data, depth
+):
+    """The input classes of issue 15 (surrogates, other scripts' digits, control characters,
+    out-of-range times, deep nesting) in every field of every JSON endpoint."""
+    who, method, path = endpoint
+    fields = FIELDS[path]
+    body: object = data.draw(st.dictionaries(st.sampled_from(fields), NASTY_VALUES, min_size=1))
+    raw = json.dumps(body).encode()
+    if depth:
+        raw = b"[" * depth + raw + b"]" * depth
+    headers = {"alice": alice.auth, "admin": admin.auth, "anonymous": {}}[who]
+
+    async def scenario() -> None:
+        before = snapshot(db)
+        response = await fetch(path, method, raw, headers=headers)
+        assert response.code < 500, (response.code, raw[:200], response.body[:300])
+        if response.code >= 400:
+            assert json.loads(response.body)["error"]["code"]
+            assert snapshot(db) == before
+
+    io_loop.run_sync(scenario, timeout=30)
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize(
+    "row",
+    ["S,I,1,2,9999-12-31T23:59:59-23:59", "S,I,\u00b2,2,", "S,I,1,\u0663,", "S,\ud800,1,2,"],
+)
+async def test_a_bad_csv_row_is_rejected_not_a_500(fetch, admin, row):
+    """The same classes in a price import (checked in the web process before it is queued)."""
+    csv = "store_name,item_name,price_in_cents,regular_price_in_cents,valid_until\n" + row + "\n"
+    response = await fetch(
+        "/api/price-imports", "POST", csv.encode("utf-8", "surrogatepass"), headers=admin.auth
+    )
+    assert response.code < 500, response.body

@@ -268,3 +268,45 @@ def test_pages_render_without_console_errors_and_are_screenshotted(
         Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000
         for p in ("dashboard", "history", "preferences", "admin", "login")
     )
+
+
+@pytest.mark.parametrize(
+    "target", ["/%09/evil.example/", "/%5Cevil.example/", "/%0A/evil.example/"]
+)
+def test_login_never_sends_the_browser_to_another_site(open_tab, web, alice, target):
+    """Chromium strips tabs and newlines from a Location and reads "\\" as "/"."""
+    tab = open_tab()
+    tab.page.goto(web.url + "/login?next=" + target)
+    tab.page.get_by_label("Username").fill(alice.username)
+    tab.page.get_by_label("Password").fill(alice.password)
+    tab.page.get_by_role("button", name="Log in").click()
+    tab.page.wait_for_url(web.url + "/")
+    tab.live()
+    tab.page.goto(web.url + "/login?next=" + target)  # logged in: straight on
+    tab.page.wait_for_url(web.url + "/")
+    assert tab.errors == []
+
+
+def test_pages_carry_a_strict_csp_and_violate_none_of_it(open_tab, web, admin, alice, item):
+    tab = open_tab()
+    tab.page.add_init_script(
+        "window.violations = [];"
+        "document.addEventListener('securitypolicyviolation',"
+        " e => window.violations.push(e.violatedDirective + ' ' + e.blockedURI));"
+    )
+    tab.login(admin)
+    for path in ("/", "/history", "/preferences", "/admin"):
+        response = tab.page.goto(web.url + path)
+        csp = response.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert response.headers["x-content-type-options"] == "nosniff"
+        tab.live()  # the socket is allowed by connect-src
+        assert tab.page.evaluate("window.violations") == []
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    post_deal(web, admin, item)  # live fragments swapped in under the policy too
+    tab.page.goto(web.url + "/admin")
+    tab.page.get_by_label("Message").fill("CSP check")
+    tab.page.get_by_role("button", name="Broadcast").click()
+    tab.page.wait_for_selector("#toasts .toast:has-text('CSP check')", timeout=10_000)
+    assert tab.page.evaluate("window.violations") == []
+    assert tab.errors == []

@@ -155,9 +155,26 @@ frames = st.one_of(
             '{"type":"resume","last_id":"../../"}',
             '{"type":"mark-read","ids":[{}]}',
             '{"type":"ping","data":' + "[" * 200 + "]" * 200 + "}",
+            "[" * 50_000,  # issue 15: json.loads recursed until RecursionError
+            '{"type":"mark-read","ids":' + "[" * 20_000 + "}",
+            '{"type":"mark-read","ids":["\\ud800"]}',
+            '{"type":"resume","last_id":"\\u00b2"}',
+            '{"type":"mark-read","ids":["\\u0663"]}',
         ]
     ),
+    st.integers(min_value=1_000, max_value=60_000).map(lambda n: "[" * n),
 )
+
+
+@pytest.mark.gen_test
+async def test_a_deeply_nested_frame_gets_an_error_envelope_and_the_socket_stays(ws_connect, alice):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    for frame in ("[" * 50_000, '{"type":"mark-read","ids":' + "[" * 30_000 + "]" * 30_000 + "}"):
+        sock.conn.write_message(frame)
+        answer = await sock.recv_json()
+        assert answer["type"] == "error", answer
+    sock.send_json({"type": "ping"})
+    assert (await sock.recv_json())["type"] == "pong"
 
 
 @settings(

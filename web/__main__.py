@@ -24,8 +24,9 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
 from web import lean, stats
-from web.app import MAX_BODY_BYTES, make_app
+from web.app import make_app
 from web.frames import check_iostream
+from web.server import NotifierHTTPServer
 
 log = logging.getLogger("web")
 
@@ -62,7 +63,14 @@ async def main(config: Settings) -> None:
     # so a full one (a pause of 100 ms and more in a storm of connects) walks less.
     gc.collect()
     gc.freeze()
-    server = app.listen(config.port, xheaders=True, max_body_size=MAX_BODY_BYTES)
+    server = NotifierHTTPServer(
+        app,
+        trusted_proxies=config.trusted_proxies,
+        header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
+        connections_per_address=config.connections_per_address,
+    )
+    server.listen(config.port)
     fanout = FanOut(registry, app.settings["announcements"])
     listener = asyncio.create_task(
         bus.listen(

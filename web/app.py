@@ -30,10 +30,10 @@ from web.handlers import (
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
+from web.static import NotifierStaticFileHandler
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 MAX_FRAME_BYTES = 64 * 1024  # a client frame over this closes its socket (1009)
-MAX_BODY_BYTES = 1024 * 1024  # request bodies
 
 
 def make_app(
@@ -71,6 +71,7 @@ def make_app(
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
         expiry=ExpirySweep(TOKEN_EXPIRED, "token expired"),  # closes sockets at token expiry
         static_path=str(STATIC),
+        static_handler_class=NotifierStaticFileHandler,
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
         websocket_ping_interval=config.ws_ping_interval or None,

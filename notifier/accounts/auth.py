@@ -25,6 +25,7 @@ class Identity:
     username: str
     role: str
     expires_at: float
+    version: int = 0  # the user's token version when it was issued (see revocation.py)
 
     @property
     def is_admin(self) -> bool:
@@ -51,10 +52,19 @@ def verify_password(password: str, stored: str | None) -> bool:
     return hmac.compare_digest(actual, _unb64(digest)) and stored is not None
 
 
-def issue_token(secret: str, user_id: str, username: str, role: str, ttl: int) -> str:
-    """A signed access token for a user, valid for ttl seconds."""
+def issue_token(
+    secret: str, user_id: str, username: str, role: str, ttl: int, version: int = 0
+) -> str:
+    """A signed access token for a user, valid for ttl seconds, at its token version."""
     now = int(time.time())
-    claims = {"sub": user_id, "username": username, "role": role, "iat": now, "exp": now + ttl}
+    claims = {
+        "sub": user_id,
+        "username": username,
+        "role": role,
+        "iat": now,
+        "exp": now + ttl,
+        "ver": version,
+    }
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -70,9 +80,18 @@ def read_token(secret: str, token: str) -> Identity:
     except jwt.PyJWTError as e:
         raise InvalidToken(str(e)) from None
     sub, username, role = claims.get("sub"), claims.get("username"), claims.get("role", "shopper")
+    version = claims.get("ver", 0)
     if not (isinstance(sub, str) and isinstance(username, str) and isinstance(role, str)):
         raise InvalidToken("malformed claims")
-    return Identity(user_id=sub, username=username, role=role, expires_at=float(claims["exp"]))
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise InvalidToken("malformed claims")
+    return Identity(
+        user_id=sub,
+        username=username,
+        role=role,
+        expires_at=float(claims["exp"]),
+        version=version,
+    )
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:

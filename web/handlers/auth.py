@@ -10,8 +10,9 @@ from redis import RedisError
 from notifier import validation
 from notifier.accounts.auth import issue_token
 from notifier.accounts.login_limit import LoginLimit
+from notifier.accounts.revocation import TokenVersions
 from notifier.accounts.users import UserRepository
-from notifier.errors import TooManyAttempts
+from notifier.errors import InputError, TooManyAttempts
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
 from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
@@ -25,9 +26,15 @@ async def check_password(
 ) -> dict[str, Any] | None:
     """The user if the password is right; 429 (with Retry-After) after too many failures.
 
-    Failures count per account and per address for 15 minutes; if Redis is down the
-    limit is not enforced rather than locking everybody out.
+    Failures count per (account, address), per address and per account for 15 minutes
+    (see notifier.accounts.login_limit); if Redis is down the limit is not enforced
+    rather than locking everybody out. Over-long input is refused before it is stored
+    or hashed anywhere.
     """
+    if len(username) > validation.NAME_LENGTH or len(password) > validation.PASSWORD_LENGTH:
+        return None  # no such user can exist, and a long password is a scrypt CPU attack
+    validation.storable(username, "username")
+    validation.storable(password, "password")
     config = handler.config
     limit: LoginLimit | None = LoginLimit(
         handler.redis, config.login_attempts_per_account, config.login_attempts_per_address
@@ -51,9 +58,19 @@ async def check_password(
 
 def _safe_next(target: str | None) -> str:
     """Only same-site paths: never redirect to another origin after login."""
-    if target and target.startswith("/") and not target.startswith(("//", "/\\")):
-        return target
-    return "/"
+    return validation.safe_path(target)
+
+
+def issue_for(handler: BaseHandler, user: dict[str, Any]) -> str:
+    """A token for the user at their current token version."""
+    return issue_token(
+        handler.config.jwt_secret,
+        str(user["_id"]),
+        user["username"],
+        user["role"],
+        handler.config.token_ttl,
+        int(user.get("token_version", 0)),
+    )
 
 
 class LoginHandler(PageHandler):
@@ -67,16 +84,21 @@ class LoginHandler(PageHandler):
             self.redirect(_safe_next(self.get_query_argument("next", None)))
             return
         self.render_page(
-            "pages/login.html", next=self.get_query_argument("next", "/"), username="", error=None
+            "pages/login.html",
+            next=_safe_next(self.get_query_argument("next", "/")),
+            username="",
+            error=None,
         )
 
     async def post(self) -> None:
         """Log in and redirect, or show the form again with an error."""
         username = self.get_body_argument("username", "").strip()
         password = self.get_body_argument("password", "")
-        nxt = self.get_body_argument("next", "/")
+        nxt = _safe_next(self.get_body_argument("next", "/"))
         user = None
-        if username and password:
+        if len(username) > validation.NAME_LENGTH:
+            username = username[: validation.NAME_LENGTH]  # shown again, never stored
+        elif username and password:
             try:
                 user = await check_password(self, username, password)
             except TooManyAttempts as e:
@@ -98,26 +120,20 @@ class LoginHandler(PageHandler):
                 error="Wrong username or password.",
             )
             return
-        token = issue_token(
-            self.config.jwt_secret,
-            str(user["_id"]),
-            user["username"],
-            user["role"],
-            self.config.token_ttl,
-        )
         self.set_cookie(
             COOKIE,
-            token,
+            issue_for(self, user),
             httponly=True,
             samesite="Lax",
-            secure=self.request.protocol == "https",
+            # Like _xsrf: https by BASE_URL, or as a trusted proxy says we were reached.
+            secure=self.config.base_url.startswith("https") or self.request.protocol == "https",
             max_age=self.config.token_ttl,
         )
         self.redirect(_safe_next(nxt), status=303)
 
 
 class LogoutHandler(PageHandler):
-    """Clear the cookie and close this user's sockets on every web process."""
+    """Revoke the user's tokens, clear the cookie, close their sockets on every process."""
 
     login_required = False
 
@@ -125,6 +141,11 @@ class LogoutHandler(PageHandler):
         """Log out and go back to the login page."""
         self.clear_cookie(COOKIE)
         if self.identity is not None:
+            # Every token issued before now, this cookie's and any bearer token, stops working.
+            try:
+                await TokenVersions(self.db, self.redis).revoke(self.user.user_id)
+            except (RedisError, OSError) as e:  # stored in MongoDB: effective once Redis is back
+                log.warning("logout: revocation not cached (redis unavailable: %s)", e)
             await bus.publish_async(self.bus, LogoutEvent(user_id=self.user.user_id))
         self.redirect("/login", status=303)
 
@@ -144,13 +165,13 @@ class TokenHandler(ApiHandler):
         password = body.get("password")
         if not isinstance(password, str) or not password:
             raise ApiError(400, "invalid_input", "password is required and must be a string")
+        if len(password) > validation.PASSWORD_LENGTH:
+            raise InputError(f"password must be at most {validation.PASSWORD_LENGTH} characters")
         user = await check_password(self, username, password)
         if user is None:
             raise ApiError(401, "invalid_credentials", "wrong username or password")
+        token = issue_for(self, user)
         ttl = self.config.token_ttl
-        token = issue_token(
-            self.config.jwt_secret, str(user["_id"]), user["username"], user["role"], ttl
-        )
         self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})
 
 

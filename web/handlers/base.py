@@ -12,9 +12,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from redis import RedisError
 from tornado.web import HTTPError, RequestHandler
 
 from notifier.accounts.auth import Identity, InvalidToken, read_token
+from notifier.accounts.revocation import GONE, TokenVersions
 from notifier.errors import InputError, NotifierError, TooManyAttempts
 from notifier.logs import REQUEST_ID, USER_ID
 from notifier.realtime.bus import AsyncBusClient
@@ -22,11 +25,21 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.logs import redact
 from web.render import Renderer
+from web.server import SECURITY_HEADERS, content_security_policy
 
 log = logging.getLogger(__name__)
 
 COOKIE = "accessToken"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def security_headers(handler: RequestHandler) -> None:
+    """The headers every answer carries (pages, JSON, static files and errors)."""
+    for name, value in SECURITY_HEADERS.items():
+        handler.set_header(name, value)
+    config: Settings = handler.settings["config"]
+    handler.set_header("Content-Security-Policy", content_security_policy(config.base_url))
+    handler.set_header("Server", "notifier")  # not Tornado's name and version
 
 
 class ApiError(HTTPError):
@@ -57,8 +70,9 @@ class BaseHandler(RequestHandler):
         return self._request_id
 
     def set_default_headers(self) -> None:
-        """Every answer names its request id (errors too: send_error calls this again)."""
+        """Every answer names its request id and has the security headers (errors too)."""
         self.set_header("X-Request-Id", self.request_id)
+        security_headers(self)
 
     @property
     def config(self) -> Settings:
@@ -103,16 +117,45 @@ class BaseHandler(RequestHandler):
         return user
 
     def get_current_user(self) -> Identity | None:
-        """Read the bearer token, else the cookie (`?token=` is for /ws only)."""
+        """Nobody, unless prepare() authenticated the request (see authenticate)."""
+        return None
+
+    async def prepare(self) -> None:
+        """Find out who is asking before any handler method runs."""
+        await self.authenticate()
+
+    async def authenticate(self) -> Identity | None:
+        """The token's identity when it is signed, unexpired and not revoked; else None."""
+        identity = self.read_token()
+        if identity is not None and not await self.token_is_current(identity):
+            identity = None
+        self.current_user = identity
+        if identity is not None:
+            USER_ID.set(identity.user_id)
+        return identity
+
+    def read_token(self) -> Identity | None:
+        """The bearer token, else the cookie (`?token=` is for /ws only), if validly signed."""
         token = self.request_token()
         if not token:
             return None
         try:
-            identity = read_token(self.config.jwt_secret, token)
+            return read_token(self.config.jwt_secret, token)
         except InvalidToken:
             return None
-        USER_ID.set(identity.user_id)
-        return identity
+
+    async def token_is_current(self, identity: Identity) -> bool:
+        """Whether no logout, password change or role change revoked the token since.
+
+        If Redis (or, on a cache miss, MongoDB) cannot be asked, the token is taken as
+        current: signed tokens still expire, and a Redis outage must not log everyone out.
+        """
+        try:
+            current = await TokenVersions(self.db, self.redis).current(identity.user_id)
+        except (RedisError, OSError, PyMongoError) as e:
+            log.warning("token revocation not checked (storage unavailable: %s)", e)
+            return True
+        return current != GONE and identity.version >= current
 
     def request_token(self) -> str | None:
         """The token this request carries, if any."""
@@ -186,7 +229,7 @@ class BaseHandler(RequestHandler):
         """The request body as JSON; InputError when it is not."""
         try:
             return json.loads(self.request.body or b"null")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # "[" * 50_000 recurses
             raise InputError("the body must be valid JSON", "invalid_json") from None
 
     def write_json(self, value: Any, status: int = 200) -> None:
@@ -208,8 +251,9 @@ class ApiHandler(BaseHandler):
             return
         super().check_xsrf_cookie()
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         """Refuse unauthenticated (401) and non-admin (403) callers before any work."""
+        await self.authenticate()
         if self.public:
             return
         if self.identity is None:

@@ -69,8 +69,8 @@ class MetricsHandler(ProbeHandler):
     without it they are open in development and not served in production.
     """
 
-    def prepare(self) -> None:
-        """Check the scraper's token before any work."""
+    async def prepare(self) -> None:
+        """Check the scraper's token before any work (a JWT means nothing here)."""
         token = self.config.metrics_token
         if token is None:
             if self.config.production:

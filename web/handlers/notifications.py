@@ -54,16 +54,16 @@ class NotificationsApiHandler(ApiHandler):
 
     async def get(self) -> None:
         """A page of the caller's notifications, newest first."""
-        raw_limit = self.get_query_argument("limit", str(PAGE_SIZE))
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 100:
-            raise InputError("limit must be a whole number from 1 to 100")
+        limit = validation.whole_number(
+            self.get_query_argument("limit", str(PAGE_SIZE)), "limit", 1, 100
+        )
         before = self.get_query_argument("before", None)
         unread = self.get_query_argument("unread", "0")
         if unread not in ("0", "1", "true", "false"):
             raise InputError("unread must be 1 or 0")
         page = await NotificationRepository(self.db).page(
             self.user.user_id,
-            limit=int(raw_limit),
+            limit=limit,
             before=parse_id(before, "before") if before is not None else None,
             unread_only=unread in ("1", "true"),
         )
@@ -145,9 +145,7 @@ class HistoryReadHandler(PageHandler):
         """Mark the posted ids (or all) read."""
         await mark_read(self, self.user.user_id, form_read_request(self))
         back = self.get_body_argument("back", "/history")
-        self.redirect(
-            back if back.startswith("/") and not back.startswith("//") else "/history", status=303
-        )
+        self.redirect(validation.safe_path(back, "/history"), status=303)
 
 
 class ReadFragmentHandler(PageHandler):

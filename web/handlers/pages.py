@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from typing import Any
 
@@ -10,6 +11,8 @@ from notifier.errors import InputError
 from notifier.notifications.state import UserState
 from notifier.notifications.store import NotificationRepository, format_id
 from web.handlers.base import ApiError, BaseHandler, _describe
+
+_DOLLARS, _CENTS = re.compile(r"[0-9]{1,7}"), re.compile(r"[0-9]{1,2}")
 
 
 class PageHandler(BaseHandler):
@@ -28,6 +31,7 @@ class PageHandler(BaseHandler):
         the user's state document (one read), which the page reuses for its counts; its
         seq is never ahead, so at worst the socket replays a row the page already shows.
         """
+        await self.authenticate()
         self.check_access()
         page_view = self.request.method == "GET" and not self.request.headers.get("HX-Request")
         if self.identity is not None and page_view:
@@ -42,8 +46,8 @@ class PageHandler(BaseHandler):
         if self.identity is None:
             target = "/login?" + urllib.parse.urlencode({"next": self.request.uri or "/"})
             if self.request.headers.get("HX-Request"):
-                self.set_header("HX-Redirect", target)
-                raise ApiError(401, "unauthorized", "please log in again")
+                # On the error itself: send_error clears the headers set before it.
+                raise ApiError(401, "unauthorized", "please log in again", {"HX-Redirect": target})
             if self.request.method in ("GET", "HEAD"):
                 self.redirect(target)
                 return
@@ -91,7 +95,8 @@ def form_cents(value: str | None, label: str) -> int | None:
     if value is None or not value.strip():
         return None
     whole, _, frac = value.strip().removeprefix("$").partition(".")
-    if not whole.isdigit() or len(whole) > 7 or (frac and (not frac.isdigit() or len(frac) > 2)):
+    if not _DOLLARS.fullmatch(whole) or (frac and not _CENTS.fullmatch(frac)):
+        # ASCII digits only: "²".isdigit() is true, and int("²") raises.
         raise InputError(f"{label} must be an amount in dollars, like 2.49")
     return int(whole) * 100 + int(frac.ljust(2, "0"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from notifier.accounts.preferences import EMAIL_MODES, Preferences, PreferencesRepository
@@ -10,6 +11,7 @@ from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiHandler
 from web.handlers.pages import PageHandler
 
+_NUMBER = re.compile(r"[0-9]{1,3}")
 MODE_LABELS = {
     "never": "Never",
     "offline": "When I'm not online (default)",
@@ -52,7 +54,8 @@ class PreferencesHandler(PageHandler):
             "quiet_hours_start": quiet[0] or None,
             "quiet_hours_end": quiet[1] or None,
             "timezone": arg("timezone", "UTC").strip() or "UTC",
-            "min_discount_percent": int(discount) if discount.isdigit() else discount,
+            # ASCII digits only: int("²") raises although "²".isdigit() is true.
+            "min_discount_percent": int(discount) if _NUMBER.fullmatch(discount) else discount,
         }
         try:
             prefs = Preferences.parse(body)

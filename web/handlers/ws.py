@@ -192,7 +192,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             return
         try:
             msg = json.loads(message)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # "[" * 50_000 recurses
             msg = None
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind == "ping":

@@ -1,0 +1,84 @@
+"""Logout, a password change and losing the admin role revoke every token issued before."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.conftest import ROOT
+from tests.helpers import login
+
+
+def cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "notifier", *args],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_logout_revokes_the_cookie_every_bearer_token_and_live_sockets(
+    fetch, ws_connect, alice
+):
+    response, browser = await login(fetch, alice.username, alice.password)
+    assert response.code == 303
+    issued = await fetch(
+        "/api/token", "POST", {"username": alice.username, "password": alice.password}
+    )
+    bearer = {"Authorization": f"Bearer {json.loads(issued.body)['token']}"}
+    assert (await fetch("/api/me", headers=browser)).code == 200
+    assert (await fetch("/api/me", headers=bearer)).code == 200
+    token = bearer["Authorization"].removeprefix("Bearer ")
+    live = await ws_connect(f"?format=json&token={token}")
+
+    out = await fetch("/logout", "POST", "", headers=browser)
+    assert out.code == 303
+
+    assert (await fetch("/api/me", headers=browser)).code == 401
+    assert (await fetch("/api/me", headers=bearer)).code == 401
+    assert (await fetch("/api/me", headers=alice.auth)).code == 401  # issued before, too
+    assert (await fetch("/", headers=browser)).code == 302  # back to the login page
+    code, _ = await live.closed()
+    assert code is not None
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_connect(f"?format=json&token={token}")
+    assert refused.value.code == 401
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_connect("?format=json", headers={"Cookie": browser["Cookie"]})
+    assert refused.value.code in (401, 403)
+    # Logging in again works, with a token of the new version.
+    response, again = await login(fetch, alice.username, alice.password)
+    assert response.code == 303
+    assert (await fetch("/api/me", headers=again)).code == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_role_change_or_new_password_revokes_tokens(fetch, ws_connect, env, admin, alice):
+    assert (await fetch("/api/stats", headers=admin.auth)).code == 200
+    demoted = cli(env, "set-role", admin.username, "shopper")
+    assert demoted.returncode == 0, demoted.stderr
+    assert (await fetch("/api/stats", headers=admin.auth)).code == 401
+    assert (await fetch("/api/me", headers=admin.auth)).code == 401
+
+    assert (await fetch("/api/me", headers=alice.auth)).code == 200
+    live = await ws_connect(f"?format=json&token={alice.token}")
+    changed = cli(env, "set-password", alice.username, "--password-stdin", stdin="a-new-password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert (await fetch("/api/me", headers=alice.auth)).code == 401
+    assert (await live.closed())[0] is not None  # the CLI's logout event reached this process
+    fresh = await fetch(
+        "/api/token", "POST", {"username": alice.username, "password": "a-new-password"}
+    )
+    assert fresh.code == 200
+    token = json.loads(fresh.body)["token"]
+    assert (await fetch("/api/me", headers={"Authorization": f"Bearer {token}"})).code == 200

@@ -1,0 +1,208 @@
+"""The HTTP server in front of the Application: who the client is, body limits, slow clients.
+
+- The client address and protocol come from X-Forwarded-For / -Proto only when the
+  socket's peer is a trusted proxy (TRUSTED_PROXIES), as the right-most untrusted hop.
+- A body over MAX_BODY gets a 413 JSON error, read and dropped (never buffered), up to
+  DRAIN_LIMIT; beyond that the connection is closed, as Tornado does.
+- A new connection must send its first request's headers within `header_timeout`; an
+  idle keep-alive connection (and a later request's headers) gets `idle_timeout`; one
+  client address may hold at most `connections_per_address` connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import urllib.parse
+from collections.abc import Awaitable
+from typing import Any
+
+from tornado import httputil
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+from tornado.iostream import IOStream
+
+from notifier.logs import redact
+from notifier.proxies import TrustedProxies
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("tornado.access")
+
+MAX_BODY = 1024 * 1024
+DRAIN_LIMIT = 16 * MAX_BODY
+BODY_TIMEOUT = 60.0
+# Only our own files: no inline script or style (htmx's inline indicator style is turned
+# off in base.html's htmx-config and lives in app.css), and the socket on our own origin.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'{socket}; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY.format(socket=""),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+@functools.cache
+def content_security_policy(base_url: str) -> str:
+    """The policy, naming the socket's origin too: CSP3 lets 'self' cover ws: and wss:,
+    but older Safari does not."""
+    url = urllib.parse.urlsplit(base_url)
+    scheme = "wss" if url.scheme == "https" else "ws"
+    return CONTENT_SECURITY_POLICY.format(socket=f" {scheme}://{url.netloc}" if url.netloc else "")
+
+
+class NotifierHTTPServer(HTTPServer):
+    """Tornado's HTTPServer with trusted-proxy addresses, a 413 and a per-address cap."""
+
+    def initialize(  # type: ignore[override]
+        self,
+        request_callback: Any,
+        trusted_proxies: TrustedProxies,
+        header_timeout: float,
+        idle_timeout: float,
+        connections_per_address: int,
+        **kwargs: Any,
+    ) -> None:
+        """Build the server; the timeouts and limits go to every connection."""
+        self.trusted_proxies = trusted_proxies
+        self.header_timeout = header_timeout
+        self.connections_per_address = connections_per_address
+        # New connections that have not yet sent a request's headers, and their deadline.
+        self._waiting: dict[IOStream, object] = {}
+        # Every stream by client address, pruned lazily when that address connects again.
+        self._streams: dict[str, list[IOStream]] = {}
+        super().initialize(
+            request_callback,
+            xheaders=False,  # forwarded headers are read below, from trusted proxies only
+            max_body_size=DRAIN_LIMIT,
+            idle_connection_timeout=idle_timeout,  # Tornado's per-request header timeout too
+            body_timeout=BODY_TIMEOUT,
+            **kwargs,
+        )
+
+    def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
+        """Refuse a connection over the per-address cap (a proxy's are not capped)."""
+        peer = str(address[0]) if address else ""
+        if self.connections_per_address and not self.trusted_proxies.trusts_peer(peer):
+            open_now = _open(self._streams.get(peer, []))
+            if len(open_now) >= self.connections_per_address:
+                log.warning("refused a connection from %s: %d open", peer, len(open_now))
+                stream.close()
+                return
+            self._streams[peer] = [*open_now, stream]
+            if len(self._streams) > 10_000:  # forget addresses that have gone
+                self._streams = {
+                    a: live
+                    for a, ss in self._streams.items()
+                    if (live := [s for s in ss if not s.closed()])
+                }
+        loop = IOLoop.current()
+        self._waiting[stream] = loop.call_later(self.header_timeout, self._too_slow, stream)
+        super().handle_stream(stream, address)
+
+    def request_started(self, stream: IOStream | None) -> None:
+        """A connection's first request has all its headers: no more header deadline."""
+        timer = self._waiting.pop(stream, None) if stream is not None else None
+        if timer is not None:
+            IOLoop.current().remove_timeout(timer)
+
+    def _too_slow(self, stream: IOStream) -> None:
+        if self._waiting.pop(stream, None) is not None and not stream.closed():
+            stream.close()  # a slow (or never finished) handshake
+
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        """Every request passes through the adapter below."""
+        delegate = super().start_request(server_conn, request_conn)
+        return _ClientAdapter(self, delegate, request_conn)
+
+
+def _open(streams: list[IOStream]) -> list[IOStream]:
+    return [s for s in streams if not s.closed()]
+
+
+class _ClientAdapter(httputil.HTTPMessageDelegate):
+    """Sets the client's address and protocol, and answers 413 to an oversized body."""
+
+    def __init__(
+        self,
+        server: NotifierHTTPServer,
+        delegate: httputil.HTTPMessageDelegate,
+        conn: httputil.HTTPConnection,
+    ) -> None:
+        self.server, self.delegate, self.conn = server, delegate, conn
+        self.trusted = server.trusted_proxies
+        self.received = 0
+        self.too_large = False
+        self.forwarded = False
+        self.start_line: httputil.RequestStartLine | None = None
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        self.server.request_started(getattr(self.conn, "stream", None))
+        context: Any = getattr(self.conn, "context", None)
+        if context is not None:
+            # The socket's own address and protocol, kept from the first request on it.
+            if not hasattr(context, "peer"):
+                context.peer, context.peer_protocol = context.remote_ip, context.protocol
+            peer = context.peer
+            context.remote_ip = self.trusted.client(peer, headers.get("X-Forwarded-For"))
+            context.protocol = self.trusted.protocol(
+                peer, headers.get("X-Forwarded-Proto"), context.peer_protocol
+            )
+        if isinstance(start_line, httputil.RequestStartLine):
+            self.start_line = start_line
+        length = headers.get("Content-Length", "")
+        if length.isascii() and length.isdigit() and int(length) > MAX_BODY:
+            self.too_large = True  # the handler never sees it; the body is read and dropped
+            return None
+        self.forwarded = True
+        return self.delegate.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        self.received += len(chunk)
+        if self.too_large:
+            return None
+        if self.received > MAX_BODY:  # a chunked body that grew too large
+            self.too_large = True
+            self.delegate.on_connection_close()
+            return None
+        return self.delegate.data_received(chunk)
+
+    def finish(self) -> None:
+        if not self.too_large:
+            self.delegate.finish()
+            return
+        body = json.dumps(
+            {"error": {"code": "too_large", "message": "the body must be at most 1 MB"}}
+        ).encode()
+        headers = httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json",
+                "Content-Length": str(len(body)),
+                "Connection": "close",
+                **SECURITY_HEADERS,
+            }
+        )
+        self.conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 413, "Content Too Large"), headers, body
+        )
+        self.conn.finish()
+        context: Any = getattr(self.conn, "context", None)
+        access_log.warning(
+            "413 %s (%s) %d bytes refused",
+            redact(self.start_line.path if self.start_line else "?"),
+            getattr(context, "remote_ip", "?"),
+            self.received,
+        )
+
+    def on_connection_close(self) -> None:
+        if self.forwarded and not self.too_large:
+            self.delegate.on_connection_close()
