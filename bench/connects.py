@@ -35,6 +35,8 @@ from websockets.asyncio import client as ws_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from seed import known_users  # noqa: E402
+
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
 from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
@@ -147,6 +149,7 @@ def main() -> None:
             if web.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the web process did not start; see {log}")
             time.sleep(0.05)
+        known_users(env["REDIS_URL"], [user_id])
         token = issue_token(secret, user_id, "historian", "shopper", 3600)
         url = f"ws://127.0.0.1:{port}/ws?format=json&token={token}"
         seq_rate = asyncio.run(sequential(url, opts.sequential))

@@ -35,6 +35,8 @@ from pymongo import MongoClient
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from seed import known_users  # noqa: E402
+
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from notifier.shopping.checks import DealCheckJobs  # noqa: E402
@@ -192,13 +194,15 @@ async def one_check(
     from tornado.websocket import websocket_connect
 
     secret = env["JWT_SECRET"]
+    admin_id = str(ObjectId())
+    known_users(env["REDIS_URL"], [*online, admin_id])  # users with no password: see seed.py
     sockets = []
     for user in online:
         token = issue_token(secret, user, "fan", "shopper", 3600)
         sock = await websocket_connect(f"ws://127.0.0.1:{port}/ws?format=json&token={token}")
         await sock.read_message()  # connection-established
         sockets.append(sock)
-    admin = issue_token(secret, str(ObjectId()), "fan-admin", "admin", 3600)
+    admin = issue_token(secret, admin_id, "fan-admin", "admin", 3600)
     body = {
         "store_name": "Fan Mart",
         "item_name": item,

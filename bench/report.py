@@ -214,6 +214,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         and storm.get("duplicates") == 0,
         ratio=False,
     )
+    out.extend(fanout_targets(result.get("fanout") or {}))
     history = result["stack"]["history"]
     deep = f"page {history['stored'] // 2:,} deep"
     for key, label in (("history_first", "first page"), ("history_deep", deep)):
@@ -227,6 +228,68 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             v is not None and v <= HISTORY_TARGET_MS,
             ratio=False,
         )
+    return out
+
+
+def fanout_targets(fan: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 13's targets, from bench/fanout.py's figures (no peer: SecantusDB is the reference)."""
+    if not fan.get("runs"):
+        return []
+    runs = {(r["workers"], r["watchers"]): r for r in fan["runs"]}
+    sizes = sorted(fan["sizes"])
+    big, mid = sizes[-1], sizes[-2] if len(sizes) > 1 else sizes[-1]
+    raw = fan["raw_insert_per_s"]
+    out = []
+    for workers in (1, 2):
+        run = runs.get((workers, big))
+        rate = run["per_s"] if run else None
+        out.append(
+            {
+                "name": f"fan-out of {big:,} watchers with {workers} worker(s), stored and "
+                "published (notifications/s; peer: SecantusDB's raw insert_many rate)",
+                "notifier": rate,
+                "peer": raw,
+                "ratio": rate / raw if rate and raw else None,
+                "target": ">= 0.5x raw insert_many",
+                "met": bool(rate and raw and rate / raw >= 0.5),
+            }
+        )
+    small, large = runs.get((1, mid)), runs.get((1, big))
+    if small and large and big > mid:
+        growth = large["stored_s"] / small["stored_s"]
+        out.append(
+            {
+                "name": f"time({big:,}) / time({mid:,}) watchers, 1 worker (linear is "
+                f"{big / mid:.0f})",
+                "notifier": growth,
+                "peer": None,
+                "ratio": None,
+                "target": f"<= {big / mid * 1.1:.0f}",
+                "met": growth <= big / mid * 1.1,
+            }
+        )
+    peak = max((r["worker_peak_rss_mb"] for r in fan["runs"] if r["watchers"] == big), default=0)
+    out.append(
+        {
+            "name": f"worker peak RSS at {big:,} watchers (MB)",
+            "notifier": peak,
+            "peer": None,
+            "ratio": None,
+            "target": "<= 300 MB",
+            "met": 0 < peak <= 300,
+        }
+    )
+    out.append(
+        {
+            "name": f"scheduled check with nothing changed, {fan['watches_stored']:,} watches "
+            "stored (ms)",
+            "notifier": fan["nothing_changed_ms"],
+            "peer": None,
+            "ratio": None,
+            "target": "<= 10 ms",
+            "met": fan["nothing_changed_ms"] <= 10,
+        }
+    )
     return out
 
 
@@ -401,6 +464,28 @@ def markdown(result: dict[str, Any], stem: str) -> str:
             f"| {label} | {v['samples']} | {_fmt(v['ms_p50'], 1)} | {_fmt(v['ms_p95'], 1)} | "
             f"{_fmt(v['ms_max'], 1)} |"
         )
+    fan = result.get("fanout") or {}
+    if fan.get("runs"):
+        lines += [
+            "",
+            f"## Deal-check fan-out (bench/fanout.py): one price, N watchers of one item, "
+            f"{fan['online']:,} of them online",
+            "",
+            f"SecantusDB's raw `insert_many` of the same documents (batches of 1,000, the "
+            f"notifications' indexes): {fan['raw_insert_per_s']:,.0f} docs/s. A scheduled check "
+            f"with nothing changed, {fan['watches_stored']:,} watches stored: "
+            f"{fan['nothing_changed_ms']:.1f} ms (median of 20).",
+            "",
+            "| workers | watchers | stored and published (s) | notifications/s | last online "
+            "socket (s) | worker peak RSS (MB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in fan["runs"]:
+            lines.append(
+                f"| {r['workers']} | {r['watchers']:,} | {r['stored_s']:.1f} | "
+                f"{r['per_s']:,.0f} | {r['last_socket_s']:.1f} | "
+                f"{r['worker_peak_rss_mb']:.0f} |"
+            )
     lines += [
         "",
         "## Plots",

@@ -49,3 +49,23 @@ def store_notifications(
     if docs:
         db.notifications.insert_many(docs, ordered=False)
     recount(db, [user_id])
+
+
+def known_users(redis_url: str, user_ids: list[str], version: int = 0) -> None:
+    """Let the bench's made-up users' tokens through revocation (issue 15).
+
+    Every request and handshake checks its token's version against the user's current
+    one, cached in Redis (notifier/accounts/revocation.py); a user with no document is
+    gone and refused. The bench's users have no documents, so their versions are cached
+    here: each handshake still pays its one Redis GET, as a real user's does.
+    """
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with client.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                pipe.set(f"notifier:token-version:{user_id}", version, ex=4 * 3600)
+            pipe.execute()
+    finally:
+        client.close()

@@ -36,6 +36,8 @@ from bson import ObjectId
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from seed import known_users  # noqa: E402
+
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
 
@@ -174,6 +176,7 @@ async def measure(
                 raise SystemExit(f"the web process did not start; see {log_path}")
             await asyncio.sleep(0.1)
         users = [str(ObjectId()) for _ in range((WARMUP + n) // SOCKETS_PER_USER + 1)]
+        known_users(env["REDIS_URL"], users)
         tokens = [
             issue_token(secret, users[i // SOCKETS_PER_USER], f"u{i}", "shopper", 3600)
             for i in range(WARMUP + n)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # run as a script (the writer), notifier must imp
 from bson import ObjectId  # noqa: E402
 from loadgen import upgrade_request  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
-from seed import store_notifications  # noqa: E402
+from seed import known_users, store_notifications  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.notifications.store import format_id  # noqa: E402
@@ -215,6 +215,7 @@ async def _storm(
     b, b_port = start_server("notifier", env, tmp)
     try:
         secret = env["JWT_SECRET"]
+        known_users(env["REDIS_URL"], users)
         tokens = {u: issue_token(secret, u, "storm", "shopper", 7200) for u in users}
         pages = [
             Page(storm, tokens[users[i % len(users)]], format_id(HISTORY)) for i in range(sockets)

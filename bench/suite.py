@@ -214,7 +214,13 @@ def notification_template(pad: str, renderer: Renderer) -> str:
 # Scenarios ---------------------------------------------------------------------------------
 
 
+REDIS_URL = ""  # set by main(): the bench's users' token versions are cached there
+
+
 def tokens(secret: str, prefix: str, n: int) -> list[str]:
+    from seed import known_users
+
+    known_users(REDIS_URL, [f"{prefix}{i:06d}" for i in range(n)])
     return [
         issue_token(secret, f"{prefix}{i:06d}", f"{prefix}{i}", "shopper", 7200) for i in range(n)
     ]
@@ -539,6 +545,9 @@ def seed_history_users(env: dict[str, str]) -> list[str]:
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
     users = [str(ObjectId()) for _ in range(CONNECT_USERS)]
+    from seed import known_users
+
+    known_users(env["REDIS_URL"], users)
     for user in users:
         store_notifications(db, user, CONNECT_HISTORY, CONNECT_HISTORY * 2 // 3)
     client.close()
@@ -583,6 +592,8 @@ def main() -> None:
         "NOTIFIER_ENV": "development",
     }
     servers: list[Server] = [redis, mongo]
+    global REDIS_URL
+    REDIS_URL = env["REDIS_URL"]
     try:
         redis_port = int(redis.url.rsplit(":", 1)[1])
         from pymongo import MongoClient
@@ -604,6 +615,9 @@ def main() -> None:
             connect_budget=STORM_CONNECT_SECONDS,
         )
         whole = stack.run(env, tmp, QUICK)
+        import fanout
+
+        fan = fanout.run(QUICK)  # its own servers: 1 and 2 workers, up to 100,000 watchers
     finally:
         for s in servers:
             s.stop()
@@ -633,6 +647,7 @@ def main() -> None:
         "runs": runs,
         "storm": storm,
         "stack": whole,
+        "fanout": fan,
         "seconds": time.monotonic() - started,
     }
     import report

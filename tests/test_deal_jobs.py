@@ -10,9 +10,13 @@ import uuid
 from datetime import UTC, timedelta
 
 import pytest
+import redis
 from bson import ObjectId
 
+from notifier.dev.embedded import free_port
+from notifier.notifications.batch import republish_batches
 from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime import bus
 from notifier.realtime.bus import Publisher
 from notifier.shopping.checks import DealCheckJobs
 from notifier.shopping.deals import DealCheck
@@ -71,12 +75,44 @@ def test_chunks_write_one_notification_per_user_with_seqs_after_the_last(db, ser
     assert (state["seq"], state["unread"]) == (2, 2)
 
 
-def test_a_batch_is_published_and_leaves_the_outbox(db, service, sync_redis, item):
+def test_a_batch_is_listed_in_the_outbox_until_published(db, service, sync_redis, item):
     users = shoppers(db, 12)
     apply(db, [watch(u, WatchInput(item)) for u in users])
     post(db, item, 150)
+    before = db.outbox.count_documents({})
     DealCheck(db, service, chunk_users=5).run([item_key(item)])
+    assert db.outbox.count_documents({}) == before  # each batch's record went once published
     assert db.notifications.count_documents({"user_id": {"$in": users}, "unpublished": True}) == 0
+
+
+def test_a_batch_whose_publish_failed_is_published_by_the_sweep(db, sync_redis, item):
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)  # nothing listens there
+    failing = NotificationService(NotificationWriter(db), Publisher(dead))
+    users = shoppers(db, 3)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 150)
+    DealCheck(db, failing).run([item_key(item)])
+    [record] = [r for r in db.outbox.find() if set(users) & _owners(db, r["ids"])]
+    assert len(record["ids"]) == 3  # stored, listed, not published
+    events = sync_redis.pubsub()
+    events.subscribe(bus.CHANNEL)
+    assert events.get_message(timeout=5)["type"] == "subscribe"
+    working = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    assert republish_batches(db, working, timedelta(0)) >= 3
+    heard = set()
+    while len(heard) < 3:
+        message = events.get_message(timeout=10)
+        assert message is not None, f"only {heard} were republished"
+        event = bus.decode(message["data"])
+        if getattr(event, "user_id", None) in users:
+            heard.add(event.user_id)
+    events.close()
+    dead.close()
+    assert db.outbox.find_one({"_id": record["_id"]}) is None
+
+
+def _owners(db, ids):
+    return {d["user_id"] for d in db.notifications.find({"_id": {"$in": ids}}, {"user_id": 1})}
 
 
 def test_checks_of_the_same_item_at_once_store_no_duplicates(db, service, item):

@@ -37,7 +37,7 @@ from notifier.formatting import money
 from notifier.notifications.store import to_json
 from notifier.realtime.presence import is_online, online_users
 from notifier.settings import Settings
-from notifier.storage.batches import DUPLICATE_KEY, batched, find_in
+from notifier.storage.batches import DUPLICATE_KEY, find_in, unset_each
 
 TEMPLATES = Path(__file__).with_name("templates")
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
@@ -210,10 +210,7 @@ class EmailService:
             and _wants_deal_email(user, prefs, n["user_id"] in online)
         ]
         planned = _insert_new(self._db, plans)
-        for batch in batched([n["_id"] for n in notifications]):
-            self._db.notifications.update_many(
-                {"_id": {"$in": list(batch)}}, {"$unset": {"email_pending": ""}}
-            )
+        unset_each(self._db.notifications, [n["_id"] for n in notifications], "email_pending")
         return [p["_id"] for p in planned if p["send_after"] <= now]
 
     def _decide(self, notification: dict[str, Any]) -> str | None:

@@ -6,13 +6,19 @@ insert_many, one bulk update of the states. A user gets at most one notification
 batch, so a claimed seq is the state's plus one; an insert that loses its seq to another
 writer is retried alone, and one refused as already told (the dedupe or told-once index)
 is reported, so the caller can recompute what is still new for that user.
+
+The outbox of a batch is one document listing its notifications, written before them
+and deleted once they are published, instead of a flag on each one: clearing a thousand
+flags costs more than storing the thousand notifications on SecantusDB. The sweep
+(`republish_batches`, with the single notifications' outbox) publishes what a failed
+publish or a dead worker left listed.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -23,7 +29,7 @@ from redis import RedisError
 
 from notifier.notifications import state as user_state
 from notifier.notifications.store import TYPES, NotificationService, format_id, to_json
-from notifier.storage.batches import DUPLICATE_KEY, batched, find_in
+from notifier.storage.batches import DUPLICATE_KEY, find_in
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +51,7 @@ class NewNotification:
 class Stored:
     """What a batch stored, and whose notifications storage refused as told before."""
 
+    outbox_id: ObjectId = field(default_factory=ObjectId)
     docs: list[dict[str, Any]] = field(default_factory=list)
     unread: dict[str, int] = field(default_factory=dict)  # user -> unread count after it
     refused: list[NewNotification] = field(default_factory=list)
@@ -65,6 +72,10 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
         seq = (int(known.get("seq", 0)) if known else _highest_stored(db, n.user_id)) + 1
         docs.append(_document(n, seq, now))
     result = Stored()
+    if docs:  # listed before they exist: a worker dying in between leaves them listed
+        db.outbox.insert_one(
+            {"_id": result.outbox_id, "ids": [d["_id"] for d in docs], "created_at": now}
+        )
     stored, lost_seq, refused = _insert(db, docs)
     for doc in lost_seq:  # another writer took the seq: claim one alone, as create() does
         again = _insert_alone(db, doc)
@@ -86,10 +97,24 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
     return result
 
 
-def mark_published(db: Database[Any], docs: list[dict[str, Any]]) -> None:
-    """Take a batch out of the outbox, in a few updates rather than one per notification."""
-    for batch in batched([d["_id"] for d in docs]):
-        db.notifications.update_many({"_id": {"$in": list(batch)}}, {"$unset": {"unpublished": ""}})
+def republish_batches(
+    db: Database[Any], service: NotificationService, older_than: timedelta
+) -> int:
+    """Publish the notifications of batches whose publish failed; returns how many."""
+    cutoff = datetime.now(UTC) - older_than
+    sent = 0
+    for record in list(db.outbox.find({"created_at": {"$lt": cutoff}}).limit(100)):
+        docs = sorted(find_in(db.notifications, "_id", record["ids"]), key=lambda d: d["seq"])
+        events = [
+            service.renderer.notification_event(
+                d["user_id"], to_json(d), service.unread_count(d["user_id"])
+            )
+            for d in docs
+        ]
+        service.publisher.publish_many(events)  # raises while Redis is down: kept for later
+        db.outbox.delete_one({"_id": record["_id"]})
+        sent += len(events)
+    return sent
 
 
 _STATE_FIELDS = {"seq": 1, "unread": 1}
@@ -104,7 +129,6 @@ def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "read": False,
         "data": {**n.data, "notification_id": format_id(seq)},
-        "unpublished": True,  # the outbox, cleared once published
     }
     if n.type == "deal-notification":
         doc["email_pending"] = True  # cleared once the email is decided (or swept)
@@ -139,7 +163,7 @@ def _insert_alone(db: Database[Any], doc: dict[str, Any]) -> dict[str, Any] | No
     """Claim the next free seq for one document; None when it is refused as told before."""
     for attempt in range(SEQ_RETRIES):
         seq = _highest_stored(db, doc["user_id"]) + 1 if attempt else doc["seq"] + 1
-        doc = {**doc, "_id": ObjectId(), "seq": seq}
+        doc = {**doc, "seq": seq}  # the same _id: the batch's outbox lists it
         doc["data"] = {**doc["data"], "notification_id": format_id(seq)}
         try:
             db.notifications.insert_one(doc)
@@ -176,5 +200,5 @@ def notify_many(
     except (RedisError, OSError) as e:
         log.warning("publishing %d notification(s) failed (the sweep retries): %s", len(events), e)
         return stored
-    mark_published(db, stored.docs)
+    db.outbox.delete_one({"_id": stored.outbox_id})
     return stored

@@ -347,6 +347,10 @@ class NotificationService:
         self._writer.mark_published(doc)
         return True
 
+    def unread_count(self, user_id: str) -> int:
+        """The user's unread count (for events published outside the writer's path)."""
+        return self._writer.unread_count(user_id)
+
     def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
         """Publish what a failed publish left in the outbox; returns how many went out."""
         return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))
