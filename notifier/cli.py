@@ -170,7 +170,8 @@ def _check(ctx: Context, item_keys: list[str] | None) -> None:
     publisher = make_publisher(ctx.settings, ctx.redis)
     service = NotificationService(NotificationWriter(ctx.db), publisher)
     result = DealCheck(ctx.db, service, ctx.settings.deal_check_chunk_users).run(item_keys)
-    # Planned emails are sent by beat's next send_due_emails sweep.
+    # Planned emails are sent by beat's next sweep; offline ones are decided by beat too,
+    # once EMAIL_ACK_WAIT has shown whether a page acknowledged them.
     emails = EmailService(ctx.settings, ctx.db, ctx.redis)
     planned = len(emails.plan_for_deals(result.notifications))
     print(f"notifier: deal check: {result.summary()}; {planned} email(s) planned")

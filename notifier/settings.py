@@ -28,7 +28,7 @@ class Settings:
     jwt_secret: str
     smtp_url: str | None
     email_from: str
-    email_decide_after: float
+    email_ack_wait: float
     broker_visibility_timeout: int
     base_url: str
     deal_check_interval: float
@@ -86,7 +86,7 @@ class Settings:
             jwt_secret=env.get("JWT_SECRET") or _development_secret(var_dir),
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",
-            email_decide_after=_number(env, "EMAIL_DECIDE_AFTER", "30", float),
+            email_ack_wait=_number(env, "EMAIL_ACK_WAIT", "60", float),
             broker_visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", "3600", int),
             base_url=(env.get("BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             deal_check_interval=_number(

@@ -121,3 +121,169 @@
     setInterval(refreshTimes, 30000);
   });
 })();
+
+// Acknowledgements and desktop notifications. The page tells the server, with
+// {"type":"ack","last_id":id} on its socket, the newest notification a person was shown:
+// in a visible tab, or as a desktop notification while the tab is in the background. A
+// deal no page acknowledged (and nobody read) within EMAIL_ACK_WAIT is emailed; presence
+// alone (an open but hidden or half-dead tab) no longer spares the email.
+(function () {
+  "use strict";
+
+  var ACK_EVERY_MS = 500; // acks are batched: at most two a second
+  var DESKTOP_KEY = "notifier.desktop"; // "on", "off" or "dismissed", per browser
+  var socket = null; // the ws extension's wrapper: send() queues while reconnecting
+  var shown = ""; // newest id shown to a person (ids sort as text: creation order)
+  var acked = ""; // newest id sent in an ack on the current socket
+  var unseen = ""; // newest id that arrived while nobody could see it
+  var timer = null;
+
+  function visible() { return document.visibilityState === "visible"; }
+
+  function flushAck() {
+    timer = null;
+    if (!socket || !(shown > acked)) return;
+    acked = shown;
+    socket.send(JSON.stringify({ type: "ack", last_id: acked }));
+  }
+
+  function markShown(id) {
+    if (!id || !(id > shown)) return;
+    shown = id;
+    if (!timer) timer = setTimeout(flushAck, ACK_EVERY_MS);
+  }
+
+  function stored(key) {
+    try { return window.localStorage.getItem(key); } catch (e) { return null; }
+  }
+
+  function store(key, value) {
+    try { window.localStorage.setItem(key, value); } catch (e) { /* private mode: not kept */ }
+  }
+
+  function desktopSupported() { return "Notification" in window; }
+
+  function desktopOn() {
+    return desktopSupported() && stored(DESKTOP_KEY) === "on" && Notification.permission === "granted";
+  }
+
+  function money(cents) {
+    return "$" + Math.floor(cents / 100).toLocaleString("en-US") + "." + String(cents % 100).padStart(2, "0");
+  }
+
+  // Clicking a desktop notification brings the tab forward with the notification in view.
+  function reveal(id) {
+    var row = document.getElementById("notification-" + id);
+    if (row && !row.closest("[hidden]")) {
+      row.scrollIntoView({ block: "center" });
+      row.classList.add("highlight");
+      setTimeout(function () { row.classList.remove("highlight"); }, 3000);
+    } else if (window.location.pathname !== "/") {
+      window.location.assign("/#notification-" + id); // the dashboard lists the newest
+    }
+  }
+
+  function showDesktop(detail) {
+    var body = (detail.deals || []).map(function (d) {
+      return d.item_name + " " + money(d.best_price_in_cents) + " at " + d.store_name;
+    }).join("\n");
+    try {
+      var note = new Notification(detail.message || "New deal", {
+        body: body,
+        tag: "notifier-" + detail.notification_id,
+      });
+      note.onclick = function () {
+        window.focus();
+        reveal(detail.notification_id);
+        note.close();
+      };
+      return true;
+    } catch (e) {
+      return false; // some browsers allow them only from a service worker
+    }
+  }
+
+  function arrived(e) {
+    var id = e.detail && e.detail.notification_id; // announcements have none: not acked
+    if (!id) return;
+    if (visible()) markShown(id);
+    else if (e.type === "notification:deal" && desktopOn() && showDesktop(e.detail)) markShown(id);
+    else if (id > unseen) unseen = id;
+  }
+
+  ["notification:deal", "notification:system", "notification:job"].forEach(function (name) {
+    document.addEventListener(name, arrived);
+  });
+
+  document.addEventListener("visibilitychange", function () {
+    if (visible() && unseen) markShown(unseen);
+  });
+
+  document.addEventListener("htmx:wsOpen", function (e) {
+    socket = e.detail && e.detail.socketWrapper;
+    acked = ""; // an ack sent into a dying socket may be lost: say it again on this one
+    if (shown && !timer) timer = setTimeout(flushAck, ACK_EVERY_MS);
+  });
+
+  // The rows a visible page was rendered with were shown too.
+  function ackRendered() {
+    if (!visible()) return;
+    var newest = "";
+    document.querySelectorAll("ol.notifications > li[data-id]").forEach(function (row) {
+      var id = row.getAttribute("data-id");
+      if (id > newest && !row.closest("[hidden]")) newest = id;
+    });
+    markShown(newest);
+  }
+
+  function setupToggle(box) {
+    var status = document.getElementById("desktop-status");
+    function say(text) { if (status) status.textContent = text; }
+    if (!desktopSupported()) {
+      box.disabled = true;
+      say("This browser cannot show desktop notifications.");
+      return;
+    }
+    box.checked = desktopOn();
+    if (Notification.permission === "denied") say("Notifications are blocked for this site in your browser's settings.");
+    box.addEventListener("change", function () {
+      if (!box.checked) { store(DESKTOP_KEY, "off"); say("Off."); return; }
+      enableDesktop(function (ok) {
+        box.checked = ok;
+        say(ok ? "On: deals show on your desktop while this tab is in the background." : "Your browser did not allow notifications.");
+      });
+    });
+  }
+
+  // Only ever asked from a click (never on page load).
+  function enableDesktop(done) {
+    Promise.resolve(Notification.requestPermission()).then(function (permission) {
+      var ok = permission === "granted";
+      if (ok) store(DESKTOP_KEY, "on");
+      done(ok);
+    }, function () { done(false); });
+  }
+
+  function setupPrompt(prompt) {
+    var choice = stored(DESKTOP_KEY);
+    if (!desktopSupported() || Notification.permission === "denied" || choice === "dismissed" || choice === "off" || desktopOn()) return;
+    prompt.hidden = false;
+    prompt.querySelector("[data-desktop-enable]").addEventListener("click", function () {
+      enableDesktop(function () { prompt.hidden = true; });
+    });
+    prompt.querySelector("[data-desktop-dismiss]").addEventListener("click", function () {
+      store(DESKTOP_KEY, "dismissed");
+      prompt.hidden = true;
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    ackRendered();
+    var box = document.querySelector("[data-desktop-toggle]");
+    if (box) setupToggle(box);
+    var prompt = document.getElementById("desktop-prompt");
+    if (prompt) setupPrompt(prompt);
+    var target = /^#notification-(\d+)$/.exec(window.location.hash);
+    if (target) reveal(target[1]);
+  });
+})();

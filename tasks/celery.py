@@ -27,7 +27,10 @@ except ConfigurationError as e:
     sys.exit(f"notifier: {e}")
 
 OUTBOX_SWEEP_INTERVAL = 10.0
-EMAIL_SWEEP_INTERVAL = 60.0
+EMAIL_SWEEP_INTERVAL = 60.0  # digests, held emails, and any decision left behind
+# Offline deal emails are decided this often once their EMAIL_ACK_WAIT is over: a deal
+# is emailed at most this much after the wait (a chunk's delayed task is usually first).
+EMAIL_DECIDE_INTERVAL = 5.0
 
 app = Celery(
     "notifier",
@@ -59,6 +62,10 @@ app.conf.update(
         "send-due-emails": {
             "task": "tasks.email.send_due_emails",
             "schedule": timedelta(seconds=EMAIL_SWEEP_INTERVAL),
+        },
+        "decide-deal-emails": {
+            "task": "tasks.email.decide_deal_emails",
+            "schedule": timedelta(seconds=EMAIL_DECIDE_INTERVAL),
         },
         "republish-pending": {
             "task": "tasks.delivery.republish_pending",

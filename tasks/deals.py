@@ -19,7 +19,7 @@ from notifier import metrics
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
 from tasks import celery
-from tasks.email import send_email
+from tasks.email import decide_later, send_email
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,10 @@ def check_deal_chunk(
         result = check.run_chunk(user_ids, item_keys)
     metrics.DEALS_FOUND.inc(result.deals_found)
     for email_id in res.email.plan_for_deals(result.notifications):
-        send_email.delay(email_id)
+        send_email.delay(email_id)  # mode always: at once
+    # Mode offline: once EMAIL_ACK_WAIT has shown whether any page acknowledged them.
+    # (decide_deal_emails skips those decided already.)
+    decide_later(result.notifications)
     jobs = DealCheckJobs(res.db)
     job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found)
     _progress(job)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from typing import Any
 
 from celery import Task
 from pymongo.errors import PyMongoError
@@ -36,11 +37,33 @@ def send_email(self: Task, email_id: str) -> str:
 
 
 @celery.app.task(autoretry_for=(PyMongoError, RedisError), retry_backoff=True, max_retries=3)
+def decide_deal_emails(notification_ids: list[str] | None = None) -> int:
+    """Decide deal emails whose acknowledgement wait is over, and send those due.
+
+    With ids: a deal check chunk's notifications, EMAIL_ACK_WAIT seconds after storing
+    them (a countdown). Without: beat's sweep every few seconds, the backstop for a
+    chunk whose delayed task was lost.
+    """
+    service = celery.resources.email
+    due = service.decide_ids(notification_ids) if notification_ids else service.decide_due()
+    for email_id in due:
+        send_email.delay(email_id)
+    return len(due)
+
+
+def decide_later(notifications: list[dict[str, Any]]) -> None:
+    """Have the emails of these (still pending) deal notifications decided after the wait."""
+    ids = [str(n["_id"]) for n in notifications]
+    if ids:
+        wait = celery.resources.settings.email_ack_wait
+        decide_deal_emails.apply_async(args=[ids], countdown=wait)
+
+
+@celery.app.task(autoretry_for=(PyMongoError, RedisError), retry_backoff=True, max_retries=3)
 def send_due_emails() -> int:
     """Decide forgotten emails, plan digests, send what quiet hours held (beat runs this)."""
     service = celery.resources.email
-    # Deal notifications whose task died before deciding their email are decided now.
-    late = {email_id for doc in service.undecided() if (email_id := service.plan_for_deal(doc))}
+    late = set(service.decide_due())  # whatever the frequent sweep has not reached yet
     due = sorted(late | set(service.plan_digests()) | set(service.due()))
     for email_id in due:
         send_email.delay(email_id)

@@ -133,6 +133,8 @@ def env(
         "WS_PING_INTERVAL": "30",
         # Small chunks: every check with a few watchers is shared out as several tasks.
         "DEAL_CHECK_CHUNK_USERS": "2",
+        # Offline email waits this long for a page to acknowledge a deal (60 s by default).
+        "EMAIL_ACK_WAIT": "5",
     }
 
 

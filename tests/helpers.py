@@ -233,3 +233,24 @@ async def raw_ws_open(port: int, token: str) -> tuple[asyncio.StreamReader, asyn
     )
     assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
     return reader, writer
+
+
+def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
+    """Block until none of the user's deal notifications waits for its email decision.
+
+    The decision publishes nothing (no page sees it), so this polls the stored mark,
+    every 50 ms, until the deadline (run it in an executor from async tests).
+    """
+    deadline = time.monotonic() + timeout
+    query = {"user_id": user_id, "email_pending": True}
+    while db.notifications.count_documents(query):
+        assert time.monotonic() < deadline, "the email was never decided"
+        time.sleep(0.05)
+
+
+def wait_email_status(db: Any, email_id: str, status: str, timeout: float = 30) -> None:
+    """Block until the planned email has this status (polled like wait_email_decided)."""
+    deadline = time.monotonic() + timeout
+    while (db.emails.find_one({"_id": email_id}) or {}).get("status") != status:
+        assert time.monotonic() < deadline, f"email {email_id} never became {status}"
+        time.sleep(0.05)

@@ -19,7 +19,8 @@ import pytest
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
 from tests.conftest import ROOT, User
-from tests.helpers import WebProcess
+from tests.helpers import WebProcess, wait_email_decided
+from tests.test_email_acks import assert_emailed_once_in_time
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -309,4 +310,96 @@ def test_pages_carry_a_strict_csp_and_violate_none_of_it(open_tab, web, admin, a
     tab.page.get_by_role("button", name="Broadcast").click()
     tab.page.wait_for_selector("#toasts .toast:has-text('CSP check')", timeout=10_000)
     assert tab.page.evaluate("window.violations") == []
+
+
+# Offline email by acknowledgement (issue 14): what a person saw is not emailed. ----------
+
+RECORD_DESKTOP = """
+(() => {
+  window.__desktop = [];
+  window.__permissionAsks = 0;
+  const Real = window.Notification;
+  if (!Real) return;
+  function Recording(title, options) {
+    window.__desktop.push({title: title, body: (options || {}).body || ""});
+    return new Real(title, options);
+  }
+  Object.defineProperty(Recording, "permission", {get: () => Real.permission});
+  Recording.requestPermission = (...args) => {
+    window.__permissionAsks += 1;
+    return Real.requestPermission(...args);
+  };
+  window.Notification = Recording;
+})();
+"""
+
+
+def hide(tab: Tab) -> None:
+    """Emulate a background tab: the page's visibility says hidden, and the page is told."""
+    tab.page.evaluate(
+        """() => {
+          Object.defineProperty(document, "visibilityState", {configurable: true, get: () => "hidden"});
+          Object.defineProperty(document, "hidden", {configurable: true, get: () => true});
+          document.dispatchEvent(new Event("visibilitychange"));
+        }"""
+    )
+
+
+def test_a_visible_page_that_shows_the_deal_means_no_email(
+    open_tab, web, db, mailbox, alice, admin, item
+):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    assert tab.page.evaluate("document.visibilityState") == "visible"
+    post_deal(web, admin, item)
+    tab.page.wait_for_selector(f"#notification-list > li:has-text('{item}')", timeout=10_000)
+    wait_email_decided(db, alice.user_id)
+    [note] = db.notifications.find({"user_id": alice.user_id})
+    assert db.user_state.find_one({"_id": alice.user_id})["acked_seq"] == note["seq"]
+    assert db.emails.count_documents({"user_id": alice.user_id}) == 0
+    assert mailbox[0].to(f"{alice.username}@example.test") == []
+    assert tab.errors == []
+
+
+def test_a_hidden_page_without_desktop_notifications_means_one_email(
+    open_tab, web, config, db, mailbox, alice, admin, item
+):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    hide(tab)
+    post_deal(web, admin, item)
+    tab.page.wait_for_selector(f"#notification-list > li:has-text('{item}')", timeout=10_000)
+    assert_emailed_once_in_time(config, db, mailbox[0], alice)
+    assert int(db.user_state.find_one({"_id": alice.user_id}).get("acked_seq", 0)) == 0
+    assert tab.errors == []
+
+
+def test_a_hidden_page_with_desktop_notifications_shows_the_deal_and_sends_no_email(
+    open_tab, web, db, mailbox, alice, admin, item
+):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab()
+    tab.page.context.grant_permissions(["notifications"], origin=web.url)
+    tab.page.context.add_init_script(RECORD_DESKTOP)
+    tab.login(alice)
+    assert tab.page.evaluate("window.__permissionAsks") == 0  # never asked on page load
+    offer = tab.page.get_by_role(
+        "button", name="Show deals as desktop notifications while this tab is in the background"
+    )
+    offer.click()
+    tab.page.wait_for_selector("#desktop-prompt", state="hidden")
+    assert tab.page.evaluate("window.__permissionAsks") == 1
+    tab.page.goto(web.url + "/preferences")  # the opt-in shows there, and stays
+    assert tab.page.is_checked("#desktop-notifications")
+    tab.page.goto(web.url + "/")
+    tab.live()
+    hide(tab)
+    post_deal(web, admin, item)
+    tab.page.wait_for_function("() => window.__desktop.length === 1", timeout=10_000)
+    shown = tab.page.evaluate("window.__desktop[0]")
+    assert shown["title"] == "You have 1 new deal(s) on your watched items!"
+    assert item in shown["body"] and "$1.99" in shown["body"]
+    wait_email_decided(db, alice.user_id)
+    assert db.emails.count_documents({"user_id": alice.user_id}) == 0
+    assert mailbox[0].to(f"{alice.username}@example.test") == []
     assert tab.errors == []

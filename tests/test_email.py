@@ -15,6 +15,7 @@ from notifier.accounts.preferences import Preferences
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime.presence import KEY, is_online
+from tests.helpers import wait_email_decided
 
 
 def set_prefs(db, user, **prefs):
@@ -97,7 +98,9 @@ def test_an_smtp_error_is_retried_with_backoff_and_sends_once(
 
 @pytest.mark.gen_test(timeout=60)
 @pytest.mark.usefixtures("worker")
-async def test_an_online_shopper_gets_no_email(fetch, ws_connect, db, mailbox, alice, admin, item):
+async def test_a_shopper_whose_page_acknowledged_the_deal_gets_no_email(
+    fetch, ws_connect, db, mailbox, alice, admin, item
+):
     from notifier.shopping.prices import PriceInput, record_price
     from notifier.storage.writes import apply
 
@@ -106,10 +109,14 @@ async def test_an_online_shopper_gets_no_email(fetch, ws_connect, db, mailbox, a
     admin_ws = await ws_connect(f"?format=json&token={admin.token}")
     apply(db, record_price(PriceInput("Value Foods", item, 100, 200))[1])
     await fetch("/api/deal-checks", "POST", headers=admin.auth)
-    # The check plans emails before it reports back, so by job-complete the decision is made.
     await admin_ws.recv_type("job-complete", timeout=30, skip=("job-progress",))
     note = await sock.recv_type("deal-notification", timeout=10)
     assert note["data"]["deals"][0]["item_name"] == item
+    sock.send_json({"type": "ack", "last_id": note["data"]["id"]})
+    sock.send_json({"type": "ping"})
+    await sock.recv_type("pong")  # the ack is stored: one message at a time
+    # Undecided until EMAIL_ACK_WAIT has passed, then decided: no email.
+    await in_thread(wait_email_decided, db, alice.user_id)
     assert db.emails.count_documents({"user_id": alice.user_id}) == 0
     assert mailbox[0].to(f"{alice.username}@example.test") == []
 
@@ -164,11 +171,13 @@ def test_mode_never_and_digest_modes_send_no_immediate_email(service, db, alice)
     assert db.emails.count_documents({"user_id": alice.user_id}) == 0
 
 
-def test_always_emails_even_when_online(service, db, sync_redis, alice):
+def test_always_emails_even_when_acknowledged_and_online(service, db, sync_redis, alice):
     set_prefs(db, alice, email_mode="always")
     sync_redis.hset(KEY.format(alice.user_id), "some-process", datetime.now(UTC).timestamp() + 60)
     assert is_online(sync_redis, alice.user_id)
-    assert service.plan_for_deal(deal(db, alice)) is not None
+    doc = deal(db, alice)
+    db.user_state.update_one({"_id": alice.user_id}, {"$max": {"acked_seq": doc["seq"]}})
+    assert service.plan_for_deal(doc) is not None
 
 
 def test_digests_group_unread_deals_and_skip_users_with_none(service, db, mailbox, make_user):

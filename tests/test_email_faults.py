@@ -168,7 +168,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
         "REDIS_URL": broker,
         "BROKER_VISIBILITY_TIMEOUT": "2",
         "DEAL_CHECK_CHUNK_USERS": "40",
-        "EMAIL_DECIDE_AFTER": "0",
+        "EMAIL_ACK_WAIT": "0",
     }
     tag = uuid.uuid4().hex[:8]
     names = [f"shopper-{tag}-{i}" for i in range(SHOPPERS)]

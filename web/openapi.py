@@ -388,7 +388,9 @@ DOCUMENT: dict[str, Any] = {
         "title": "notifier",
         "version": "1",
         "description": "Deal notifications for grocery shoppers. Live delivery is over WS /ws "
-        "(see the README); this is the JSON API. Errors are "
+        "(see the README); a client acknowledges what it showed a person there with "
+        '`{"type": "ack", "last_id": id}`, and a deal nobody acknowledged or read within '
+        "EMAIL_ACK_WAIT seconds is emailed (mode offline). This is the JSON API. Errors are "
         '`{"error": {"code", "message"}}`.',
     },
     "servers": [{"url": "/"}],

@@ -4,6 +4,12 @@ Emails are planned as documents in the `emails` collection (one per deal notific
 one per user and digest window: the _id makes planning idempotent) and sent by a task
 that first claims the document, so a duplicated task sends nothing and a retried one
 (same task id) carries on where it was killed.
+
+When a deal is emailed (mode `offline`): when no page acknowledged it (the `ack` socket
+message, kept as the user's `acked_seq`) and nobody read it within EMAIL_ACK_WAIT seconds
+of it being stored. Presence is not asked: a crashed web process, a half-open socket or a
+background tab would count as "online" although nobody saw the deal. Deal notifications
+carry `email_pending` until decided; beat's sweep and a per-chunk delayed task decide them.
 """
 
 from __future__ import annotations
@@ -34,8 +40,8 @@ from pymongo.synchronous.database import Database
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.formatting import money
+from notifier.notifications import state as user_state
 from notifier.notifications.store import to_json
-from notifier.realtime.presence import is_online, online_users
 from notifier.settings import Settings
 from notifier.storage.batches import DUPLICATE_KEY, find_in, unset_each
 
@@ -162,6 +168,7 @@ def _smtp_send(url: str, message: EmailMessage) -> None:
 
 
 LEASE = 300.0  # seconds: a claim older than this, by another task, is taken over
+DECIDE_BATCH = 500  # deal notifications decided per query
 
 
 class EmailService:
@@ -173,55 +180,92 @@ class EmailService:
         self._redis = redis_client
 
     def plan_for_deal(self, notification: dict[str, Any]) -> str | None:
-        """Plan the email for a deal notification; its id when it is due now, else None."""
-        email_id = self._decide(notification)
-        self._db.notifications.update_one(
-            {"_id": notification["_id"]}, {"$unset": {"email_pending": ""}}
-        )
-        return email_id
+        """Decide a deal notification's email now; its id when it is due now, else None."""
+        due = self.decide([notification])
+        return due[0] if due else None
+
+    def plan_for_deals(self, notifications: list[dict[str, Any]]) -> list[str]:
+        """What a deal check decides at once for its batch; the email ids due now.
+
+        `always` is emailed at once, and `never`/digest modes need no email of their own;
+        `offline` stays pending until EMAIL_ACK_WAIT has passed (see decide_due).
+        """
+        users = self._users(notifications)
+        settled = [n for n in notifications if _mode(users.get(n["user_id"])) != "offline"]
+        return self._decide(settled, users)
 
     def undecided(self, older_than: timedelta | None = None) -> list[dict[str, Any]]:
-        """Deal notifications whose email was never decided (the task died in between)."""
+        """Deal notifications still waiting for their email to be decided, oldest first."""
         wait = (
             older_than
             if older_than is not None
-            else timedelta(seconds=self._settings.email_decide_after)
+            else timedelta(seconds=self._settings.email_ack_wait)
         )
-        cutoff = datetime.now(UTC) - wait
-        query = {"email_pending": True, "created_at": {"$lt": cutoff}}
-        return list(self._db.notifications.find(query).limit(500))
+        query = {"email_pending": True, "created_at": {"$lt": datetime.now(UTC) - wait}}
+        return list(self._db.notifications.find(query).sort("created_at", 1).limit(DECIDE_BATCH))
 
-    def plan_for_deals(self, notifications: list[dict[str, Any]]) -> list[str]:
-        """Plan the emails of a batch of deal notifications at once; the ids due now.
+    def decide_due(self, max_batches: int = 20) -> list[str]:
+        """Decide every deal email whose acknowledgement wait is over; the ids due now.
 
-        One read of the users, one presence round trip, one insert of the plans.
+        What beat runs every few seconds, and the backstop for a decision whose worker
+        died: a batch at a time, so a burst of deals is worked through in one run.
         """
+        due: list[str] = []
+        for _ in range(max_batches):
+            batch = self.undecided()
+            due += self.decide(batch)
+            if len(batch) < DECIDE_BATCH:
+                break
+        return due
+
+    def decide_ids(self, notification_ids: list[str]) -> list[str]:
+        """Decide these deal notifications' emails (those still pending); the ids due now."""
+        ids = [ObjectId(i) for i in notification_ids if ObjectId.is_valid(i)]
+        return self.decide(
+            list(find_in(self._db.notifications, "_id", ids, {"email_pending": True}))
+        )
+
+    def decide(self, notifications: list[dict[str, Any]]) -> list[str]:
+        """Plan the emails these deal notifications call for, now; the ids due now.
+
+        In mode `offline` a notification is emailed unless a page acknowledged it (its seq
+        is at or below the user's acked_seq) or it was read. Plans have deterministic ids,
+        and the pending mark is cleared only after them, so a worker killed in between
+        leaves it for the sweep and a second decision plans nothing new.
+        """
+        return self._decide(notifications, self._users(notifications))
+
+    def _users(self, notifications: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        ids = [ObjectId(n["user_id"]) for n in notifications if ObjectId.is_valid(n["user_id"])]
+        return {str(u["_id"]): u for u in find_in(self._db.users, "_id", ids)}
+
+    def _decide(
+        self, notifications: list[dict[str, Any]], users: dict[str, dict[str, Any]]
+    ) -> list[str]:
         if not notifications:
             return []
-        ids = [ObjectId(n["user_id"]) for n in notifications]
-        users = {str(u["_id"]): u for u in find_in(self._db.users, "_id", ids)}
-        online = online_users(self._redis, [n["user_id"] for n in notifications])
+        offline = {
+            n["user_id"] for n in notifications if _mode(users.get(n["user_id"])) == "offline"
+        }
+        acked = {
+            d["_id"]: int(d.get("acked_seq", 0))
+            for d in find_in(
+                self._db[user_state.COLLECTION], "_id", offline, None, {"acked_seq": 1}
+            )
+        }
         now = datetime.now(UTC)
         plans = [
             _plan_doc(f"deal-{n['_id']}", "deal", user, prefs, [n["_id"]], now)
             for n in notifications
             if (user := users.get(n["user_id"]))
             and (prefs := Preferences.from_doc(user))
-            and _wants_deal_email(user, prefs, n["user_id"] in online)
+            and _wants_deal_email(
+                user, prefs, seen=n["read"] or n["seq"] <= acked.get(n["user_id"], 0)
+            )
         ]
         planned = _insert_new(self._db, plans)
         unset_each(self._db.notifications, [n["_id"] for n in notifications], "email_pending")
         return [p["_id"] for p in planned if p["send_after"] <= now]
-
-    def _decide(self, notification: dict[str, Any]) -> str | None:
-        user = self._db.users.find_one({"_id": ObjectId(notification["user_id"])})
-        if not user:
-            return None
-        prefs = Preferences.from_doc(user)
-        online = is_online(self._redis, notification["user_id"])
-        if not _wants_deal_email(user, prefs, online):
-            return None
-        return self._plan(f"deal-{notification['_id']}", "deal", user, prefs, [notification["_id"]])
 
     def plan_digests(self, now: datetime | None = None) -> list[str]:
         """Plan one digest per user and finished window; returns the ids due now."""
@@ -233,18 +277,21 @@ class EmailService:
             end = datetime.fromtimestamp(
                 now.timestamp() // period.total_seconds() * period.total_seconds(), UTC
             )
+            # What no page acknowledged and nobody read.
+            state = self._db[user_state.COLLECTION].find_one({"_id": str(user["_id"])})
             unread = self._db.notifications.find(
                 {
                     "user_id": str(user["_id"]),
                     "type": "deal-notification",
                     "read": False,
+                    "seq": {"$gt": int((state or {}).get("acked_seq", 0))},
                     "created_at": {"$gt": end - period, "$lte": end},
                 },
                 {"_id": 1},
             ).sort("seq", 1)
             ids = [n["_id"] for n in unread]
             if not ids or not user.get("email"):
-                continue  # nothing unread in that window: no digest
+                continue  # nothing unseen in that window: no digest
             key = f"digest-{user['_id']}-{prefs.email_mode}-{int(end.timestamp())}"
             email_id = self._plan(key, "digest", user, prefs, ids, now)
             if email_id:
@@ -305,11 +352,19 @@ class EmailService:
         return key if plan["send_after"] <= now else None
 
 
-def _wants_deal_email(user: dict[str, Any], prefs: Preferences, online: bool) -> bool:
-    """Whether a deal notification is emailed now (digest modes wait for their digest)."""
+def _wants_deal_email(user: dict[str, Any], prefs: Preferences, seen: bool) -> bool:
+    """Whether a deal notification gets an email of its own (digest modes wait for theirs).
+
+    `seen`: a page acknowledged it or it was read; that spares the email in mode offline.
+    """
     if not user.get("email") or prefs.email_mode in ("never", "hourly", "daily"):
         return False
-    return not (prefs.email_mode == "offline" and online)
+    return not (prefs.email_mode == "offline" and seen)
+
+
+def _mode(user: dict[str, Any] | None) -> str | None:
+    """The user's email mode (None for a user that is gone)."""
+    return Preferences.from_doc(user).email_mode if user is not None else None
 
 
 def _plan_doc(

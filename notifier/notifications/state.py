@@ -6,7 +6,9 @@ document instead of counting notifications. Every writer keeps it in step:
 - a notification insert, once its seq is claimed: `$max seq`, `$inc unread 1`;
 - a mark-read: `$inc unread -n` with n the notifications that update_many actually
   changed, so two concurrent mark-reads of the same ids decrement once;
-- the announcements mark: `$max announcements_seen_at`.
+- the announcements mark: `$max announcements_seen_at`;
+- an acknowledgement (a page showed the user everything up to a seq): `$max acked_seq`,
+  never past `seq` (the email decision reads it: notifier/email/service.py).
 
 `seq` is never ahead of the stored notifications (it moves after the insert). A writer
 that dies between its insert and its update leaves `seq` one behind and `unread` one
@@ -34,6 +36,7 @@ class UserState:
     max_seq: int
     unread_count: int
     announcements_seen_at: datetime | None
+    acked_seq: int = 0  # the newest notification a page showed the user (covers all before)
 
 
 def from_doc(doc: dict[str, Any]) -> UserState:
@@ -43,6 +46,7 @@ def from_doc(doc: dict[str, Any]) -> UserState:
         # A mark-read that ran between an insert and its $inc leaves it briefly at -1.
         unread_count=max(0, int(doc.get("unread", 0))),
         announcements_seen_at=utc(doc.get("announcements_seen_at")),
+        acked_seq=int(doc.get("acked_seq", 0)),
     )
 
 
@@ -61,6 +65,11 @@ def inserted(seq: int) -> dict[str, Any]:
 def marked_read(changed: int) -> dict[str, Any]:
     """The update for a user's state once `changed` notifications went from unread to read."""
     return {"$inc": {"unread": -changed}}
+
+
+def acknowledged(seq: int) -> dict[str, Any]:
+    """The update for a user's state once a page showed them everything up to this seq."""
+    return {"$max": {"acked_seq": seq}}
 
 
 def recount(db: Database[Any], user_ids: Iterable[str] | None = None) -> int:

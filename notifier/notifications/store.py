@@ -167,6 +167,23 @@ class NotificationRepository:
         """How many of the user's notifications are unread (from the state, no counting)."""
         return (await self.state(user_id)).unread_count
 
+    async def acknowledge(self, user_id: str, seq: int) -> int:
+        """Note that a page showed the user everything up to `seq`; returns the seq noted.
+
+        One write when `seq` is one of the user's: the filter keeps an ack from moving past
+        the state's seq, so an id the user does not have yet (another user's, or a guess)
+        cannot acknowledge their future notifications. Past it, the ack is clamped to the
+        exact newest (the state may lag a writer that died mid-write): two reads more.
+        """
+        mark = user_state.acknowledged(seq)
+        done = await self._states.update_one({"_id": user_id, "seq": {"$gte": seq}}, mark)
+        if done.matched_count:
+            return seq
+        newest = min(seq, await self.max_seq(user_id))
+        if newest > 0:
+            await self._states.update_one({"_id": user_id}, user_state.acknowledged(newest))
+        return newest
+
     async def mark_read(self, user_id: str, seqs: list[int] | None) -> list[str]:
         """Mark the given notifications (or all when None) read; returns the ids that changed.
 

@@ -80,6 +80,7 @@ class PreferencesHandler(PageHandler):
             active="preferences",
             prefs=form or prefs.to_json(),
             modes=[(m, MODE_LABELS[m]) for m in EMAIL_MODES],
+            ack_wait=int(self.config.email_ack_wait),
             saved=saved,
             error=error,
             watchlist=await WatchlistRepository(self.db).items(self.user.user_id),

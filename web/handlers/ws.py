@@ -20,7 +20,7 @@ from tornado.websocket import WebSocketHandler
 
 from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
-from notifier.notifications.store import NotificationRepository, format_id
+from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus, messages
 from notifier.realtime.delivery import (
     STORAGE_UNAVAILABLE,
@@ -184,7 +184,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             pass  # the entry ages out, and is the first to go when the user opens more
 
     async def on_message(self, message: str | bytes) -> None:
-        """ping -> pong; resume -> replay from last_id; mark-read; anything else -> error."""
+        """ping -> pong; resume -> replay from last_id; mark-read; ack; anything else -> error."""
         if not self._bucket.take():
             self.delivery.send(
                 messages.error("rate_limited", f"at most {MESSAGES_PER_MINUTE} messages a minute")
@@ -206,10 +206,29 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.delivery.start_from(msg.get("last_id"), max_seq)
         elif kind == "mark-read":
             await self._mark_read(msg)
+        elif kind == "ack" and isinstance(msg, dict):
+            await self._ack(msg.get("last_id"))
         else:
             self.delivery.send(
-                messages.error("unknown_message", 'send {"type": "ping"}, "resume" or "mark-read"')
+                messages.error(
+                    "unknown_message", 'send {"type": "ping"}, "resume", "mark-read" or "ack"'
+                )
             )
+
+    async def _ack(self, last_id: object) -> None:
+        """`{"type": "ack", "last_id": id}`: a person saw everything up to it (no reply).
+
+        It is what decides offline email (notifier/email/service.py): one write per ack,
+        never past the user's newest notification. Tornado runs one on_message at a time,
+        so a ping sent after an ack is answered once the ack is stored.
+        """
+        try:
+            await self.repo.acknowledge(self.user_id, parse_id(last_id, "last_id"))
+        except InputError as e:
+            self.delivery.send(messages.error(e.code, e.message))
+        except PyMongoError:
+            log.exception("storing an acknowledgement failed")
+            self.delivery.send(messages.error("unavailable", "try acknowledging again shortly"))
 
     async def _mark_read(self, msg: object) -> None:
         """`{"type": "mark-read", "ids": [...]}` or `"all": true`, as POST /api/notifications/read.
