@@ -24,7 +24,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,41 +34,16 @@ from websockets.asyncio import client as ws_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seed import known_users  # noqa: E402
+from seed import known_users, store_notifications  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
 from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
-from notifier.notifications.state import recount  # noqa: E402
 from notifier.notifications.store import format_id  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 from notifier.storage.writes import apply  # noqa: E402
 
 PAGE_SAMPLES = 5
-
-
-def store_history(db: Any, user_id: str, count: int) -> None:
-    """`count` unread notifications, then the documents writers keep (new and old)."""
-    now = datetime.now(UTC)
-    docs = []
-    for seq in range(1, count + 1):
-        docs.append(
-            {
-                "user_id": user_id,
-                "seq": seq,
-                "type": "system-message",
-                "created_at": now - timedelta(seconds=count - seq),
-                "read": False,
-                "data": {"message": f"Old {seq}", "severity": "info", "notification_id": ""},
-            }
-        )
-        if len(docs) == 20000:
-            db.notifications.insert_many(docs, ordered=False)
-            docs = []
-    if docs:
-        db.notifications.insert_many(docs, ordered=False)
-    recount(db, [user_id])
-    db.counters.update_one({"_id": f"notifications:{user_id}"}, {"$set": {"seq": count}}, True)
 
 
 async def connect_once(url: str) -> None:
@@ -137,7 +111,7 @@ def main() -> None:
         apply(db, [create_user("historian", "x")])
         user_id = str(db.users.find_one({"username": "historian"})["_id"])  # type: ignore[index]
         started = time.monotonic()
-        store_history(db, user_id, opts.history)
+        store_notifications(db, user_id, opts.history, unread=opts.history)
         stored_s = time.monotonic() - started
         log = tmp / "web.log"
         with log.open("wb") as out:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.dev.embedded import free_port, start_mongo, start_redis, worker_argv  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 from notifier.storage.writes import apply  # noqa: E402
 
@@ -87,20 +87,7 @@ def start_web_and_worker(
                 [*web_cpu, sys.executable, "-m", "web"], cwd=ROOT, env=env, stdout=log, stderr=log
             ),
             subprocess.Popen(
-                [
-                    *worker_cpu,
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tasks",
-                    "worker",
-                    "--pool=threads",
-                    "--concurrency=4",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--loglevel=WARNING",
-                ],
+                [*worker_cpu, *worker_argv(loglevel="WARNING")],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

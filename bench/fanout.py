@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from seed import known_users  # noqa: E402
+from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.dev.embedded import free_port, worker_argv  # noqa: E402
 from notifier.shopping.checks import DealCheckJobs  # noqa: E402
 from notifier.storage.schema import INDEXES, ensure_indexes  # noqa: E402
 from notifier.validation import item_key  # noqa: E402
@@ -134,21 +134,11 @@ def start(env: dict[str, str], log: Path, workers: int) -> list[subprocess.Popen
     for n in range(workers):
         procs.append(
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "tasks",
-                    "worker",
-                    "--pool=threads",
-                    f"--concurrency={WORKER_CONCURRENCY}",
-                    "--without-mingle",
-                    "--without-gossip",
-                    "--loglevel=WARNING",
-                    "-n",
-                    f"fanout{n}-{os.getpid()}@%h",
-                ],
+                worker_argv(
+                    concurrency=WORKER_CONCURRENCY,
+                    loglevel="WARNING",
+                    name=f"fanout{n}-{os.getpid()}@%h",
+                ),
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -260,21 +250,13 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
     """Every size with 1 and 2 workers; returns the figures (and prints them)."""
     sizes = sizes or ([200, 2000] if quick else [1000, 10_000, 100_000])
     online_n = min(ONLINE, sizes[0])
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-fanout-"))
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
     port = free_port()
-    env = {
-        **os.environ,
-        "NOTIFIER_ENV": "development",
-        "MONGODB_URI": f"{mongo.url}/fanout",
-        "REDIS_URL": f"{redis.url}/0",
-        "JWT_SECRET": "fan-out-" + "x" * 40,
-        "VAR_DIR": str(tmp / "var"),
-        "PORT": str(port),
-        "DEAL_CHECK_INTERVAL": "3600",  # only the checks this script causes
-        "WS_PING_INTERVAL": "0",
-    }
+    tmp, env, servers = start_servers(
+        "fanout",
+        PORT=str(port),
+        DEAL_CHECK_INTERVAL="3600",  # only the checks this script causes
+        WS_PING_INTERVAL="0",
+    )
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
     ensure_indexes(db)
@@ -328,8 +310,7 @@ def run(quick: bool = False, sizes: list[int] | None = None) -> dict[str, Any]:
                 stop(procs)
     finally:
         client.close()
-        redis.stop()
-        mongo.stop()
+        stop_servers(servers)
     return results
 
 

@@ -25,9 +25,7 @@ import signal
 import struct
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from seed import known_users  # noqa: E402
+from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.dev.embedded import free_port  # noqa: E402
 
 WARMUP = 100
 IN_FLIGHT = 200  # handshakes at once (the listen backlog is 128 per process)
@@ -223,18 +222,8 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help="tracemalloc's top lines too")
     parser.add_argument("--skip", default="", help="trims to turn off: release,stream,freeze")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-sockets-"))
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    secret = "bench-" + uuid.uuid4().hex * 2
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "VAR_DIR": str(tmp),
-        "PROBE_SKIP": args.skip,
-    }
+    tmp, env, servers = start_servers("sockets", PROBE_SKIP=args.skip)
+    secret = env["JWT_SECRET"]
     try:
         for n in args.sockets:
             result = asyncio.run(measure(env, n, args.trace, tmp, secret))
@@ -243,8 +232,7 @@ def main() -> None:
             for line in top:
                 print(line, flush=True)
     finally:
-        redis.stop()
-        mongo.stop()
+        stop_servers(servers)
 
 
 if __name__ == "__main__":

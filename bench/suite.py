@@ -24,7 +24,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -42,7 +41,7 @@ import msgspec  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import Server, free_port, start_mongo, start_redis  # noqa: E402
+from notifier.dev.embedded import free_port  # noqa: E402
 from web.render import Renderer  # noqa: E402
 
 # BENCH_QUICK=1 (or --quick): every scenario at a small size, to check it works (< 2 min).
@@ -577,21 +576,10 @@ def main() -> None:
     except ImportError:
         pass
     started = time.monotonic()
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    secret = "bench-" + uuid.uuid4().hex * 2
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "VAR_DIR": str(tmp),
-        "WS_PING_INTERVAL": "0",
-        "CONNECTIONS_PER_USER": "1000",
-        "NOTIFIER_ENV": "development",
-    }
-    servers: list[Server] = [redis, mongo]
+    from servers import start_servers
+
+    tmp, env, servers = start_servers("bench", WS_PING_INTERVAL="0", CONNECTIONS_PER_USER="1000")
+    redis = servers[0]
     global REDIS_URL
     REDIS_URL = env["REDIS_URL"]
     try:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,9 +23,10 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
+import suite  # noqa: E402
+from servers import start_servers, stop_servers  # noqa: E402
 from suite import CREATED, start_server, tokens  # noqa: E402
 
-from notifier.dev.embedded import start_mongo, start_redis  # noqa: E402
 from notifier.notifications.store import format_id  # noqa: E402
 
 USERS = 200
@@ -102,20 +101,10 @@ async def one_format(
 def main() -> None:
     rate = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     secs = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-webcpu-"))
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    secret = "bench-" + uuid.uuid4().hex * 2
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "VAR_DIR": str(tmp),
-        "WS_PING_INTERVAL": "0",
-        "NOTIFIER_ENV": "development",
-    }
-    redis_port = int(redis.url.rsplit(":", 1)[1])
+    tmp, env, servers = start_servers("webcpu", WS_PING_INTERVAL="0")
+    suite.REDIS_URL = env["REDIS_URL"]  # where tokens() caches the made-up users' versions
+    secret = env["JWT_SECRET"]
+    redis_port = int(servers[0].url.rsplit(":", 1)[1])
     proc, port = start_server("notifier", env, tmp)
     try:
         for fmt in ("json", "html"):
@@ -123,8 +112,7 @@ def main() -> None:
             print(f"{fmt}: {us:.1f} us of web CPU per message ({rate}/s for {secs:.0f}s)")
     finally:
         proc.stop()
-        redis.stop()
-        mongo.stop()
+        stop_servers(servers)
 
 
 if __name__ == "__main__":

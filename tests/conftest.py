@@ -14,7 +14,6 @@ import email.policy
 import json
 import os
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,7 +33,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
-from notifier.dev.embedded import Server, free_port, start_mongo, start_redis
+from notifier.dev.embedded import Server, free_port, start_mongo, start_redis, worker_argv
 from notifier.realtime import bus
 from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
@@ -173,19 +172,7 @@ def worker(
     """A real Celery worker process on the test broker."""
     log = (var_dir / "worker.log").open("wb")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "tasks",
-            "worker",
-            "--pool=threads",
-            "--concurrency=4",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-        ],
+        worker_argv(),
         cwd=ROOT,
         env={**os.environ, **env, "WORKER_METRICS_PORT": str(worker_metrics_port)},
         stdout=log,

@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from bson import ObjectId
 from celery import Celery
 
-from notifier.dev.embedded import free_port
+from notifier.dev.embedded import free_port, worker_argv
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime import bus
@@ -60,18 +59,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     out = log.open("ab")
     with out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "--pool=solo",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            worker_argv(pool="solo"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,

@@ -21,7 +21,7 @@ from celery import Celery
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from notifier.dev.embedded import free_port
+from notifier.dev.embedded import free_port, worker_argv
 from notifier.notifications.store import format_id
 from tests.conftest import ROOT
 from tests.helpers import read_until, spawn
@@ -34,21 +34,7 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     """A second worker like the session's, logging to a file (a pipe could fill and block it)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tasks",
-                "worker",
-                "--pool=threads",
-                "--concurrency=4",
-                "--loglevel=INFO",
-                "--without-mingle",
-                "--without-gossip",
-                "-n",
-                f"scale-out-{free_port()}@%h",
-            ],
+            worker_argv(name=f"scale-out-{free_port()}@%h"),
             cwd=ROOT,
             env={**os.environ, **env},
             stdout=out,

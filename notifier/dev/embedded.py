@@ -228,3 +228,15 @@ def start_redis_cluster(data_dir: Path, nodes: int = 3) -> list[Server]:
         for server in servers:
             server.stop()
         raise
+
+
+def worker_argv(
+    pool: str = "threads", concurrency: int = 4, loglevel: str = "INFO", name: str | None = None
+) -> list[str]:
+    """The command line of a Celery worker as tests and benchmarks start one (Procfile's, in
+    this Python, without the start-up chatter between workers)."""
+    argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", f"--pool={pool}"]
+    if pool == "threads":
+        argv.append(f"--concurrency={concurrency}")
+    argv += [f"--loglevel={loglevel}", "--without-mingle", "--without-gossip"]
+    return argv + (["-n", name] if name else [])
