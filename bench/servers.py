@@ -30,6 +30,8 @@ def start_servers(prefix: str, **settings: str) -> tuple[Path, dict[str, str], l
         "JWT_SECRET": "bench-" + uuid.uuid4().hex * 2,
         "VAR_DIR": str(tmp),
         "NOTIFIER_ENV": "development",
+        # Every benchmark client comes from 127.0.0.1: lift the per-address cap (issue 15).
+        "CONNECTIONS_PER_ADDRESS": "1000000",
         **settings,
     }
     return tmp, env, [redis, mongo]

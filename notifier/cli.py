@@ -173,7 +173,8 @@ def _check(ctx: Context, item_keys: list[str] | None) -> None:
     # Planned emails are sent by beat's next sweep; offline ones are decided by beat too,
     # once EMAIL_ACK_WAIT has shown whether a page acknowledged them.
     emails = EmailService(ctx.settings, ctx.db, ctx.redis)
-    planned = len(emails.plan_for_deals(result.notifications))
+    pending = [n for n in result.notifications if n.get("email_pending")]
+    planned = len(emails.plan_for_deals(pending))
     print(f"notifier: deal check: {result.summary()}; {planned} email(s) planned")
 
 

@@ -78,11 +78,12 @@ def check_deal_chunk(
         check = DealCheck(res.db, res.notifications)
         result = check.run_chunk(user_ids, item_keys)
     metrics.DEALS_FOUND.inc(result.deals_found)
-    for email_id in res.email.plan_for_deals(result.notifications):
+    pending = [n for n in result.notifications if n.get("email_pending")]
+    for email_id in res.email.plan_for_deals(pending):
         send_email.delay(email_id)  # mode always: at once
     # Mode offline: once EMAIL_ACK_WAIT has shown whether any page acknowledged them.
     # (decide_deal_emails skips those decided already.)
-    decide_later(result.notifications)
+    decide_later(pending)
     jobs = DealCheckJobs(res.db)
     job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found)
     _progress(job)

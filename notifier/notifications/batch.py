@@ -45,6 +45,7 @@ class NewNotification:
     data: dict[str, Any]
     dedupe_key: str | None = None
     deal_keys: list[str] | None = None
+    email_pending: bool = True  # a deal whose email is still to be decided
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
         "read": False,
         "data": {**n.data, "notification_id": format_id(seq)},
     }
-    if n.type == "deal-notification":
+    if n.type == "deal-notification" and n.email_pending:
         doc["email_pending"] = True  # cleared once the email is decided (or swept)
     if n.dedupe_key:
         doc["dedupe_key"] = n.dedupe_key

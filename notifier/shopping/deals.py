@@ -117,7 +117,7 @@ class DealCheck:
             query["item_key"] = {"$in": item_keys}
         watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
         best = self._best_prices({w["item_key"] for w in watches}, now)
-        prefs = self._preferences({w["user_id"] for w in watches})
+        prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
         for w in watches:
             price = best.get(w["item_key"])
@@ -134,7 +134,7 @@ class DealCheck:
             wanted = [
                 notification
                 for user_id, pairs in sorted(candidates.items())
-                if (notification := _notification(user_id, pairs, told[user_id]))
+                if (notification := _notification(user_id, pairs, told[user_id], emailed))
             ]
             if not wanted:
                 break
@@ -150,12 +150,21 @@ class DealCheck:
             told = self._already_told(candidates)
         return result
 
-    def _preferences(self, user_ids: set[str]) -> dict[str, Preferences]:
-        """Each user's preferences (one query per hundred users)."""
+    def _preferences(self, user_ids: set[str]) -> tuple[dict[str, Preferences], set[str]]:
+        """Each user's preferences, and who may get a deal's own email (one query per 100).
+
+        Only users with an address whose mode emails single deals (offline, always) leave
+        their notification pending an email decision: nobody has to clear the others'.
+        """
         ids = [ObjectId(u) for u in user_ids if ObjectId.is_valid(u)]
-        users = find_in(self._db.users, "_id", ids, None, {"preferences": 1})
+        users = list(find_in(self._db.users, "_id", ids, None, {"preferences": 1, "email": 1}))
         found = {str(u["_id"]): Preferences.from_doc(u) for u in users}
-        return {uid: found.get(uid, Preferences()) for uid in user_ids}
+        emailed = {
+            str(u["_id"])
+            for u in users
+            if u.get("email") and found[str(u["_id"])].email_mode in ("offline", "always")
+        }
+        return {uid: found.get(uid, Preferences()) for uid in user_ids}, emailed
 
     def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         """Per item, the lowest active price across stores (ties: store id)."""
@@ -187,7 +196,9 @@ class DealCheck:
         return told
 
 
-def _notification(user_id: str, pairs: list[Pair], told: set[str]) -> NewNotification | None:
+def _notification(
+    user_id: str, pairs: list[Pair], told: set[str], emailed: set[str]
+) -> NewNotification | None:
     """The one notification telling a user of their deals not told before, if any."""
     new = sorted(
         ((w, p) for w, p in pairs if deal_key(p) not in told), key=lambda pair: pair[0]["item_key"]
@@ -210,4 +221,6 @@ def _notification(user_id: str, pairs: list[Pair], told: set[str]) -> NewNotific
         "message": deal_message(len(new)),
     }
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
-    return NewNotification(user_id, "deal-notification", data, dedupe, keys)
+    return NewNotification(
+        user_id, "deal-notification", data, dedupe, keys, email_pending=user_id in emailed
+    )
