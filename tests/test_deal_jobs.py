@@ -250,3 +250,22 @@ async def test_the_requester_sees_progress_then_the_result(fetch, ws_connect, db
     assert [d for d, _ in progress] == sorted(d for d, _ in progress)
     fragment = await page.recv(30)
     assert 'id="job-progress"' in fragment and 'hx-swap-oob="true"' in fragment
+
+
+def test_a_user_without_a_state_document_still_gets_the_next_seq(db, service, item):
+    """Notifications stored behind the writers' back (no state document): the batch's
+    guess of seq 1 is refused by the unique index and the next free seq is claimed."""
+    [user] = shoppers(db, 1)
+    db.notifications.insert_many(
+        [
+            {"user_id": user, "seq": s, "type": "system-message", "read": True, "data": {}}
+            for s in (1, 2, 3)
+        ]
+    )
+    db.user_state.delete_one({"_id": user})
+    apply(db, [watch(user, WatchInput(item))])
+    post(db, item, 150)
+    DealCheck(db, service).run([item_key(item)])
+    [deal] = db.notifications.find({"user_id": user, "type": "deal-notification"})
+    assert deal["seq"] == 4 and deal["data"]["notification_id"] == "000000000004"
+    assert db.user_state.find_one({"_id": user})["seq"] == 4

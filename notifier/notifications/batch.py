@@ -70,7 +70,10 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
     for n in wanted:
         assert n.type in TYPES
         known = states.get(n.user_id)
-        seq = (int(known.get("seq", 0)) if known else _highest_stored(db, n.user_id)) + 1
+        # No state yet: a user's first notification, as a rule (migration 2 gave every user
+        # of before one). If one was stored anyway, its seq refuses this insert, which then
+        # claims the next free seq alone.
+        seq = (int(known.get("seq", 0)) if known else 0) + 1
         docs.append(_document(n, seq, now))
     result = Stored()
     if docs:  # listed before they exist: a worker dying in between leaves them listed
