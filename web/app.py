@@ -11,6 +11,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tornado.web import Application
 
 from notifier.notifications.announcements import LatestAnnouncement
+from notifier.notifications.store import NotificationRepository
 from notifier.realtime.bus import AsyncBusClient, Subscription
 from notifier.realtime.delivery import TOKEN_EXPIRED
 from notifier.realtime.registry import ConnectionRegistry
@@ -64,6 +65,8 @@ def make_app(
         bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),
+        # One repository for every socket's replays (a socket keeps a reference, not a copy).
+        notifications=NotificationRepository(db),
         # The newest announcement time, kept by the fan-out (see LatestAnnouncement).
         announcements=LatestAnnouncement(),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),

@@ -106,8 +106,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     @property
     def repo(self) -> NotificationRepository:
-        """The user's notifications in MongoDB."""
-        return NotificationRepository(self.db)
+        """Notifications in MongoDB (the process's one repository)."""
+        repo: NotificationRepository = self.settings["notifications"]
+        return repo
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         """Register, greet, then replay from `last_id` (or start fresh) and go live.
@@ -118,6 +119,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """
         self.registry.add(self.delivery)
         await self._enforce_limit()
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # closed meanwhile (evicted, or the client left): on_close has run
         self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
         last_id = self.get_query_argument("last_id", None)
         announcements = AnnouncementRepository(self.db)
