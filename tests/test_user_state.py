@@ -152,9 +152,10 @@ def test_latest_announcement_says_when_a_connect_may_skip_the_query():
     assert latest.may_be_news(seen)  # not loaded yet: unsure
     latest._known = True  # loaded: there are none
     assert not latest.may_be_news(seen)
-    assert latest.may_be_news(None)  # a user with no mark
+    assert not latest.may_be_news(None)  # none at all: nothing to see, with a mark or not
     latest.saw({"created_at": "2026-02-28T10:00:00.000Z"})
     assert not latest.may_be_news(seen)
+    assert latest.may_be_news(None)  # a user with no mark may not have seen that one
     latest.saw({"created_at": (seen + timedelta(milliseconds=1)).isoformat()})
     assert latest.may_be_news(seen)
     latest.saw({"created_at": "2026-01-01T00:00:00.000Z"})  # older: the newest stays

@@ -45,13 +45,15 @@ class AnnouncementRepository:
         await self._db.announcements.insert_one(doc)
         return to_json(doc)
 
-    async def missed_by(self, user_id: str, seen: datetime | None = None) -> list[dict[str, Any]]:
+    async def missed_by(
+        self, user_id: str, seen: datetime | None = None, now: datetime | None = None
+    ) -> list[dict[str, Any]]:
         """What the user has not seen of the last 24 hours, oldest first; marks it seen.
 
         `seen` is the user's mark when the caller has read it (from the state); without
-        it, it is read here.
+        it, it is read here. The mark becomes `now` (default: the present).
         """
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         if seen is None:
             seen = await self.seen_mark(user_id)
         since = now - CATCH_UP
@@ -123,9 +125,11 @@ class LatestAnnouncement:
 
     def may_be_news(self, seen: datetime | None) -> bool:
         """Whether an announcement newer than `seen` may exist (True when unsure)."""
-        if not self._known or seen is None:
+        if not self._known:
             return True
-        return self._newest is not None and self._newest > seen
+        if self._newest is None:
+            return False  # there is none at all
+        return seen is None or self._newest > seen
 
     def saw(self, announcement: dict[str, Any]) -> None:
         """An announcement event came over the bus."""

@@ -10,6 +10,7 @@ import json
 import logging
 import urllib.parse
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo.errors import PyMongoError
@@ -133,8 +134,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 max_seq = await self.repo.max_seq(self.user_id)
             await latest.newest(announcements)  # a query once per process (and after gaps)
             if latest.may_be_news(state.announcements_seen_at):
-                missed = await announcements.missed_by(self.user_id, state.announcements_seen_at)
-                self._seen_at = None  # marked just now; on close, mark again
+                marked = datetime.now(UTC)
+                missed = await announcements.missed_by(
+                    self.user_id, state.announcements_seen_at, marked
+                )
+                self._seen_at: datetime | None = marked  # on close, only what came since
             else:
                 self._seen_at = state.announcements_seen_at
         except PyMongoError:
