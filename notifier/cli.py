@@ -68,7 +68,7 @@ class Context:
 
 def cmd_migrate(ctx: Context, args: argparse.Namespace) -> None:
     """Create the indexes and run the data migrations not yet run (the release step)."""
-    ensure_indexes(ctx.db)
+    ensure_indexes(ctx.db, ctx.settings.price_history_days)
     ran = migrate(ctx.db)
     done = ", ".join(f"{name} ({changed} changed)" for name, changed in ran) or "none pending"
     print(f"notifier: indexes are in place; migrations run: {done}")

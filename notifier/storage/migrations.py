@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.notifications import state
+from notifier.notifications.filters import search_fields
 
 
 def counter_id(user_id: str) -> str:
@@ -47,10 +48,22 @@ def build_user_states(db: Database[Any]) -> int:
     return state.recount(db)
 
 
+def add_search_fields(db: Database[Any]) -> int:
+    """Give deal notifications stored before the history filters their search keys."""
+    changed = 0
+    for doc in db.notifications.find(
+        {"type": "deal-notification", "terms": {"$exists": False}}, {"type": 1, "data": 1}
+    ):
+        fields = search_fields(doc["type"], doc["data"])
+        changed += db.notifications.update_one({"_id": doc["_id"]}, {"$set": fields}).modified_count
+    return changed
+
+
 # (number, name, migration); numbers only ever grow, and a released one never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
     (2, "build user state documents by recount", build_user_states),
+    (3, "search keys on deal notifications", add_search_fields),
 ]
 
 

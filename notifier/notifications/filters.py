@@ -1,0 +1,174 @@
+"""Filtering a user's notifications: the search keys stored on each, and the filters read.
+
+A notification carries, from the moment it is written, the keys its filters match on:
+`items` (item keys), `stores` (store ids) and `terms` (every prefix of every word of its
+item names, so "mil" finds "Milk 1L" by equality). Each has a (user_id, key, seq) index,
+so a filtered page is a seq range read through an index, like an unfiltered one.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from notifier import validation
+from notifier.errors import InputError
+
+MAX_TERM = 20  # longer words are found by their first 20 letters
+MAX_QUERY = 100
+TYPE_NAMES = {
+    "deals": "deal-notification",
+    "announcements": "system-message",
+    "jobs": "job-complete",
+}
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """The searchable words of a text, case folded."""
+    return _WORD.findall(text.casefold())
+
+
+def search_fields(type: str, data: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The keys a notification's filters match on, computed when it is written."""
+    if type != "deal-notification":
+        return {}
+    deals = data.get("deals") or []
+    items = sorted({validation.item_key(d["item_name"]) for d in deals})
+    stores = sorted({str(d["store_id"]) for d in deals if d.get("store_id")})
+    terms = sorted(
+        {
+            w[:n]
+            for d in deals
+            for w in words(d["item_name"])
+            for n in range(1, min(len(w), MAX_TERM) + 1)
+        }
+    )
+    return {"items": items, "stores": stores, "terms": terms}
+
+
+@dataclass(frozen=True)
+class NotificationFilter:
+    """What a history page or API call asks for; empty matches everything."""
+
+    unread: bool = False
+    type: str | None = None
+    item: str | None = None  # an item key
+    store: str | None = None  # a store id
+    q: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing is filtered."""
+        return self == NotificationFilter()
+
+    @property
+    def terms(self) -> list[str]:
+        """The words of `q`, each cut to what `terms` stores."""
+        return [w[:MAX_TERM] for w in words(self.q or "")]
+
+    def query(self, user_id: str) -> dict[str, Any]:
+        """The MongoDB query of these filters (without the seq range)."""
+        query: dict[str, Any] = {"user_id": user_id}
+        if self.unread:
+            query["read"] = False
+        if self.type:
+            query["type"] = self.type
+        if self.item:
+            query["items"] = self.item
+        if self.store:
+            query["stores"] = self.store
+        terms = self.terms
+        if terms:
+            query["terms"] = terms[0]  # the index's equality; the other words filter
+            if len(terms) > 1:
+                query["$and"] = [{"terms": t} for t in terms[1:]]
+        if self.since or self.until:
+            created: dict[str, datetime] = {}
+            if self.since:
+                created["$gte"] = self.since
+            if self.until:
+                created["$lte"] = self.until
+            query["created_at"] = created
+        return query
+
+    def params(self) -> dict[str, str]:
+        """These filters as query parameters (for links that keep them)."""
+        out: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None or value is False:
+                continue
+            if value is True:
+                out[f.name] = "true"
+            elif isinstance(value, datetime):
+                out[f.name] = value.isoformat().replace("+00:00", "Z")
+            else:
+                out[f.name] = str(value)
+        return out
+
+    def url(self, **extra: str) -> str:
+        """`?filters&extra`, or "" with neither."""
+        params = {**self.params(), **extra}
+        return "?" + urllib.parse.urlencode(params) if params else ""
+
+    @classmethod
+    def parse(cls, arg: Callable[[str], str | None]) -> NotificationFilter:
+        """Read the filters from query parameters; InputError naming a bad one.
+
+        Empty parameters (a form's blank fields) are left out.
+        """
+
+        def get(name: str) -> str | None:
+            value = arg(name)
+            return value.strip() if value and value.strip() else None
+
+        unread = get("unread")
+        if unread not in (None, "0", "1", "true", "false"):
+            raise InputError("unread must be true or false")
+        type_ = get("type")
+        if type_ is not None:
+            type_ = TYPE_NAMES.get(type_, type_)
+            if type_ not in TYPE_NAMES.values():
+                raise InputError(
+                    "type must be one of deal-notification, system-message, job-complete"
+                    " (or deals, announcements, jobs)"
+                )
+        q = get("q")
+        for name, value in (("item", get("item")), ("store", get("store")), ("q", q)):
+            if value is not None and len(value) > MAX_QUERY:
+                raise InputError(f"{name} must be at most {MAX_QUERY} characters")
+        if q is not None and not words(q):
+            raise InputError("q must contain a letter or digit")
+        item = get("item")
+        since, until = _time(get("since"), "since"), _time(get("until"), "until")
+        if since and until and since > until:
+            raise InputError("since must not be after until")
+        return cls(
+            unread=unread in ("1", "true"),
+            type=type_,
+            item=validation.item_key(item) if item else None,
+            store=get("store"),
+            q=q,
+            since=since,
+            until=until,
+        )
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    """An ISO 8601 time (a date alone is its midnight, UTC when no zone is given)."""
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+    except ValueError:
+        raise InputError(f"{name} must be an ISO 8601 time, like 2026-05-01T12:00:00Z") from None
+    if name == "until" and len(value) == len("2026-05-01"):
+        when += timedelta(days=1, microseconds=-1)  # a date alone: until the day ends
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
