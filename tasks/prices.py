@@ -15,12 +15,13 @@ from notifier.errors import InputError
 from notifier.realtime import progress
 from notifier.realtime.progress import Every
 from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
-from notifier.storage.writes import apply
+from notifier.storage.writes import apply_bulk
 from tasks import celery
 from tasks.deals import check_deals
 
 log = logging.getLogger(__name__)
 REPORTED_REJECTIONS = 50
+ROWS_PER_BATCH = 50  # rows written per bulk write (and the finest step of the progress bar)
 
 
 def _price_id(job_id: str, line: int) -> str:
@@ -29,11 +30,18 @@ def _price_id(job_id: str, line: int) -> str:
 
 
 def _apply(job_id: str, requested_by: str, rows: list[tuple[int, PriceInput]]) -> None:
-    """Apply the rows in order, telling the uploader's tabs how far it has got."""
+    """Apply the rows in order, a batch at a time, telling the uploader's tabs how far it is."""
     res = celery.resources
     every = Every()
-    for done, (line, price) in enumerate(rows, start=1):
-        apply(res.db, record_price(price, price_id=_price_id(job_id, line))[1])
+    for start in range(0, len(rows), ROWS_PER_BATCH):
+        batch = rows[start : start + ROWS_PER_BATCH]
+        writes = [
+            w
+            for line, price in batch
+            for w in record_price(price, price_id=_price_id(job_id, line))[1]
+        ]
+        apply_bulk(res.db, writes)
+        done = start + len(batch)
         if every.due(last=done == len(rows)):
             try:
                 progress.report(

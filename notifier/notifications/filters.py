@@ -122,17 +122,21 @@ class NotificationFilter:
     def parse(cls, arg: Callable[[str], str | None]) -> NotificationFilter:
         """Read the filters from query parameters; InputError naming a bad one.
 
-        Empty parameters (a form's blank fields) are left out.
+        A blank parameter (a form's empty field) filters nothing; a `q` without a letter
+        or digit searches for nothing, so it too filters nothing.
         """
-
-        def get(name: str) -> str | None:
-            value = arg(name)
-            return value.strip() if value and value.strip() else None
-
-        unread = get("unread")
-        if unread not in (None, "0", "1", "true", "false"):
+        raw = {name: arg(name) or "" for name in FILTER_NAMES}
+        for name in ("item", "store", "q"):
+            if len(raw[name]) > MAX_QUERY:
+                raise InputError(f"{name} must be at most {MAX_QUERY} characters")
+        # Free text is trimmed; the rest is taken as given (" true" is not a value).
+        value = {
+            name: (raw[name].strip() if name in ("item", "store", "q") else raw[name]) or None
+            for name in FILTER_NAMES
+        }
+        if value["unread"] not in (None, "0", "1", "true", "false"):
             raise InputError("unread must be true or false")
-        type_ = get("type")
+        type_ = value["type"]
         if type_ is not None:
             type_ = TYPE_NAMES.get(type_, type_)
             if type_ not in TYPE_NAMES.values():
@@ -140,25 +144,28 @@ class NotificationFilter:
                     "type must be one of deal-notification, system-message, job-complete"
                     " (or deals, announcements, jobs)"
                 )
-        q = get("q")
-        for name, value in (("item", get("item")), ("store", get("store")), ("q", q)):
-            if value is not None and len(value) > MAX_QUERY:
-                raise InputError(f"{name} must be at most {MAX_QUERY} characters")
-        if q is not None and not words(q):
-            raise InputError("q must contain a letter or digit")
-        item = get("item")
-        since, until = _time(get("since"), "since"), _time(get("until"), "until")
+        since, until = _time(value["since"], "since"), _time(value["until"], "until")
         if since and until and since > until:
             raise InputError("since must not be after until")
+        item, q = value["item"], value["q"]
         return cls(
-            unread=unread in ("1", "true"),
+            unread=value["unread"] in ("1", "true"),
             type=type_,
             item=validation.item_key(item) if item else None,
-            store=get("store"),
-            q=q,
+            store=value["store"],
+            q=q if q and words(q) else None,
             since=since,
             until=until,
         )
+
+
+FILTER_NAMES = ("unread", "type", "item", "store", "q", "since", "until")
+# ISO 8601 as the API documents it: a date, or a date and time with an optional zone.
+TIME_PATTERN = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([Tt ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?([Zz]|[+-][0-9]{2}:[0-9]{2})?)?$"
+)
+_TIME = re.compile(TIME_PATTERN)
 
 
 def _time(value: str | None, name: str) -> datetime | None:
@@ -166,7 +173,9 @@ def _time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
+        if not _TIME.match(value):
+            raise ValueError(value)
+        when = datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
         raise InputError(f"{name} must be an ISO 8601 time, like 2026-05-01T12:00:00Z") from None
     if name == "until" and len(value) == len("2026-05-01"):

@@ -58,7 +58,7 @@ def _points(
     ]
     if len(coords) == 1:  # one known day: a flat stub, so there is something to see
         x, y = coords[0]
-        coords = [(max(pad, x - step), y), (x, y)]
+        coords = [(max(pad, x - max(step, width / 8)), y), (x, y)]
     return " ".join(f"{x:.1f},{y:.1f}" for x, y in coords), coords[-1] if coords else None
 
 
@@ -86,11 +86,18 @@ def sparkline(values: list[int | None], days: list[date], what: str) -> Chart | 
     )
 
 
+MIN_CHART_DAYS = 7
+
+
 def price_chart(by_store: dict[str, list[int | None]], days: list[date], item: str) -> Chart | None:
-    """A larger chart with one line per store; None with no data."""
+    """A larger chart with one line per store, from the first day with a price; None without."""
     extent = _extent(list(by_store.values()))
     if extent is None:
         return None
+    known = [i for s in by_store.values() for i, v in enumerate(s) if v is not None]
+    start = max(0, min(min(known), len(days) - MIN_CHART_DAYS))
+    by_store = {store: s[start:] for store, s in by_store.items()}
+    days = days[start:]
     low, high = extent
     lines = []
     parts = []
