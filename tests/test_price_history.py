@@ -251,3 +251,31 @@ async def test_watchlist_shows_best_price_low_and_a_sparkline_and_the_item_page_
     assert "Price of " + item in body and "Fresh Mart $8.50 now" in body
     missing = await fetch("/items/no%20such%20thing", headers=browser)
     assert missing.code == 404
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_filtered_history_pages_keep_their_filter_both_ways(fetch, db, alice):
+    writer = NotificationWriter(db)
+    notes = []
+    for i in range(45):
+        notes.append(
+            writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
+        )
+        writer.create(alice.user_id, "job-complete", {"job": "x", "status": "ok", "summary": ""})
+    wanted = [n["data"]["notification_id"] for n in notes][::-1]
+    _, browser = await login(fetch, alice.username, alice.password)
+
+    def rows(page: str) -> list[str]:
+        return re.findall(r'<li id="notification-(\d{12})"', page)
+
+    first = (await fetch("/history?type=announcements", headers=browser)).body.decode()
+    assert rows(first) == wanted[:20]
+    older = re.search(r'href="/history(\?[^"]*before=\d+)"', first).group(1).replace("&amp;", "&")
+    assert "type=system-message" in older
+    second = (await fetch(f"/history{older}", headers=browser)).body.decode()
+    assert rows(second) == wanted[20:40]
+    newer = re.search(r'href="/history(\?[^"]*after=\d+)"', second).group(1).replace("&amp;", "&")
+    assert rows((await fetch(f"/history{newer}", headers=browser)).body.decode()) == wanted[:20]
+    older = re.search(r'href="/history(\?[^"]*before=\d+)"', second).group(1).replace("&amp;", "&")
+    third = (await fetch(f"/history{older}", headers=browser)).body.decode()
+    assert rows(third) == wanted[40:] and "Older" not in third

@@ -73,30 +73,52 @@ class NotificationFilter:
         """The words of `q`, each cut to what `terms` stores."""
         return [w[:MAX_TERM] for w in words(self.q or "")]
 
-    def query(self, user_id: str) -> dict[str, Any]:
-        """The MongoDB query of these filters (without the seq range)."""
+    @property
+    def single(self) -> bool:
+        """True when the index query is the whole filter (nothing left for `matches`)."""
+        used = [bool(self.unread), bool(self.type), bool(self.item), bool(self.store)]
+        return sum(used) + len(self.terms) <= 1 and not (self.since or self.until)
+
+    def index_query(self, user_id: str) -> dict[str, Any]:
+        """The query sent to the server: the user and the most selective filter alone.
+
+        One equality ahead of seq in one index, so the server reads a seq range of that
+        index. Combining several in one query makes some servers' planners give up the
+        indexes for a collection scan, so the others are checked by `matches`.
+        """
         query: dict[str, Any] = {"user_id": user_id}
-        if self.unread:
-            query["read"] = False
-        if self.type:
-            query["type"] = self.type
-        if self.item:
-            query["items"] = self.item
-        if self.store:
-            query["stores"] = self.store
         terms = self.terms
-        if terms:
-            query["terms"] = terms[0]  # the index's equality; the other words filter
-            if len(terms) > 1:
-                query["$and"] = [{"terms": t} for t in terms[1:]]
-        if self.since or self.until:
-            created: dict[str, datetime] = {}
-            if self.since:
-                created["$gte"] = self.since
-            if self.until:
-                created["$lte"] = self.until
-            query["created_at"] = created
+        for name, wanted in (
+            ("items", self.item),
+            ("terms", terms[0] if terms else None),
+            ("stores", self.store),
+            ("type", self.type),
+            ("read", False if self.unread else None),
+        ):
+            if wanted is not None:
+                query[name] = wanted
+                break
         return query
+
+    def matches(self, doc: dict[str, Any]) -> bool:
+        """Whether a stored notification passes every filter."""
+        if self.unread and doc.get("read"):
+            return False
+        if self.type and doc.get("type") != self.type:
+            return False
+        if self.item and self.item not in doc.get("items", ()):
+            return False
+        if self.store and self.store not in doc.get("stores", ()):
+            return False
+        stored_terms = doc.get("terms", ())
+        if any(t not in stored_terms for t in self.terms):
+            return False
+        created = doc.get("created_at")
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if self.since and (created is None or created < self.since):
+            return False
+        return not (self.until and (created is None or created > self.until))
 
     def params(self) -> dict[str, str]:
         """These filters as query parameters (for links that keep them)."""

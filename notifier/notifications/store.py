@@ -185,7 +185,7 @@ class NotificationRepository:
             high = before - 1 if high is None else min(high, before - 1)
         if after is not None:
             low = max(low, after + 1)
-        query = filters.query(user_id)
+        query = filters.index_query(user_id)
         found: list[dict[str, Any]] = []
         window = 4 * (limit + 1)
         descending = after is None
@@ -203,12 +203,12 @@ class NotificationRepository:
             seq: dict[str, int] = {"$gte": lo}
             if hi is not None:
                 seq["$lte"] = hi
-            cursor = (
-                self._notifications.find({**query, "seq": seq})
-                .sort("seq", DESCENDING if descending else 1)
-                .limit(limit + 1 - len(found))
+            cursor = self._notifications.find({**query, "seq": seq}).sort(
+                "seq", DESCENDING if descending else 1
             )
-            found += [d async for d in cursor]
+            if filters.single:  # the server's query is the whole filter: it may stop early
+                cursor = cursor.limit(limit + 1 - len(found))
+            found += [d async for d in cursor if filters.matches(d)][: limit + 1 - len(found)]
             if descending:
                 if lo <= low:
                     break
