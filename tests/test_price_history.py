@@ -102,8 +102,18 @@ def test_the_deal_check_writes_headline_discount_and_lowest_in_90_days(db, check
     data = note["data"]
     assert data["headline"] == f"{milk} $2.56 at Value Foods, 27% off, lowest in 90 days"
     assert data["message"] == "You have 1 new deal(s) on your watched items!"
-    [deal] = data["deals"]
-    assert (deal["discount_percent"], deal["lowest_in_days"]) == (27, 90)
+    assert data["deals"] == [
+        {
+            "item_name": milk,
+            "best_price_in_cents": 256,
+            "regular_price_in_cents": 350,
+            "store_name": "Value Foods",
+            "store_id": "value-foods",
+        }
+    ]
+    assert data["deal_details"] == [
+        {"item_key": milk.casefold(), "discount_percent": 27, "lowest_in_days": 90}
+    ]
     assert note["items"] == [milk.casefold()] and note["stores"] == ["value-foods"]
     assert "mil" in note["terms"] and tag in note["terms"]
 
@@ -111,7 +121,7 @@ def test_the_deal_check_writes_headline_discount_and_lowest_in_90_days(db, check
     check.run([tea.casefold()])
     newest = db.notifications.find_one({"user_id": alice.user_id}, sort=[("seq", -1)])
     assert newest["data"]["headline"] == f"{tea} $4.00 at Fresh Mart, 20% off"
-    assert newest["data"]["deals"][0]["lowest_in_days"] is None
+    assert newest["data"]["deal_details"][0]["lowest_in_days"] is None
 
 
 def seed_history(db, user_id: str, tag: str) -> dict[str, list[str]]:
@@ -279,3 +289,18 @@ async def test_filtered_history_pages_keep_their_filter_both_ways(fetch, db, ali
     older = re.search(r'href="/history(\?[^"]*before=\d+)"', second).group(1).replace("&amp;", "&")
     third = (await fetch(f"/history{older}", headers=browser)).body.decode()
     assert rows(third) == wanted[40:] and "Older" not in third
+
+
+def test_the_release_step_gives_older_deal_notifications_their_search_keys(db, alice, tag):
+    from notifier.storage.migrations import add_search_fields
+
+    deal = {"item_name": f"Oat milk {tag}", "best_price_in_cents": 1, "store_name": "S",
+            "store_id": "s"}  # fmt: skip
+    db.notifications.insert_one(
+        {"user_id": alice.user_id, "seq": 1, "type": "deal-notification", "read": False,
+         "created_at": datetime.now(UTC), "data": {"deals": [deal], "message": "m"}}
+    )  # fmt: skip
+    assert add_search_fields(db) >= 1
+    doc = db.notifications.find_one({"user_id": alice.user_id})
+    assert doc["items"] == [f"oat milk {tag}"] and doc["stores"] == ["s"] and "oa" in doc["terms"]
+    assert add_search_fields(db) == 0  # once done, nothing to do

@@ -156,32 +156,37 @@ SCHEMAS: dict[str, Any] = {
                     "27% off' or '3 deals: Milk 1L, Bananas and Coffee beans 500g'",
                 },
                 "deals": {"type": "array", "items": ref("Deal")},
+                "deal_details": {
+                    "type": "array",
+                    "items": ref("DealDetail"),
+                    "description": "per deal, in the order of `deals` (absent on "
+                    "notifications stored before it)",
+                },
             },
         },
     ),
-    "Deal": {
-        **obj(
-            ["item_name", "best_price_in_cents", "store_name", "store_id"],
-            item_name={"type": "string"},
-            item_key={"type": "string", "description": "the item's key (/items/<key>)"},
-            best_price_in_cents=CENTS,
-            regular_price_in_cents=CENTS,
-            store_name={"type": "string"},
-            store_id={"type": "string"},
-            discount_percent={
-                "type": "integer",
-                "minimum": 0,
-                "maximum": 100,
-                "description": "below the regular price, in whole percent",
-            },
-            lowest_in_days={
-                "anyOf": [{"type": "integer"}, {"type": "null"}],
-                "description": "90 when this is the lowest price of the last 90 days",
-            },
-        ),
-        "description": "one deal of a deal-notification (deals before headlines lack the "
-        "item_key, discount_percent and lowest_in_days)",
-    },
+    "Deal": obj(
+        ["item_name", "best_price_in_cents", "store_name", "store_id"],
+        item_name={"type": "string"},
+        best_price_in_cents=CENTS,
+        regular_price_in_cents=CENTS,
+        store_name={"type": "string"},
+        store_id={"type": "string"},
+    ),
+    "DealDetail": obj(
+        ["item_key", "discount_percent", "lowest_in_days"],
+        item_key={"type": "string", "description": "the item's key (its page is /items/<key>)"},
+        discount_percent={
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "below the regular price, in whole percent",
+        },
+        lowest_in_days={
+            "anyOf": [{"type": "integer"}, {"type": "null"}],
+            "description": "90 when this is the lowest price of the last 90 days",
+        },
+    ),
     "NotificationPage": obj(
         ["items", "next", "unread_count"],
         items={"type": "array", "items": ref("Notification")},

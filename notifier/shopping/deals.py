@@ -250,11 +250,18 @@ def _notification(
     deals = [
         {
             "item_name": w["item_name"],
-            "item_key": w["item_key"],
             "best_price_in_cents": p["price_in_cents"],
             "regular_price_in_cents": p["regular_price_in_cents"],
             "store_name": p["store_name"],
             "store_id": p["store_id"],
+        }
+        for w, p in new
+    ]
+    # What makes each deal worth reading, in the order of `deals` (whose entries keep the
+    # seed's fields only, so clients that compare them whole are not broken).
+    details = [
+        {
+            "item_key": w["item_key"],
             "discount_percent": discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
             "lowest_in_days": LOW_DAYS
             if w["item_key"] in lows and p["price_in_cents"] <= lows[w["item_key"]]
@@ -264,9 +271,10 @@ def _notification(
     ]
     data = {
         "deals": deals,
+        "deal_details": details,
         "user_id": user_id,
         "message": deal_message(len(new)),
-        "headline": deal_headline(deals),
+        "headline": deal_headline([{**d, **x} for d, x in zip(deals, details, strict=True)]),
     }
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(user_id, "deal-notification", data, dedupe, keys)

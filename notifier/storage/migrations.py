@@ -49,7 +49,11 @@ def build_user_states(db: Database[Any]) -> int:
 
 
 def add_search_fields(db: Database[Any]) -> int:
-    """Give deal notifications stored before the history filters their search keys."""
+    """Give deal notifications stored before the history filters their search keys.
+
+    Run by every release step (`migrate`), not recorded as a numbered migration: it only
+    touches notifications that lack the keys, so once done it changes nothing.
+    """
     changed = 0
     for doc in db.notifications.find(
         {"type": "deal-notification", "terms": {"$exists": False}}, {"type": 1, "data": 1}
@@ -63,7 +67,6 @@ def add_search_fields(db: Database[Any]) -> int:
 MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
     (2, "build user state documents by recount", build_user_states),
-    (3, "search keys on deal notifications", add_search_fields),
 ]
 
 
