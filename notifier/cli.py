@@ -32,7 +32,7 @@ from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
 from notifier.settings import ConfigurationError, Settings
 from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import parse_price_csv, record_price
-from notifier.storage.migrations import migrate
+from notifier.storage.migrations import add_search_fields, migrate
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 
@@ -71,10 +71,13 @@ class Context:
 
 def cmd_migrate(ctx: Context, args: argparse.Namespace) -> None:
     """Create the indexes and run the data migrations not yet run (the release step)."""
-    ensure_indexes(ctx.db)
+    ensure_indexes(ctx.db, ctx.settings.price_history_days)
     ran = migrate(ctx.db)
     done = ", ".join(f"{name} ({changed} changed)" for name, changed in ran) or "none pending"
     print(f"notifier: indexes are in place; migrations run: {done}")
+    keyed = add_search_fields(ctx.db)
+    if keyed:
+        print(f"notifier: search keys added to {keyed} older deal notification(s)")
 
 
 def cmd_repair_counts(ctx: Context, args: argparse.Namespace) -> None:

@@ -33,6 +33,7 @@ class Settings:
     base_url: str
     deal_check_interval: float
     deal_check_chunk_users: int
+    price_history_days: int
     demo_password: str
     demo_feed_interval: float
     ws_ping_interval: float
@@ -93,6 +94,7 @@ class Settings:
                 env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float
             ),
             deal_check_chunk_users=max(1, _number(env, "DEAL_CHECK_CHUNK_USERS", "1000", int)),
+            price_history_days=max(1, _number(env, "PRICE_HISTORY_DAYS", "180", int)),
             demo_password=env.get("DEMO_PASSWORD") or "demo",
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),

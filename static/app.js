@@ -68,6 +68,15 @@
     });
   }
 
+  // A finished job's result replaces its progress bar, then clears away like a toast.
+  function expireJobResult() {
+    var box = document.getElementById("job-progress");
+    var result = box && box.querySelector(".job-result:not([data-timer])");
+    if (!result) return;
+    result.setAttribute("data-timer", "1");
+    setTimeout(function () { if (result.isConnected) box.replaceChildren(); }, TOAST_MS * 2);
+  }
+
   function relative(iso) {
     var seconds = (Date.now() - Date.parse(iso)) / 1000;
     var units = [["day", 86400], ["hour", 3600], ["minute", 60]];
@@ -114,6 +123,7 @@
         if (list) dropDuplicateRows(list);
         var box = document.getElementById("toasts");
         if (box) expireToasts(box);
+        expireJobResult();
         refreshTimes();
       });
     }

@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
+from notifier.realtime import progress
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
 from tasks import celery
@@ -103,10 +104,13 @@ def _progress(job: Job) -> None:
     try:
         with res.redis.lock(f"notifier:lock:job-progress:{job.id}", timeout=5, blocking_timeout=5):
             now = DealCheckJobs(res.db).get(job.id)
-            event = res.notifications.renderer.job_progress_event(
-                job.requested_by, "deal-check", job.id, now.done, job.total
+            progress.report(
+                res.redis,
+                res.notifications.publisher,
+                res.notifications.renderer,
+                job.requested_by,
+                {"job": "deal-check", "job_id": job.id, "done": now.done, "total": job.total},
             )
-            res.notifications.publisher.publish(event)
     except (RedisError, OSError):
         pass  # progress is a courtesy; the job-complete notification is stored
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -11,13 +12,47 @@ from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.shopping.prices import parse_price_csv, record_price
-from notifier.storage.writes import apply
+from notifier.realtime import progress
+from notifier.realtime.progress import Every
+from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
+from notifier.storage.writes import apply_bulk
 from tasks import celery
 from tasks.deals import check_deals
 
 log = logging.getLogger(__name__)
 REPORTED_REJECTIONS = 50
+ROWS_PER_BATCH = 50  # rows written per bulk write (and the finest step of the progress bar)
+
+
+def _price_id(job_id: str, line: int) -> str:
+    """The same id for a line however often the job runs, so its history entry is one."""
+    return hashlib.sha256(f"{job_id}:{line}".encode()).hexdigest()[:24]
+
+
+def _apply(job_id: str, requested_by: str, rows: list[tuple[int, PriceInput]]) -> None:
+    """Apply the rows in order, a batch at a time, telling the uploader's tabs how far it is."""
+    res = celery.resources
+    every = Every()
+    for start in range(0, len(rows), ROWS_PER_BATCH):
+        batch = rows[start : start + ROWS_PER_BATCH]
+        writes = [
+            w
+            for line, price in batch
+            for w in record_price(price, price_id=_price_id(job_id, line))[1]
+        ]
+        apply_bulk(res.db, writes)
+        done = start + len(batch)
+        if every.due(last=done == len(rows)):
+            try:
+                progress.report(
+                    res.redis,
+                    res.notifications.publisher,
+                    res.notifications.renderer,
+                    requested_by,
+                    {"job": "price-import", "job_id": job_id, "done": done, "total": len(rows)},
+                )
+            except (RedisError, OSError):
+                pass  # progress is a courtesy; the job-complete notification is stored
 
 
 @celery.app.task(
@@ -37,8 +72,7 @@ def import_prices(self: Task, text: str, requested_by: str, filename: str = "pri
             "summary": f"nothing applied: {e.message}",
         }
     else:
-        for _, price in parsed.rows:
-            apply(res.db, record_price(price)[1])
+        _apply(self.request.id, requested_by, parsed.rows)
         items = sorted({validation.item_key(p.item_name) for _, p in parsed.rows})
         if items:
             check_deals.delay(item_keys=items)

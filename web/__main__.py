@@ -43,7 +43,7 @@ async def main(config: Settings) -> None:
     check_private_apis()
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     db = mongo.get_default_database("notifier")
-    await ensure_indexes_async(db)
+    await ensure_indexes_async(db, config.price_history_days)
     # A burst of handshakes waits its turn for a connection instead of failing with
     # "Too many connections" (which would skip presence and the socket limit).
     redis = aioredis.Redis.from_pool(

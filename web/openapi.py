@@ -11,6 +11,8 @@ from typing import Any
 
 from notifier.accounts.preferences import EMAIL_MODES
 from notifier.notifications.announcements import SEVERITIES
+from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN, TYPE_NAMES
+from notifier.notifications.store import TYPES
 from notifier.validation import MAX_CENTS
 from web.handlers.notifications import MAX_IDS
 
@@ -143,7 +145,47 @@ SCHEMAS: dict[str, Any] = {
         type={"enum": ["deal-notification", "system-message", "job-complete"]},
         created_at={"type": "string", "format": "date-time"},
         read={"type": "boolean"},
-        data={"type": "object"},
+        data={
+            "type": "object",
+            "description": "by type; a deal-notification's data is DealData",
+            "properties": {
+                "message": {"type": "string"},
+                "headline": {
+                    "type": "string",
+                    "description": "what the deal is, e.g. 'Milk 1L $2.56 at Value Foods, "
+                    "27% off' or '3 deals: Milk 1L, Bananas and Coffee beans 500g'",
+                },
+                "deals": {"type": "array", "items": ref("Deal")},
+                "deal_details": {
+                    "type": "array",
+                    "items": ref("DealDetail"),
+                    "description": "per deal, in the order of `deals` (absent on "
+                    "notifications stored before it)",
+                },
+            },
+        },
+    ),
+    "Deal": obj(
+        ["item_name", "best_price_in_cents", "store_name", "store_id"],
+        item_name={"type": "string"},
+        best_price_in_cents=CENTS,
+        regular_price_in_cents=CENTS,
+        store_name={"type": "string"},
+        store_id={"type": "string"},
+    ),
+    "DealDetail": obj(
+        ["item_key", "discount_percent", "lowest_in_days"],
+        item_key={"type": "string", "description": "the item's key (its page is /items/<key>)"},
+        discount_percent={
+            "type": "integer",
+            "minimum": 0,
+            "maximum": 100,
+            "description": "below the regular price, in whole percent",
+        },
+        lowest_in_days={
+            "anyOf": [{"type": "integer"}, {"type": "null"}],
+            "description": "90 when this is the lowest price of the last 90 days",
+        },
     ),
     "NotificationPage": obj(
         ["items", "next", "unread_count"],
@@ -274,7 +316,42 @@ PATHS: dict[str, Any] = {
                     "page size",
                 ),
                 query("before", ID, "only notifications older than this id"),
-                query("unread", {"enum": ["0", "1", "true", "false"]}, "1: unread only"),
+                query(
+                    "unread",
+                    {"enum": ["", "0", "1", "true", "false"]},
+                    "true (or 1): unread only",
+                ),
+                query(
+                    "type",
+                    {"enum": ["", *TYPES, *TYPE_NAMES]},
+                    "one type; deals, announcements and jobs name the three",
+                ),
+                query(
+                    "item",
+                    {"type": "string", "maxLength": MAX_QUERY},
+                    "deals on this item (its name; case and spacing do not matter)",
+                ),
+                query(
+                    "store",
+                    {"type": "string", "maxLength": MAX_QUERY},
+                    "deals at this store (its id, as in the deals' store_id)",
+                ),
+                query(
+                    "q",
+                    {"type": "string", "maxLength": MAX_QUERY},
+                    "deals whose item names have words starting with each word of q",
+                ),
+                query(
+                    "since",
+                    {"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
+                    "created at or after (ISO 8601; a date alone is its midnight, UTC "
+                    "when no zone is given)",
+                ),
+                query(
+                    "until",
+                    {"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
+                    "created at or before (ISO 8601; a date alone covers that whole day)",
+                ),
             ],
         )
     },

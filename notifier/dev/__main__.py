@@ -72,7 +72,7 @@ def main() -> int:
         client: MongoClient[dict[str, Any]] = MongoClient(settings.mongodb_uri)
         with client:
             db = client.get_default_database("notifier")
-            ensure_indexes(db)
+            ensure_indexes(db, settings.price_history_days)
             migrate(db)
             fresh = seed(db, settings.demo_password)
         print(

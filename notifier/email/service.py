@@ -118,7 +118,8 @@ def compose(
     if email["kind"] == "digest":
         msg["Subject"] = f"Your {mode} deal digest: {deals} deal(s)"
     else:
-        msg["Subject"] = notifications[0]["data"]["message"]
+        data = notifications[0]["data"]
+        msg["Subject"] = data.get("headline") or data["message"]  # what the deal is
     msg["From"] = settings.email_from
     msg["To"] = user["email"]
     msg["Date"] = format_datetime(datetime.now(UTC))

@@ -28,6 +28,7 @@ from pymongo.synchronous.database import Database
 from redis import RedisError
 
 from notifier.notifications import state as user_state
+from notifier.notifications.filters import search_fields
 from notifier.notifications.store import TYPES, NotificationService, format_id, to_json
 from notifier.storage.batches import DUPLICATE_KEY, find_in
 
@@ -140,6 +141,7 @@ def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
         doc["dedupe_key"] = n.dedupe_key
     if n.deal_keys:
         doc["deal_keys"] = n.deal_keys
+    doc.update(search_fields(n.type, n.data))
     return doc
 
 

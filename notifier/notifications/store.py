@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from redis import RedisError
 from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.notifications import state as user_state
+from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
 from notifier.realtime.bus import Publisher
 from notifier.realtime.render import PayloadRenderer
@@ -115,34 +116,139 @@ class NotificationRepository:
         before: int | None = None,
         unread_only: bool = False,
         state: UserState | None = None,
+        filters: NotificationFilter | None = None,
     ) -> Page:
-        """Up to `limit` notifications older than `before`, newest first.
+        """Up to `limit` notifications older than `before` (and matching `filters`), newest first.
 
-        Two reads: the state (unless the caller has it) and the page itself.
+        Two reads without filters: the state (unless the caller has it) and the page.
         """
         state = state or await self.state(user_id)
-        query: dict[str, Any] = {"user_id": user_id}
+        filters = filters or NotificationFilter()
         if unread_only:
-            query["read"] = False
-            if before is not None:
-                query["seq"] = {"$lt": before}
+            filters = replace(filters, unread=True)
+        if not filters.empty:
+            docs = await self._filtered(user_id, filters, state, limit, before=before)
         else:
             # The state's seq is never ahead, so from `top - limit` up there are at least
             # limit + 1 seqs (no holes), plus the few a dead writer left past it: with no
             # upper bound but `before`, those are found too.
             top = state.max_seq if before is None else min(state.max_seq, before - 1)
-            query["seq"] = {"$gt": top - limit - 1}
+            query: dict[str, Any] = {"user_id": user_id, "seq": {"$gt": top - limit - 1}}
             if before is not None:
                 query["seq"]["$lt"] = before
-        cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
-        docs = [d async for d in cursor]
+            cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
+            docs = [d async for d in cursor]
         items = [to_json(d) for d in docs[:limit]]
         more = len(docs) > limit
         return Page(items, items[-1]["id"] if more else None, state.unread_count)
 
-    async def newer_page(self, user_id: str, after: int, limit: int = 20) -> list[dict[str, Any]]:
+    async def newer_page(
+        self,
+        user_id: str,
+        after: int,
+        limit: int = 20,
+        filters: NotificationFilter | None = None,
+    ) -> list[dict[str, Any]]:
         """The `limit` notifications just newer than `after`, newest first (a previous page)."""
-        return [to_json(d) for d in await self.after(user_id, after, limit)][::-1]
+        if filters is None or filters.empty:
+            return [to_json(d) for d in await self.after(user_id, after, limit)][::-1]
+        state = await self.state(user_id)
+        docs = await self._filtered(user_id, filters, state, limit, after=after)
+        return [to_json(d) for d in docs[:limit]][::-1]
+
+    async def _filtered(
+        self,
+        user_id: str,
+        filters: NotificationFilter,
+        state: UserState,
+        limit: int,
+        before: int | None = None,
+        after: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to limit + 1 matches next to `before` (newest first) or `after` (oldest first).
+
+        Every filter is an equality ahead of seq in an index, so each query is a bounded
+        seq range read through it: windows of seqs from the starting point, growing
+        fourfold while too few match. Whatever the depth, a page reads the matches in a
+        few windows, never the user's whole history (some servers sort a range read
+        without bounds in memory). A date range is first turned into seq bounds by
+        binary search over the seqs (created_at grows with seq) in point reads.
+        """
+        low, high = 1, None  # high None: no upper bound (a dead writer's seqs past the state's)
+        if filters.since is not None:
+            low = await self._first_seq_at_or_after(user_id, filters.since, state.max_seq)
+        if filters.until is not None:
+            last = await self._last_seq_at_or_before(user_id, filters.until, state.max_seq)
+            # All known seqs before `until`: those a dead writer left past them may be too.
+            high = None if last >= state.max_seq else last
+        if before is not None:
+            high = before - 1 if high is None else min(high, before - 1)
+        if after is not None:
+            low = max(low, after + 1)
+        query = filters.index_query(user_id)
+        found: list[dict[str, Any]] = []
+        window = 4 * (limit + 1)
+        descending = after is None
+        edge = (state.max_seq if high is None else high) if descending else low
+        while len(found) <= limit:
+            if descending:
+                lo, hi = max(low, edge - window + 1), high
+            else:
+                top = edge + window - 1
+                lo, hi = edge, (None if top >= state.max_seq else top)
+                if high is not None:
+                    hi = high if hi is None else min(hi, high)
+            if hi is not None and lo > hi:
+                break
+            seq: dict[str, int] = {"$gte": lo}
+            if hi is not None:
+                seq["$lte"] = hi
+            cursor = self._notifications.find({**query, "seq": seq}).sort(
+                "seq", DESCENDING if descending else 1
+            )
+            if filters.single:  # the server's query is the whole filter: it may stop early
+                cursor = cursor.limit(limit + 1 - len(found))
+            found += [d async for d in cursor if filters.matches(d)][: limit + 1 - len(found)]
+            if descending:
+                if lo <= low:
+                    break
+                high, edge = lo - 1, lo - 1
+            else:
+                if hi is None or (high is not None and hi >= high):
+                    break
+                edge = hi + 1
+            window *= 4
+        return found
+
+    async def _created(self, user_id: str, seq: int) -> datetime | None:
+        doc = await self._notifications.find_one(
+            {"user_id": user_id, "seq": seq}, {"created_at": 1}
+        )
+        return user_state.utc(doc["created_at"]) if doc else None
+
+    async def _first_seq_at_or_after(self, user_id: str, when: datetime, top: int) -> int:
+        """The first seq created at or after `when` (top + 1 when none up to top)."""
+        lo, hi = 1, top + 1
+        while lo < hi:
+            mid = (lo + hi) // 2
+            created = await self._created(user_id, mid)
+            if created is not None and created >= when:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
+    async def _last_seq_at_or_before(self, user_id: str, when: datetime, top: int) -> int:
+        """The last seq up to `top` created at or before `when` (0 when none)."""
+        lo, hi = 0, top
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            created = await self._created(user_id, mid)
+            if created is not None and created <= when:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` stored notifications newer than `seq`, oldest first (for replay)."""
@@ -256,6 +362,7 @@ class NotificationWriter:
                 doc["dedupe_key"] = dedupe_key
             if deal_keys:
                 doc["deal_keys"] = deal_keys
+            doc.update(search_fields(type, data))
             try:
                 self._db.notifications.insert_one(doc)
             except DuplicateKeyError as e:

@@ -14,8 +14,10 @@ from bson import ObjectId
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import Preferences
+from notifier.formatting import money
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
+from notifier.shopping.history import LOW_DAYS, lowest_before
 from notifier.storage.batches import find_in
 
 log = logging.getLogger(__name__)
@@ -39,8 +41,45 @@ def deal_key(price: dict[str, Any]) -> str:
 
 
 def deal_message(count: int) -> str:
-    """The seed's wording for a deal notification."""
+    """The seed's wording for a deal notification (kept in `data.message`)."""
     return f"You have {count} new deal(s) on your watched items!"
+
+
+def discount_percent(price_in_cents: int, regular_price_in_cents: int) -> int:
+    """How much below the regular price, in whole percent (0 when not below)."""
+    if regular_price_in_cents <= 0 or price_in_cents >= regular_price_in_cents:
+        return 0
+    return round(100 * (regular_price_in_cents - price_in_cents) / regular_price_in_cents)
+
+
+def _names(names: list[str]) -> str:
+    """ "A", "A and B", "A, B and C"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def deal_headline(deals: list[dict[str, Any]]) -> str:
+    """What the deal is, in one line: the toast, the history row and the email subject.
+
+    One deal: "Milk 1L $2.56 at Value Foods, 27% off, lowest in 90 days". Several:
+    "3 deals: Milk 1L, Bananas and Coffee beans 500g" (the first three, then "and 2 more").
+    """
+    if len(deals) == 1:
+        d = deals[0]
+        parts = [f"{d['item_name']} {money(d['best_price_in_cents'])} at {d['store_name']}"]
+        if d.get("discount_percent"):
+            parts.append(f"{d['discount_percent']}% off")
+        if d.get("lowest_in_days"):
+            parts.append(f"lowest in {d['lowest_in_days']} days")
+        return ", ".join(parts)
+    names = [d["item_name"] for d in deals]
+    shown = names if len(names) <= 3 else [*names[:3], f"{len(names) - 3} more"]
+    headline = f"{len(deals)} deals: {_names(shown)}"
+    lowest = [d["item_name"] for d in deals if d.get("lowest_in_days")]
+    if len(lowest) == 1:
+        headline += f" ({lowest[0]} lowest in {LOW_DAYS} days)"
+    elif lowest:
+        headline += f" ({len(lowest)} lowest in {LOW_DAYS} days)"
+    return headline
 
 
 @dataclass
@@ -128,13 +167,21 @@ class DealCheck:
             if enough and is_deal(cents, regular, w.get("target_price_in_cents")):
                 candidates[w["user_id"]].append((w, price))
 
+        # One history read for the chunk: is each candidate price the lowest in 90 days?
+        offered = [p for pairs in candidates.values() for _, p in pairs]
+        lows = lowest_before(
+            self._db,
+            {p["item_key"] for p in offered},
+            {p["price_id"] for p in offered if p.get("price_id")},
+            now,
+        )
         result = DealCheckResult()
         told: dict[str, set[str]] = defaultdict(set)
         for _ in range(MAX_ROUNDS):
             wanted = [
                 notification
                 for user_id, pairs in sorted(candidates.items())
-                if (notification := _notification(user_id, pairs, told[user_id], emailed))
+                if (notification := _notification(user_id, pairs, told[user_id], lows, emailed))
             ]
             if not wanted:
                 break
@@ -197,28 +244,51 @@ class DealCheck:
 
 
 def _notification(
-    user_id: str, pairs: list[Pair], told: set[str], emailed: set[str]
+    user_id: str,
+    pairs: list[Pair],
+    told: set[str],
+    lows: dict[str, int],
+    emailed: set[str],
 ) -> NewNotification | None:
-    """The one notification telling a user of their deals not told before, if any."""
+    """The one notification telling a user of their deals not told before, if any.
+
+    `lows` holds each item's lowest other price of the last 90 days; `emailed`, the users
+    whose deals wait for an email decision.
+    """
     new = sorted(
         ((w, p) for w, p in pairs if deal_key(p) not in told), key=lambda pair: pair[0]["item_key"]
     )
     if not new:
         return None
     keys = [deal_key(p) for _, p in new]
+    deals = [
+        {
+            "item_name": w["item_name"],
+            "best_price_in_cents": p["price_in_cents"],
+            "regular_price_in_cents": p["regular_price_in_cents"],
+            "store_name": p["store_name"],
+            "store_id": p["store_id"],
+        }
+        for w, p in new
+    ]
+    # What makes each deal worth reading, in the order of `deals` (whose entries keep the
+    # seed's fields only, so clients that compare them whole are not broken).
+    details = [
+        {
+            "item_key": w["item_key"],
+            "discount_percent": discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
+            "lowest_in_days": LOW_DAYS
+            if w["item_key"] in lows and p["price_in_cents"] <= lows[w["item_key"]]
+            else None,
+        }
+        for w, p in new
+    ]
     data = {
-        "deals": [
-            {
-                "item_name": w["item_name"],
-                "best_price_in_cents": p["price_in_cents"],
-                "regular_price_in_cents": p["regular_price_in_cents"],
-                "store_name": p["store_name"],
-                "store_id": p["store_id"],
-            }
-            for w, p in new
-        ],
+        "deals": deals,
+        "deal_details": details,
         "user_id": user_id,
         "message": deal_message(len(new)),
+        "headline": deal_headline([{**d, **x} for d, x in zip(deals, details, strict=True)]),
     }
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(

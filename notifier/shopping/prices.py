@@ -14,6 +14,7 @@ from bson import ObjectId
 from notifier import validation
 from notifier.errors import InputError
 from notifier.shopping.checks import changed
+from notifier.shopping.history import history_entry
 from notifier.storage.writes import Upsert
 
 
@@ -52,11 +53,18 @@ def store_id_for(store_name: str) -> str:
     return slug or "store-" + hashlib.sha256(key.encode()).hexdigest()[:10]
 
 
-def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, list[Upsert]]:
-    """The writes that make `price` the store's current price; returns (price_id, writes)."""
+def record_price(
+    price: PriceInput, now: datetime | None = None, price_id: str | None = None
+) -> tuple[str, list[Upsert]]:
+    """The writes that make `price` the store's current price; returns (price_id, writes).
+
+    Every path that sets a price applies these writes, so each gets its history entry.
+    A caller that may retry (an import task) passes a `price_id` of its own that a retry
+    repeats, so the history records the price once.
+    """
     now = now or datetime.now(UTC)
     store_id = store_id_for(price.store_name)
-    price_id = str(ObjectId())
+    price_id = price_id or str(ObjectId())
     key = validation.item_key(price.item_name)
     return price_id, [
         Upsert("stores", {"_id": store_id}, {"$setOnInsert": {"name": price.store_name}}),
@@ -76,6 +84,16 @@ def record_price(price: PriceInput, now: datetime | None = None) -> tuple[str, l
             },
         ),
         changed(key, now),  # the next check of changed items looks at this one
+        history_entry(
+            price_id,
+            store_id,
+            price.store_name,
+            key,
+            price.item_name,
+            price.price_in_cents,
+            price.regular_price_in_cents,
+            now,
+        ),
     ]
 
 

@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.notifications import state
+from notifier.notifications.filters import search_fields
 
 
 def counter_id(user_id: str) -> str:
@@ -45,6 +46,21 @@ def build_user_states(db: Database[Any]) -> int:
     the users' `announcements_seen_at`. `python -m notifier repair-counts` runs the same.
     """
     return state.recount(db)
+
+
+def add_search_fields(db: Database[Any]) -> int:
+    """Give deal notifications stored before the history filters their search keys.
+
+    Run by every release step (`migrate`), not recorded as a numbered migration: it only
+    touches notifications that lack the keys, so once done it changes nothing.
+    """
+    changed = 0
+    for doc in db.notifications.find(
+        {"type": "deal-notification", "terms": {"$exists": False}}, {"type": 1, "data": 1}
+    ):
+        fields = search_fields(doc["type"], doc["data"])
+        changed += db.notifications.update_one({"_id": doc["_id"]}, {"$set": fields}).modified_count
+    return changed
 
 
 # (number, name, migration); numbers only ever grow, and a released one never changes.

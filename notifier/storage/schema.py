@@ -6,6 +6,7 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import OperationFailure
 from pymongo.synchronous.database import Database
 
 # (collection, keys, options)
@@ -22,6 +23,13 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     # A user's notifications, newest first; seq is unique per user.
     ("notifications", [("user_id", ASCENDING), ("seq", DESCENDING)], {"unique": True}),
     ("notifications", [("user_id", ASCENDING), ("read", ASCENDING)], {}),
+    # The history's filters: each is an equality before seq, so a page of any filter is
+    # a bounded seq range read through one of these (see NotificationRepository.page).
+    ("notifications", [("user_id", ASCENDING), ("read", ASCENDING), ("seq", DESCENDING)], {}),
+    ("notifications", [("user_id", ASCENDING), ("type", ASCENDING), ("seq", DESCENDING)], {}),
+    ("notifications", [("user_id", ASCENDING), ("items", ASCENDING), ("seq", DESCENDING)], {}),
+    ("notifications", [("user_id", ASCENDING), ("stores", ASCENDING), ("seq", DESCENDING)], {}),
+    ("notifications", [("user_id", ASCENDING), ("terms", ASCENDING), ("seq", DESCENDING)], {}),
     # What a user has been told already (multikey over the deal keys).
     ("notifications", [("user_id", ASCENDING), ("deal_keys", ASCENDING)], {}),
     # Told once: no two notifications of a user carry the same deal, whichever checks
@@ -53,18 +61,46 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         {"name": "email_pending", "partialFilterExpression": {"email_pending": True}},
     ),
     ("announcements", [("created_at", DESCENDING)], {}),
+    # An item's prices over time (the TTL index on `at` is added with its setting).
+    ("price_history", [("item_key", ASCENDING), ("at", ASCENDING)], {}),
     ("emails", [("status", ASCENDING), ("send_after", ASCENDING)], {}),
     ("users", [("preferences.email_mode", ASCENDING)], {}),
 ]
 
 
-def ensure_indexes(db: Database[Any]) -> None:
-    """Create every index (a no-op for those that exist)."""
+HISTORY_TTL_KEYS = [("at", ASCENDING)]
+INDEX_OPTIONS_CONFLICT = (85, 86)  # the index exists with other options (another TTL)
+
+
+def history_ttl(days: int) -> dict[str, Any]:
+    """The collMod that sets the price history's TTL to `days` on an existing index."""
+    return {
+        "collMod": "price_history",
+        "index": {"keyPattern": dict(HISTORY_TTL_KEYS), "expireAfterSeconds": days * 86400},
+    }
+
+
+def ensure_indexes(db: Database[Any], history_days: int = 180) -> None:
+    """Create every index (a no-op for those that exist); set the history's TTL."""
     for collection, keys, options in INDEXES:
         db[collection].create_index(keys, **options)
+    try:
+        db.price_history.create_index(HISTORY_TTL_KEYS, expireAfterSeconds=history_days * 86400)
+    except OperationFailure as e:
+        if e.code not in INDEX_OPTIONS_CONFLICT:
+            raise
+        db.command(history_ttl(history_days))  # PRICE_HISTORY_DAYS changed
 
 
-async def ensure_indexes_async(db: AsyncDatabase[Any]) -> None:
-    """Create every index with the asyncio client."""
+async def ensure_indexes_async(db: AsyncDatabase[Any], history_days: int = 180) -> None:
+    """Create every index with the asyncio client; set the history's TTL."""
     for collection, keys, options in INDEXES:
         await db[collection].create_index(keys, **options)
+    try:
+        await db.price_history.create_index(
+            HISTORY_TTL_KEYS, expireAfterSeconds=history_days * 86400
+        )
+    except OperationFailure as e:
+        if e.code not in INDEX_OPTIONS_CONFLICT:
+            raise
+        await db.command(history_ttl(history_days))

@@ -6,11 +6,12 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.store import NotificationRepository, parse_id
 from notifier.realtime import bus
-from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
+from web.handlers.watchlist import watchlist_context
 
 PAGE_SIZE = 20
 MAX_IDS = 500
@@ -49,23 +50,25 @@ def form_read_request(handler: PageHandler) -> list[int] | None:
     return [parse_id(i, "ids") for i in ids]
 
 
+def query_filters(handler: BaseHandler) -> NotificationFilter:
+    """The history filters in the request's query (unread, type, item, store, q, since, until)."""
+    return NotificationFilter.parse(lambda name: handler.get_query_argument(name, None))
+
+
 class NotificationsApiHandler(ApiHandler):
-    """GET /api/notifications?limit=&before=&unread=1."""
+    """GET /api/notifications?limit=&before=&unread=&type=&item=&store=&q=&since=&until=."""
 
     async def get(self) -> None:
-        """A page of the caller's notifications, newest first."""
+        """A page of the caller's notifications matching the filters, newest first."""
         limit = validation.whole_number(
             self.get_query_argument("limit", str(PAGE_SIZE)), "limit", 1, 100
         )
         before = self.get_query_argument("before", None)
-        unread = self.get_query_argument("unread", "0")
-        if unread not in ("0", "1", "true", "false"):
-            raise InputError("unread must be 1 or 0")
         page = await NotificationRepository(self.db).page(
             self.user.user_id,
             limit=limit,
             before=parse_id(before, "before") if before is not None else None,
-            unread_only=unread in ("1", "true"),
+            filters=query_filters(self),
         )
         self.write_json({"items": page.items, "next": page.next, "unread_count": page.unread_count})
 
@@ -94,16 +97,55 @@ class DashboardHandler(PageHandler):
             notifications=page.items,
             unread_count=page.unread_count,
             has_live_list=True,
-            watchlist=await WatchlistRepository(self.db).items(uid),
             error=None,
+            **await watchlist_context(self, uid),
         )
 
 
 class HistoryHandler(PageHandler):
-    """GET /history?before=<id> (older) or ?after=<id> (newer), 20 a page."""
+    """GET /history?<filters>&before=<id> (older) or &after=<id> (newer), 20 a page.
+
+    The filter form submits here (no JavaScript needed); htmx asks for the results alone
+    (HX-Request) and pushes the URL, so a filtered view is a bookmark.
+    """
 
     async def get(self) -> None:
-        """One page of history, from MongoDB."""
+        """One page of history, from MongoDB; bad filters answer 400 with the page and why."""
+        error = None
+        try:
+            filters = query_filters(self)
+            context = await self.results(filters)
+        except InputError as e:
+            filters, error = NotificationFilter(), e.message
+            context = {"notifications": [], "older": None, "newer": None, "first_page": False}
+            self.set_status(400)
+        state = self.notification_state or await NotificationRepository(self.db).state(
+            self.user.user_id
+        )
+        template, stores = "fragments/history_results.html", []
+        if not self.request.headers.get("HX-Request"):
+            template = "pages/history.html"
+            stores = [s async for s in self.db.stores.find({}, {"name": 1}).sort("name", 1)]
+        self.render_page(
+            template,
+            status=self.get_status(),
+            active="history",
+            unread_count=state.unread_count,
+            has_live_list=True,  # the results hold the list (hidden when filtered)
+            filters=filters,
+            form=self.form_values(),
+            stores=stores,
+            error=error,
+            **context,
+        )
+
+    def form_values(self) -> dict[str, str]:
+        """What the filter form shows: the query as typed."""
+        names = ("unread", "type", "item", "store", "q", "since", "until")
+        return {n: self.get_query_argument(n, "") or "" for n in names}
+
+    async def results(self, filters: NotificationFilter) -> dict[str, Any]:
+        """The page of rows and the links to the pages around it."""
         repo = NotificationRepository(self.db)
         uid = self.user.user_id
         before, after = (
@@ -112,30 +154,28 @@ class HistoryHandler(PageHandler):
         )
         items: list[dict[str, Any]]
         if after is not None:
-            items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE)
-            has_newer = bool(items) and bool(await repo.newer_page(uid, int(items[0]["id"]), 1))
+            items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE, filters)
+            has_newer = bool(items) and bool(
+                await repo.newer_page(uid, int(items[0]["id"]), 1, filters)
+            )
             older = items[-1]["id"] if items else None
-            state = self.notification_state or await repo.state(uid)
-            unread = state.unread_count
         else:
             page = await repo.page(
                 uid,
                 PAGE_SIZE,
                 parse_id(before, "before") if before else None,
                 state=self.notification_state,
+                filters=filters,
             )
-            items, older, unread = page.items, page.next, page.unread_count
+            items, older = page.items, page.next
             has_newer = before is not None and bool(page.items)
-        self.render_page(
-            "pages/history.html",
-            active="history",
-            notifications=items,
-            unread_count=unread,
-            older=older,
-            newer=f"?after={items[0]['id']}" if has_newer and items else None,
-            first_page=not has_newer,
-            has_live_list=not has_newer,
-        )
+        return {
+            "notifications": items,
+            "older": filters.url(before=older) if older else None,
+            "newer": filters.url(after=items[0]["id"]) if has_newer and items else None,
+            # Live rows go only to the newest page of everything (a filter would not match).
+            "first_page": not has_newer and filters.empty,
+        }
 
 
 class HistoryReadHandler(PageHandler):

@@ -10,6 +10,7 @@ from notifier.accounts.auth import Identity
 from notifier.errors import InputError
 from notifier.notifications.state import UserState
 from notifier.notifications.store import NotificationRepository, format_id
+from notifier.realtime import progress
 from web.handlers.base import ApiError, BaseHandler, _describe
 
 _DOLLARS, _CENTS = re.compile(r"[0-9]{1,7}"), re.compile(r"[0-9]{1,2}")
@@ -22,6 +23,7 @@ class PageHandler(BaseHandler):
     admin_only = False
     live_from: str | None = None
     notification_state: UserState | None = None  # read once per page view, by prepare
+    job_progress: dict[str, Any] | None = None  # a running job's bar, for a page opened mid-job
 
     async def prepare(self) -> None:
         """Check access; for a page view, note where the user's notifications stand now.
@@ -38,6 +40,7 @@ class PageHandler(BaseHandler):
             state = await NotificationRepository(self.db).state(self.identity.user_id)
             self.notification_state = state
             self.live_from = format_id(state.max_seq)
+            self.job_progress = await progress.current(self.redis, self.identity.user_id)
 
     def check_access(self) -> None:
         """Redirect anonymous page views to /login; refuse others with 401/403."""
@@ -72,6 +75,7 @@ class PageHandler(BaseHandler):
                 static_url=self.static_url,
                 request_uri=self.request.uri,
                 last_id=self.live_from,
+                job_progress=self.job_progress,
                 dev_outbox=not self.config.production and not self.config.smtp_url,
                 **context,
             )

@@ -1,11 +1,41 @@
-"""The watchlist: JSON API and the dashboard's HTMX fragment."""
+"""The watchlist: JSON API and the dashboard's HTMX fragment (with prices and sparklines)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from notifier import validation
 from notifier.errors import InputError
+from notifier.shopping.charts import sparkline
+from notifier.shopping.history import LOW_DAYS, SPARK_DAYS, PriceHistoryRepository
 from notifier.shopping.watchlist import WatchInput, WatchlistRepository
-from web.handlers.base import ApiHandler
+from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
+
+SUGGESTIONS = 6
+
+
+async def watchlist_context(handler: BaseHandler, user_id: str) -> dict[str, Any]:
+    """What fragments/watchlist.html shows: each item's prices, 90-day low and sparkline.
+
+    Three reads whatever the number of items (the watches, the current prices, one
+    aggregation of the history); an empty watchlist suggests items that have prices.
+    """
+    items = await WatchlistRepository(handler.db).items(user_id)
+    for w in items:
+        w["item_key"] = validation.item_key(w["item_name"])
+    prices = await PriceHistoryRepository(handler.db).items(
+        [w["item_key"] for w in items], LOW_DAYS
+    )
+    for w in items:
+        p = prices[w["item_key"]]
+        w["prices"] = p
+        w["sparkline"] = sparkline(p.best_by_day[-SPARK_DAYS:], p.days[-SPARK_DAYS:], "Best price")
+    suggestions: list[str] = []
+    if not items:
+        names = await handler.db.prices.distinct("item_name")
+        suggestions = sorted(names, key=str.casefold)[:SUGGESTIONS]
+    return {"watchlist": items, "suggestions": suggestions}
 
 
 class WatchlistApiHandler(ApiHandler):
@@ -37,7 +67,11 @@ class WatchlistItemApiHandler(ApiHandler):
 
 
 class WatchlistFragmentHandler(PageHandler):
-    """POST /fragments/watchlist: add from the dashboard form, answer with the new list."""
+    """GET /fragments/watchlist (a live deal refreshes it) and POST (add from the form)."""
+
+    async def get(self) -> None:
+        """The #watchlist fragment with today's prices."""
+        await self.render_watchlist(WatchlistRepository(self.db))
 
     async def post(self) -> None:
         """Watch the item in the form."""
@@ -54,14 +88,20 @@ class WatchlistFragmentHandler(PageHandler):
         except InputError as e:
             await self.render_watchlist(repo, error=e.message, status=e.status)
             return
-        await self.render_watchlist(repo)
+        await self.render_watchlist(repo, added=item.item_name)
 
     async def render_watchlist(
-        self, repo: WatchlistRepository, error: str | None = None, status: int = 200
+        self,
+        repo: WatchlistRepository,
+        error: str | None = None,
+        status: int = 200,
+        added: str | None = None,
     ) -> None:
         """The #watchlist fragment."""
-        items = await repo.items(self.user.user_id)
-        self.render_page("fragments/watchlist.html", status=status, watchlist=items, error=error)
+        context = await watchlist_context(self, self.user.user_id)
+        self.render_page(
+            "fragments/watchlist.html", status=status, error=error, added=added, **context
+        )
 
 
 class WatchlistItemFragmentHandler(WatchlistFragmentHandler):
