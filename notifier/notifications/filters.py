@@ -200,6 +200,9 @@ def _time(value: str | None, name: str) -> datetime | None:
         when = datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
         raise InputError(f"{name} must be an ISO 8601 time, like 2026-05-01T12:00:00Z") from None
-    if name == "until" and len(value) == len("2026-05-01"):
-        when += timedelta(days=1, microseconds=-1)  # a date alone: until the day ends
-    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    try:
+        if name == "until" and len(value) == len("2026-05-01"):
+            when += timedelta(days=1, microseconds=-1)  # a date alone: until the day ends
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+23:59 is before year 1 in UTC
+        raise InputError(f"{name} is out of range") from None
