@@ -118,6 +118,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         (the user's state document); announcements are queried only when one newer than
         the user's mark may exist, and the replay only when something may be missed.
         """
+        # Every message goes out at once: Nagle's algorithm would hold a small frame until
+        # the client acknowledged the last one (up to its 40 ms delayed ACK).
+        self.set_nodelay(True)
         self.registry.add(self.delivery)
         await self._enforce_limit()
         if self.ws_connection is None or self.ws_connection.is_closing():
