@@ -53,10 +53,12 @@ class Store:
         self.reads = 0
         self.unread_reads = 0
         self.gate: asyncio.Event | None = None
+        self.reading = asyncio.Event()  # set once a replay has asked for documents
         self.fail = False
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
         self.reads += 1
+        self.reading.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.fail:
@@ -118,12 +120,21 @@ def make(
 
 
 async def settle(socket: OrderedDelivery) -> None:
-    """Let a running replay finish."""
-    for _ in range(1000):
-        if socket._filling is None:
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the replay did not finish")
+    """Wait for a running replay (if any) to finish, cancelled or not."""
+    if socket._filling is not None:
+        await asyncio.wait([socket._filling], timeout=5)
+    assert socket._filling is None, "the replay did not finish"
+
+
+async def callbacks_ran(future: asyncio.Future[None]) -> None:
+    """Wait until the done callbacks added to `future` so far (the socket's) have run.
+
+    A finished future runs its callbacks in the order they were added, each scheduled on
+    the loop: one added now runs after them, and sets the event this waits on.
+    """
+    ran = asyncio.Event()
+    future.add_done_callback(lambda _: ran.set())
+    await ran.wait()
 
 
 def run(coro: Any) -> Any:
@@ -230,7 +241,7 @@ def test_news_during_a_replay_makes_it_read_again_before_stopping():
         socket.greet("hello")
         store.gate = asyncio.Event()
         socket.start_from(f"{0:012d}", 2)
-        await asyncio.sleep(0)  # the replay is now reading
+        await store.reading.wait()  # the replay is now reading
         store.docs[3] = doc(3)
         socket.resync()  # the bus came back: the running read may predate 3
         store.gate.set()
@@ -309,8 +320,9 @@ def test_a_client_that_reads_slowly_but_steadily_is_kept():
             assert socket.send(f"m{i}")
             clock.now += 1.0
             if i % 4 == 0:  # every few seconds the client takes one
-                transport.hold.pop(0).set_result(None)
-                await asyncio.sleep(0)  # the done callback runs on the loop
+                flushed = transport.hold.pop(0)
+                flushed.set_result(None)
+                await callbacks_ran(flushed)
         assert transport.closed is None and forgotten == []
 
     run(scenario())
@@ -336,7 +348,7 @@ def test_a_failed_flush_forgets_the_socket():
         transport.hold = []
         socket.send("m")
         transport.hold[0].set_exception(OSError("reset"))
-        await asyncio.sleep(0)
+        await callbacks_ran(transport.hold[0])
         assert forgotten == [socket]
 
     run(scenario())
@@ -362,7 +374,7 @@ def test_stop_cancels_a_running_replay():
         socket, transport, _ = make(store)
         socket.greet("hello")
         socket.start_from(f"{0:012d}", 4)
-        await asyncio.sleep(0)
+        await store.reading.wait()
         socket.stop()
         await settle(socket)
         store.gate.set()
