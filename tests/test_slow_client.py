@@ -26,24 +26,29 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
     _, writer = await raw_ws_open(http_port, alice.token)
     registry = app.settings["registry"]
     count, body = 2000, "x" * 8000  # 16 MB: far past what the kernel buffers for a socket
-    pipe = sync_redis.pipeline(transaction=False)
-    for i in range(count):
-        pipe.publish(
-            bus.CHANNEL,
-            announcement_message(
-                {
-                    "id": str(i),
-                    "message": f"{i} {body}",
-                    "severity": "info",
-                    "created_at": "now",
-                }
-            ),
-        )
-    await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
-    got = 0
-    while got < count:
-        if (await healthy.recv_json(30))["type"] == "system-message":
-            got += 1
+    # Published in steps paced by the healthy client, so that Redis never holds more than
+    # one step for the web process: a 16 MB backlog on the subscription would reach Redis's
+    # pubsub output buffer limit and cut the subscriber, and with it these unstored events.
+    step = 100
+    for start in range(0, count, step):
+        pipe = sync_redis.pipeline(transaction=False)
+        for i in range(start, start + step):
+            pipe.publish(
+                bus.CHANNEL,
+                announcement_message(
+                    {
+                        "id": str(i),
+                        "message": f"{i} {body}",
+                        "severity": "info",
+                        "created_at": "now",
+                    }
+                ),
+            )
+        await asyncio.get_running_loop().run_in_executor(None, pipe.execute)
+        got = 0
+        while got < step:
+            if (await healthy.recv_json(30))["type"] == "system-message":
+                got += 1
     # Ticks until the stalled socket is noticed (at a send, after WS_STALL_SECONDS).
     tick = 0
     while registry.connections_for_user(alice.user_id):
