@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +14,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 
 from notifier.notifications.announcements import LatestAnnouncement
+from notifier.notifications.batch import NewNotification, store_batch
 from notifier.notifications.state import UserState, recount
-from notifier.notifications.store import NotificationRepository, NotificationWriter
+from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
 from tests.helpers import login
 
@@ -163,3 +166,59 @@ def test_latest_announcement_says_when_a_connect_may_skip_the_query():
     latest._known, latest._newest = True, None
     latest.saw({"created_at": "now"})  # unreadable: load again before trusting it
     assert latest.may_be_news(seen)
+
+
+@pytest.mark.parametrize("path", ["create", "store_batch"])
+def test_a_mark_read_between_a_first_insert_and_its_state_update_is_counted(db, config, path):
+    """The race the property above found: a user's first notification is inserted, a
+    mark-read of all runs before the writer's state update, and the decrement must not
+    fall on a state document that does not exist yet (unread would end at 1, not 0)."""
+    user = f"first-{uuid.uuid4().hex[:10]}"
+    app = f"slow-writer-{uuid.uuid4().hex[:6]}"
+    slow: MongoClient[dict[str, Any]] = MongoClient(config.mongodb_uri, appName=app)
+    slow_db = slow.get_default_database()
+    data = {"message": "m", "severity": "info"}
+    # Every state update of this writer (not of the mark-read) waits 1.5 s at the server.
+    db.client.admin.command(
+        {
+            "configureFailPoint": "failCommand",
+            "mode": "alwaysOn",
+            "data": {
+                "failCommands": ["update"],
+                "appName": app,
+                "blockConnection": True,
+                "blockTimeMS": 1500,
+            },
+        }
+    )
+    try:
+        if path == "create":
+            write = threading.Thread(
+                target=NotificationWriter(slow_db).create, args=(user, "system-message", data)
+            )
+        else:
+            write = threading.Thread(
+                target=store_batch, args=(slow_db, [NewNotification(user, "system-message", data)])
+            )
+        write.start()
+        deadline = time.monotonic() + 10
+        while not db.notifications.find_one({"user_id": user}):  # inserted; its update waits
+            assert time.monotonic() < deadline, "the notification was never inserted"
+            time.sleep(0.01)
+
+        async def read_all() -> list[str]:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+            try:
+                return await NotificationRepository(client.get_default_database()).mark_read(
+                    user, None
+                )
+            finally:
+                await client.close()
+
+        assert asyncio.run(read_all()) == [format_id(1)]
+        write.join(10)
+        assert not write.is_alive()
+    finally:
+        db.client.admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        slow.close()
+    check(db, user)

@@ -3,6 +3,10 @@
 One document per user in `user_state` (_id = user_id), so a connect or a page reads one
 document instead of counting notifications. Every writer keeps it in step:
 
+- a user's first notification: before the insert, the document is created empty
+  (`$setOnInsert`), so that a mark-read running between the insert and its `$inc` has a
+  document to decrement (on a missing one its `$inc -n` would be lost, and the insert's
+  upsert would then count a notification already read);
 - a notification insert, once its seq is claimed: `$max seq`, `$inc unread 1`;
 - a mark-read: `$inc unread -n` with n the notifications that update_many actually
   changed, so two concurrent mark-reads of the same ids decrement once;
@@ -55,6 +59,11 @@ def utc(when: datetime | None) -> datetime | None:
     if when is None:
         return None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def created_empty() -> dict[str, Any]:
+    """The upsert that gives a user without a state document an empty one (before an insert)."""
+    return {"$setOnInsert": {"seq": 0, "unread": 0}}
 
 
 def inserted(seq: int) -> dict[str, Any]:

@@ -344,6 +344,8 @@ class NotificationWriter:
         assert type in TYPES
         states = self._db[user_state.COLLECTION]
         known = states.find_one({"_id": user_id}, {"seq": 1})
+        if known is None:
+            states.update_one({"_id": user_id}, user_state.created_empty(), upsert=True)
         seq = (int(known["seq"]) if known else self._highest_stored(user_id)) + 1
         for attempt in range(MAX_SEQ_RACES):
             doc: dict[str, Any] = {
