@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -235,22 +236,36 @@ async def raw_ws_open(port: int, token: str) -> tuple[asyncio.StreamReader, asyn
     return reader, writer
 
 
-def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
-    """Block until none of the user's deal notifications waits for its email decision.
+def wait_stored(collection: Any, holds: Callable[[], bool], what: str, timeout: float = 30) -> None:
+    """Block until `holds()` is true of what is stored, checking again at each write.
 
-    The decision publishes nothing (no page sees it), so this polls the stored mark,
-    every 50 ms, until the deadline (run it in an executor from async tests).
+    The writes are the events: a change stream on the collection wakes this at each one
+    (opened before the first check, so a write in between is not missed). Run it in an
+    executor from async tests.
     """
     deadline = time.monotonic() + timeout
+    with collection.watch(max_await_time_ms=250) as changes:
+        while not holds():
+            assert time.monotonic() < deadline, what
+            changes.try_next()  # the next write, or nothing within 250 ms
+
+
+def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
+    """Block until none of the user's deal notifications waits for its email decision."""
     query = {"user_id": user_id, "email_pending": True}
-    while db.notifications.count_documents(query):
-        assert time.monotonic() < deadline, "the email was never decided"
-        time.sleep(0.05)
+    wait_stored(
+        db.notifications,
+        lambda: not db.notifications.count_documents(query),
+        "the email was never decided",
+        timeout,
+    )
 
 
 def wait_email_status(db: Any, email_id: str, status: str, timeout: float = 30) -> None:
-    """Block until the planned email has this status (polled like wait_email_decided)."""
-    deadline = time.monotonic() + timeout
-    while (db.emails.find_one({"_id": email_id}) or {}).get("status") != status:
-        assert time.monotonic() < deadline, f"email {email_id} never became {status}"
-        time.sleep(0.05)
+    """Block until the planned email has this status."""
+    wait_stored(
+        db.emails,
+        lambda: (db.emails.find_one({"_id": email_id}) or {}).get("status") == status,
+        f"email {email_id} never became {status}",
+        timeout,
+    )

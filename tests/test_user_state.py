@@ -6,7 +6,6 @@ import asyncio
 import json
 import re
 import threading
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +20,7 @@ from notifier.notifications.batch import NewNotification, store_batch
 from notifier.notifications.state import UserState, recount
 from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
-from tests.helpers import login
+from tests.helpers import login, wait_stored
 
 USERS = 2
 # One step: up to four operations started together and all finished before the check.
@@ -201,10 +200,13 @@ def test_a_mark_read_between_a_first_insert_and_its_state_update_is_counted(db, 
                 target=store_batch, args=(slow_db, [NewNotification(user, "system-message", data)])
             )
         write.start()
-        deadline = time.monotonic() + 10
-        while not db.notifications.find_one({"user_id": user}):  # inserted; its update waits
-            assert time.monotonic() < deadline, "the notification was never inserted"
-            time.sleep(0.01)
+        # Inserted; its state update waits at the server.
+        wait_stored(
+            db.notifications,
+            lambda: db.notifications.find_one({"user_id": user}) is not None,
+            "the notification was never inserted",
+            10,
+        )
 
         async def read_all() -> list[str]:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
