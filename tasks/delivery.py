@@ -1,4 +1,5 @@
-"""Delivery housekeeping: publish what a failed publish left in the outbox."""
+"""Delivery housekeeping: publish what a failed publish left in the outbox, and give Redis
+the token revocations it missed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from datetime import timedelta
 from pymongo.errors import PyMongoError
 from redis import RedisError
 
+from notifier.accounts.revocation import sync_uncached_sync
 from notifier.notifications.batch import republish_batches
 from tasks import celery
 
@@ -24,4 +26,6 @@ def republish_pending() -> int:
     sent += republish_batches(res.db, res.notifications, OUTBOX_AGE)
     if sent:
         log.info("republished %d notification(s) from the outbox", sent)
+    if synced := sync_uncached_sync(res.db, res.redis):
+        log.info("cached %d token revocation(s) redis had missed", synced)
     return sent

@@ -41,7 +41,7 @@ from notifier.settings import Settings
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 from web.__main__ import stop_tasks
-from web.app import make_app
+from web.app import make_app, on_bus_joined
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -278,8 +278,10 @@ def app(
     async def start() -> asyncio.Task[None]:
         subscribed = asyncio.Event()
 
+        joined = on_bus_joined(application, fanout)
+
         async def on_subscribed() -> None:
-            await fanout.resubscribed()
+            await joined()
             subscribed.set()
 
         state = application.settings["subscription"]

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from tornado.httpclient import HTTPClientError
 
 from notifier.dev.embedded import Server, start_redis
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
-from tests.helpers import announcement_message, collect
+from notifier.realtime.delivery import LOGGED_OUT
+from tests.helpers import announcement_message, collect, login
 
 
 @pytest.fixture
@@ -152,3 +154,32 @@ async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
     subscriber_after = {c["id"] for c in admin.client_list(_type="pubsub")}
     assert subscriber_after and not subscriber_after & subscriber_before  # it was cut and came back
     admin.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_logout_while_redis_is_down_revokes_tokens_and_sockets_once_it_is_back(
+    fetch, ws_connect, alice, own_redis, tmp_path
+):
+    """Redis comes back with the old token version still cached, and the logout event was
+    never published: the revoked token is refused anyway and its socket is closed."""
+    server: Server = own_redis["server"]
+    port = int(server.url.rsplit(":", 1)[1])
+    loop = asyncio.get_running_loop()
+    _, browser = await login(fetch, alice.username, alice.password)
+    live = await ws_connect(f"?format=json&token={alice.token}")
+    assert (await fetch("/api/me", headers=alice.auth)).code == 200  # version 0, cached
+
+    server.process.kill()  # its append-only file keeps that cached version
+    await loop.run_in_executor(None, server.process.wait)
+    out = await fetch("/logout", "POST", "", headers=browser)
+    assert out.code == 303 and out.headers["Location"] == "/login"
+    own_redis["server"] = await loop.run_in_executor(
+        None, lambda: start_redis(tmp_path / "redis", tmp_path / "redis.log", port=port)
+    )
+
+    code, _ = await live.closed()  # when the web process joins the bus again
+    assert code == LOGGED_OUT
+    assert (await fetch("/api/me", headers=alice.auth)).code == 401
+    with pytest.raises(HTTPClientError) as refused:
+        await ws_connect(f"?format=json&token={alice.token}")
+    assert refused.value.code == 401

@@ -8,8 +8,11 @@ import subprocess
 import sys
 
 import pytest
+from bson import ObjectId
 from tornado.httpclient import HTTPClientError
 
+from notifier.accounts.revocation import UNCACHED, sync_uncached_sync
+from notifier.dev.embedded import free_port
 from tests.conftest import ROOT
 from tests.helpers import login
 
@@ -82,3 +85,23 @@ async def test_a_role_change_or_new_password_revokes_tokens(fetch, ws_connect, e
     assert fresh.code == 200
     token = json.loads(fresh.body)["token"]
     assert (await fetch("/api/me", headers={"Authorization": f"Bearer {token}"})).code == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_revocation_redis_missed_reaches_it_through_the_sweep(
+    fetch, env, db, sync_redis, alice
+):
+    """The CLI stores the new version in MongoDB but cannot tell Redis (which still holds
+    the old one): the beat's sweep gives it to Redis, and the old token stops working."""
+    assert (await fetch("/api/me", headers=alice.auth)).code == 200  # version 0, cached
+    no_redis = {**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    changed = cli(no_redis, "set-password", alice.username, "--password-stdin", stdin="pw-2-new\n")
+    assert changed.returncode == 1 and "Redis is unavailable" in changed.stderr
+    user = db.users.find_one({"_id": ObjectId(alice.user_id)})
+    assert user["token_version"] == 1 and user[UNCACHED] is True
+    assert (await fetch("/api/me", headers=alice.auth)).code == 200  # the stale cache says 0
+
+    assert sync_uncached_sync(db, sync_redis) == 1  # tasks.delivery.republish_pending
+    assert (await fetch("/api/me", headers=alice.auth)).code == 401
+    assert UNCACHED not in db.users.find_one({"_id": ObjectId(alice.user_id)})
+    assert sync_uncached_sync(db, sync_redis) == 0

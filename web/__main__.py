@@ -24,7 +24,7 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
 from web import lean, stats
-from web.app import make_app
+from web.app import make_app, on_bus_joined
 from web.frames import check_iostream
 from web.server import NotifierHTTPServer
 
@@ -76,7 +76,7 @@ async def main(config: Settings) -> None:
         bus.listen(
             bus_client,
             fanout,
-            fanout.resubscribed,
+            on_bus_joined(app, fanout),
             state=app.settings["subscription"],
             after_batch=fanout.flush,
         )

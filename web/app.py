@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+from redis import RedisError
 from tornado.web import Application
 
+from notifier.accounts.revocation import TokenVersions
 from notifier.notifications.announcements import LatestAnnouncement
 from notifier.notifications.store import NotificationRepository
 from notifier.realtime.bus import AsyncBusClient, Subscription
-from notifier.realtime.delivery import TOKEN_EXPIRED
+from notifier.realtime.delivery import LOGGED_OUT, TOKEN_EXPIRED
+from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from web.expiry import ExpirySweep
@@ -33,6 +39,8 @@ from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
 from web.render import Renderer
 from web.static import NotifierStaticFileHandler
+
+log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 MAX_FRAME_BYTES = 64 * 1024  # a client frame over this closes its socket (1009)
@@ -84,3 +92,30 @@ def make_app(
         log_function=log_request,
         default_handler_class=NotFoundHandler,
     )
+
+
+def on_bus_joined(app: Application, fanout: FanOut) -> Callable[[], Awaitable[None]]:
+    """What the process does each time it joins the bus (at start, and after losing it).
+
+    Whatever was published meanwhile is lost to it: notifications are filled from MongoDB
+    (FanOut.resubscribed), and so are revocations. A logout event lost with the bus would
+    leave the user's sockets open until their tokens expire, so each socket's token is
+    compared with its user's stored version, and Redis gets the versions it missed.
+    """
+    versions = TokenVersions(app.settings["db"], app.settings["redis"])
+    expiry: ExpirySweep = app.settings["expiry"]
+
+    async def joined() -> None:
+        await fanout.resubscribed()
+        try:
+            await versions.sync_uncached()
+            closed = expiry.close_revoked(
+                await versions.stored(expiry.users()), LOGGED_OUT, "logged out"
+            )
+        except (PyMongoError, RedisError, OSError) as e:  # their tokens still expire
+            log.warning("revoked tokens not checked on joining the bus: %s", e)
+            return
+        if closed:
+            log.info("closed %d socket(s) of tokens revoked while off the bus", closed)
+
+    return joined

@@ -1,4 +1,8 @@
-"""One sweep a second closes the sockets whose token expired (instead of a timer each)."""
+"""One sweep a second closes the sockets whose token expired (instead of a timer each).
+
+The same queue knows every open socket and its token, so it also closes those whose
+token was revoked while this process was off the bus (their logout event lost with it).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Protocol
 
 from tornado.ioloop import PeriodicCallback
 
+from notifier.accounts.revocation import GONE
 from notifier.realtime.expiry import Entry, ExpiryQueue
 
 SWEEP_EVERY = 1.0  # seconds; a socket outlives its token by at most this much
@@ -14,6 +19,16 @@ SWEEP_EVERY = 1.0  # seconds; a socket outlives its token by at most this much
 
 class Closable(Protocol):
     """A socket, as the sweep sees it."""
+
+    @property
+    def user_id(self) -> str:
+        """Whose token it was opened with."""
+        ...
+
+    @property
+    def token_version(self) -> int:
+        """The version of that token (see notifier/accounts/revocation.py)."""
+        ...
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close with a code and reason."""
@@ -55,3 +70,18 @@ class ExpirySweep:
         if not self._queue and self._callback is not None:
             self._callback.stop()
             self._callback = None
+
+    def close_revoked(self, current: dict[str, int], code: int, reason: str) -> int:
+        """Close the sockets whose token is older than its user's `current` version, or
+        whose user is GONE (users missing from it are left alone); returns how many."""
+        closed = 0
+        for sock in self._queue.items():
+            now = current.get(sock.user_id, sock.token_version)
+            if now == GONE or sock.token_version < now:
+                sock.close(code, reason)
+                closed += 1
+        return closed
+
+    def users(self) -> set[str]:
+        """The users with an open socket here."""
+        return {sock.user_id for sock in self._queue.items()}

@@ -5,10 +5,19 @@ changing the password or losing the admin role bumps the version, which revokes 
 token issued before. Each request compares its token's version with the cached one: a
 Redis GET, and a MongoDB read only when Redis does not hold the user's version (after a
 Redis restart, or the first request after an hour), never one per request.
+
+A revocation that cannot reach Redis must not leave the old version cached there (a
+Redis that comes back with its data would accept the revoked tokens for up to an hour).
+So the bump marks the user `token_version_uncached` in the same write, and the mark is
+cleared only once Redis holds the new version; `sync_uncached` copies what is still
+marked (the beat runs it, and each web process when it joins the bus again). Sockets of
+a revoked token are closed by the logout event, or, if that was lost with the bus, by
+the web process comparing them with the stored versions when it joins the bus again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import redis
@@ -19,8 +28,12 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.synchronous.database import Database
 
+from notifier.storage.batches import batched
+
 CACHE_SECONDS = 3600
 GONE = -1  # a deleted user: no token of theirs is current
+UNCACHED = "token_version_uncached"  # on a user whose new version Redis may not hold yet
+BUMP = {"$inc": {"token_version": 1}, "$set": {UNCACHED: True}}
 
 
 def _key(user_id: str) -> str:
@@ -59,26 +72,69 @@ class TokenVersions:
         return version
 
     async def revoke(self, user_id: str) -> int:
-        """Revoke every token issued to the user until now; the new version."""
+        """Revoke every token issued to the user until now; the new version.
+
+        Stored in MongoDB first; raises RedisError/OSError when Redis could not be told,
+        and the version stays marked for `sync_uncached`.
+        """
         user = await self._users.find_one_and_update(
             {"_id": _oid(user_id)},
-            {"$inc": {"token_version": 1}},
+            BUMP,
             projection={"token_version": 1},
             return_document=ReturnDocument.AFTER,
         )
-        version = int(user["token_version"]) if user else GONE
+        if user is None:
+            return GONE
+        version = int(user["token_version"])
         await self._redis.set(_key(user_id), version, ex=CACHE_SECONDS)
+        await self._users.update_one(*_cached(user["_id"], version))
         return version
+
+    async def stored(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """The users' versions as MongoDB holds them (GONE for users that no longer exist)."""
+        ids = sorted({oid for u in user_ids if (oid := _oid(u)) is not None})
+        versions = {str(oid): GONE for oid in ids}
+        for batch in batched(ids):
+            async for user in self._users.find({"_id": {"$in": batch}}, {"token_version": 1}):
+                versions[str(user["_id"])] = int(user.get("token_version", 0))
+        return versions
+
+    async def sync_uncached(self) -> int:
+        """Give Redis the versions it may have missed; returns how many."""
+        marked = [u async for u in self._users.find({UNCACHED: True}, {"token_version": 1})]
+        for user in marked:
+            version = int(user.get("token_version", 0))
+            await self._redis.set(_key(str(user["_id"])), version, ex=CACHE_SECONDS)
+            await self._users.update_one(*_cached(user["_id"], version))
+        return len(marked)
+
+
+def _cached(oid: ObjectId, version: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The update that clears the mark, unless a later revocation bumped the version again."""
+    return {"_id": oid, "token_version": version}, {"$unset": {UNCACHED: ""}}
 
 
 def revoke_sync(db: Database[Any], client: redis.Redis, user_id: str) -> int:
     """The same revocation from a synchronous process (the CLI)."""
     user = db.users.find_one_and_update(
         {"_id": _oid(user_id)},
-        {"$inc": {"token_version": 1}},
+        BUMP,
         projection={"token_version": 1},
         return_document=ReturnDocument.AFTER,
     )
-    version = int(user["token_version"]) if user else GONE
+    if user is None:
+        return GONE
+    version = int(user["token_version"])
     client.set(_key(user_id), version, ex=CACHE_SECONDS)
+    db.users.update_one(*_cached(user["_id"], version))
     return version
+
+
+def sync_uncached_sync(db: Database[Any], client: redis.Redis) -> int:
+    """`TokenVersions.sync_uncached` for a synchronous process (the beat's sweep)."""
+    marked = list(db.users.find({UNCACHED: True}, {"token_version": 1}))
+    for user in marked:
+        version = int(user.get("token_version", 0))
+        client.set(_key(str(user["_id"])), version, ex=CACHE_SECONDS)
+        db.users.update_one(*_cached(user["_id"], version))
+    return len(marked)

@@ -49,6 +49,10 @@ class ExpiryQueue(Generic[T]):
             self._heap = [e for e in self._heap if e[2] is not None]
             heapq.heapify(self._heap)
 
+    def items(self) -> list[T]:
+        """Every live item, in no particular order."""
+        return [e[2] for e in self._heap if e[2] is not None]
+
     def due(self, now: float) -> list[T]:
         """Remove and return every live item that expires at or before `now`, soonest first."""
         out: list[T] = []

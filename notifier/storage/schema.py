@@ -65,6 +65,12 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     ("price_history", [("item_key", ASCENDING), ("at", ASCENDING)], {}),
     ("emails", [("status", ASCENDING), ("send_after", ASCENDING)], {}),
     ("users", [("preferences.email_mode", ASCENDING)], {}),
+    # Revocations Redis may not hold yet (notifier/accounts/revocation.py): almost none.
+    (
+        "users",
+        [("token_version_uncached", ASCENDING)],
+        {"name": "token_version_uncached", "sparse": True},
+    ),
 ]
 
 

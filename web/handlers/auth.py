@@ -144,9 +144,11 @@ class LogoutHandler(PageHandler):
             # Every token issued before now, this cookie's and any bearer token, stops working.
             try:
                 await TokenVersions(self.db, self.redis).revoke(self.user.user_id)
-            except (RedisError, OSError) as e:  # stored in MongoDB: effective once Redis is back
-                log.warning("logout: revocation not cached (redis unavailable: %s)", e)
-            await bus.publish_async(self.bus, LogoutEvent(user_id=self.user.user_id))
+                await bus.publish_async(self.bus, LogoutEvent(user_id=self.user.user_id))
+            except (RedisError, OSError) as e:
+                # Stored in MongoDB and marked: Redis gets the version, and each web process
+                # closes the sockets, once they are back on it (notifier/accounts/revocation.py).
+                log.warning("logout: revocation not yet in redis (unavailable: %s)", e)
         self.redirect("/login", status=303)
 
 

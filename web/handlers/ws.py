@@ -101,6 +101,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         )
         await super().get(*args, **kwargs)
 
+    @property
+    def token_version(self) -> int:
+        """The version of the token this socket was opened with (web/expiry.py reads it)."""
+        assert self.identity is not None
+        return self.identity.version
+
     def get_compression_options(self) -> None:
         """No permessage-deflate: frames are small and compression costs CPU per socket."""
         return None
