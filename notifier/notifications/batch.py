@@ -66,11 +66,6 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
     states = {
         d["_id"]: d for d in find_in(db[user_state.COLLECTION], "_id", users, None, _STATE_FIELDS)
     }
-    if missing := [u for u in users if u not in states]:
-        db[user_state.COLLECTION].bulk_write(
-            [UpdateOne({"_id": u}, user_state.created_empty(), upsert=True) for u in missing],
-            ordered=False,
-        )
     now = datetime.now(UTC)
     docs = []
     for n in wanted:

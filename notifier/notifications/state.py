@@ -3,13 +3,12 @@
 One document per user in `user_state` (_id = user_id), so a connect or a page reads one
 document instead of counting notifications. Every writer keeps it in step:
 
-- a user's first notification: before the insert, the document is created empty
-  (`$setOnInsert`), so that a mark-read running between the insert and its `$inc` has a
-  document to decrement (on a missing one its `$inc -n` would be lost, and the insert's
-  upsert would then count a notification already read);
 - a notification insert, once its seq is claimed: `$max seq`, `$inc unread 1`;
 - a mark-read: `$inc unread -n` with n the notifications that update_many actually
-  changed, so two concurrent mark-reads of the same ids decrement once;
+  changed, so two concurrent mark-reads of the same ids decrement once. It upserts:
+  a mark-read that lands between a user's first insert and that insert's update
+  creates the document (seq 0, unread -n), so the insert's `$inc` ends at the true
+  count instead of counting a notification already read;
 - the announcements mark: `$max announcements_seen_at`;
 - an acknowledgement (a page showed the user everything up to a seq): `$max acked_seq`,
   never past `seq` (the email decision reads it: notifier/email/service.py).
@@ -61,19 +60,15 @@ def utc(when: datetime | None) -> datetime | None:
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
-def created_empty() -> dict[str, Any]:
-    """The upsert that gives a user without a state document an empty one (before an insert)."""
-    return {"$setOnInsert": {"seq": 0, "unread": 0}}
-
-
 def inserted(seq: int) -> dict[str, Any]:
     """The update for a user's state once a notification with this seq is stored."""
     return {"$max": {"seq": seq}, "$inc": {"unread": 1}}
 
 
 def marked_read(changed: int) -> dict[str, Any]:
-    """The update for a user's state once `changed` notifications went from unread to read."""
-    return {"$inc": {"unread": -changed}}
+    """The update (an upsert) for a user's state once `changed` notifications went from
+    unread to read."""
+    return {"$inc": {"unread": -changed}, "$setOnInsert": {"seq": 0}}
 
 
 def acknowledged(seq: int) -> dict[str, Any]:

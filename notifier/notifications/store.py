@@ -304,7 +304,7 @@ class NotificationRepository:
             result = await self._notifications.update_many(query, {"$set": {"read": True}})
             if result.modified_count:
                 await self._states.update_one(
-                    {"_id": user_id}, user_state.marked_read(result.modified_count)
+                    {"_id": user_id}, user_state.marked_read(result.modified_count), upsert=True
                 )
         return changed
 
@@ -344,8 +344,6 @@ class NotificationWriter:
         assert type in TYPES
         states = self._db[user_state.COLLECTION]
         known = states.find_one({"_id": user_id}, {"seq": 1})
-        if known is None:
-            states.update_one({"_id": user_id}, user_state.created_empty(), upsert=True)
         seq = (int(known["seq"]) if known else self._highest_stored(user_id)) + 1
         for attempt in range(MAX_SEQ_RACES):
             doc: dict[str, Any] = {
