@@ -475,6 +475,15 @@ def markdown(result: dict[str, Any], stem: str) -> str:
             f"notifications' indexes): {fan['raw_insert_per_s']:,.0f} docs/s. A scheduled check "
             f"with nothing changed, {fan['watches_stored']:,} watches stored: "
             f"{fan['nothing_changed_ms']:.1f} ms (median of 20).",
+            *(
+                [
+                    "",
+                    f"Not run again: these figures are the run of {fan['reused_from']} "
+                    "(`BENCH_FANOUT_FROM`), whose deal-check code this one shares.",
+                ]
+                if fan.get("reused_from")
+                else []
+            ),
             "",
             "| workers | watchers | stored and published (s) | notifications/s | last online "
             "socket (s) | worker peak RSS (MB) |",
