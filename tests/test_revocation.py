@@ -6,12 +6,15 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 from bson import ObjectId
+from pymongo import AsyncMongoClient
 from tornado.httpclient import HTTPClientError
 
-from notifier.accounts.revocation import UNCACHED, sync_uncached_sync
+from notifier.accounts.revocation import GONE, UNCACHED, TokenVersions, sync_uncached_sync
 from notifier.dev.embedded import free_port
 from tests.conftest import ROOT
 from tests.helpers import login
@@ -105,3 +108,26 @@ async def test_a_revocation_redis_missed_reaches_it_through_the_sweep(
     assert (await fetch("/api/me", headers=alice.auth)).code == 401
     assert UNCACHED not in db.users.find_one({"_id": ObjectId(alice.user_id)})
     assert sync_uncached_sync(db, sync_redis) == 0
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_current_versions_of_many_users_answer_as_a_handshake_would(
+    config, db, sync_redis, alice, bob
+):
+    """Cached versions from Redis; the rest from MongoDB (then cached); unknown users GONE."""
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    cache = aioredis.Redis.from_url(config.redis_url)
+    versions = TokenVersions(mongo.get_default_database(), cache)
+    try:
+        sync_redis.set(f"notifier:token-version:{alice.user_id}", 7)  # cached: Redis answers
+        db.users.update_one({"_id": ObjectId(bob.user_id)}, {"$set": {"token_version": 3}})
+        sync_redis.delete(f"notifier:token-version:{bob.user_id}")  # not cached: MongoDB
+        nobody = str(ObjectId())
+        got = await versions.current_many([alice.user_id, bob.user_id, nobody, "not-an-id"])
+        assert got == {alice.user_id: 7, bob.user_id: 3, nobody: GONE, "not-an-id": GONE}
+        assert sync_redis.get(f"notifier:token-version:{bob.user_id}") == b"3"
+        for user_id in got:
+            assert got[user_id] == await versions.current(user_id)
+    finally:
+        await cache.aclose()
+        await mongo.close()

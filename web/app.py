@@ -99,8 +99,9 @@ def on_bus_joined(app: Application, fanout: FanOut) -> Callable[[], Awaitable[No
 
     Whatever was published meanwhile is lost to it: notifications are filled from MongoDB
     (FanOut.resubscribed), and so are revocations. A logout event lost with the bus would
-    leave the user's sockets open until their tokens expire, so each socket's token is
-    compared with its user's stored version, and Redis gets the versions it missed.
+    leave the user's sockets open until their tokens expire, so Redis first gets the
+    versions it missed, then each socket's token is compared with its user's version as
+    a new handshake would be (web/expiry.py).
     """
     versions = TokenVersions(app.settings["db"], app.settings["redis"])
     expiry: ExpirySweep = app.settings["expiry"]
@@ -110,7 +111,7 @@ def on_bus_joined(app: Application, fanout: FanOut) -> Callable[[], Awaitable[No
         try:
             await versions.sync_uncached()
             closed = expiry.close_revoked(
-                await versions.stored(expiry.users()), LOGGED_OUT, "logged out"
+                await versions.current_many(expiry.users()), LOGGED_OUT, "logged out"
             )
         except (PyMongoError, RedisError, OSError) as e:  # their tokens still expire
             log.warning("revoked tokens not checked on joining the bus: %s", e)

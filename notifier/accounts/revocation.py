@@ -12,7 +12,7 @@ So the bump marks the user `token_version_uncached` in the same write, and the m
 cleared only once Redis holds the new version; `sync_uncached` copies what is still
 marked (the beat runs it, and each web process when it joins the bus again). Sockets of
 a revoked token are closed by the logout event, or, if that was lost with the bus, by
-the web process comparing them with the stored versions when it joins the bus again.
+the web process comparing them with the current versions when it joins the bus again.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from notifier.storage.batches import batched
 CACHE_SECONDS = 3600
 GONE = -1  # a deleted user: no token of theirs is current
 UNCACHED = "token_version_uncached"  # on a user whose new version Redis may not hold yet
+CACHE_BATCH = 1000  # users per MGET
 BUMP = {"$inc": {"token_version": 1}, "$set": {UNCACHED: True}}
 
 
@@ -90,14 +91,32 @@ class TokenVersions:
         await self._users.update_one(*_cached(user["_id"], version))
         return version
 
-    async def stored(self, user_ids: Iterable[str]) -> dict[str, int]:
-        """The users' versions as MongoDB holds them (GONE for users that no longer exist)."""
-        ids = sorted({oid for u in user_ids if (oid := _oid(u)) is not None})
-        versions = {str(oid): GONE for oid in ids}
-        for batch in batched(ids):
-            async for user in self._users.find({"_id": {"$in": batch}}, {"token_version": 1}):
-                versions[str(user["_id"])] = int(user.get("token_version", 0))
-        return versions
+    async def current_many(self, user_ids: Iterable[str]) -> dict[str, int]:
+        """Each user's version now, as `current` answers it, for many users at once.
+
+        The cached versions in one MGET per thousand users; those Redis does not hold
+        (after it lost its data) from MongoDB a hundred at a time, then cached.
+        """
+        versions: dict[str, int] = {}
+        missing: list[str] = []
+        for batch in batched(sorted(set(user_ids)), CACHE_BATCH):
+            cached_versions = await self._redis.mget([_key(u) for u in batch])
+            for user_id, cached in zip(batch, cached_versions, strict=True):
+                if cached is None:
+                    missing.append(user_id)
+                else:
+                    versions[user_id] = int(cached)
+        stored = {u: GONE for u in missing}
+        oids = [oid for u in missing if (oid := _oid(u)) is not None]
+        for some in batched(oids):
+            async for user in self._users.find({"_id": {"$in": some}}, {"token_version": 1}):
+                stored[str(user["_id"])] = int(user.get("token_version", 0))
+        if stored:
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id, version in stored.items():
+                pipe.set(_key(user_id), version, ex=CACHE_SECONDS, nx=True)
+            await pipe.execute()
+        return {**versions, **stored}
 
     async def sync_uncached(self) -> int:
         """Give Redis the versions it may have missed; returns how many."""
