@@ -198,7 +198,8 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     secs = storm.get("seconds_to_caught_up")
     add(
         f"reconnect storm of {storm.get('sockets', 0):,} sockets: SIGTERM to every socket back "
-        f"and caught up (s), lost {storm.get('lost')}, twice {storm.get('duplicates')}"
+        f"and caught up (s), not back within the {storm.get('seconds_waited', 0):.0f} s "
+        f"window {storm.get('lost')}, twice {storm.get('duplicates')}"
         + (
             f" (smaller than the {want:,} the target names)"
             if storm.get("sockets", 0) < want
@@ -357,12 +358,18 @@ def _connects_and_storm(
             f"- Size: {st['sockets']:,} of the {st['sockets_asked']:,} asked for, as many as "
             f"the first process took in {st['connect_budget_s']:.0f} s (so the storm fits the "
             "suite's time; BENCH_STORM_SOCKETS and BENCH_STORM_CONNECT_SECONDS set both).",
-            f"- Every socket back on the second process: {_fmt(st['seconds_to_all_back'])} s; "
-            f"back and caught up (holding the notification each of the {st['published']:,} "
-            f"users got during the outage): {_fmt(st['seconds_to_caught_up'])} s "
-            f"({'completed' if st['completed'] else 'NOT completed'} within "
-            f"{st['seconds_waited']:.0f} s).",
-            f"- Lost: {st['lost']:,}; delivered twice: {st['duplicates']:,}; reconnect attempts "
+            f"- Back on the second process: {st['back']:,} of {st['sockets']:,}, the last of "
+            f"them {_fmt(st['seconds_to_all_back'])} s after the SIGTERM; back and caught up "
+            f"(holding the notification each of the {st['published']:,} users got during the "
+            f"outage): {st['caught_up']:,}; "
+            + (
+                f"completed in {_fmt(st['seconds_to_caught_up'])} s."
+                if st["completed"]
+                else f"NOT completed within {st['seconds_waited']:.0f} s."
+            ),
+            f"- Not back and caught up when the window closed: {st['lost']:,} (a page that "
+            f"came back without its notification would count here too); delivered twice: "
+            f"{st['duplicates']:,}; reconnect attempts "
             f"{st['reconnect_attempts']:,}, of which failed {st['failed_attempts']:,}; the "
             f"writer stored and published in {_fmt(st['writer_seconds'])} s; the first "
             f"process took the sockets at {st['initial_connect_per_s']:,.0f}/s.",

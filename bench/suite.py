@@ -627,7 +627,13 @@ def main() -> None:
             s.stop()
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "BENCH_QUICK=1 make bench" if QUICK else "make bench",
+        # The BENCH_* settings this run was given, then the command.
+        "command": " ".join(
+            [
+                *(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("BENCH_")),
+                "make bench",
+            ]
+        ),
         "quick": QUICK,
         "machine": machine(),
         "config": {
