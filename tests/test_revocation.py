@@ -131,3 +131,19 @@ async def test_current_versions_of_many_users_answer_as_a_handshake_would(
     finally:
         await cache.aclose()
         await mongo.close()
+
+
+def test_the_cached_version_never_goes_down(db, sync_redis, alice):
+    """A sweep that read a version before a later revocation cached a newer one (here:
+    Redis holds 6 while the sweep copies 5) must not put the older one back."""
+    key = f"notifier:token-version:{alice.user_id}"
+    db.users.update_one(
+        {"_id": ObjectId(alice.user_id)}, {"$set": {"token_version": 5, UNCACHED: True}}
+    )
+    sync_redis.set(key, 6)
+    assert sync_uncached_sync(db, sync_redis) == 1
+    assert sync_redis.get(key) == b"6" and sync_redis.ttl(key) == -1  # untouched
+    sync_redis.set(key, 4)
+    db.users.update_one({"_id": ObjectId(alice.user_id)}, {"$set": {UNCACHED: True}})
+    assert sync_uncached_sync(db, sync_redis) == 1
+    assert sync_redis.get(key) == b"5" and sync_redis.ttl(key) > 0  # raised, with its expiry

@@ -34,6 +34,14 @@ CACHE_SECONDS = 3600
 GONE = -1  # a deleted user: no token of theirs is current
 UNCACHED = "token_version_uncached"  # on a user whose new version Redis may not hold yet
 CACHE_BATCH = 1000  # users per MGET
+# Versions only grow, and so does the cached one: a sweep that read a version before a
+# later revocation cached a newer one must not put the older one back.
+RAISE = """
+local cached = redis.call('GET', KEYS[1])
+if cached and tonumber(cached) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
 BUMP = {"$inc": {"token_version": 1}, "$set": {UNCACHED: True}}
 
 
@@ -87,7 +95,7 @@ class TokenVersions:
         if user is None:
             return GONE
         version = int(user["token_version"])
-        await self._redis.set(_key(user_id), version, ex=CACHE_SECONDS)
+        await self._redis.eval(RAISE, 1, _key(user_id), version, CACHE_SECONDS)
         await self._users.update_one(*_cached(user["_id"], version))
         return version
 
@@ -123,7 +131,7 @@ class TokenVersions:
         marked = [u async for u in self._users.find({UNCACHED: True}, {"token_version": 1})]
         for user in marked:
             version = int(user.get("token_version", 0))
-            await self._redis.set(_key(str(user["_id"])), version, ex=CACHE_SECONDS)
+            await self._redis.eval(RAISE, 1, _key(str(user["_id"])), version, CACHE_SECONDS)
             await self._users.update_one(*_cached(user["_id"], version))
         return len(marked)
 
@@ -144,7 +152,7 @@ def revoke_sync(db: Database[Any], client: redis.Redis, user_id: str) -> int:
     if user is None:
         return GONE
     version = int(user["token_version"])
-    client.set(_key(user_id), version, ex=CACHE_SECONDS)
+    client.eval(RAISE, 1, _key(user_id), version, CACHE_SECONDS)
     db.users.update_one(*_cached(user["_id"], version))
     return version
 
@@ -154,6 +162,6 @@ def sync_uncached_sync(db: Database[Any], client: redis.Redis) -> int:
     marked = list(db.users.find({UNCACHED: True}, {"token_version": 1}))
     for user in marked:
         version = int(user.get("token_version", 0))
-        client.set(_key(str(user["_id"])), version, ex=CACHE_SECONDS)
+        client.eval(RAISE, 1, _key(str(user["_id"])), version, CACHE_SECONDS)
         db.users.update_one(*_cached(user["_id"], version))
     return len(marked)
