@@ -304,6 +304,7 @@ def app(
     async def stop() -> None:
         registry.close_all(1001, "test over")
         await stop_tasks([task], 5)
+        await application.settings["seen_marks"].flush()
         await aredis.aclose()
         await mongo.close()
 

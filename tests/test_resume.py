@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
+from bson import ObjectId
+from pymongo import AsyncMongoClient, monitoring
 
+from notifier.notifications.announcements import AnnouncementRepository, SeenMarks
 from notifier.notifications.store import NotificationService, NotificationWriter, format_id
 from notifier.realtime.bus import Publisher
-from tests.helpers import collect
+from tests.helpers import collect, wait_stored
 
 
 @pytest.fixture
@@ -120,8 +124,6 @@ async def test_publishing_during_a_replay_loses_and_repeats_nothing(ws_connect, 
 async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
     fetch, ws_connect, db, alice, admin
 ):
-    from datetime import UTC, datetime
-
     old = {
         "message": "two days ago",
         "severity": "info",
@@ -147,3 +149,80 @@ async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
     )
     assert (await second.recv_type("system-message"))["data"]["message"] == "live"
     assert (await first.recv_type("system-message"))["data"]["message"] == "live"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_socket_that_heard_an_announcement_marks_it_seen_when_it_closes(
+    fetch, ws_connect, db, alice, admin
+):
+    first = await ws_connect(f"?format=json&token={alice.token}")
+    await fetch(
+        "/api/announcements",
+        "POST",
+        {"message": "heard live", "severity": "info"},
+        headers=admin.auth,
+    )
+    heard = await first.recv_type("system-message")
+    assert heard["data"]["message"] == "heard live"
+    made = datetime.fromisoformat(heard["data"]["created_at"])
+    first.conn.close()
+
+    def marked() -> bool:
+        doc = db.user_state.find_one({"_id": alice.user_id}) or {}
+        seen = doc.get("announcements_seen_at")
+        return seen is not None and seen.replace(tzinfo=UTC) >= made
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, lambda: wait_stored(db.user_state, marked, "the close never marked it seen", 10)
+    )
+    again = await ws_connect(f"?format=json&token={alice.token}")
+    await fetch(
+        "/api/announcements", "POST", {"message": "next", "severity": "info"}, headers=admin.auth
+    )
+    assert (await again.recv_type("system-message"))["data"]["message"] == "next"
+
+
+class UpdateCommands(monitoring.CommandListener):
+    def __init__(self) -> None:
+        self.by_collection: list[tuple[str, int]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "update":
+            self.by_collection.append((event.command["update"], len(event.command["updates"])))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_marks_of_sockets_closing_together_are_one_bulk_write(config, db):
+    """300 users' marks noted within the window: one update command with 300 statements;
+    a user without a state document (from before them) keeps the mark on their users
+    document."""
+    listener = UpdateCommands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        config.mongodb_uri, event_listeners=[listener]
+    )
+    try:
+        users = [str(ObjectId()) for _ in range(300)]
+        db.user_state.insert_many([{"_id": u, "seq": 0, "unread": 0} for u in users[1:]])
+        legacy = db.users.insert_one({"_id": ObjectId(users[0]), "username": users[0]})
+        assert legacy.inserted_id == ObjectId(users[0])
+        marks = SeenMarks(AnnouncementRepository(client.get_default_database()))
+        until = datetime.now(UTC).replace(microsecond=0)
+        for u in users:
+            marks.note(u, until)
+            marks.note(u, until - timedelta(minutes=1))  # an older one changes nothing
+        await marks.flush()
+        assert listener.by_collection == [("user_state", 300), ("users", 1)]
+        stored = db.user_state.find({"_id": {"$in": users[1:]}}, {"announcements_seen_at": 1})
+        assert {d["announcements_seen_at"].replace(tzinfo=UTC) for d in stored} == {until}
+        user = db.users.find_one({"_id": ObjectId(users[0])})
+        assert user["announcements_seen_at"].replace(tzinfo=UTC) == until
+        await marks.flush()  # nothing pending: nothing written
+        assert len(listener.by_collection) == 2
+    finally:
+        await client.close()

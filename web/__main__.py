@@ -101,6 +101,8 @@ async def main(config: Settings) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
     await stop_tasks(background, SHUTDOWN_GRACE)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.settings["seen_marks"].flush(), SHUTDOWN_GRACE)
     if bus_client is not redis:
         await bus_client.aclose()
     await redis.aclose()

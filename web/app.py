@@ -15,7 +15,11 @@ from redis import RedisError
 from tornado.web import Application
 
 from notifier.accounts.revocation import TokenVersions
-from notifier.notifications.announcements import LatestAnnouncement
+from notifier.notifications.announcements import (
+    AnnouncementRepository,
+    LatestAnnouncement,
+    SeenMarks,
+)
 from notifier.notifications.store import NotificationRepository
 from notifier.realtime.bus import AsyncBusClient, Subscription
 from notifier.realtime.delivery import LOGGED_OUT, TOKEN_EXPIRED
@@ -79,6 +83,8 @@ def make_app(
         notifications=NotificationRepository(db),
         # The newest announcement time, kept by the fan-out (see LatestAnnouncement).
         announcements=LatestAnnouncement(),
+        # Closed sockets' announcement marks, written together (a bulk write per 50 ms).
+        seen_marks=SeenMarks(AnnouncementRepository(db)),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
         subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
 from bson.errors import InvalidId
+from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
 
 from notifier import validation
 from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.notifications import state
+from notifier.storage.batches import batched
+
+log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "critical")
+WRITE_BATCH = 1000  # updates per bulk write
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
 
 
@@ -81,16 +89,36 @@ class AnnouncementRepository:
 
     async def mark_seen(self, user_id: str, until: datetime | None = None) -> None:
         """The user has seen every announcement up to `until` (default: now)."""
-        until = until or datetime.now(UTC)
-        mark = {"$max": {"announcements_seen_at": until}}
-        # No upsert: a state document made here would read as "no notifications".
-        result = await self._db[state.COLLECTION].update_one({"_id": user_id}, mark)
-        if result.matched_count:
+        await self.mark_seen_many({user_id: until or datetime.now(UTC)})
+
+    async def mark_seen_many(self, marks: dict[str, datetime]) -> None:
+        """Each user has seen every announcement up to their time: one bulk write.
+
+        No upsert: a state document made here would read as "no notifications". Users
+        without one (from before the state documents, until the migration runs) keep the
+        mark on their users document: found with one more query, written with one more.
+        """
+        if not marks:
             return
-        try:  # a user from before the state documents (until the migration runs)
-            await self._db.users.update_one({"_id": ObjectId(user_id)}, mark)
-        except InvalidId:
+        states = self._db[state.COLLECTION]
+        matched = 0
+        for some in batched(list(marks.items()), WRITE_BATCH):
+            result = await states.bulk_write(
+                [UpdateOne({"_id": u}, _seen(t)) for u, t in some], ordered=False
+            )
+            matched += result.matched_count
+        if matched == len(marks):
             return
+        with_state: set[str] = set()
+        for ids in batched(sorted(marks)):
+            with_state |= {d["_id"] async for d in states.find({"_id": {"$in": list(ids)}}, {})}
+        legacy = [
+            UpdateOne({"_id": ObjectId(u)}, _seen(t))
+            for u, t in marks.items()
+            if u not in with_state and ObjectId.is_valid(u)
+        ]
+        if legacy:
+            await self._db.users.bulk_write(legacy, ordered=False)
 
     async def newest(self) -> datetime | None:
         """When the newest announcement was made, None when there is none."""
@@ -98,6 +126,60 @@ class AnnouncementRepository:
             {}, {"created_at": 1}, sort=[("created_at", -1)]
         )
         return state.utc(doc["created_at"]) if doc else None
+
+
+def _seen(until: datetime) -> dict[str, Any]:
+    return {"$max": {"announcements_seen_at": until}}
+
+
+class SeenMarks:
+    """The announcement marks of sockets that closed, written together.
+
+    A socket that heard a broadcast notes, when it closes, that its user has seen every
+    announcement until then. A process that loses 10,000 sockets at once (a restart of
+    the load balancer, a network blip) would send 10,000 updates, one per socket, queued
+    in front of every other query; here whatever closes within WINDOW seconds goes in one
+    bulk write, a user once. Used on one event loop only.
+    """
+
+    WINDOW = 0.05
+
+    def __init__(self, repo: AnnouncementRepository) -> None:
+        self._repo = repo
+        self._pending: dict[str, datetime] = {}
+        self._writing: asyncio.Task[None] | None = None
+
+    def note(self, user_id: str, until: datetime | None = None) -> None:
+        """The user has seen every announcement up to `until` (default: now)."""
+        until = until or datetime.now(UTC)
+        if user_id not in self._pending or self._pending[user_id] < until:
+            self._pending[user_id] = until
+        if self._writing is None:
+            self._writing = asyncio.get_running_loop().create_task(self._write_soon())
+
+    async def flush(self) -> None:
+        """Write what is pending now (at shutdown)."""
+        if self._writing is not None:
+            self._writing.cancel()
+            self._writing = None
+        await self._write()
+
+    async def _write_soon(self) -> None:
+        try:
+            await asyncio.sleep(self.WINDOW)  # the window in which closes are gathered
+            await self._write()
+        finally:
+            self._writing = None
+
+    async def _write(self) -> None:
+        while self._pending:
+            marks, self._pending = self._pending, {}
+            try:
+                await self._repo.mark_seen_many(marks)
+            except PyMongoError as e:
+                # At worst those users are shown an announcement once more.
+                log.info("could not note announcements as seen for %d user(s): %s", len(marks), e)
+                return
 
 
 class LatestAnnouncement:

@@ -265,8 +265,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         self.registry.remove(self.delivery)
         self.delivery.stop()
         IOLoop.current().add_callback(self._forget_socket)
-        if self.delivery.started:  # it was open: it heard every broadcast until now
-            IOLoop.current().add_callback(self._announcements_seen)  # the loop keeps it alive
+        # It was open, so it heard every broadcast until now: noted, and written together
+        # with the other sockets that close meanwhile (SeenMarks).
+        if self.delivery.started and self.settings["announcements"].may_be_news(
+            getattr(self, "_seen_at", None)
+        ):
+            self.settings["seen_marks"].note(self.user_id)
         self.settings["expiry"].discard(self._expiry)
 
     # The delivery's transport --------------------------------------------------------------
@@ -282,16 +286,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         except StreamClosedError:
             return False
         return True if pending is None else pending
-
-    async def _announcements_seen(self) -> None:
-        seen_at = getattr(self, "_seen_at", None)
-        if not self.settings["announcements"].may_be_news(seen_at):
-            return  # none came while it was open: the mark stands
-        try:
-            await AnnouncementRepository(self.db).mark_seen(self.user_id)
-        except PyMongoError:
-            # Expected while the process shuts down: at worst an announcement shows once more.
-            log.info("could not note announcements as seen for a closed socket")
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
