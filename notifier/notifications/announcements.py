@@ -158,11 +158,10 @@ class SeenMarks:
             self._writing = asyncio.get_running_loop().create_task(self._write_soon())
 
     async def flush(self) -> None:
-        """Write what is pending now (at shutdown)."""
-        if self._writing is not None:
-            self._writing.cancel()
-            self._writing = None
+        """Write what is pending now, and wait for a write under way (at shutdown)."""
         await self._write()
+        if self._writing is not None:
+            await self._writing  # it may hold marks it took before this call
 
     async def _write_soon(self) -> None:
         try:
