@@ -26,7 +26,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import MongoClient
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.ioloop import IOLoop
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -41,7 +41,7 @@ from notifier.settings import Settings
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 from web.__main__ import stop_tasks
-from web.app import make_app, on_bus_joined
+from web.app import make_app, mongo_client, on_bus_joined
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -269,7 +269,7 @@ def app(
 ) -> Iterator[Any]:
     """The real Application on this test's loop, with its Redis subscriber running."""
     config = app_config
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    mongo = mongo_client(config)  # the web process's, with its timeouts
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
     application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")

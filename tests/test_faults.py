@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import threading
 from pathlib import Path
 
@@ -183,3 +184,18 @@ async def test_a_logout_while_redis_is_down_revokes_tokens_and_sockets_once_it_i
     with pytest.raises(HTTPClientError) as refused:
         await ws_connect(f"?format=json&token={alice.token}")
     assert refused.value.code == 401
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_redis_down_is_a_503_not_a_500(fetch, admin, own_redis):
+    """Broadcasting an announcement needs the bus: with Redis gone it is a 503 naming it."""
+    server: Server = own_redis["server"]
+    server.process.kill()
+    await asyncio.get_running_loop().run_in_executor(None, server.process.wait)
+    body = {"message": "while redis is down", "severity": "info"}
+    answer = await fetch("/api/announcements", "POST", body, headers=admin.auth)
+    assert answer.code == 503 and answer.headers["Retry-After"] == "5"
+    assert json.loads(answer.body)["error"] == {
+        "code": "unavailable",
+        "message": "Redis is unavailable; try again shortly",
+    }

@@ -11,10 +11,8 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import redis.asyncio as aioredis
-from pymongo import AsyncMongoClient
 
 from notifier import logs
 from notifier.realtime import bus
@@ -24,7 +22,7 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
 from web import lean, stats
-from web.app import make_app, on_bus_joined
+from web.app import make_app, mongo_client, on_bus_joined
 from web.frames import check_iostream
 from web.server import NotifierHTTPServer
 
@@ -41,7 +39,7 @@ async def main(config: Settings) -> None:
     library lost a private API the fast path uses.
     """
     check_private_apis()
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
+    mongo = mongo_client(config)
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db, config.price_history_days)
     # A burst of handshakes waits its turn for a connection instead of failing with

@@ -9,6 +9,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from redis import RedisError
@@ -48,6 +49,16 @@ log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 MAX_FRAME_BYTES = 64 * 1024  # a client frame over this closes its socket (1009)
+# While MongoDB cannot be reached, a request gets its 503 after this long, not PyMongo's
+# default 30 s (web/handlers/base.py turns the failure into the 503).
+MONGO_WAIT_MS = 3000
+
+
+def mongo_client(config: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """The web process's MongoDB client: an unreachable server is an answer in seconds."""
+    return AsyncMongoClient(
+        config.mongodb_uri, serverSelectionTimeoutMS=MONGO_WAIT_MS, connectTimeoutMS=MONGO_WAIT_MS
+    )
 
 
 def make_app(

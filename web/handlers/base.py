@@ -10,9 +10,11 @@ import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from celery import Celery
+from kombu.exceptions import OperationalError
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import PyMongoError
+from pymongo.errors import ConnectionFailure, PyMongoError
 from redis import RedisError
 from tornado.web import HTTPError, RequestHandler
 
@@ -26,6 +28,16 @@ from notifier.settings import Settings
 from web.logs import redact
 from web.render import Renderer
 from web.server import SECURITY_HEADERS, content_security_policy
+
+# MongoDB or Redis (or the task queue on it) could not be reached, or answered too late:
+# the request gets a 503, and the next one works once the server is back.
+OUTAGES = (
+    ConnectionFailure,
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OperationalError,
+)
+RETRY_AFTER_OUTAGE = 5  # seconds
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +195,8 @@ class BaseHandler(RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, NotifierError):
             status_code = exc.status
+        elif isinstance(exc, OUTAGES):
+            status_code = 503
         super().send_error(status_code, **kwargs)
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
@@ -190,6 +204,8 @@ class BaseHandler(RequestHandler):
         where = f"{self.request.method} {redact(self.request.uri or '')}"
         if isinstance(value, NotifierError):
             log.info("%s: %s", where, value.message)
+        elif isinstance(value, OUTAGES):
+            log.warning("503 %s: %s (%s)", where, _outage(value), type(value).__name__)
         elif isinstance(value, HTTPError):
             if value.log_message:
                 message = value.log_message % value.args if value.args else value.log_message
@@ -213,6 +229,8 @@ class BaseHandler(RequestHandler):
             self.set_header(name, value)
         if isinstance(exc, TooManyAttempts):
             self.set_header("Retry-After", str(exc.retry_after))
+        elif isinstance(exc, OUTAGES):
+            self.set_header("Retry-After", str(RETRY_AFTER_OUTAGE))
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -274,11 +292,24 @@ def _describe(status: int, exc_info: Any, reason: str) -> tuple[str, str]:
         return exc.code, exc.message
     if isinstance(exc, NotifierError):
         return exc.code, exc.message
+    if isinstance(exc, OUTAGES):
+        return "unavailable", f"{_outage(exc)}; try again shortly"
     if isinstance(exc, HTTPError) and exc.log_message and status < 500:
         message = exc.log_message % exc.args if exc.args else exc.log_message
         code = "xsrf" if "_xsrf" in message or "XSRF" in message else _CODES.get(status, "error")
         return code, message
     return _CODES.get(status, "error"), reason
+
+
+def _outage(exc: BaseException) -> str:
+    """Which storage an outage is (never the driver's message: it may name hosts)."""
+    if isinstance(exc, ConnectionFailure):
+        return "MongoDB is unavailable"
+    return (
+        "the task queue is unavailable"
+        if isinstance(exc, OperationalError)
+        else ("Redis is unavailable")
+    )
 
 
 _CODES = {
