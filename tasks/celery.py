@@ -17,6 +17,7 @@ from pymongo.synchronous.database import Database
 from notifier import logs
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.realtime import progress
 from notifier.realtime.bus import make_publisher
 from notifier.settings import ConfigurationError, Settings
 from tasks import metrics
@@ -113,6 +114,19 @@ class Resources:
         return NotificationService(
             NotificationWriter(self.db), make_publisher(self.settings, self.redis)
         )
+
+    def report_progress(self, user_id: str, job: dict[str, Any]) -> None:
+        """Tell the user's tabs how far a job is (`{"job", "job_id", "done", "total"}`).
+
+        A courtesy: if Redis cannot take it, the job goes on, and its job-complete
+        notification is stored.
+        """
+        try:
+            progress.report(
+                self.redis, self.notifications.publisher, self.notifications.renderer, user_id, job
+            )
+        except (redis.RedisError, OSError):
+            pass
 
 
 resources = Resources(settings)

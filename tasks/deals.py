@@ -16,7 +16,6 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
-from notifier.realtime import progress
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
 from tasks import celery
@@ -104,10 +103,7 @@ def _progress(job: Job) -> None:
     try:
         with res.redis.lock(f"notifier:lock:job-progress:{job.id}", timeout=5, blocking_timeout=5):
             now = DealCheckJobs(res.db).get(job.id)
-            progress.report(
-                res.redis,
-                res.notifications.publisher,
-                res.notifications.renderer,
+            res.report_progress(
                 job.requested_by,
                 {"job": "deal-check", "job_id": job.id, "done": now.done, "total": job.total},
             )

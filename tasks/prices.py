@@ -12,7 +12,6 @@ from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.realtime import progress
 from notifier.realtime.progress import Every
 from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
 from notifier.storage.writes import apply_bulk
@@ -43,16 +42,10 @@ def _apply(job_id: str, requested_by: str, rows: list[tuple[int, PriceInput]]) -
         apply_bulk(res.db, writes)
         done = start + len(batch)
         if every.due(last=done == len(rows)):
-            try:
-                progress.report(
-                    res.redis,
-                    res.notifications.publisher,
-                    res.notifications.renderer,
-                    requested_by,
-                    {"job": "price-import", "job_id": job_id, "done": done, "total": len(rows)},
-                )
-            except (RedisError, OSError):
-                pass  # progress is a courtesy; the job-complete notification is stored
+            res.report_progress(
+                requested_by,
+                {"job": "price-import", "job_id": job_id, "done": done, "total": len(rows)},
+            )
 
 
 @celery.app.task(

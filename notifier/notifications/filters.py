@@ -17,6 +17,7 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.notifications import state
 
 MAX_TERM = 20  # longer words are found by their first 20 letters
 MAX_QUERY = 100
@@ -113,9 +114,7 @@ class NotificationFilter:
         stored_terms = doc.get("terms", ())
         if any(t not in stored_terms for t in self.terms):
             return False
-        created = doc.get("created_at")
-        if created is not None and created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
+        created = state.utc(doc.get("created_at"))
         if self.since and (created is None or created < self.since):
             return False
         return not (self.until and (created is None or created > self.until))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -228,27 +229,21 @@ class NotificationRepository:
 
     async def _first_seq_at_or_after(self, user_id: str, when: datetime, top: int) -> int:
         """The first seq created at or after `when` (top + 1 when none up to top)."""
-        lo, hi = 1, top + 1
-        while lo < hi:
-            mid = (lo + hi) // 2
-            created = await self._created(user_id, mid)
-            if created is not None and created >= when:
-                hi = mid
-            else:
-                lo = mid + 1
-        return lo
+
+        async def at_or_after(seq: int) -> bool:
+            created = await self._created(user_id, seq)
+            return created is not None and created >= when
+
+        return await _first_seq(at_or_after, top)
 
     async def _last_seq_at_or_before(self, user_id: str, when: datetime, top: int) -> int:
         """The last seq up to `top` created at or before `when` (0 when none)."""
-        lo, hi = 0, top
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            created = await self._created(user_id, mid)
-            if created is not None and created <= when:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+
+        async def after_when(seq: int) -> bool:
+            created = await self._created(user_id, seq)
+            return created is None or created > when
+
+        return await _first_seq(after_when, top) - 1
 
     async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` stored notifications newer than `seq`, oldest first (for replay)."""
@@ -307,6 +302,19 @@ class NotificationRepository:
                     {"_id": user_id}, user_state.marked_read(result.modified_count), upsert=True
                 )
         return changed
+
+
+async def _first_seq(holds: Callable[[int], Awaitable[bool]], top: int) -> int:
+    """The first seq in 1..top for which `holds` (false, then true, as seqs grow); top + 1
+    when none: a binary search in point reads."""
+    lo, hi = 1, top + 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if await holds(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 async def _users_seen_mark(db: AsyncDatabase[Any], user_id: str) -> datetime | None:

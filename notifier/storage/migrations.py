@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
@@ -48,18 +49,26 @@ def build_user_states(db: Database[Any]) -> int:
     return state.recount(db)
 
 
+BACKFILL_BATCH = 1000  # updates per bulk write
+
+
 def add_search_fields(db: Database[Any]) -> int:
     """Give deal notifications stored before the history filters their search keys.
 
     Run by every release step (`migrate`), not recorded as a numbered migration: it only
     touches notifications that lack the keys, so once done it changes nothing.
     """
-    changed = 0
-    for doc in db.notifications.find(
-        {"type": "deal-notification", "terms": {"$exists": False}}, {"type": 1, "data": 1}
-    ):
-        fields = search_fields(doc["type"], doc["data"])
-        changed += db.notifications.update_one({"_id": doc["_id"]}, {"$set": fields}).modified_count
+    changed, writes = 0, []
+    missing = {"type": "deal-notification", "terms": {"$exists": False}}
+    for doc in db.notifications.find(missing, {"type": 1, "data": 1}):
+        writes.append(
+            UpdateOne({"_id": doc["_id"]}, {"$set": search_fields(doc["type"], doc["data"])})
+        )
+        if len(writes) == BACKFILL_BATCH:
+            changed += db.notifications.bulk_write(writes, ordered=False).modified_count
+            writes = []
+    if writes:
+        changed += db.notifications.bulk_write(writes, ordered=False).modified_count
     return changed
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications.filters import NotificationFilter
+from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
 from notifier.notifications.store import NotificationRepository, parse_id
 from notifier.realtime import bus
 from web.handlers.base import ApiHandler, BaseHandler
@@ -141,8 +141,7 @@ class HistoryHandler(PageHandler):
 
     def form_values(self) -> dict[str, str]:
         """What the filter form shows: the query as typed."""
-        names = ("unread", "type", "item", "store", "q", "since", "until")
-        return {n: self.get_query_argument(n, "") or "" for n in names}
+        return {n: self.get_query_argument(n, "") or "" for n in FILTER_NAMES}
 
     async def results(self, filters: NotificationFilter) -> dict[str, Any]:
         """The page of rows and the links to the pages around it."""
