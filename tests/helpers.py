@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
+import contextlib
 import json
 import os
 import re
@@ -15,13 +16,14 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 from tornado.httpclient import HTTPResponse
 
-from notifier.dev.embedded import free_port
+from notifier.dev.embedded import Server, free_port
 from notifier.realtime import bus
 from notifier.realtime.render import PayloadRenderer
 from tests.conftest import ROOT
@@ -269,3 +271,14 @@ def wait_email_status(db: Any, email_id: str, status: str, timeout: float = 30) 
         f"email {email_id} never became {status}",
         timeout,
     )
+
+
+@contextlib.contextmanager
+def restartable(start: Callable[..., Server], folder: Path) -> Iterator[dict[str, Server]]:
+    """A server of the test's own (`box["server"]`) that it may stop or kill and start
+    again with `start(folder, log, port=...)`: same port, same data; stopped at the end."""
+    box = {"server": start(folder, folder.with_suffix(".log"))}
+    try:
+        yield box
+    finally:
+        box["server"].stop()

@@ -20,15 +20,14 @@ from notifier.dev.embedded import Server, start_redis
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
 from notifier.realtime.delivery import LOGGED_OUT
-from tests.helpers import announcement_message, collect, login
+from tests.helpers import announcement_message, collect, login, restartable
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path):
     """A redis-server this test may kill and restart (same port, same data)."""
-    box = {"server": start_redis(tmp_path / "redis", tmp_path / "redis.log")}
-    yield box
-    box["server"].stop()
+    with restartable(start_redis, tmp_path / "redis") as box:
+        yield box
 
 
 @pytest.fixture

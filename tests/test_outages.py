@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from notifier.dev.embedded import start_mongo
+from tests.helpers import restartable
 
 
 @pytest.fixture
 def own_mongo(tmp_path: Path):
     """A SecantusDB this test may stop and start again (same port, same data)."""
-    box = {"server": start_mongo(tmp_path / "mongo", tmp_path / "mongo.log")}
-    yield box
-    box["server"].stop()
+    with restartable(start_mongo, tmp_path / "mongo") as box:
+        yield box
 
 
 @pytest.fixture
