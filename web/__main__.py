@@ -17,12 +17,11 @@ import redis.asyncio as aioredis
 from notifier import logs
 from notifier.realtime import bus
 from notifier.realtime.delivery import SERVICE_RESTART
-from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
 from web import lean, stats
-from web.app import make_app, mongo_client, on_bus_joined
+from web.app import live_path, make_app, mongo_client
 from web.frames import check_iostream
 from web.server import NotifierHTTPServer
 
@@ -35,8 +34,8 @@ REDIS_CONNECTIONS = 100
 async def main(config: Settings) -> None:
     """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
 
-    Raises bus.LibraryChanged, before serving or from the subscriber, when a pinned
-    library lost a private API the fast path uses.
+    Raises bus.LibraryChanged before serving when Tornado lost a private API the fast
+    path uses, and whatever ended the subscriber (a bug: outages are retried).
     """
     check_private_apis()
     mongo = mongo_client(config)
@@ -69,16 +68,7 @@ async def main(config: Settings) -> None:
         connections_per_address=config.connections_per_address,
     )
     server.listen(config.port)
-    fanout = FanOut(registry, app.settings["announcements"])
-    listener = asyncio.create_task(
-        bus.listen(
-            bus_client,
-            fanout,
-            on_bus_joined(app, fanout),
-            state=app.settings["subscription"],
-            after_batch=fanout.flush,
-        )
-    )
+    listener = asyncio.create_task(live_path(app).run())
     background = [listener, asyncio.create_task(stats.report(redis, process, registry))]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -86,7 +76,7 @@ async def main(config: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("notifier web listening on port %d", config.port)
     stopping = asyncio.create_task(stop.wait())
-    # The subscriber only ends by failing (LibraryChanged): then the process stops too.
+    # The subscriber only ends by failing (a bug, not an outage): then the process stops too.
     await asyncio.wait([stopping, listener], return_when=asyncio.FIRST_COMPLETED)
     stopping.cancel()
     failure = listener.exception() if listener.done() else None
@@ -111,7 +101,6 @@ async def main(config: Settings) -> None:
 
 def check_private_apis() -> None:
     """Fail at start, not later, when a pinned library lost what the fast path reads."""
-    bus.check_redis_connection()
     check_iostream()
 
 

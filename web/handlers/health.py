@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from notifier import metrics
-from notifier.realtime.bus import Subscription
+from notifier.realtime.subscriber import Subscription
 from web.handlers.base import ApiError, BaseHandler
 
 CHECK_TIMEOUT = 2.0
