@@ -33,13 +33,20 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
-from notifier.dev.embedded import Server, free_port, start_mongo, start_redis, worker_argv
+from notifier.dev.embedded import (
+    Server,
+    database_uri,
+    free_port,
+    start_mongo,
+    start_redis,
+    worker_argv,
+)
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
-from web.__main__ import stop_tasks
 from web.app import live_path, make_app, mongo_client
+from web.serve import stop_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -122,7 +129,7 @@ def env(
     return {
         "SMTP_URL": f"smtp://127.0.0.1:{mailbox[1]}",
         "NOTIFIER_ENV": "development",
-        "MONGODB_URI": f"{mongo_server.url}/notifier_test",
+        "MONGODB_URI": database_uri(mongo_server, "notifier_test"),
         "REDIS_URL": f"{redis_server.url}/0",
         "JWT_SECRET": JWT_SECRET,
         "VAR_DIR": str(var_dir),
