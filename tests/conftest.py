@@ -293,6 +293,7 @@ def app(
         await stop_tasks([task], 5)
         await application.settings["seen_marks"].flush()
         await aredis.aclose()
+        await application.settings["link"].aclose()
         await mongo.close()
 
     io_loop.run_sync(stop)

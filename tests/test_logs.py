@@ -96,3 +96,15 @@ def test_production_logs_are_json_lines_with_ids_and_no_secrets(env, alice, io_l
     assert any("/ws?format=json&token=[redacted]" in line["message"] for line in lines)
     for secret in (alice.token, alice.password, METRICS_TOKEN):
         assert secret not in output
+
+
+def test_socket_upgrades_are_logged_one_by_one_until_a_storm_then_counted() -> None:
+    from web.logs import Sample
+
+    now = [100.0]
+    sample = Sample(3, clock=lambda: now[0])
+    assert [sample.take() for _ in range(5)] == [True, True, True, False, False]
+    assert sample.skipped == 2
+    now[0] = 101.2  # the next second: lines again
+    assert [sample.take() for _ in range(4)] == [True, True, True, False]
+    assert sample.skipped == 3

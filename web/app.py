@@ -26,6 +26,7 @@ from notifier.realtime.bus import AsyncBusClient
 from notifier.realtime.delivery import LOGGED_OUT, TOKEN_EXPIRED
 from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
+from notifier.realtime.resp import RedisLink
 from notifier.realtime.subscriber import Subscriber, Subscription, Topology
 from notifier.settings import Settings
 from web.expiry import ExpirySweep
@@ -89,6 +90,8 @@ def make_app(
         config=config,
         db=db,
         redis=redis,
+        # The handshake's Redis round trips, pipelined on one connection (see resp.py).
+        link=RedisLink.from_url(config.redis_url),
         bus=bus_client or redis,  # the notification bus: a Redis Cluster, or REDIS_URL's
         registry=registry,
         renderer=Renderer(),

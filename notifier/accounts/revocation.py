@@ -45,7 +45,7 @@ return 1
 BUMP = {"$inc": {"token_version": 1}, "$set": {UNCACHED: True}}
 
 
-def _key(user_id: str) -> str:
+def key(user_id: str) -> str:
     return f"notifier:token-version:{user_id}"
 
 
@@ -68,15 +68,15 @@ class TokenVersions:
 
         Raises RedisError/OSError when Redis is down: the caller decides what that means.
         """
-        cached = await self._redis.get(_key(user_id))
+        cached = await self._redis.get(key(user_id))
         if cached is not None:
             return int(cached)
         oid = _oid(user_id)
         user = await self._users.find_one({"_id": oid}, {"token_version": 1}) if oid else None
         version = int(user.get("token_version", 0)) if user else GONE
         # NX: a revocation that raced this read has already written the newer version.
-        if not await self._redis.set(_key(user_id), version, ex=CACHE_SECONDS, nx=True):
-            cached = await self._redis.get(_key(user_id))
+        if not await self._redis.set(key(user_id), version, ex=CACHE_SECONDS, nx=True):
+            cached = await self._redis.get(key(user_id))
             return int(cached) if cached is not None else version
         return version
 
@@ -95,7 +95,7 @@ class TokenVersions:
         if user is None:
             return GONE
         version = int(user["token_version"])
-        await self._redis.eval(RAISE, 1, _key(user_id), version, CACHE_SECONDS)
+        await self._redis.eval(RAISE, 1, key(user_id), version, CACHE_SECONDS)
         await self._users.update_one(*_cached(user["_id"], version))
         return version
 
@@ -108,7 +108,7 @@ class TokenVersions:
         versions: dict[str, int] = {}
         missing: list[str] = []
         for batch in batched(sorted(set(user_ids)), CACHE_BATCH):
-            cached_versions = await self._redis.mget([_key(u) for u in batch])
+            cached_versions = await self._redis.mget([key(u) for u in batch])
             for user_id, cached in zip(batch, cached_versions, strict=True):
                 if cached is None:
                     missing.append(user_id)
@@ -122,7 +122,7 @@ class TokenVersions:
         if stored:
             pipe = self._redis.pipeline(transaction=False)
             for user_id, version in stored.items():
-                pipe.set(_key(user_id), version, ex=CACHE_SECONDS, nx=True)
+                pipe.set(key(user_id), version, ex=CACHE_SECONDS, nx=True)
             await pipe.execute()
         return {**versions, **stored}
 
@@ -131,7 +131,7 @@ class TokenVersions:
         marked = [u async for u in self._users.find({UNCACHED: True}, {"token_version": 1})]
         for user in marked:
             version = int(user.get("token_version", 0))
-            await self._redis.eval(RAISE, 1, _key(str(user["_id"])), version, CACHE_SECONDS)
+            await self._redis.eval(RAISE, 1, key(str(user["_id"])), version, CACHE_SECONDS)
             await self._users.update_one(*_cached(user["_id"], version))
         return len(marked)
 
@@ -152,7 +152,7 @@ def revoke_sync(db: Database[Any], client: redis.Redis, user_id: str) -> int:
     if user is None:
         return GONE
     version = int(user["token_version"])
-    client.eval(RAISE, 1, _key(user_id), version, CACHE_SECONDS)
+    client.eval(RAISE, 1, key(user_id), version, CACHE_SECONDS)
     db.users.update_one(*_cached(user["_id"], version))
     return version
 
@@ -162,6 +162,6 @@ def sync_uncached_sync(db: Database[Any], client: redis.Redis) -> int:
     marked = list(db.users.find({UNCACHED: True}, {"token_version": 1}))
     for user in marked:
         version = int(user.get("token_version", 0))
-        client.eval(RAISE, 1, _key(str(user["_id"])), version, CACHE_SECONDS)
+        client.eval(RAISE, 1, key(str(user["_id"])), version, CACHE_SECONDS)
         db.users.update_one(*_cached(user["_id"], version))
     return len(marked)

@@ -23,6 +23,7 @@ from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
 from notifier.realtime.bus import Publisher
 from notifier.realtime.render import PayloadRenderer
+from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class NotificationRepository:
         self._db = db
         self._notifications = db.notifications
         self._states = db[user_state.COLLECTION]
+        self._state_reads = ReadsTogether(self._states)  # a burst of connects: one query
 
     async def state(self, user_id: str) -> UserState:
         """The user's newest seq, unread count and announcements mark: one read.
@@ -87,7 +89,7 @@ class NotificationRepository:
         empty, with the announcements mark their user document was created with. Nothing
         is written: a connect never writes to MongoDB.
         """
-        doc = await self._states.find_one({"_id": user_id})
+        doc = await self._state_reads.get(user_id)
         if doc is None:
             return UserState(0, 0, await _users_seen_mark(self._db, user_id))
         return user_state.from_doc(doc)

@@ -26,21 +26,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import hiredis
 import msgspec
 from redis import RedisError
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.asyncio.connection import parse_url
 
 from notifier import metrics
 from notifier.realtime.bus import BROADCAST, USER_GROUPS, user_channel
 from notifier.realtime.events import Event, decode
+from notifier.realtime.resp import Node, command
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ LINGER = 1.0  # seconds a user's channel is kept after their last socket here cl
 BATCH = 1000  # channels per SUBSCRIBE / UNSUBSCRIBE command
 HOLD_WAIT = 5.0  # the longest a handshake waits for its channel's confirmation
 READ_SIZE = 256 * 1024
-CONNECT_TIMEOUT = 5.0
 
 
 @dataclass
@@ -71,56 +68,6 @@ class BusLost(Exception):
     """A subscription connection failed, closed or went silent."""
 
 
-def command(*args: str | bytes) -> bytes:
-    """One command in RESP."""
-    parts = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        raw = arg.encode() if isinstance(arg, str) else arg
-        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
-    return b"".join(parts)
-
-
-@dataclass(frozen=True)
-class Node:
-    """A Redis server to hold subscriptions on, and how to reach it."""
-
-    host: str
-    port: int
-    options: tuple[tuple[str, Any], ...] = ()  # parse_url's: password, ssl, unix path...
-
-    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """An open, authenticated connection (still in RESP2, ready to subscribe)."""
-        opts = dict(self.options)
-        if opts.get("path"):
-            opened = asyncio.open_unix_connection(opts["path"], limit=READ_SIZE)
-        else:
-            opened = asyncio.open_connection(self.host, self.port, ssl=_tls(opts), limit=READ_SIZE)
-        reader, writer = await asyncio.wait_for(opened, CONNECT_TIMEOUT)
-        if opts.get("password"):
-            user = [opts["username"]] if opts.get("username") else []
-            writer.write(command("AUTH", *user, opts["password"]))
-            replies = hiredis.Reader()
-            while (reply := replies.gets()) is False:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), CONNECT_TIMEOUT)
-                if not data:
-                    raise BusLost("Redis closed the connection during AUTH")
-                replies.feed(data)
-            if isinstance(reply, hiredis.ReplyError):
-                writer.close()
-                raise BusLost(f"Redis refused AUTH: {reply}")
-        return reader, writer
-
-
-def _tls(opts: dict[str, Any]) -> ssl.SSLContext | None:
-    if not opts.get("connection_class") or "SSL" not in opts["connection_class"].__name__:
-        return None
-    context = ssl.create_default_context()
-    if opts.get("ssl_cert_reqs") in ("none", "CERT_NONE"):  # e.g. Heroku's self-signed Redis
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class Topology:
     """Which node each channel lives on: one Redis, or the shards of a Redis Cluster."""
 
@@ -132,10 +79,8 @@ class Topology:
 
     async def learn(self) -> None:
         """Find the nodes (asks a cluster for its slots; raises OSError when unreachable)."""
-        options = parse_url(self._url)
-        extra = tuple(sorted((k, v) for k, v in options.items() if k not in ("host", "port", "db")))
         if not self.sharded:
-            self._single = Node(options.get("host", "localhost"), options.get("port", 6379), extra)
+            self._single = Node.from_url(self._url)
             return
         cluster = AsyncRedisCluster.from_url(self._url)
         try:
@@ -145,7 +90,7 @@ class Topology:
                 node = cluster.get_node_from_key(key)
                 if node is None:
                     raise BusLost(f"the cluster has no node for {key}")
-                return Node(node.host, int(node.port), extra)
+                return Node.from_url(self._url, node.host, int(node.port))
 
             self._group_nodes = [owner(f"{{g{group}}}") for group in range(USER_GROUPS)]
             self._broadcast = owner(BROADCAST)

@@ -8,10 +8,12 @@ batches cost a real MongoDB a few more round trips and keep SecantusDB linear.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pymongo import UpdateOne
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.synchronous.collection import Collection
 
 IN_BATCH = 100  # values per `$in`
@@ -48,3 +50,52 @@ def find_in(
     """The documents whose `field` is one of `values` (and match `query`), batch by batch."""
     for batch in batched(sorted(set(values))):
         yield from collection.find({**(query or {}), field: {"$in": list(batch)}}, projection)
+
+
+class ReadsTogether:
+    """Reads documents by _id for many concurrent callers: one query per turn of the loop.
+
+    A burst of handshakes each reads its user's state document. Asked in the same turn
+    of the event loop, those reads become one `find({_id: {$in: [...]}})` (IN_BATCH ids
+    a query) instead of a round trip each, so a reconnect storm costs the web process and
+    MongoDB a query per hundred sockets. A lone read is one query, as before. Each caller
+    gets its document (None when there is none) or the query's error. Event loop only.
+    """
+
+    def __init__(self, collection: AsyncCollection[Any]) -> None:
+        self._collection = collection
+        self._asked: dict[Any, list[asyncio.Future[dict[str, Any] | None]]] = {}
+
+    async def get(self, key: Any) -> dict[str, Any] | None:
+        """The document whose _id is `key`, or None."""
+        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+        if not self._asked:
+            asyncio.get_running_loop().call_soon(self._read)
+        self._asked.setdefault(key, []).append(future)
+        return await future
+
+    def _read(self) -> None:
+        asked, self._asked = self._asked, {}
+        for keys in batched(list(asked)):
+            task = asyncio.ensure_future(self._find({k: asked[k] for k in keys}))
+            _READING.add(task)
+            task.add_done_callback(_READING.discard)
+
+    async def _find(self, asked: dict[Any, list[asyncio.Future[dict[str, Any] | None]]]) -> None:
+        try:
+            found = {
+                d["_id"]: d async for d in self._collection.find({"_id": {"$in": list(asked)}})
+            }
+        except Exception as e:  # each caller gets the error, as its own query would have
+            for futures in asked.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(e)
+            return
+        for key, futures in asked.items():
+            for future in futures:
+                if not future.done():
+                    future.set_result(found.get(key))
+
+
+_READING: set[asyncio.Task[None]] = set()  # the running reads (a task needs a reference)

@@ -19,6 +19,7 @@ from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketHandler
 
+from notifier.accounts.auth import Identity
 from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
 from notifier.notifications.store import NotificationRepository, format_id, parse_id
@@ -52,6 +53,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     user_id: str
     format: str
     socket_id: str
+    _opened = False  # open() ran: on_close cleans up
+    _held = False  # the user's bus channel is held for this socket
+    _closed_early: tuple[int | None, str | None] | None = None
+    _recorded = False  # the socket is counted in Redis (socket_limit): forget it once
 
     def request_token(self) -> str | None:
         """Sockets may also carry the token as `?token=` (browsers cannot set WS headers)."""
@@ -75,8 +80,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             }
         return origin in allowed
 
+    async def token_is_current(self, identity: Identity) -> bool:
+        """Checked in get(), in the same Redis round trip that records the socket."""
+        return True
+
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Authenticate before the upgrade: no valid token, no socket (401)."""
+        """Authenticate before the upgrade: no valid, current token, no socket (401)."""
         identity = self.identity
         if identity is None:
             self.write_json(_error("unauthorized", "a valid token is required"), 401)
@@ -100,7 +109,25 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             forget=self.registry.remove,
             stall_seconds=self.config.ws_stall_seconds,
         )
-        await super().get(*args, **kwargs)
+        # Registered before Redis counts it, so that an eviction finds it (its messages wait
+        # for the greeting; an eviction before the upgrade closes it as soon as it opens).
+        self.registry.add(self.delivery)
+        try:
+            if not await self._arrive(identity):
+                self.write_json(_error("unauthorized", "a valid token is required"), 401)
+                return
+            await super().get(*args, **kwargs)
+        finally:
+            if not self._opened:  # refused: revoked, not an upgrade, a foreign origin...
+                self.registry.remove(self.delivery)
+                await self._forget_socket()
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket; one closed before its upgrade is closed as it opens."""
+        if self.ws_connection is None and not self._opened:
+            self._closed_early = (code, reason)
+            return
+        super().close(code, reason)
 
     @property
     def token_version(self) -> int:
@@ -134,12 +161,14 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         # Every message goes out at once: Nagle's algorithm would hold a small frame until
         # the client acknowledged the last one (up to its 40 ms delayed ACK).
         self.set_nodelay(True)
-        self.registry.add(self.delivery)
+        self._opened = True
+        if self._closed_early is not None:  # evicted during the handshake
+            self.close(*self._closed_early)
+            return
         # Subscribe first, then read: whatever is published from now on reaches this socket
         # (held until start_from below), and the state read after it knows the rest.
         self._held = True
         await self.subscriber.hold(self.user_id)
-        await self._enforce_limit()
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed meanwhile (evicted, or the client left): on_close has run
         self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
@@ -165,6 +194,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             log.exception("could not read the user's notifications")
             self.close(STORAGE_UNAVAILABLE, "storage unavailable")
             return
+        if self.ws_connection is None or self.ws_connection.is_closing():
+            return  # the client left while its history was read: on_close has run
         assert self.identity is not None
         me = {
             "user_id": self.user_id,
@@ -181,33 +212,46 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self._ping_bucket = self.settings["pings"].add(self)
         release_handshake(self)  # the request is gone after this: see web/lean.py
 
-    async def _enforce_limit(self) -> None:
-        """Count this socket against the user's limit everywhere and note the user present;
-        evict the oldest over the limit (one Redis round trip).
+    async def _arrive(self, identity: Identity) -> bool:
+        """Check the token's version, count the socket against the user's limit everywhere
+        and note the user present (one Redis round trip); False when the token is revoked.
 
-        This process closes its own at once; the bus takes the others to their processes.
+        The oldest sockets over the limit are closed: this process's at once, the others by
+        their processes (through the bus). With Redis unreachable the socket is let in
+        unrecorded: tokens still expire, and an outage must not log everyone out.
         """
-        limit = SocketLimit(self.redis, self.config.connections_per_user)
+        limit = SocketLimit(self.settings["link"], self.config.connections_per_user)
+        process = self.settings["process"]
         try:
-            evicted = await limit.arrived(self.user_id, self.socket_id, self.settings["process"])
-            here = f"{self.settings['process']}:"
+            arrival = await limit.arrived(self.user_id, self.socket_id, process, identity.version)
+            self._recorded = not arrival.revoked
+            if arrival.cached_version is None and not await super().token_is_current(identity):
+                await self._forget_socket()  # not cached: MongoDB said it is revoked
+                return False
+            if arrival.revoked:
+                return False
+            here = f"{process}:"
             self.registry.close_sockets(
                 self.user_id,
-                {s for s in evicted if s.startswith(here)},
+                {s for s in arrival.evicted if s.startswith(here)},
                 TOO_MANY_SOCKETS,
                 "too many connections",
             )
-            elsewhere = [s for s in evicted if not s.startswith(here)]
+            elsewhere = [s for s in arrival.evicted if not s.startswith(here)]
             if elsewhere:
                 event = EvictEvent(user_id=self.user_id, socket_ids=elsewhere)
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit and presence not recorded (redis unavailable: %s)", e)
+        return True
 
     async def _forget_socket(self) -> None:
+        if not self._recorded:
+            return
+        self._recorded = False
         try:
             last_here = not self.registry.connections_for_user(self.user_id)
-            await SocketLimit(self.redis, self.config.connections_per_user).left(
+            await SocketLimit(self.settings["link"], self.config.connections_per_user).left(
                 self.user_id, self.socket_id, self.settings["process"], last_here
             )
         except (RedisError, OSError):
@@ -276,9 +320,11 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
 
     def on_close(self) -> None:
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
+        if not self._opened:  # the client left during the handshake: get() cleans up
+            return
         self.registry.remove(self.delivery)
         self.delivery.stop()
-        if getattr(self, "_held", False):
+        if self._held:
             self.subscriber.release(self.user_id)
         IOLoop.current().add_callback(self._forget_socket)
         # It was open, so it heard every broadcast until now: noted, and written together
