@@ -128,3 +128,46 @@ async def test_an_open_socket_keeps_no_handshake_state_and_still_works(app, ws_c
     assert error["data"]["code"] == "unknown_message"
     handler.close(4001, "token expired")
     assert await sock.closed(timeout=10) == (4001, "token expired")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_closed_socket_is_freed_by_reference_counting_alone(
+    app, http_server, http_port, alice, bob
+) -> None:
+    """Sockets open long enough are frozen out of the collector (web/serve.py): a closed
+    one must be freed without it (no reference cycle), or every one would leak. Sockets
+    that heard a message, were closed by the server, or went away mid-handshake too."""
+    from tests.helpers import one_loop_turn, raw_ws_open
+
+    registry = app.settings["registry"]
+    gc.collect()
+    gc.disable()  # from here on, only reference counting frees anything
+    try:
+        opened = [await raw_ws_open(http_port, t) for t in (alice.token, bob.token) * 3]
+        while registry.stats()["connections"] < len(opened):
+            await one_loop_turn()
+        conns = registry.connections_for_user(alice.user_id)
+        conns += registry.connections_for_user(bob.user_id)
+        alive = weakref.WeakSet([*conns, *(c.transport for c in conns)])
+        del conns
+        registry.close_user(bob.user_id, 4008, "too many connections")  # by the server
+        registry.send_to_all(lambda fmt: '{"type": "system-message"}')  # heard a message
+        _, leaving = await asyncio.open_connection("127.0.0.1", http_port)
+        leaving.write(  # a handshake whose client leaves before the answer
+            f"GET /ws?format=json&token={alice.token} HTTP/1.1\r\nHost: x\r\n"
+            "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode()
+        )
+        leaving.close()
+        for _, writer in opened:
+            writer.close()
+        deadline = time.monotonic() + 10  # closes, and what runs after them, are I/O
+        while (registry.stats()["connections"] or alive) and time.monotonic() < deadline:
+            await one_loop_turn()
+        assert registry.stats()["connections"] == 0
+        # The handlers and deliveries are gone, and no collection ran.
+        assert not alive, [
+            (type(o).__name__, [type(r).__name__ for r in gc.get_referrers(o)]) for o in alive
+        ]
+    finally:
+        gc.enable()

@@ -140,7 +140,7 @@ def shrink_stream(stream: IOStream) -> None:
     if lean and not stream._write_futures:
         stream._write_futures = NO_BUFFERS  # type: ignore[assignment]
     buffer = stream._write_buffer
-    if lean and not buffer._buffers:
+    if lean and buffer is not None and not buffer._buffers:  # None: the stream closed
         buffer._buffers = NO_BUFFERS  # type: ignore[assignment]
 
 

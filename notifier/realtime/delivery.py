@@ -61,6 +61,19 @@ class Transport(Protocol):
         ...
 
 
+class _Closed:
+    """The transport of a delivery whose socket closed: nothing goes anywhere."""
+
+    def send_text(self, payload: str) -> bool:
+        return False
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        pass
+
+
+CLOSED = _Closed()
+
+
 class Store(Protocol):
     """Where replays read from (notifier.notifications.store.NotificationRepository)."""
 
@@ -223,9 +236,16 @@ class OrderedDelivery:
         return self.last_seq is not None
 
     def stop(self) -> None:
-        """The socket closed: stop any replay."""
+        """The socket closed: stop any replay, and let go of the socket.
+
+        The handler holds its delivery and the delivery its handler: dropping the
+        transport here lets a closed socket be freed by reference counting alone, so the
+        process can keep long-lived sockets out of the collector's reach (gc.freeze)
+        without leaking the closed ones.
+        """
         if self._filling is not None:
             self._filling.cancel()
+        self._transport = CLOSED
 
     def stalled(self) -> bool:
         """Many messages unsent and none flushed for a while, or far too many unsent."""
