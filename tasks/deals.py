@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
+from notifier.realtime.presence import online_users
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
 from tasks import celery
@@ -59,7 +60,7 @@ def check_deals(
     jobs.start(job_id, requested_by, item_keys, changes or {})
     check = DealCheck(res.db, res.notifications, res.settings.deal_check_chunk_users)
     total = 0
-    for index, users in enumerate(check.chunks(item_keys)):
+    for index, users in enumerate(check.chunks(item_keys, online=_online)):
         check_deal_chunk.delay(job_id, index, users, item_keys)
         total += 1
     job = jobs.planned(job_id, total)
@@ -89,6 +90,14 @@ def check_deal_chunk(
     _progress(job)
     _finish(jobs, job)
     return {"users_notified": result.users_notified, "deals_found": result.deals_found}
+
+
+def _online(users: list[str]) -> set[str]:
+    """Which of these users have a socket open anywhere (presence); none if Redis is down."""
+    try:
+        return online_users(celery.resources.redis, users)
+    except (RedisError, OSError):
+        return set()  # everyone in user order: slower for the live ones, nothing lost
 
 
 def _progress(job: Job) -> None:

@@ -16,8 +16,10 @@ from bson import ObjectId
 from notifier.dev.embedded import free_port
 from notifier.notifications.batch import republish_batches
 from notifier.notifications.store import NotificationService, NotificationWriter
-from notifier.realtime import bus
+from notifier.realtime import bus, presence
 from notifier.realtime.bus import Publisher
+from notifier.realtime.presence import online_users
+from notifier.shopping import deals
 from notifier.shopping.checks import DealCheckJobs
 from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import PriceInput, record_price
@@ -60,6 +62,31 @@ def test_a_check_is_split_into_chunks_of_users_streamed_in_order(db, service, it
     chunks = list(check.chunks([item_key(item)]))
     assert [len(c) for c in chunks] == [10, 10, 5]
     assert [u for c in chunks for u in c] == users
+
+
+def test_users_online_come_first_in_small_chunks_then_the_rest_in_order(
+    db, service, sync_redis, item, monkeypatch
+):
+    """Live first (issue 19): the watchers with a socket open anywhere (presence in Redis)
+    are checked before everyone else, whatever their place in the id order."""
+    monkeypatch.setattr(deals, "LIVE_CHUNK_USERS", 3)
+    monkeypatch.setattr(deals, "ONLINE_LOOKUP", 4)
+    users = shoppers(db, 25)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    live = users[3::5]  # five users spread through the id order, the last near the end
+    now = time.time()
+    with sync_redis.pipeline() as pipe:
+        for user in live:
+            pipe.hset(presence.KEY.format(user), "web:1", now + 60)
+        pipe.execute()
+    check = DealCheck(db, service, chunk_users=10)
+    chunks = list(check.chunks([item_key(item)], online=lambda u: online_users(sync_redis, u)))
+    assert chunks[:2] == [live[:3], live[3:]]  # in small chunks, as they are found
+    rest = [u for u in users if u not in live]
+    assert chunks[2:] == [rest[:10], rest[10:]]
+    post(db, item, 150)
+    result = DealCheck(db, service).run_chunk(live, [item_key(item)])  # read by $in
+    assert sorted(n["user_id"] for n in result.notifications) == sorted(live)
 
 
 def test_chunks_write_one_notification_per_user_with_seqs_after_the_last(db, service, item):

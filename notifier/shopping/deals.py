@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,11 +18,13 @@ from notifier.formatting import money
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
 from notifier.shopping.history import LOW_DAYS, lowest_before
-from notifier.storage.batches import find_in
+from notifier.storage.batches import IN_BATCH, find_in
 
 log = logging.getLogger(__name__)
 
 CHUNK_USERS = 1000  # users per chunk: one task, one batch of writes
+LIVE_CHUNK_USERS = 100  # users per chunk of those online: small, so they go out at once
+ONLINE_LOOKUP = 1000  # watchers whose presence is asked in one round trip
 MAX_ROUNDS = 3  # a user whose notification was refused is recomputed at most this often
 
 
@@ -128,33 +130,56 @@ class DealCheck:
             result.add(self.run_chunk(users, items))
         return result
 
-    def chunks(self, item_keys: list[str] | None = None) -> Iterator[list[str]]:
-        """The watchers of these items (or of anything), in user order, chunk by chunk.
+    def chunks(
+        self,
+        item_keys: list[str] | None = None,
+        online: Callable[[list[str]], set[str]] | None = None,
+    ) -> Iterator[list[str]]:
+        """The watchers of these items (or of anything), chunk by chunk: live users first.
 
-        Streams the watches through an index, so memory stays one chunk whatever the count.
+        With `online` (which of these users have a socket open anywhere), the users online
+        come first, in chunks of LIVE_CHUNK_USERS handed out as they are found, so they hear
+        of a deal in seconds whatever the item's size; then everyone else, in user order.
+        Streams the watches through an index (twice with `online`), so memory stays about
+        a chunk (and the online watchers) whatever the count.
         """
+        if online is None:
+            yield from _chunked(self._watchers(item_keys), self.chunk_users)
+            return
+        live: set[str] = set()
+        found: list[str] = []
+        for users in _chunked(self._watchers(item_keys), ONLINE_LOOKUP):
+            here = online(users)
+            live |= here
+            found += [u for u in users if u in here]
+            while len(found) >= LIVE_CHUNK_USERS:
+                yield found[:LIVE_CHUNK_USERS]
+                found = found[LIVE_CHUNK_USERS:]
+        if found:
+            yield found
+        rest = (u for u in self._watchers(item_keys) if u not in live)
+        yield from _chunked(rest, self.chunk_users)
+
+    def _watchers(self, item_keys: list[str] | None) -> Iterator[str]:
+        """Each watcher once, in user order (streamed through the watches' index)."""
         query: dict[str, Any] = {} if item_keys is None else {"item_key": {"$in": item_keys}}
         cursor = self._db.watchlists.find(query, {"user_id": 1, "_id": 0}).sort("user_id", 1)
-        chunk: list[str] = []
+        last = None
         for watch in cursor:
-            user_id = watch["user_id"]
-            if chunk and chunk[-1] == user_id:
-                continue
-            if len(chunk) == self.chunk_users:
-                yield chunk
-                chunk = []
-            chunk.append(user_id)
-        if chunk:
-            yield chunk
+            if watch["user_id"] != last:
+                last = watch["user_id"]
+                yield last
 
     def run_chunk(self, user_ids: list[str], item_keys: list[str] | None = None) -> DealCheckResult:
         """Check these users' watches (of `item_keys`, or all) and notify, in one batch."""
         now = datetime.now(UTC)
         users = set(user_ids)
-        query: dict[str, Any] = {"user_id": {"$gte": min(users), "$lte": max(users)}}
-        if item_keys is not None:
-            query["item_key"] = {"$in": item_keys}
-        watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
+        items: dict[str, Any] = {} if item_keys is None else {"item_key": {"$in": item_keys}}
+        if len(users) <= IN_BATCH:  # a live chunk: a few users from anywhere in the id range
+            watches = list(find_in(self._db.watchlists, "user_id", users, items))
+        else:  # a run of consecutive watchers: one range read through the index
+            query = {"user_id": {"$gte": min(users), "$lte": max(users)}, **items}
+            watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
         best = self._best_prices({w["item_key"] for w in watches}, now)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
@@ -241,6 +266,17 @@ class DealCheck:
         ):
             told[doc["user_id"]].update(doc["deal_keys"])
         return told
+
+
+def _chunked(users: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for user_id in users:
+        chunk.append(user_id)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _notification(
