@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError
 from pymongo.synchronous.collection import Collection
 
 IN_BATCH = 100  # values per `$in`
@@ -48,3 +49,17 @@ def find_in(
     """The documents whose `field` is one of `values` (and match `query`), batch by batch."""
     for batch in batched(sorted(set(values))):
         yield from collection.find({**(query or {}), field: {"$in": list(batch)}}, projection)
+
+
+def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the documents not stored before (their ids are deterministic); returns those."""
+    if not docs:
+        return []
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        if any(w.get("code") != DUPLICATE_KEY for w in e.details["writeErrors"]):
+            raise
+        dup = {w["index"] for w in e.details["writeErrors"]}
+        return [d for i, d in enumerate(docs) if i not in dup]
+    return docs
