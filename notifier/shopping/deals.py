@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
+from notifier.push import subscriptions as push_subscriptions
 from notifier.shopping.history import LOW_DAYS, lowest_before
 from notifier.storage.batches import find_in
 
@@ -157,6 +158,7 @@ class DealCheck:
         watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
         best = self._best_prices({w["item_key"] for w in watches}, now)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
+        pushed = self._push_subscribers(prefs)
         candidates: dict[str, list[Pair]] = defaultdict(list)
         for w in watches:
             price = best.get(w["item_key"])
@@ -185,6 +187,7 @@ class DealCheck:
             ]
             if not wanted:
                 break
+            wanted = [replace(n, push_pending=True) if n.user_id in pushed else n for n in wanted]
             stored = notify_many(self._db, self._notifications, wanted)
             for doc in stored.docs:
                 result.users_notified += 1
@@ -212,6 +215,12 @@ class DealCheck:
             if u.get("email") and found[str(u["_id"])].email_mode in ("offline", "always")
         }
         return {uid: found.get(uid, Preferences()) for uid in user_ids}, emailed
+
+    def _push_subscribers(self, prefs: dict[str, Preferences]) -> set[str]:
+        """Whose deals wait for a push decision: a subscribed browser, deal pushes wanted."""
+        wanting = [u for u, p in prefs.items() if p.push_deals]
+        subs = self._db[push_subscriptions.COLLECTION]
+        return {d["user_id"] for d in find_in(subs, "user_id", wanting, None, {"user_id": 1})}
 
     def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         """Per item, the lowest active price across stores (ties: store id)."""
