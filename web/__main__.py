@@ -84,6 +84,11 @@ async def main(config: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if not config.push_enabled:
+        log.warning(
+            "Web Push is off: set VAPID_PRIVATE_KEY and VAPID_SUBJECT "
+            "(`python -m notifier vapid-keys` prints a key pair)"
+        )
     log.info("notifier web listening on port %d", config.port)
     stopping = asyncio.create_task(stop.wait())
     # The subscriber only ends by failing (LibraryChanged): then the process stops too.
