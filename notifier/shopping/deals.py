@@ -158,7 +158,6 @@ class DealCheck:
         watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
         best = self._best_prices({w["item_key"] for w in watches}, now)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
-        pushed = self._push_subscribers(prefs)
         candidates: dict[str, list[Pair]] = defaultdict(list)
         for w in watches:
             price = best.get(w["item_key"])
@@ -168,6 +167,7 @@ class DealCheck:
             enough = prefs[w["user_id"]].deal_is_enough(cents, regular)
             if enough and is_deal(cents, regular, w.get("target_price_in_cents")):
                 candidates[w["user_id"]].append((w, price))
+        pushed = self._push_subscribers({u: prefs[u] for u in candidates})
 
         # One history read for the chunk: is each candidate price the lowest in 90 days?
         offered = [p for pairs in candidates.values() for _, p in pairs]
@@ -217,7 +217,10 @@ class DealCheck:
         return {uid: found.get(uid, Preferences()) for uid in user_ids}, emailed
 
     def _push_subscribers(self, prefs: dict[str, Preferences]) -> set[str]:
-        """Whose deals wait for a push decision: a subscribed browser, deal pushes wanted."""
+        """Whose deals wait for a push decision: a subscribed browser, deal pushes wanted.
+
+        Asked of the users with a deal only (one query per 100 of them).
+        """
         wanting = [u for u, p in prefs.items() if p.push_deals]
         subs = self._db[push_subscriptions.COLLECTION]
         return {d["user_id"] for d in find_in(subs, "user_id", wanting, None, {"user_id": 1})}
