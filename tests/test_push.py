@@ -36,7 +36,8 @@ from notifier.notifications import state
 from notifier.push import endpoints, keys
 from notifier.push.acks import InvalidAck, ack_token, read_ack_token
 from notifier.push.endpoints import PinnedTransport, UnsafeEndpoint
-from notifier.push.service import PushService, deal_payload
+from notifier.push.payloads import deal_payload
+from notifier.push.service import PushService
 from notifier.push.subscriptions import Subscription
 from notifier.settings import Settings
 from tests.conftest import ROOT

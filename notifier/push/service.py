@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.parse
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -28,16 +27,14 @@ from pymongo.synchronous.database import Database
 from pywebpush import WebPushException, webpush
 
 from notifier.accounts.preferences import Preferences
-from notifier.formatting import money
 from notifier.notifications import state as user_state
-from notifier.notifications.store import format_id
 from notifier.push import endpoints, keys
 from notifier.push.acks import ack_token
+from notifier.push.payloads import announcement_payload, deal_payload
 from notifier.push.subscriptions import COLLECTION as SUBSCRIPTIONS
 from notifier.push.subscriptions import Subscription
 from notifier.settings import Settings
 from notifier.storage.batches import find_in, insert_new, unset_each
-from notifier.validation import item_key
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +44,6 @@ URGENCY = "high"
 DECIDE_BATCH = 500  # deal notifications decided per query
 ANNOUNCE_BATCH = 500  # users whose announcement pushes one task plans
 LEASE = 120.0  # seconds: a claim older than this, by another task, is taken over
-HEADLINE_LENGTH = 200
-BODY_LENGTH = 400
-SEVERITY_TITLES = {"info": "Announcement", "warning": "Warning", "critical": "Critical"}
 
 
 class PushFailed(Exception):
@@ -313,55 +307,3 @@ class PushService:
         except OSError as e:  # TransportError among them: unreachable, or too slow
             return f"{type(e).__name__}: {e}"
         return "sent"
-
-
-def deal_payload(
-    base_url: str, notification: dict[str, Any], count: int, ack: str
-) -> dict[str, Any]:
-    """What a deal push carries: its headline, the item's page, the id and the ack token."""
-    data = notification["data"]
-    deals = data.get("deals") or []
-    details = data.get("deal_details") or []
-    first = (
-        details[0].get("item_key")
-        if details
-        else (item_key(deals[0]["item_name"]) if deals else None)
-    )
-    lines = [
-        f"{d['item_name']} {money(d['best_price_in_cents'])} at {d['store_name']}"
-        for d in deals[:3]
-    ]
-    if len(deals) > 3:
-        lines.append(f"and {len(deals) - 3} more")
-    if count > 1:
-        lines.append(f"(+{count - 1} earlier deal alert{'s' if count > 2 else ''} not yet seen)")
-    url = f"{base_url}/items/{urllib.parse.quote(first, safe='')}" if first else f"{base_url}/"
-    return {
-        "type": "deal",
-        "id": format_id(notification["seq"]),
-        "headline": _clip(
-            data.get("headline") or data.get("message") or "New deal", HEADLINE_LENGTH
-        ),
-        "body": _clip("\n".join(lines), BODY_LENGTH),
-        "url": url,
-        "tag": f"deal:{first}" if first else f"deal:{format_id(notification['seq'])}",
-        "count": count,
-        "ack": ack,
-    }
-
-
-def announcement_payload(base_url: str, announcement: dict[str, Any]) -> dict[str, Any]:
-    """What an announcement push carries (no acknowledgement: announcements have none)."""
-    ident = str(announcement["_id"])
-    return {
-        "type": "announcement",
-        "id": ident,
-        "headline": SEVERITY_TITLES.get(announcement.get("severity", "info"), "Announcement"),
-        "body": _clip(announcement["message"], BODY_LENGTH),
-        "url": f"{base_url}/",
-        "tag": f"announcement:{ident}",
-    }
-
-
-def _clip(text: str, length: int) -> str:
-    return text if len(text) <= length else text[: length - 1] + "…"
