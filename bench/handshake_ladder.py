@@ -98,9 +98,7 @@ def ladder(opts: argparse.Namespace) -> list[dict[str, Any]]:
     prefix = uuid.uuid4().hex[:6]
     users = [f"ladder{prefix}{i:06d}" for i in range(opts.top)]
     known_users(env["REDIS_URL"], users)
-    paths = [
-        f"/ws?format=json&token={issue_token(secret, u, u, 'shopper', 7200)}" for u in users
-    ]
+    paths = [f"/ws?format=json&token={issue_token(secret, u, u, 'shopper', 7200)}" for u in users]
     web = start_web(opts.code, env, tmp / "web.log", opts.pin)
     spy = None
     helpers: list[subprocess.Popen[bytes]] = []

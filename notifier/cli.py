@@ -26,6 +26,7 @@ from notifier.email.service import EmailService
 from notifier.errors import CommandFailed, InputError
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.push import keys as push_keys
 from notifier.realtime.bus import make_publisher
 from notifier.realtime.events import LogoutEvent
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
@@ -194,6 +195,8 @@ def cmd_stats(ctx: Context, args: argparse.Namespace) -> None:
         + sum(len(r["ids"]) for r in db.outbox.find({}, {"ids": 1})),
         "emails_pending": db.emails.count_documents({"status": {"$in": ["pending", "sending"]}}),
         "emails_sent": db.emails.count_documents({"status": "sent"}),
+        "push_subscriptions": db.push_subscriptions.count_documents({}),
+        "pushes_pending": db.pushes.count_documents({"status": {"$in": ["pending", "sending"]}}),
     }
     now, processes = time.time(), []
     for raw in ctx.redis.hvals(STATS_KEY):
@@ -207,6 +210,16 @@ def cmd_stats(ctx: Context, args: argparse.Namespace) -> None:
     figures["connections"] = sum(p["connections"] or 0 for p in processes)
     figures["processes"] = sorted(processes, key=lambda p: str(p["process"]))
     print(json.dumps(figures, indent=2))
+
+
+def cmd_vapid_keys(args: argparse.Namespace) -> None:
+    """Print a new VAPID key pair for Web Push (set VAPID_PRIVATE_KEY to the private one)."""
+    private = push_keys.new_private_key()
+    print(
+        f"# public key (derived from the private one; browsers subscribe with it): "
+        f"{push_keys.public_key(private)}"
+    )
+    print(f"VAPID_PRIVATE_KEY={private}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -242,12 +255,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--item", action="append", default=[], help="only this item (repeatable)")
     p.set_defaults(run=cmd_check_deals)
     sub.add_parser("stats", help=cmd_stats.__doc__).set_defaults(run=cmd_stats)
+    # Needs no settings: it runs before any are configured.
+    sub.add_parser("vapid-keys", help=cmd_vapid_keys.__doc__).set_defaults(alone=cmd_vapid_keys)
     return top
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit code."""
     args = parser().parse_args(argv)
+    if getattr(args, "alone", None) is not None:
+        args.alone(args)
+        return 0
     try:
         settings = Settings.from_env()
     except ConfigurationError as e:

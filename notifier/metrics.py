@@ -85,6 +85,12 @@ EMAILS_FAILED = Counter(
     "Attempts to send an email that failed (each is retried)",
     registry=REGISTRY,
 )
+PUSHES = Counter(
+    "notifier_pushes",
+    "Planned pushes by how they ended: sent, seen (acknowledged before sending), failed, cancelled",
+    ["outcome"],
+    registry=REGISTRY,
+)
 TASKS = Counter(
     "notifier_celery_tasks",
     "Celery tasks finished, by task and outcome",

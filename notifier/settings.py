@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 from notifier.errors import ConfigurationError
 from notifier.proxies import TrustedProxies
+from notifier.push import keys as push_keys
 
 Number = TypeVar("Number", int, float)
 MIN_SECRET_LENGTH = 32
+DEVELOPMENT_VAPID_SUBJECT = "mailto:notifier@localhost"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,15 @@ class Settings:
     web_concurrency: int = 1
     # prometheus-client's multiprocess directory, set when WEB_CONCURRENCY > 1 (web/serve.py)
     metrics_dir: str | None = None
+    # Web Push (notifier/push): off (None) only in production without VAPID keys.
+    push_ack_wait: float = 10.0
+    vapid_private_key: str | None = None
+    vapid_subject: str = DEVELOPMENT_VAPID_SUBJECT
+
+    @property
+    def push_enabled(self) -> bool:
+        """Whether Web Push is on (always in development; with VAPID keys in production)."""
+        return self.vapid_private_key is not None
 
     @property
     def production(self) -> bool:
@@ -81,6 +92,7 @@ class Settings:
                     f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters in production"
                 )
         port = _number(env, "PORT", "8888", int)
+        vapid_key, vapid_subject = _vapid(env, mode, var_dir)
         return cls(
             env=mode,
             port=port,
@@ -121,6 +133,9 @@ class Settings:
             var_dir=var_dir,
             web_concurrency=max(1, _number(env, "WEB_CONCURRENCY", "1", int)),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
+            push_ack_wait=_number(env, "PUSH_ACK_WAIT", "10", float),
+            vapid_private_key=vapid_key,
+            vapid_subject=vapid_subject,
         )
 
 
@@ -133,6 +148,52 @@ def _number(env: Mapping[str, str], name: str, default: str, kind: type[Number])
     if value < 0:
         raise ConfigurationError(f"{name} must not be negative")
     return value
+
+
+def _vapid(env: Mapping[str, str], mode: str, var_dir: Path) -> tuple[str | None, str]:
+    """The VAPID private key and subject: both set, or (development) generated under var/.
+
+    Production without either runs with Web Push off (the page offers none, workers push
+    nothing, and the web process says so at start); one without the other is a mistake
+    and refuses to start.
+    """
+    key, subject = env.get("VAPID_PRIVATE_KEY") or None, env.get("VAPID_SUBJECT") or None
+    if mode == "production":
+        if key is None and subject is None:
+            return None, DEVELOPMENT_VAPID_SUBJECT
+        if key is None or subject is None:
+            raise ConfigurationError(
+                "production needs VAPID_PRIVATE_KEY and VAPID_SUBJECT together (or neither: "
+                "Web Push off); `python -m notifier vapid-keys` prints a key pair"
+            )
+    if key is None:
+        key = _generated_once(var_dir / "vapid-private-key", push_keys.new_private_key)
+    push_keys.signer(key)  # refuse a key that cannot sign, at start rather than at a push
+    return key, push_keys.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
+
+
+def _generated_once(path: Path, make: Callable[[], str]) -> str:
+    """A value generated once and kept in `path` (0600), whole or not at all.
+
+    Written to a private file first and linked into place: a process that starts at the
+    same time reads either nothing (and links its own, which fails) or the whole value.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(make())
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass  # another process was first: use its value
+    finally:
+        partial.unlink()
+    return path.read_text().strip()
 
 
 def _development_secret(var_dir: Path) -> str:

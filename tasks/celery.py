@@ -17,6 +17,7 @@ from pymongo.synchronous.database import Database
 from notifier import logs
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.push.service import PushService
 from notifier.realtime import progress
 from notifier.realtime.bus import make_publisher
 from notifier.settings import ConfigurationError, Settings
@@ -32,11 +33,21 @@ EMAIL_SWEEP_INTERVAL = 60.0  # digests, held emails, and any decision left behin
 # Offline deal emails are decided this often once their EMAIL_ACK_WAIT is over: a deal
 # is emailed at most this much after the wait (a chunk's delayed task is usually first).
 EMAIL_DECIDE_INTERVAL = 5.0
+# Deal pushes are decided this often once their PUSH_ACK_WAIT is over (the backstop: a
+# chunk's delayed task is usually first).
+PUSH_DECIDE_INTERVAL = 5.0
 
 app = Celery(
     "notifier",
     broker=settings.redis_url,
-    include=["tasks.deals", "tasks.delivery", "tasks.email", "tasks.feed", "tasks.prices"],
+    include=[
+        "tasks.deals",
+        "tasks.delivery",
+        "tasks.email",
+        "tasks.feed",
+        "tasks.prices",
+        "tasks.push",
+    ],
 )
 app.conf.update(
     task_ignore_result=True,
@@ -67,6 +78,10 @@ app.conf.update(
         "decide-deal-emails": {
             "task": "tasks.email.decide_deal_emails",
             "schedule": timedelta(seconds=EMAIL_DECIDE_INTERVAL),
+        },
+        "decide-pushes": {
+            "task": "tasks.push.decide_pushes",
+            "schedule": timedelta(seconds=PUSH_DECIDE_INTERVAL),
         },
         "republish-pending": {
             "task": "tasks.delivery.republish_pending",
@@ -107,6 +122,11 @@ class Resources:
     def email(self) -> EmailService:
         """Planning and sending email."""
         return EmailService(self.settings, self.db, self.redis)
+
+    @cached_property
+    def push(self) -> PushService:
+        """Deciding and sending Web Push."""
+        return PushService(self.settings, self.db)
 
     @cached_property
     def notifications(self) -> NotificationService:

@@ -21,6 +21,7 @@ from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
 from tasks import celery
 from tasks.email import decide_later, send_email
+from tasks.push import push_later
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,8 @@ def check_deal_chunk(
     # Mode offline: once EMAIL_ACK_WAIT has shown whether any page acknowledged them.
     # (decide_deal_emails skips those decided already.)
     decide_later(pending)
+    # Subscribers' deals: pushed once PUSH_ACK_WAIT has shown that no page acknowledged them.
+    push_later(result.notifications)
     jobs = DealCheckJobs(res.db)
     job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found)
     _progress(job)

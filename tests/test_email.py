@@ -262,6 +262,8 @@ async def test_preferences_api(fetch, db, alice):
         "quiet_hours_end": None,
         "timezone": "UTC",
         "min_discount_percent": 0,
+        "push_deals": True,
+        "push_announcements": True,
     }
     wanted = {
         "email_mode": "daily",
@@ -271,7 +273,8 @@ async def test_preferences_api(fetch, db, alice):
         "min_discount_percent": 15,
     }
     put = await fetch("/api/preferences", "PUT", wanted, headers=alice.auth)
-    assert put.code == 200 and json.loads(put.body) == wanted
+    defaults = {"push_deals": True, "push_announcements": True}  # fields left out
+    assert put.code == 200 and json.loads(put.body) == wanted | defaults
     for bad in (
         {"email_mode": "weekly"},
         {"timezone": "Mars/Olympus"},
@@ -285,7 +288,9 @@ async def test_preferences_api(fetch, db, alice):
         response = await fetch("/api/preferences", "PUT", bad, headers=alice.auth)
         assert response.code == 400, bad
         assert json.loads(response.body)["error"]["message"]
-    assert json.loads((await fetch("/api/preferences", headers=alice.auth)).body) == wanted
+    assert json.loads((await fetch("/api/preferences", headers=alice.auth)).body) == (
+        wanted | defaults
+    )
 
 
 def test_a_minimum_discount_filters_deals(db, sync_redis, alice, item):

@@ -7,6 +7,7 @@ port and supervises that many children that share it (web/serve.py).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import sys
@@ -23,6 +24,11 @@ def run() -> None:
     except ConfigurationError as e:
         sys.exit(f"notifier: {e}")
     logs.configure(config.production)
+    if not config.push_enabled:
+        logging.getLogger("web").warning(
+            "Web Push is off: set VAPID_PRIVATE_KEY and VAPID_SUBJECT "
+            "(`python -m notifier vapid-keys` prints a key pair)"
+        )
     created = None
     if config.web_concurrency > 1 and config.metrics_dir is None:
         # Each child's metrics go to files here, so that any child's /metrics sums them all.

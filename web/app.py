@@ -39,6 +39,7 @@ from web.handlers import (
     items,
     notifications,
     preferences,
+    push,
     watchlist,
     ws,
 )
@@ -79,6 +80,7 @@ def make_app(
         *watchlist.default_handlers,
         *items.default_handlers,
         *preferences.default_handlers,
+        *push.default_handlers,
         *email.default_handlers,
         *admin.default_handlers,
         *health.default_handlers,

@@ -13,6 +13,7 @@ from notifier.accounts.preferences import EMAIL_MODES
 from notifier.notifications.announcements import SEVERITIES
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN, TYPE_NAMES
 from notifier.notifications.store import TYPES
+from notifier.push.endpoints import MAX_ENDPOINT
 from notifier.validation import MAX_CENTS
 from web.handlers.notifications import MAX_IDS
 
@@ -237,9 +238,60 @@ SCHEMAS: dict[str, Any] = {
             },
             timezone={"type": "string", "default": "UTC", "description": "an IANA zone name"},
             min_discount_percent={"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
+            push_deals={
+                "type": "boolean",
+                "default": True,
+                "description": "push deals nobody saw within PUSH_ACK_WAIT to subscribed browsers",
+            },
+            push_announcements={"type": "boolean", "default": True},
         ),
         "additionalProperties": False,
         "description": "both quiet hours or neither, and not equal",
+    },
+    "PushPublicKey": obj(
+        ["public_key"],
+        public_key={
+            "type": "string",
+            "description": "the VAPID public key (an uncompressed P-256 point, base64url): "
+            "PushManager.subscribe's applicationServerKey",
+        },
+    ),
+    "PushSubscription": {
+        **obj(
+            ["endpoint", "keys"],
+            endpoint={
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ENDPOINT,
+                "description": "an https URL on a public address (development also takes "
+                "http and https on loopback)",
+            },
+            keys={
+                **obj(
+                    ["p256dh", "auth"],
+                    p256dh={"type": "string", "description": "base64url, 65 bytes"},
+                    auth={"type": "string", "description": "base64url, 16 bytes"},
+                ),
+                "additionalProperties": False,
+            },
+            expirationTime={"anyOf": [{"type": "integer"}, {"type": "null"}]},
+        ),
+        "additionalProperties": False,
+        "description": "the browser's PushSubscription.toJSON()",
+    },
+    "PushSubscribed": obj(["endpoint"], endpoint={"type": "string"}),
+    "PushRemoval": {
+        "oneOf": [
+            {
+                **obj(["endpoint"], endpoint={"type": "string", "minLength": 1}),
+                "additionalProperties": False,
+            },
+            {**obj(["all"], all={"const": True}), "additionalProperties": False},
+        ]
+    },
+    "PushAck": {
+        **obj(["token"], token={"type": "string", "description": "the push payload's `ack`"}),
+        "additionalProperties": False,
     },
     "Health": {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
@@ -372,6 +424,44 @@ PATHS: dict[str, Any] = {
             request=ref("Preferences"),
         ),
     },
+    "/api/push/public-key": {
+        "get": operation(
+            "The key browsers subscribe to Web Push with",
+            {
+                **body(ref("PushPublicKey"), "200", "the key"),
+                **error("404", "Web Push is off (production without VAPID keys)"),
+            },
+            public=True,
+        )
+    },
+    "/api/push-subscriptions": {
+        "post": operation(
+            "Store this browser's push subscription (idempotent by endpoint; a user keeps "
+            "the 10 newest)",
+            {
+                **body(ref("PushSubscribed"), "201", "stored"),
+                **error("404", "Web Push is off"),
+            },
+            request=ref("PushSubscription"),
+        ),
+        "delete": operation(
+            "Remove one subscription of the caller's, or all of them",
+            {
+                "204": {"description": "removed (or there was none)"},
+                **error("404", "Web Push is off"),
+            },
+            request=ref("PushRemoval"),
+        ),
+    },
+    "/api/push/ack": {
+        "post": operation(
+            "The service worker showed a pushed deal: acknowledged as a page's `ack` (no "
+            "cookie or token: the push's signed `ack` is the proof)",
+            {"204": {"description": "acknowledged"}, **error("404", "Web Push is off")},
+            request=ref("PushAck"),
+            public=True,
+        )
+    },
     "/api/prices": {
         "post": operation(
             "Record a store's current price for an item; its deals are checked at once",
@@ -466,7 +556,9 @@ DOCUMENT: dict[str, Any] = {
         "version": "1",
         "description": "Deal notifications for grocery shoppers. Live delivery is over WS /ws "
         "(see the README); a client acknowledges what it showed a person there with "
-        '`{"type": "ack", "last_id": id}`, and a deal nobody acknowledged or read within '
+        '`{"type": "ack", "last_id": id}`; a deal nobody acknowledged or read within '
+        "PUSH_ACK_WAIT seconds is pushed to the user's subscribed browsers (Web Push), whose "
+        "service worker acknowledges what it shows, and one still unacknowledged after "
         "EMAIL_ACK_WAIT seconds is emailed (mode offline). This is the JSON API. Errors are "
         '`{"error": {"code", "message"}}`.',
     },

@@ -1,4 +1,4 @@
-"""A shopper's notification preferences: email mode, quiet hours, minimum discount."""
+"""A shopper's notification preferences: email mode, push per type, quiet hours, discount."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ class Preferences:
     quiet_hours_end: str | None = None  # "07:00"
     timezone: str = "UTC"
     min_discount_percent: int = 0
+    # Web Push to the browsers the shopper subscribed (notifier/push), per type.
+    push_deals: bool = True
+    push_announcements: bool = True
 
     @classmethod
     def parse(cls, body: object) -> Preferences:
@@ -51,7 +54,10 @@ class Preferences:
         discount = b.get("min_discount_percent", 0)
         if isinstance(discount, bool) or not isinstance(discount, int) or not 0 <= discount <= 100:
             raise InputError("min_discount_percent must be a whole number from 0 to 100")
-        return cls(mode, start, end, tz, discount)
+        pushes = [b.get(name, True) for name in ("push_deals", "push_announcements")]
+        if not all(isinstance(p, bool) for p in pushes):
+            raise InputError("push_deals and push_announcements must be true or false")
+        return cls(mode, start, end, tz, discount, *pushes)
 
     @classmethod
     def from_doc(cls, user: dict[str, Any] | None) -> Preferences:

@@ -34,7 +34,7 @@ import redis
 from bson import ObjectId
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
@@ -43,7 +43,7 @@ from notifier.formatting import money
 from notifier.notifications import state as user_state
 from notifier.notifications.store import to_json
 from notifier.settings import Settings
-from notifier.storage.batches import DUPLICATE_KEY, find_in, unset_each
+from notifier.storage.batches import find_in, insert_new, unset_each
 
 TEMPLATES = Path(__file__).with_name("templates")
 SMTP_POLICY = email.policy.SMTP.clone(max_line_length=998)
@@ -390,13 +390,4 @@ def _plan_doc(
 
 def _insert_new(db: Database[Any], plans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Insert the plans not made before (their ids are deterministic); returns those."""
-    if not plans:
-        return []
-    try:
-        db.emails.insert_many(plans, ordered=False)
-    except BulkWriteError as e:
-        if any(w.get("code") != DUPLICATE_KEY for w in e.details["writeErrors"]):
-            raise
-        dup = {w["index"] for w in e.details["writeErrors"]}
-        return [p for i, p in enumerate(plans) if i not in dup]
-    return plans
+    return insert_new(db.emails, plans)

@@ -47,6 +47,7 @@ class NewNotification:
     dedupe_key: str | None = None
     deal_keys: list[str] | None = None
     email_pending: bool = True  # a deal whose email is still to be decided
+    push_pending: bool = False  # a deal whose push is still to be decided (a subscriber's)
 
 
 @dataclass
@@ -137,6 +138,8 @@ def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
     }
     if n.type == "deal-notification" and n.email_pending:
         doc["email_pending"] = True  # cleared once the email is decided (or swept)
+    if n.type == "deal-notification" and n.push_pending:
+        doc["push_pending"] = True  # cleared once the push is decided (or swept)
     if n.dedupe_key:
         doc["dedupe_key"] = n.dedupe_key
     if n.deal_keys:

@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +17,7 @@ from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
+from notifier.push import subscriptions as push_subscriptions
 from notifier.shopping.history import LOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
 
@@ -191,6 +192,7 @@ class DealCheck:
             enough = prefs[w["user_id"]].deal_is_enough(cents, regular)
             if enough and is_deal(cents, regular, w.get("target_price_in_cents")):
                 candidates[w["user_id"]].append((w, price))
+        pushed = self._push_subscribers({u: prefs[u] for u in candidates})
 
         # One history read for the chunk: is each candidate price the lowest in 90 days?
         offered = [p for pairs in candidates.values() for _, p in pairs]
@@ -210,6 +212,7 @@ class DealCheck:
             ]
             if not wanted:
                 break
+            wanted = [replace(n, push_pending=True) if n.user_id in pushed else n for n in wanted]
             stored = notify_many(self._db, self._notifications, wanted)
             for doc in stored.docs:
                 result.users_notified += 1
@@ -237,6 +240,15 @@ class DealCheck:
             if u.get("email") and found[str(u["_id"])].email_mode in ("offline", "always")
         }
         return {uid: found.get(uid, Preferences()) for uid in user_ids}, emailed
+
+    def _push_subscribers(self, prefs: dict[str, Preferences]) -> set[str]:
+        """Whose deals wait for a push decision: a subscribed browser, deal pushes wanted.
+
+        Asked of the users with a deal only (one query per 100 of them).
+        """
+        wanting = [u for u, p in prefs.items() if p.push_deals]
+        subs = self._db[push_subscriptions.COLLECTION]
+        return {d["user_id"] for d in find_in(subs, "user_id", wanting, None, {"user_id": 1})}
 
     def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
         """Per item, the lowest active price across stores (ties: store id)."""

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError
 from pymongo.synchronous.collection import Collection
 
 IN_BATCH = 100  # values per `$in`
@@ -99,3 +100,17 @@ class ReadsTogether:
 
 
 _READING: set[asyncio.Task[None]] = set()  # the running reads (a task needs a reference)
+
+
+def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Insert the documents not stored before (their ids are deterministic); returns those."""
+    if not docs:
+        return []
+    try:
+        collection.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        if any(w.get("code") != DUPLICATE_KEY for w in e.details["writeErrors"]):
+            raise
+        dup = {w["index"] for w in e.details["writeErrors"]}
+        return [d for i, d in enumerate(docs) if i not in dup]
+    return docs

@@ -60,6 +60,17 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         [("created_at", ASCENDING)],
         {"name": "email_pending", "partialFilterExpression": {"email_pending": True}},
     ),
+    # Deal notifications whose push is still to be decided (notifier/push/service.py).
+    (
+        "notifications",
+        [("created_at", ASCENDING)],
+        {"name": "push_pending", "partialFilterExpression": {"push_pending": True}},
+    ),
+    # Browsers' push subscriptions: one per endpoint; a user's, newest first.
+    ("push_subscriptions", [("endpoint", ASCENDING)], {"unique": True}),
+    ("push_subscriptions", [("user_id", ASCENDING), ("updated_at", DESCENDING)], {}),
+    # Planned pushes are worth nothing after the push services' TTL (a day): kept a week.
+    ("pushes", [("created_at", ASCENDING)], {"expireAfterSeconds": 7 * 86400}),
     ("announcements", [("created_at", DESCENDING)], {}),
     # An item's prices over time (the TTL index on `at` is added with its setting).
     ("price_history", [("item_key", ASCENDING), ("at", ASCENDING)], {}),

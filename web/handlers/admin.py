@@ -17,6 +17,7 @@ from web.handlers.pages import PageHandler, form_cents
 
 CHECK_DEALS = "tasks.deals.check_deals"
 IMPORT_PRICES = "tasks.prices.import_prices"
+PUSH_ANNOUNCEMENT = "tasks.push.push_announcement"
 
 
 async def post_price(handler: BaseHandler, price: PriceInput) -> str:
@@ -37,6 +38,8 @@ async def announce(handler: BaseHandler, body: object) -> str:
     announcement = await AnnouncementRepository(handler.db).create(body)
     # Rendered here, once, for every socket on every process.
     await bus.publish_async(handler.bus, handler.renderer.announcement_event(announcement))
+    if handler.config.push_enabled:  # to the browsers of those who want it (tasks/push.py)
+        await handler.enqueue(PUSH_ANNOUNCEMENT, announcement_id=str(announcement["id"]))
     return str(announcement["id"])
 
 

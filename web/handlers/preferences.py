@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from notifier.accounts.preferences import EMAIL_MODES, Preferences, PreferencesRepository
 from notifier.errors import InputError
+from notifier.push.subscriptions import SubscriptionRepository
 from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiHandler
 from web.handlers.pages import PageHandler
@@ -57,6 +58,9 @@ class PreferencesHandler(PageHandler):
             # ASCII digits only: int("²") raises although "²".isdigit() is true.
             "min_discount_percent": int(discount) if _NUMBER.fullmatch(discount) else discount,
         }
+        if arg("push_form", None) is not None:  # the form's checkboxes: absent is unticked
+            body["push_deals"] = arg("push_deals", None) is not None
+            body["push_announcements"] = arg("push_announcements", None) is not None
         try:
             prefs = Preferences.parse(body)
         except InputError as e:
@@ -81,6 +85,9 @@ class PreferencesHandler(PageHandler):
             prefs=form or prefs.to_json(),
             modes=[(m, MODE_LABELS[m]) for m in EMAIL_MODES],
             ack_wait=int(self.config.email_ack_wait),
+            push_enabled=self.config.push_enabled,
+            push_wait=int(self.config.push_ack_wait),
+            push_browsers=await SubscriptionRepository(self.db).count(self.user.user_id),
             saved=saved,
             error=error,
             watchlist=await WatchlistRepository(self.db).items(self.user.user_id),
