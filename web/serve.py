@@ -1,9 +1,11 @@
 """Serving $PORT: one web process (`serve`), or WEB_CONCURRENCY of them (`supervise`).
 
-With WEB_CONCURRENCY > 1 the parent binds the port once and forks that many children,
-which share the listening socket (the kernel hands each new connection to one of them).
-Each child is a whole web process: its own loop, registry, bus subscriptions and metrics
-(prometheus-client's multiprocess files, so any child's /metrics sums them all). The
+With WEB_CONCURRENCY > 1 the parent forks that many children, each listening on the port
+with SO_REUSEPORT: the kernel spreads new connections evenly over them by address hash
+(a listening socket they all shared would let whichever process wakes first take a
+burst, and run out of its open-file limit while the others idle). Each child is a whole
+web process: its own loop, registry, bus subscriptions and metrics (prometheus-client's
+multiprocess files, so any child's /metrics sums them all). The
 parent forwards SIGTERM and SIGINT to every child, each closes its sockets with 1012 and
 exits, and the parent exits once they all have; a child that dies on its own is started
 again (a child that keeps dying stops them all).
@@ -43,7 +45,7 @@ SHUTDOWN_GRACE = 5.0
 REDIS_CONNECTIONS = 100
 
 
-async def main(config: Settings, sockets: list[socket.socket] | None = None) -> None:
+async def main(config: Settings, sockets: list[socket.socket]) -> None:
     """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
 
     Raises bus.LibraryChanged before serving when Tornado lost a private API the fast
@@ -79,10 +81,7 @@ async def main(config: Settings, sockets: list[socket.socket] | None = None) -> 
         idle_timeout=config.idle_timeout,
         connections_per_address=config.connections_per_address,
     )
-    if sockets is None:
-        server.listen(config.port)
-    else:
-        server.add_sockets(sockets)  # bound once by the parent, shared by every child
+    server.add_sockets(sockets)
     listener = asyncio.create_task(live_path(app).run())
     background = [
         listener,
@@ -170,9 +169,10 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
         log.warning("%d background task(s) did not stop", len(pending))
 
 
-def serve(config: Settings, sockets: list[socket.socket] | None = None) -> int:
+def serve(config: Settings, reuse_port: bool = False) -> int:
     """Run one web process until it is told to stop; its exit status."""
     try:
+        sockets = bind_sockets(config.port, reuse_port=reuse_port)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(main(config, sockets))
     except bus.LibraryChanged as e:
@@ -188,9 +188,10 @@ RESTARTS_PER_MINUTE = 5  # a child that dies more often than this stops the whol
 
 
 def supervise(config: Settings) -> int:
-    """Fork config.web_concurrency web processes on one listening socket; wait for them."""
-    try:
-        sockets = bind_sockets(config.port)
+    """Fork config.web_concurrency web processes on one port (SO_REUSEPORT); wait for them."""
+    try:  # a port someone else holds: one line now, not children failing in turn
+        for sock in bind_sockets(config.port, reuse_port=True):
+            sock.close()
     except OSError as e:
         print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
         return 1
@@ -203,7 +204,7 @@ def supervise(config: Settings) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             die_with_parent()
-            os._exit(serve(config, sockets))
+            os._exit(serve(config, reuse_port=True))
         children[pid] = index
 
     def stop(signum: int, frame: object) -> None:
@@ -240,8 +241,6 @@ def supervise(config: Settings) -> int:
             stop(signal.SIGTERM, None)
             continue
         start(index)
-    for sock in sockets:
-        sock.close()
     return status
 
 
