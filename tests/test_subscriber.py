@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import redis
 from notifier.realtime.bus import Publisher, user_channel
 from notifier.realtime.events import Event, LogoutEvent
 from notifier.realtime.subscriber import Subscriber, Topology
+from tests.helpers import one_loop_turn
 
 
 def commands(monitor: Any, verb: str, until: str) -> list[str]:
@@ -131,3 +133,28 @@ async def test_a_lost_bus_is_joined_again_with_every_channel_held(
     assert {numsub(sync_redis, u) for u in (users[0], users[1234], users[-1])} == {1}
     Publisher(sync_redis).publish(LogoutEvent(user_id=users[-1]))
     assert await heard.wait_for(1) == [LogoutEvent(user_id=users[-1])]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_loop_that_stalled_longer_than_dead_after_keeps_a_healthy_bus(redis_server) -> None:
+    """Silence is counted in unanswered PINGs, not in seconds: a stalled loop (a long
+    collection) finds Redis's answers waiting when it resumes, and stays on the bus."""
+    heard = Heard()
+    subscriber = Subscriber(
+        Topology(redis_server.url), heard, heard.joined, ping_every=0.2, dead_after=1.0
+    )
+    task = asyncio.create_task(subscriber.run())
+    try:
+        await asyncio.wait_for(subscriber.wait_joined(), 10)
+        stalled_until = time.monotonic() + 2.5  # the loop does nothing else for 2.5 s
+        while time.monotonic() < stalled_until:
+            pass
+        loop = asyncio.get_running_loop()
+        resumed = loop.time()
+        # Several PING rounds after the stall: on a timer the first would have dropped it.
+        while subscriber.state.heard_at < resumed + 1.0:
+            await one_loop_turn()
+        assert heard.joins == 1
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

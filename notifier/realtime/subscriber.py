@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -136,6 +137,7 @@ class _Link:
     def __init__(self, node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.node, self.reader, self.writer = node, reader, writer
         self.replies = hiredis.Reader()
+        self.unanswered = 0  # PINGs sent since Redis last said anything
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -332,19 +334,25 @@ class Subscriber:
         await self._on_bus.wait()
 
     async def _stay(self) -> None:
-        """PING every ping_every seconds; raise BusLost once a link fails or goes silent."""
-        loop = asyncio.get_running_loop()
+        """PING every ping_every seconds; raise BusLost once a link fails or goes silent.
+
+        Silent means that many PINGs in a row went unanswered, counted, not timed: a
+        loop that was itself stalled for a while (a long collection, a debugger) finds
+        the answers waiting when it resumes, and must not drop a healthy bus for it.
+        """
         lost = self._lost
         assert lost is not None
+        limit = max(2, math.ceil(self._dead_after / self._ping_every))
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(lost), self._ping_every)
             if lost.done():
                 lost.result()
-            if loop.time() - self.state.heard_at > self._dead_after:
-                raise BusLost(f"no answer from Redis for {self._dead_after:.0f}s")
             for link in self._links.values():
+                if link.unanswered >= limit:
+                    raise BusLost(f"no answer from Redis for {self._dead_after:.0f}s")
                 link.send(command("PING"))
+                link.unanswered += 1
 
     async def _read(self, link: _Link) -> None:
         """Parse what a connection sends: events to `handle`, confirmations to the waiters."""
@@ -356,6 +364,7 @@ class Subscriber:
                 if not data:
                     raise BusLost("Redis closed the subscription")
                 self.state.heard_at = loop.time()
+                link.unanswered = 0
                 link.replies.feed(data)
                 # [b"message", channel, data]; [b"subscribe", channel, n]; the PONG is
                 # [b"pong", b""]: every reply is a sign of life.
