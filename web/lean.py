@@ -8,7 +8,11 @@ deques in its IOStream. `release_handshake` drops the former once open() is done
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import functools
+import inspect
+import logging
 import socket
 from typing import Any
 
@@ -16,8 +20,11 @@ import tornado
 from tornado import iostream
 from tornado.iostream import IOStream
 from tornado.web import RequestHandler
+from tornado.websocket import WebSocketProtocol13
 
 from web.logs import redact
+
+log = logging.getLogger(__name__)
 
 # Tornado's handler state that nothing reads once the socket is open (checked against
 # tornado/web.py and tornado/websocket.py 6.4-6.6): response headers and body buffer,
@@ -166,3 +173,54 @@ def _self_test() -> None:
     finally:
         stream.close()
         there.close()
+
+
+# One coroutine per idle socket, not eight ---------------------------------------------------
+
+
+class DetachedReceive(WebSocketProtocol13):
+    """Tornado's protocol, reading the client's frames from a task of its own.
+
+    Stock Tornado runs a socket's receive loop at the bottom of the request's call chain
+    (`_execute` -> `get` -> `accept_connection` -> `_accept_connection` -> the loop), so
+    every suspended frame of the handshake lives as long as the socket: about 4 KiB an
+    idle socket, the request's headers included (a local of `get`). Here the loop is
+    handed to a task of its own and the handshake's coroutines finish. A socket's class
+    is switched to this one only on a Tornado whose protocol this was checked against
+    (`detached_receive_works`); otherwise the stock protocol serves it, unchanged.
+    """
+
+    async def _receive_frame_loop(self) -> None:
+        # No reference kept here (a new attribute would grow the protocol's dict by 1.5
+        # KiB): the task waits on the stream's read, which holds it while the socket is open.
+        receiving = asyncio.ensure_future(super()._receive_frame_loop())
+        receiving.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a socket's receive loop failed", exc_info=task.exception())
+
+
+_VERIFIED = ((6, 4), (6, 7))  # the Tornado versions whose protocol DetachedReceive was read against
+
+
+@functools.cache
+def detached_receive_works() -> bool:
+    """Whether this Tornado is one DetachedReceive was checked against (else: stock)."""
+    version = tuple(tornado.version_info[:2])
+    loop = getattr(WebSocketProtocol13, "_receive_frame_loop", None)
+    if _VERIFIED[0] <= version < _VERIFIED[1] and inspect.iscoroutinefunction(loop):
+        return True
+    log.warning(
+        "tornado %s: sockets read from the handshake's coroutines (web/lean.py was checked "
+        "against 6.4-6.6); each idle socket keeps about 4 KiB more",
+        tornado.version,
+    )
+    return False
+
+
+def detach_receive(protocol: object) -> None:
+    """Make a new socket's protocol read from a task of its own, where that is verified."""
+    if type(protocol) is WebSocketProtocol13 and detached_receive_works():
+        protocol.__class__ = DetachedReceive

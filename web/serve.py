@@ -86,7 +86,7 @@ async def main(config: Settings, sockets: list[socket.socket]) -> None:
     background = [
         listener,
         asyncio.create_task(stats.report(redis, process, registry)),
-        asyncio.create_task(keep_long_lived_frozen()),
+        asyncio.create_task(keep_long_lived_frozen(registry)),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -119,23 +119,33 @@ async def main(config: Settings, sockets: list[socket.socket]) -> None:
 
 
 FREEZE_EVERY = 10.0  # seconds
+FREEZE_AFTER_SOCKETS = 1000  # ... or as soon as this many sockets opened since the last
 
 
-async def keep_long_lived_frozen(every: float = FREEZE_EVERY) -> None:
+async def keep_long_lived_frozen(registry: ConnectionRegistry) -> None:
     """Keep what has lived a while out of the collector's full collections (gc.freeze).
 
     A full collection walks every tracked object: at 19,000 sockets (a couple of million
     objects) one stalled the loop for up to a second, and a storm of connects ran one
     each time the heap grew by a quarter. Objects that survived the young collections
-    are frozen instead, every few seconds (a constant-time splice of lists). That is safe
-    because a closed socket leaves no reference cycle (OrderedDelivery.stop breaks the
-    only one, between a handler and its delivery): it is freed by reference counting,
-    frozen or not. Anything else that becomes cyclic garbage after being frozen stays.
+    are frozen instead (a constant-time splice of lists): every FREEZE_EVERY seconds, and
+    sooner in a storm of connects. That is safe because a closed socket leaves no
+    reference cycle (OrderedDelivery.stop breaks the only one, between a handler and its
+    delivery; tests/test_lean.py holds it): it is freed by reference counting, frozen or
+    not. What else becomes cyclic garbage after being frozen stays.
     """
+    loop = asyncio.get_running_loop()
+    frozen_at, added = loop.time(), registry.added
     while True:
-        await asyncio.sleep(every)
+        await asyncio.sleep(1.0)
+        if (
+            registry.added - added < FREEZE_AFTER_SOCKETS
+            and loop.time() - frozen_at < FREEZE_EVERY
+        ):
+            continue
         gc.collect(1)  # the young garbage goes first: only survivors are frozen
         gc.freeze()
+        frozen_at, added = loop.time(), registry.added
 
 
 def check_private_apis() -> None:

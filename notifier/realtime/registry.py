@@ -53,10 +53,12 @@ class ConnectionRegistry:
 
     def __init__(self) -> None:
         self._by_user: dict[str, set[Connection]] = {}
+        self.added = 0  # connections registered since the process started
 
     def add(self, conn: Connection) -> None:
         """Register an open connection."""
         self._by_user.setdefault(conn.user_id, set()).add(conn)
+        self.added += 1
 
     def remove(self, conn: Connection) -> None:
         """Forget a connection; users with none left are dropped."""

@@ -17,7 +17,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketHandler, WebSocketProtocol
 
 from notifier.accounts.auth import Identity
 from notifier.errors import InputError
@@ -37,7 +37,7 @@ from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import PING, text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
-from web.lean import release_handshake
+from web.lean import detach_receive, release_handshake
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """The version of the token this socket was opened with (web/expiry.py reads it)."""
         assert self.identity is not None
         return self.identity.version
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        """Tornado's protocol, reading frames from a task of its own (see web/lean.py)."""
+        protocol = super().get_websocket_protocol()
+        detach_receive(protocol)
+        return protocol
 
     def get_compression_options(self) -> None:
         """No permessage-deflate: frames are small and compression costs CPU per socket."""
