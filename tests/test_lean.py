@@ -171,3 +171,26 @@ async def test_a_closed_socket_is_freed_by_reference_counting_alone(
         ]
     finally:
         gc.enable()
+
+
+def test_sockets_read_from_a_task_of_their_own_only_on_a_checked_tornado(monkeypatch) -> None:
+    import tornado
+    from tornado.websocket import WebSocketProtocol13
+
+    from web import lean
+
+    def protocol() -> WebSocketProtocol13:
+        return WebSocketProtocol13.__new__(WebSocketProtocol13)
+
+    lean.detached_receive_works.cache_clear()
+    try:
+        checked = protocol()
+        lean.detach_receive(checked)
+        assert type(checked) is lean.DetachedReceive  # this Tornado: 6.4-6.6
+        lean.detached_receive_works.cache_clear()
+        monkeypatch.setattr(tornado, "version_info", (6, 7, 0, 0))
+        unknown = protocol()
+        lean.detach_receive(unknown)
+        assert type(unknown) is WebSocketProtocol13  # a newer one: the stock protocol
+    finally:
+        lean.detached_receive_works.cache_clear()
