@@ -54,6 +54,7 @@ class Settings:
     worker_metrics_addr: str
     var_dir: Path
     web_concurrency: int = 1
+    replay_limit: int = 500
     # prometheus-client's multiprocess directory, set when WEB_CONCURRENCY > 1 (web/serve.py)
     metrics_dir: str | None = None
     # Web Push (notifier/push): off (None) only in production without VAPID keys.
@@ -132,6 +133,7 @@ class Settings:
             worker_metrics_addr=env.get("WORKER_METRICS_ADDR") or "127.0.0.1",
             var_dir=var_dir,
             web_concurrency=max(1, _number(env, "WEB_CONCURRENCY", "1", int)),
+            replay_limit=max(1, _number(env, "REPLAY_LIMIT", "500", int)),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             push_ack_wait=_number(env, "PUSH_ACK_WAIT", "10", float),
             vapid_private_key=vapid_key,

@@ -80,6 +80,9 @@ class Payloads:
     def unread(self, unread: int, fmt: str) -> str:
         return f"unread:{unread}"
 
+    def behind(self, count: int, fmt: str) -> str:
+        return f"behind:{count}"
+
 
 def doc(seq: int) -> dict[str, Any]:
     return {
@@ -104,7 +107,10 @@ class Clock:
 
 
 def make(
-    store: Store, transport: Transport | None = None, clock: Clock | None = None
+    store: Store,
+    transport: Transport | None = None,
+    clock: Clock | None = None,
+    replay_limit: int = engine.REPLAY_LIMIT,
 ) -> tuple[OrderedDelivery, Transport, list[OrderedDelivery]]:
     transport = transport or Transport()
     forgotten: list[OrderedDelivery] = []
@@ -118,6 +124,7 @@ def make(
         forget=forgotten.append,
         stall_seconds=5.0,
         clock=clock or Clock(),
+        replay_limit=replay_limit,
     )
     return socket, transport, forgotten
 
@@ -184,6 +191,39 @@ def test_last_id_replays_everything_after_it_in_batches_then_goes_live():
         socket.offer(451, live(451))
         assert transport.notifications() == list(range(11, 452))
         assert store.reads == 3  # 200 + 200 + 40: each batch a range read
+
+    run(scenario())
+
+
+def test_a_resume_far_behind_replays_the_newest_limit_then_says_how_many_are_older():
+    """Issue 23: a last_id from long ago costs REPLAY_LIMIT frames, not the whole history."""
+
+    async def scenario() -> None:
+        store = Store(range(1, 1001))
+        socket, transport, _ = make(store, replay_limit=300)
+        socket.greet("hello")
+        socket.start_from(f"{0:012d}", 1000)
+        await settle(socket)
+        assert transport.notifications() == list(range(701, 1001))
+        assert transport.sent[-1] == "behind:700"
+        assert store.reads == 2  # 200 + 100: the 700 older ones are never read
+        socket.offer(1001, live(1001))  # and live from there
+        assert transport.notifications()[-1] == 1001
+
+    run(scenario())
+
+
+def test_a_gap_far_behind_is_bounded_too():
+    async def scenario() -> None:
+        store = Store(range(1, 11))
+        socket, transport, _ = make(store, replay_limit=5)
+        socket.greet("hello")
+        socket.start_from(None, 10)
+        store.docs.update({s: doc(s) for s in range(11, 60)})
+        socket.offer(60, live(60))  # 11-59 lost on the bus
+        await settle(socket)
+        assert transport.notifications() == [56, 57, 58, 59, 60]
+        assert "behind:45" in transport.sent
 
     run(scenario())
 

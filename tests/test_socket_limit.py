@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 from websockets.asyncio import client as ws_client
+from websockets.exceptions import InvalidStatus
 
+from notifier.realtime.socket_limit import BUDGET
 from tests.helpers import WebProcess
 
 
@@ -35,16 +37,23 @@ BURST = 150
 
 
 @pytest.mark.timeout(120)
-def test_a_burst_of_handshakes_is_held_to_the_limit_by_a_real_web_process(env, alice):
-    """150 sockets of one user opened at once: every handshake counts against the limit
-    (none skips it for want of a Redis connection), so exactly the limit stay open."""
+def test_a_burst_of_handshakes_is_held_to_the_budget_and_the_limit_by_a_real_web_process(
+    env, alice
+):
+    """150 sockets of one user opened at once: the user's budget lets BUDGET handshakes
+    through (429 for the rest), and of those exactly the limit stay open: every one
+    counts against it (none skips it for want of a Redis connection)."""
     web = WebProcess(env)
     web.start()
     url = web.url.replace("http", "ws") + f"/ws?format=json&token={alice.token}"
 
-    async def burst() -> list[int | None]:
-        socks = await asyncio.gather(*(ws_client.connect(url) for _ in range(BURST)))
-        closed: list[int | None] = []
+    async def burst() -> list[int | str | None]:
+        socks = await asyncio.gather(
+            *(ws_client.connect(url) for _ in range(BURST)), return_exceptions=True
+        )
+        opened = [s for s in socks if not isinstance(s, BaseException)]
+        refused = [s for s in socks if isinstance(s, BaseException)]
+        assert all(isinstance(e, InvalidStatus) for e in refused), refused[:1]
         try:
             # Each eviction follows its handshake: wait for them all.
             async def outcome(sock: Any) -> int | None:
@@ -55,18 +64,21 @@ def test_a_burst_of_handshakes_is_held_to_the_limit_by_a_real_web_process(env, a
                 except TimeoutError:
                     return None  # still open
 
-            closed = list(await asyncio.gather(*(outcome(s) for s in socks)))
+            closed: list[int | str | None] = list(
+                await asyncio.gather(*(outcome(s) for s in opened))
+            )
         finally:
-            await asyncio.gather(*(s.close() for s in socks))
-        return closed
+            await asyncio.gather(*(s.close() for s in opened))
+        return closed + [e.response.status_code for e in refused]  # type: ignore[union-attr]
 
     try:
         codes = asyncio.run(burst())
     finally:
         web.stop()
     limit = 20  # CONNECTIONS_PER_USER's default
+    assert codes.count(429) == BURST - BUDGET
     assert codes.count(None) == limit
-    assert codes.count(4008) == BURST - limit
+    assert codes.count(4008) == BUDGET - limit
 
 
 @pytest.mark.gen_test(timeout=90)

@@ -138,10 +138,7 @@ async def keep_long_lived_frozen(registry: ConnectionRegistry) -> None:
     frozen_at, added = loop.time(), registry.added
     while True:
         await asyncio.sleep(1.0)
-        if (
-            registry.added - added < FREEZE_AFTER_SOCKETS
-            and loop.time() - frozen_at < FREEZE_EVERY
-        ):
+        if registry.added - added < FREEZE_AFTER_SOCKETS and loop.time() - frozen_at < FREEZE_EVERY:
             continue
         gc.collect(1)  # the young garbage goes first: only survivors are frozen
         gc.freeze()

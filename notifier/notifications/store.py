@@ -252,6 +252,11 @@ class NotificationRepository:
         """How many of the user's notifications are unread (from the state, no counting)."""
         return (await self.state(user_id)).unread_count
 
+    async def mark_acknowledged(self, user_id: str, seq: int) -> None:
+        """Note that a page showed the user everything up to `seq`, a seq known to be one of
+        theirs (a socket's newest sent): one write, no read."""
+        await self._states.update_one({"_id": user_id}, user_state.acknowledged(seq))
+
     async def acknowledge(self, user_id: str, seq: int) -> int:
         """Note that a page showed the user everything up to `seq`; returns the seq noted.
 

@@ -41,6 +41,7 @@ TOO_SLOW = 4009  # the client stopped reading (see OrderedDelivery.stalled)
 STALLED_AT = 200  # unflushed messages past which a socket with no progress is dropped
 MAX_UNFLUSHED = 5000  # the hard bound on what one socket may hold unsent
 REPLAY_BATCH = 200  # notifications read from storage per query while replaying
+REPLAY_LIMIT = 500  # the most one replay sends: the rest are in History (REPLAY_LIMIT)
 FRESH_LIST = 20  # what a client with an unusable last_id gets instead
 
 
@@ -94,6 +95,8 @@ class Payloads(Protocol):
 
     def unread(self, unread: int, fmt: str) -> str: ...
 
+    def behind(self, count: int, fmt: str) -> str: ...
+
 
 class OrderedDelivery:
     """A socket as the registry sees it: ordered, gap-filling, bounded delivery."""
@@ -110,6 +113,7 @@ class OrderedDelivery:
         "_queued",
         "_read_again",
         "_refresh_unread",
+        "_replay_limit",
         "_stall_seconds",
         "_store",
         "_transport",
@@ -131,6 +135,7 @@ class OrderedDelivery:
         forget: Callable[[OrderedDelivery], None],
         stall_seconds: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        replay_limit: int = REPLAY_LIMIT,
     ) -> None:
         self.user_id = user_id
         self.format = format
@@ -140,6 +145,7 @@ class OrderedDelivery:
         self._payloads = payloads
         self._forget = forget  # unregisters a socket that failed or was dropped
         self._stall_seconds = stall_seconds
+        self._replay_limit = replay_limit
         self._clock = clock
         # Until the greeting is out, other messages queue here.
         self._queued: list[str] | None = []
@@ -267,8 +273,15 @@ class OrderedDelivery:
                 # a process rejoins the bus): most sockets missed nothing and read no more.
                 state = await self._store.state(self.user_id)
                 assert self.last_seq is not None
-                if max([state.max_seq, *(seq for seq, _ in ready)]) > self.last_seq:
+                newest = max([state.max_seq, *(seq for seq, _ in ready)])
+                # Far behind (a resume from long ago): the newest REPLAY_LIMIT only, and
+                # word of how many older ones are in History, never the whole history.
+                skipped = max(0, newest - self._replay_limit - self.last_seq)
+                self.last_seq += skipped
+                if newest > self.last_seq:
                     await self._replay_from_store(state.unread_count)
+                if skipped:
+                    self.send(self._payloads.behind(skipped, self.format))
                 for seq, render in sorted(ready, key=lambda held: held[0]):
                     assert self.last_seq is not None
                     if seq > self.last_seq:

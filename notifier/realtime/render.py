@@ -146,6 +146,14 @@ class PayloadRenderer:
             return messages.envelope("unread-count", {"unread_count": unread})
         return self.render("fragments/badge.html", unread_count=unread, oob=True)
 
+    def behind(self, count: int, fmt: str) -> str:
+        """After a replay that stopped short: `count` older notifications are in History."""
+        message = f"{count} older notification(s) are in your history"
+        if fmt == "json":
+            data = {"code": "behind", "message": message, "count": count}
+            return messages.envelope("error", data)
+        return self.render("fragments/live_behind.html", count=count)
+
     def connected(self, user: Mapping[str, Any], unread: int, fmt: str) -> str:
         """The first message on a socket: who you are and how many are unread."""
         if fmt == "json":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import urllib.parse
 import uuid
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from notifier.realtime.delivery import (
     OrderedDelivery,
 )
 from notifier.realtime.events import EvictEvent
-from notifier.realtime.socket_limit import SocketLimit
+from notifier.realtime.socket_limit import BUDGET_REFILL, SocketLimit
 from notifier.realtime.subscriber import Subscriber
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import PING, text_frame, write_frame
@@ -53,6 +54,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     user_id: str
     format: str
     socket_id: str
+    _acked = 0  # the newest seq acknowledged (from the state at connect, then by this socket)
     _opened = False  # open() ran: on_close cleans up
     _held = False  # the user's bus channel is held for this socket
     _closed_early: tuple[int | None, str | None] | None = None
@@ -108,13 +110,20 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             payloads=self.renderer,
             forget=self.registry.remove,
             stall_seconds=self.config.ws_stall_seconds,
+            replay_limit=self.config.replay_limit,
         )
         # Registered before Redis counts it, so that an eviction finds it (its messages wait
         # for the greeting; an eviction before the upgrade closes it as soon as it opens).
         self.registry.add(self.delivery)
         try:
-            if not await self._arrive(identity):
+            refused = await self._arrive(identity)
+            if refused == "revoked":
                 self.write_json(_error("unauthorized", "a valid token is required"), 401)
+                return
+            if refused == "limited":
+                self.set_header("Retry-After", str(math.ceil(1 / BUDGET_REFILL)))
+                message = "too many connections and resumes: wait a moment"
+                self.write_json(_error("rate_limited", message), 429)
                 return
             await super().get(*args, **kwargs)
         finally:
@@ -196,6 +205,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 self._seen_at: datetime | None = marked  # on close, only what came since
             else:
                 self._seen_at = state.announcements_seen_at
+            self._acked = state.acked_seq  # what a page showed already: acks below it are no news
         except PyMongoError:
             log.exception("could not read the user's notifications")
             self.close(STORAGE_UNAVAILABLE, "storage unavailable")
@@ -218,9 +228,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self._ping_bucket = self.settings["pings"].add(self)
         release_handshake(self)  # the request is gone after this: see web/lean.py
 
-    async def _arrive(self, identity: Identity) -> bool:
-        """Check the token's version, count the socket against the user's limit everywhere
-        and note the user present (one Redis round trip); False when the token is revoked.
+    async def _arrive(self, identity: Identity) -> str | None:
+        """Check the token's version and the user's budget, count the socket against the
+        user's limit everywhere and note the user present (one Redis round trip); None,
+        or why the socket is refused: "revoked" or "limited" (out of budget).
 
         The oldest sockets over the limit are closed: this process's at once, the others by
         their processes (through the bus). With Redis unreachable the socket is let in
@@ -230,12 +241,14 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         process = self.settings["process"]
         try:
             arrival = await limit.arrived(self.user_id, self.socket_id, process, identity.version)
-            self._recorded = not arrival.revoked
+            self._recorded = arrival.recorded
             if arrival.cached_version is None and not await super().token_is_current(identity):
                 await self._forget_socket()  # not cached: MongoDB said it is revoked
-                return False
+                return "revoked"
             if arrival.revoked:
-                return False
+                return "revoked"
+            if arrival.limited:
+                return "limited"
             here = f"{process}:"
             self.registry.close_sockets(
                 self.user_id,
@@ -249,7 +262,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 await bus.publish_async(self.bus, event)
         except (RedisError, OSError) as e:
             log.warning("socket limit and presence not recorded (redis unavailable: %s)", e)
-        return True
+        return None
 
     async def _forget_socket(self) -> None:
         if not self._recorded:
@@ -278,12 +291,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if kind == "ping":
             self.delivery.send(messages.envelope("pong", {}))
         elif kind == "resume" and isinstance(msg, dict) and self.delivery.started:
-            try:
-                max_seq = await self.repo.max_seq(self.user_id)
-            except PyMongoError:
-                self.delivery.send(messages.error("unavailable", "try resuming again shortly"))
-                return
-            self.delivery.start_from(msg.get("last_id"), max_seq)
+            await self._resume(msg.get("last_id"))
         elif kind == "mark-read":
             await self._mark_read(msg)
         elif kind == "ack" and isinstance(msg, dict):
@@ -295,15 +303,39 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
                 )
             )
 
+    async def _resume(self, last_id: object) -> None:
+        """`{"type": "resume", "last_id": id}`: replay from there (the newest REPLAY_LIMIT at
+        most), each costing one of the user's budget, shared by all their sockets."""
+        limit = SocketLimit(self.settings["link"], self.config.connections_per_user)
+        try:
+            if not await limit.spend(self.user_id):
+                message = "too many connections and resumes: wait a moment"
+                self.delivery.send(messages.error("rate_limited", message))
+                return
+        except (RedisError, OSError) as e:
+            log.warning("resume not counted (redis unavailable: %s)", e)
+        try:
+            max_seq = await self.repo.max_seq(self.user_id)
+        except PyMongoError:
+            self.delivery.send(messages.error("unavailable", "try resuming again shortly"))
+            return
+        self.delivery.start_from(last_id, max_seq)
+
     async def _ack(self, last_id: object) -> None:
         """`{"type": "ack", "last_id": id}`: a person saw everything up to it (no reply).
 
-        It is what decides offline email (notifier/email/service.py): one write per ack,
-        never past the user's newest notification. Tornado runs one on_message at a time,
+        It is what decides offline email (notifier/email/service.py). An ack counts up to
+        the newest notification this socket was sent (so never past the user's newest),
+        and one that moves nothing on writes nothing: a client repeating acks costs no
+        query. Otherwise one write, with no read. Tornado runs one on_message at a time,
         so a ping sent after an ack is answered once the ack is stored.
         """
         try:
-            await self.repo.acknowledge(self.user_id, parse_id(last_id, "last_id"))
+            seq = min(parse_id(last_id, "last_id"), self.delivery.last_seq or 0)
+            if seq <= self._acked:
+                return
+            await self.repo.mark_acknowledged(self.user_id, seq)
+            self._acked = seq
         except InputError as e:
             self.delivery.send(messages.error(e.code, e.message))
         except PyMongoError:
