@@ -17,6 +17,7 @@ from web.handlers.pages import PageHandler, form_cents
 
 CHECK_DEALS = "tasks.deals.check_deals"
 IMPORT_PRICES = "tasks.prices.import_prices"
+STORE_ANNOUNCEMENT = "tasks.delivery.store_announcement"
 
 
 async def post_price(handler: BaseHandler, price: PriceInput) -> str:
@@ -33,10 +34,12 @@ async def run_deal_check(handler: BaseHandler, user_id: str) -> str:
 
 
 async def announce(handler: BaseHandler, body: object) -> str:
-    """Store an announcement and push it to every connected user on every process."""
+    """Store an announcement, push it to every connected user on every process, and have
+    workers copy it into the history of every user (notifier/notifications/announcements.py)."""
     announcement = await AnnouncementRepository(handler.db).create(body)
     # Rendered here, once, for every socket on every process.
     await bus.publish_async(handler.bus, handler.renderer.announcement_event(announcement))
+    await handler.enqueue(STORE_ANNOUNCEMENT, announcement=announcement)
     return str(announcement["id"])
 
 
