@@ -8,24 +8,41 @@ moves the ones for its role.
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import Metric
 
 REGISTRY = CollectorRegistry()
 ProcessCollector(namespace="notifier", registry=REGISTRY)  # CPU, memory, open files
 
 # Web processes -------------------------------------------------------------------------
 
+# With WEB_CONCURRENCY > 1 (prometheus-client's multiprocess mode) these are summed over
+# the live web processes.
 OPEN_CONNECTIONS = Gauge(
-    "notifier_open_connections", "WebSockets open on this web process", registry=REGISTRY
+    "notifier_open_connections",
+    "WebSockets open on the web process(es)",
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 USERS_ONLINE = Gauge(
     "notifier_users_online",
-    "Users with at least one WebSocket on this web process",
+    "Users with at least one WebSocket, per web process, summed",
     registry=REGISTRY,
+    multiprocess_mode="livesum",
 )
 MESSAGES_DELIVERED = Counter(
     "notifier_messages_delivered",
@@ -92,6 +109,47 @@ def seconds_since(iso_time: str, now: float | None = None) -> float | None:
     if then.tzinfo is None:
         then = then.replace(tzinfo=UTC)
     return max(0.0, (time.time() if now is None else now) - then.timestamp())
+
+
+def exposition(metrics_dir: str | None = None) -> bytes:
+    """The metrics in Prometheus's text format: this process's, or with `metrics_dir`
+    (prometheus-client's multiprocess directory) every web process's, summed, with each
+    live process's CPU, memory and open files labelled by `pid`."""
+    if metrics_dir is None:
+        return generate_latest(REGISTRY)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=metrics_dir)
+    registry.register(_Processes(metrics_dir))
+    return generate_latest(registry)
+
+
+class _Processes:
+    """notifier_process_* of every live process writing to a multiprocess directory."""
+
+    def __init__(self, metrics_dir: str) -> None:
+        self._dir = metrics_dir
+
+    def collect(self) -> list[Metric]:
+        pids = set()
+        for name in os.listdir(self._dir):
+            stem = name.removesuffix(".db").rsplit("_", 1)[-1]
+            if stem.isdigit() and os.path.exists(f"/proc/{stem}"):
+                pids.add(int(stem))
+        families: dict[str, Metric] = {}
+        for pid in sorted(pids):
+            collector = ProcessCollector(namespace="notifier", pid=_constant(pid), registry=None)
+            for family in collector.collect():
+                merged = families.setdefault(
+                    family.name, Metric(family.name, family.documentation, family.type)
+                )
+                for sample in family.samples:
+                    labels = {**sample.labels, "pid": str(pid)}
+                    merged.add_sample(sample.name, labels, sample.value)
+        return list(families.values())
+
+
+def _constant(pid: int) -> Callable[[], int]:
+    return lambda: pid
 
 
 def delivered(message_type: str) -> Any:

@@ -52,6 +52,9 @@ class Settings:
     worker_metrics_port: int
     worker_metrics_addr: str
     var_dir: Path
+    web_concurrency: int = 1
+    # prometheus-client's multiprocess directory, set when WEB_CONCURRENCY > 1 (web/serve.py)
+    metrics_dir: str | None = None
 
     @property
     def production(self) -> bool:
@@ -123,6 +126,8 @@ class Settings:
             worker_metrics_port=_number(env, "WORKER_METRICS_PORT", "0", int),
             worker_metrics_addr=env.get("WORKER_METRICS_ADDR") or "127.0.0.1",
             var_dir=var_dir,
+            web_concurrency=max(1, _number(env, "WEB_CONCURRENCY", "1", int)),
+            metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
         )
 
 

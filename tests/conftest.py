@@ -34,15 +34,20 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
-from notifier.dev.embedded import Server, free_port, start_mongo, start_redis, worker_argv
-from notifier.realtime import bus
-from notifier.realtime.fanout import FanOut
+from notifier.dev.embedded import (
+    Server,
+    database_uri,
+    free_port,
+    start_mongo,
+    start_redis,
+    worker_argv,
+)
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
-from web.__main__ import stop_tasks
-from web.app import make_app, mongo_client, on_bus_joined
+from web.app import live_path, make_app, mongo_client
+from web.serve import stop_tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 JWT_SECRET = "test-secret-" + "x" * 40
@@ -125,7 +130,7 @@ def env(
     return {
         "SMTP_URL": f"smtp://127.0.0.1:{mailbox[1]}",
         "NOTIFIER_ENV": "development",
-        "MONGODB_URI": f"{mongo_server.url}/notifier_test",
+        "MONGODB_URI": database_uri(mongo_server, "notifier_test"),
         "REDIS_URL": f"{redis_server.url}/0",
         "JWT_SECRET": JWT_SECRET,
         "VAR_DIR": str(var_dir),
@@ -297,29 +302,11 @@ def app(
     aredis = aioredis.Redis.from_url(config.redis_url)
     registry = ConnectionRegistry()
     application = make_app(config, mongo.get_default_database(), aredis, registry, "test:1")
-    fanout = FanOut(registry, application.settings["announcements"])
+    subscriber = live_path(application, **listen_options)
 
     async def start() -> asyncio.Task[None]:
-        subscribed = asyncio.Event()
-
-        joined = on_bus_joined(application, fanout)
-
-        async def on_subscribed() -> None:
-            await joined()
-            subscribed.set()
-
-        state = application.settings["subscription"]
-        task = asyncio.create_task(
-            bus.listen(
-                aredis,
-                fanout,
-                on_subscribed,
-                state=state,
-                after_batch=fanout.flush,
-                **listen_options,
-            )
-        )
-        await asyncio.wait_for(subscribed.wait(), 10)
+        task = asyncio.create_task(subscriber.run())
+        await asyncio.wait_for(subscriber.wait_joined(), 10)
         return task
 
     task = io_loop.run_sync(start)

@@ -100,8 +100,8 @@ def wait_subscribed(proc: subprocess.Popen, seen: list[str]) -> None:
 
     `seen` is the output read so far; it is cleared, so the next wait is for the next time.
     """
-    if not any("subscribed to notifier:events" in line for line in seen):
-        read_until(proc, "subscribed to notifier:events", 30, seen)
+    if not any("subscribed to the bus" in line for line in seen):
+        read_until(proc, "subscribed to the bus", 30, seen)
     seen.clear()
 
 
@@ -193,36 +193,31 @@ class WebProcess:
         self.proc = None
 
 
-async def resubscriptions_while_idle(client: Any, dead_after: float = 1.0) -> int:
-    """How often `bus.listen` subscribes again while nothing is published for 3 dead_afters.
-
-    A live link answers every PING, so a healthy idle subscription is never given up.
+async def resubscriptions_while_idle(topology: Any, dead_after: float = 1.0) -> int:
+    """How often a Subscriber joins the bus again while nothing is published for 3
+    dead_afters. A live link answers every PING, so a healthy idle one is never given up.
     """
-    from notifier.realtime import bus
+    from notifier.realtime.subscriber import Subscriber
 
-    subscribed: asyncio.Queue[None] = asyncio.Queue()
+    joined: asyncio.Queue[None] = asyncio.Queue()
 
-    async def on_subscribed() -> None:
-        subscribed.put_nowait(None)
+    async def on_joined() -> None:
+        joined.put_nowait(None)
 
-    task = asyncio.create_task(
-        bus.listen(
-            client,
-            lambda event: None,
-            on_subscribed,
-            ping_every=dead_after / 5,
-            dead_after=dead_after,
-        )
+    subscriber = Subscriber(
+        topology, lambda event: None, on_joined, ping_every=dead_after / 5, dead_after=dead_after
     )
+    task = asyncio.create_task(subscriber.run())
     try:
-        await asyncio.wait_for(subscribed.get(), 10)
+        await asyncio.wait_for(joined.get(), 10)
         try:  # nothing should come: waiting out the time is the point
-            await asyncio.wait_for(subscribed.get(), 3 * dead_after)
+            await asyncio.wait_for(joined.get(), 3 * dead_after)
         except TimeoutError:
             return 0
-        return 1 + subscribed.qsize()
+        return 1 + joined.qsize()
     finally:
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def raw_ws_open(port: int, token: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:

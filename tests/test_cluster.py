@@ -19,6 +19,7 @@ from notifier.dev.embedded import Server, free_port, start_redis_cluster
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
+from notifier.realtime.subscriber import Subscriber, Topology
 from tests.helpers import read_until, resubscriptions_while_idle, spawn, wait_subscribed
 
 
@@ -31,24 +32,23 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Ser
         node.stop()
 
 
-def owner_of_channel(nodes: list[Server]) -> tuple[Server, list[Server]]:
-    """The node whose shard owns the bus channel, and the others."""
+def owner_of(nodes: list[Server], channel: str) -> tuple[Server, list[Server]]:
+    """The node whose shard owns a channel, and the others."""
     client = RedisCluster.from_url(nodes[0].url)
     try:
-        node = client.get_node_from_key(bus.CHANNEL)
-        port = int(node.port)
+        port = int(client.get_node_from_key(channel).port)
     finally:
         client.close()
     owner = next(n for n in nodes if n.url.endswith(f":{port}"))
     return owner, [n for n in nodes if n is not owner]
 
 
-def subscribers(node: Server, kind: str) -> int:
-    """How many clients of this node subscribe to the bus channel (shard or classic)."""
+def subscribers(node: Server, channel: str, kind: str) -> int:
+    """How many clients of this node subscribe to a channel (shard or classic)."""
     client = redis.Redis.from_url(node.url)
     try:
         numsub = client.pubsub_shardnumsub if kind == "shard" else client.pubsub_numsub
-        return int(dict(numsub(bus.CHANNEL))[bus.CHANNEL.encode()])
+        return int(dict(numsub(channel))[channel.encode()])
     finally:
         client.close()
 
@@ -62,37 +62,46 @@ def test_the_cluster_fixture_has_three_masters_covering_every_slot(redis_cluster
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_events_travel_by_spublish_and_ssubscribe_on_the_owning_shard(redis_cluster, config):
+async def test_user_channels_travel_by_spublish_and_ssubscribe_on_their_shards(
+    redis_cluster, config
+):
     settings = dataclasses.replace(config, redis_cluster_url=redis_cluster[1].url)
     client = bus.async_client(settings, None)  # type: ignore[arg-type]
     assert isinstance(client, AsyncRedisCluster)
     got: list[LogoutEvent] = []
     arrived = asyncio.Event()
-    subscribed = asyncio.Event()
-    state = bus.Subscription()
 
     def handle(event: LogoutEvent) -> None:
         got.append(event)
         arrived.set()
 
-    async def on_subscribed() -> None:
-        subscribed.set()
-
-    task = asyncio.create_task(bus.listen(client, handle, on_subscribed, state=state))
+    subscriber = Subscriber(Topology(config.redis_url, settings.redis_cluster_url), handle)
+    task = asyncio.create_task(subscriber.run())
     publisher = bus.make_publisher(settings)
+    users = [str(i) for i in range(12)]  # on every shard, most likely
     try:
-        await asyncio.wait_for(subscribed.wait(), 10)
-        assert state.live(asyncio.get_running_loop().time())
-        owner, others = owner_of_channel(redis_cluster)
-        # The subscription is a shard channel on the owning node, and only there.
-        assert subscribers(owner, "shard") == 1 and subscribers(owner, "classic") == 0
-        assert [subscribers(other, "shard") for other in others] == [0, 0]
+        await asyncio.wait_for(subscriber.wait_joined(), 10)
+        assert subscriber.state.live(asyncio.get_running_loop().time())
+        await asyncio.gather(*(subscriber.hold(u) for u in users))
+        for channel in (bus.BROADCAST, *map(bus.user_channel, users)):
+            # Each subscription is a shard channel on the owning node, and only there.
+            owner, others = owner_of(redis_cluster, channel)
+            assert subscribers(owner, channel, "shard") == 1
+            assert subscribers(owner, channel, "classic") == 0
+            assert [subscribers(other, channel, "shard") for other in others] == [0, 0]
         assert publisher.publish(LogoutEvent(user_id="1")) == 1  # worker side (sync)
         await asyncio.wait_for(arrived.wait(), 10)
         arrived.clear()
         assert await bus.publish_async(client, LogoutEvent(user_id="2")) == 1  # web side
         await asyncio.wait_for(arrived.wait(), 10)
-        assert [e.user_id for e in got] == ["1", "2"]
+        publisher.publish_many([LogoutEvent(user_id=u) for u in users])  # pipelined by shard
+        while len(got) < 2 + len(users):
+            arrived.clear()
+            await asyncio.wait_for(arrived.wait(), 10)
+        # Order holds per user (a user's channel is on one shard), not across shards.
+        assert [e.user_id for e in got[:2]] == ["1", "2"]
+        assert sorted(e.user_id for e in got[2:]) == sorted(users)
+        assert publisher.publish(LogoutEvent(user_id="not held here")) == 0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -158,8 +167,5 @@ def test_a_web_process_on_the_cluster_delivers_to_its_sockets(
 
 @pytest.mark.gen_test(timeout=60)
 async def test_a_healthy_idle_sharded_subscription_is_kept(redis_cluster):
-    client = AsyncRedisCluster.from_url(redis_cluster[0].url)
-    try:
-        assert await resubscriptions_while_idle(client) == 0
-    finally:
-        await client.aclose()
+    topology = Topology(redis_cluster[0].url, redis_cluster[0].url)
+    assert await resubscriptions_while_idle(topology) == 0

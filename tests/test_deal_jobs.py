@@ -95,8 +95,8 @@ def test_a_batch_whose_publish_failed_is_published_by_the_sweep(db, sync_redis, 
     [record] = [r for r in db.outbox.find() if set(users) & _owners(db, r["ids"])]
     assert len(record["ids"]) == 3  # stored, listed, not published
     events = sync_redis.pubsub()
-    events.subscribe(bus.CHANNEL)
-    assert events.get_message(timeout=5)["type"] == "subscribe"
+    events.psubscribe("notifier:u:*")
+    assert events.get_message(timeout=5)["type"] == "psubscribe"
     working = NotificationService(NotificationWriter(db), Publisher(sync_redis))
     assert republish_batches(db, working, timedelta(0)) >= 3
     heard = set()

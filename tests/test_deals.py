@@ -129,10 +129,10 @@ def test_stored_in_mongodb_before_it_is_published(db, check, sync_redis, alice, 
     apply(db, [watch(alice.user_id, WatchInput(names["milk"]))])
     post(db, names["a"], names["milk"], 199, 249)
     pubsub = sync_redis.pubsub()
-    pubsub.subscribe(bus.CHANNEL)
+    pubsub.psubscribe("notifier:*")
     try:
         confirmed = pubsub.get_message(timeout=5)
-        assert confirmed is not None and confirmed["type"] == "subscribe"
+        assert confirmed is not None and confirmed["type"] == "psubscribe"
         check.run()
         while True:
             message = pubsub.get_message(timeout=10)

@@ -171,7 +171,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
     apply(db, [watch(u, WatchInput(item)) for u in shoppers])
     apply(db, record_price(PriceInput("Fresh Mart", item, 150, 300))[1])
     events = sync_redis.pubsub(ignore_subscribe_messages=True)
-    events.subscribe(bus.CHANNEL)  # pub/sub spans the server's databases
+    events.psubscribe("notifier:u:*")  # every user's channel (pub/sub spans databases)
     control = Celery(broker=broker, set_as_current=False)
     log = tmp_path / "worker.log"
     workers = [start_worker(worker_env, log)]

@@ -13,9 +13,8 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-import redis
 
-from notifier.realtime import bus, events
+from notifier.realtime import events
 from notifier.realtime.events import (
     AnnouncementEvent,
     EvictEvent,
@@ -24,6 +23,7 @@ from notifier.realtime.events import (
     ReadEvent,
 )
 from notifier.realtime.render import PayloadRenderer
+from notifier.realtime.subscriber import Subscriber, Topology
 from tests.conftest import ROOT
 from web.frames import check_iostream, stream_problems
 from web.render import Renderer
@@ -106,9 +106,10 @@ def test_unknown_or_malformed_input_is_refused(raw: bytes) -> None:
 
 def test_the_subscriber_logs_and_skips_a_malformed_event(caplog) -> None:
     got: list[events.Event] = []
-    with caplog.at_level(logging.WARNING, logger="notifier.realtime.bus"):
-        bus._dispatch(got.append, b'{"kind": "nope"}')
-        bus._dispatch(got.append, events.encode(LogoutEvent(user_id="u1")))
+    subscriber = Subscriber(Topology("redis://127.0.0.1:1"), got.append)
+    with caplog.at_level(logging.WARNING, logger="notifier.realtime.subscriber"):
+        subscriber._dispatch(b'{"kind": "nope"}')
+        subscriber._dispatch(events.encode(LogoutEvent(user_id="u1")))
     assert got == [LogoutEvent(user_id="u1")]
     assert "ignored a malformed event" in caplog.text
 
@@ -162,27 +163,6 @@ class Shaped:
         self.__dict__.update(attrs)
 
 
-def test_the_redis_check_trips_when_the_connection_has_no_stream_reader() -> None:
-    with pytest.raises(bus.LibraryChanged, match="no `_reader`"):
-        bus.subscription_stream(Shaped(_stream=asyncio.StreamReader))
-    with pytest.raises(bus.LibraryChanged, match=r"not an asyncio\.StreamReader"):
-        bus.subscription_stream(Shaped(_reader=object()))
-    # A connection that is merely closed is a connection error: retried, not fatal.
-    with pytest.raises(redis.ConnectionError):
-        bus.subscription_stream(Shaped(_reader=None))
-    assert not issubclass(bus.LibraryChanged, (redis.RedisError, OSError))
-
-
-def test_the_redis_check_passes_on_the_pinned_redis_py() -> None:
-    bus.check_redis_connection()
-
-    async def opened() -> None:
-        reader = asyncio.StreamReader()
-        assert bus.subscription_stream(Shaped(_reader=reader)) is reader
-
-    asyncio.run(opened())
-
-
 def test_the_tornado_check_trips_when_iostream_loses_socket_or_writing() -> None:
     a, b = socket.socketpair()
     try:
@@ -210,7 +190,6 @@ def test_the_tornado_check_passes_on_the_pinned_tornado() -> None:
             "import tornado.iostream as m; del m.BaseIOStream.writing",
             "IOStream has no `.writing()`",
         ),
-        ("import redis.asyncio.connection as m; m.Connection = type('C', (), {})", "no `_reader`"),
     ],
 )
 def test_python_m_web_stops_at_once_with_one_line_when_a_private_api_moved(

@@ -128,7 +128,7 @@ async def test_a_subscriber_cut_off_by_the_output_buffer_limit_is_filled(
     pipe = admin.pipeline(transaction=False)
     for i in range(5):
         pipe.publish(
-            bus.CHANNEL,
+            bus.BROADCAST,
             announcement_message(
                 {
                     "id": f"burst{i}",

@@ -58,7 +58,9 @@ async def test_a_fan_out_frames_each_format_once_and_every_socket_gets_its_forma
         assert "unread-badge" in await sock.recv()  # the greeting
     text_frame.cache_clear()
 
-    sync_redis.publish(bus.CHANNEL, bus.encode(notification_event(alice.user_id, 1)))
+    sync_redis.publish(
+        bus.user_channel(alice.user_id), bus.encode(notification_event(alice.user_id, 1))
+    )
     envelopes = [await sock.recv_json() for sock in as_json]
     fragments = [await sock.recv() for sock in as_html]
 
@@ -90,7 +92,7 @@ async def test_a_socket_reset_by_its_client_is_dropped_and_the_others_still_get_
         tick += 1
         assert tick < 1000, "the reset socket was never dropped"
         sync_redis.publish(
-            bus.CHANNEL,
+            bus.BROADCAST,
             announcement_message(
                 {
                     "id": f"t{tick}",

@@ -6,11 +6,11 @@ import asyncio
 import dataclasses
 
 import pytest
-import redis.asyncio as aioredis
 
 from notifier.dev.embedded import free_port
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.subscriber import Topology
 from tests.helpers import collect, resubscriptions_while_idle
 
 
@@ -96,8 +96,4 @@ async def test_a_frozen_subscription_is_detected_and_filled(
 
 @pytest.mark.gen_test(timeout=30)
 async def test_a_healthy_idle_subscription_is_kept(redis_server):
-    client = aioredis.Redis.from_url(redis_server.url)
-    try:
-        assert await resubscriptions_while_idle(client) == 0
-    finally:
-        await client.aclose()
+    assert await resubscriptions_while_idle(Topology(redis_server.url)) == 0

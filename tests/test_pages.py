@@ -180,18 +180,14 @@ async def test_static_assets_are_served_locally(fetch):
 
 
 @pytest.mark.gen_test
-@pytest.mark.parametrize("counter", ["lagging", "missing"])
-async def test_pages_are_right_when_the_seq_counter_lags_or_is_missing(fetch, db, alice, counter):
+async def test_pages_are_right_when_the_seq_counter_lags(fetch, db, alice):
     """Pages are seq ranges found from the user's state document, whose seq is only ever
-    behind (a writer died before advancing it) or absent (data from before the states)."""
+    behind (a writer died before advancing it). (A missing state document means no
+    notifications yet: migration 2 gave every earlier user one.)"""
     writer = NotificationWriter(db)
     for i in range(45):
         writer.create(alice.user_id, "system-message", {"message": f"n{i}", "severity": "info"})
-    key = {"_id": alice.user_id}
-    if counter == "lagging":
-        db.user_state.update_one(key, {"$set": {"seq": 41}})
-    else:
-        db.user_state.delete_one(key)
+    db.user_state.update_one({"_id": alice.user_id}, {"$set": {"seq": 41}})
     seen, before = [], ""
     while True:
         response = await fetch(f"/api/notifications?limit=20{before}", headers=alice.auth)

@@ -34,7 +34,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
         pipe = sync_redis.pipeline(transaction=False)
         for i in range(start, start + step):
             pipe.publish(
-                bus.CHANNEL,
+                bus.BROADCAST,
                 announcement_message(
                     {
                         "id": str(i),
@@ -55,7 +55,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
         tick += 1
         assert tick < 5000, "the stalled socket was never dropped"
         sync_redis.publish(
-            bus.CHANNEL,
+            bus.BROADCAST,
             announcement_message(
                 {
                     "id": f"tick{tick}",

@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient, MongoClient
 
 from notifier.notifications.announcements import LatestAnnouncement
 from notifier.notifications.batch import NewNotification, store_batch
-from notifier.notifications.state import UserState, recount
+from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
 from tests.helpers import login, wait_stored
@@ -132,18 +132,18 @@ async def test_a_connect_records_the_socket_and_presence_in_redis(ws_connect, sy
 
 
 @pytest.mark.gen_test
-async def test_a_user_without_a_state_gets_one_on_first_read(db, config, alice):
+async def test_a_user_without_a_state_reads_as_empty_and_nothing_is_written(db, config, alice):
+    """A connect never writes (issue 19): no state document means no notifications yet."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(config.mongodb_uri)
     try:
         db.user_state.delete_one({"_id": alice.user_id})
         state = await NotificationRepository(client.get_default_database()).state(alice.user_id)
         assert (state.max_seq, state.unread_count) == (0, 0)
-        assert state.announcements_seen_at is not None  # carried over from the users document
-        stored = db.user_state.find_one({"_id": alice.user_id})
-        assert (stored["seq"], stored["unread"]) == (0, 0)
+        assert state.announcements_seen_at is not None  # the users document's, from creation
+        assert db.user_state.find_one({"_id": alice.user_id}) is None
         NotificationWriter(db).create(alice.user_id, "system-message", {"message": "m"})
         again = await NotificationRepository(client.get_default_database()).state(alice.user_id)
-        assert again == UserState(1, 1, state.announcements_seen_at)
+        assert (again.max_seq, again.unread_count) == (1, 1)
     finally:
         await client.close()
 

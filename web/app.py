@@ -22,10 +22,11 @@ from notifier.notifications.announcements import (
     SeenMarks,
 )
 from notifier.notifications.store import NotificationRepository
-from notifier.realtime.bus import AsyncBusClient, Subscription
+from notifier.realtime.bus import AsyncBusClient
 from notifier.realtime.delivery import LOGGED_OUT, TOKEN_EXPIRED
 from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
+from notifier.realtime.subscriber import Subscriber, Subscription, Topology
 from notifier.settings import Settings
 from web.expiry import ExpirySweep
 from web.handlers import (
@@ -42,6 +43,7 @@ from web.handlers import (
 )
 from web.handlers.pages import NotFoundHandler
 from web.logs import log_request
+from web.pings import PingSweep
 from web.render import Renderer
 from web.static import NotifierStaticFileHandler
 
@@ -98,17 +100,40 @@ def make_app(
         seen_marks=SeenMarks(AnnouncementRepository(db)),
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
-        subscription=Subscription(),  # kept by this process's bus.listen, read by /readyz
+        subscription=Subscription(),  # kept by this process's Subscriber, read by /readyz
         expiry=ExpirySweep(TOKEN_EXPIRED, "token expired"),  # closes sockets at token expiry
         static_path=str(STATIC),
         static_handler_class=NotifierStaticFileHandler,
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
-        websocket_ping_interval=config.ws_ping_interval or None,
+        # Pings come from one sweep (web/pings.py), not from a task per socket.
+        websocket_ping_interval=None,
+        pings=PingSweep(config.ws_ping_interval) if config.ws_ping_interval else None,
         websocket_max_message_size=MAX_FRAME_BYTES,
         log_function=log_request,
         default_handler_class=NotFoundHandler,
     )
+
+
+def live_path(app: Application, **options: float) -> Subscriber:
+    """The bus -> sockets path of this process: its fan-out and its Subscriber.
+
+    The Subscriber is kept in the settings (sockets hold their user's channel through it);
+    the caller runs `subscriber.run()`. `options` go to the Subscriber (tests shorten its
+    timings).
+    """
+    config: Settings = app.settings["config"]
+    fanout = FanOut(app.settings["registry"], app.settings["announcements"])
+    subscriber = Subscriber(
+        Topology(config.redis_url, config.redis_cluster_url),
+        fanout,
+        on_bus_joined(app, fanout),
+        state=app.settings["subscription"],
+        after_batch=fanout.flush,
+        **options,
+    )
+    app.settings["subscriber"] = subscriber
+    return subscriber
 
 
 def on_bus_joined(app: Application, fanout: FanOut) -> Callable[[], Awaitable[None]]:

@@ -19,6 +19,7 @@ from tornado.iostream import IOStream, SSLIOStream, StreamClosedError
 from notifier.realtime.bus import LibraryChanged
 
 FIN_TEXT = 0x81
+PING = bytes((0x89, 0))  # a final ping frame with no payload (web/pings.py sends it)
 
 
 @functools.lru_cache(maxsize=64)

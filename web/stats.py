@@ -11,6 +11,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from notifier import metrics
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER, Presence
 from notifier.realtime.registry import ConnectionRegistry
 
@@ -27,7 +28,11 @@ async def report(client: aioredis.Redis, process: str, registry: ConnectionRegis
     try:
         while True:
             try:
-                figures = {**registry.stats(), "process": process, "at": time.time()}
+                counts = registry.stats()
+                # Kept current here too: with several web processes a scrape reads them all.
+                metrics.OPEN_CONNECTIONS.set(counts["connections"])
+                metrics.USERS_ONLINE.set(counts["users"])
+                figures = {**counts, "process": process, "at": time.time()}
                 await client.hset(KEY, process, json.dumps(figures))
                 await presence.here(registry.users())
             except (redis.RedisError, OSError) as e:

@@ -13,7 +13,14 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from notifier.dev.embedded import Server, ServerError, die_with_parent, start_mongo, start_redis
+from notifier.dev.embedded import (
+    Server,
+    ServerError,
+    database_uri,
+    die_with_parent,
+    start_mongo,
+    start_redis,
+)
 from notifier.dev.seed import seed
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.migrations import migrate
@@ -64,7 +71,7 @@ def main() -> int:
     try:
         if not env.get("MONGODB_URI"):
             servers.append(start_mongo(var / "mongo", var / "log" / "mongo.log"))
-            env["MONGODB_URI"] = servers[-1].url + "/notifier"
+            env["MONGODB_URI"] = database_uri(servers[-1], "notifier")
         if not env.get("REDIS_URL"):
             servers.append(start_redis(var / "redis", var / "log" / "redis.log"))
             env["REDIS_URL"] = servers[-1].url + "/0"

@@ -45,6 +45,18 @@ class Server:
                 self.process.wait()
 
 
+def database_uri(server: Server, database: str) -> str:
+    """The MONGODB_URI of a database on an embedded SecantusDB, retryable writes off.
+
+    SecantusDB scans its registry of retryable writes (30 minutes of them) on every write
+    and sorts it past 10,000 entries: under load that was most of its time (78.5% at
+    10,000 sockets connecting, and a tax on every write of a deal check's fan-out). The
+    writes that matter are idempotent without it (deterministic ids, the told-once and
+    (user, seq) indexes); a MONGODB_URI you give keeps the driver's default (on).
+    """
+    return f"{server.url}/{database}?retryWrites=false"
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket() as s:

@@ -107,31 +107,17 @@ class AnnouncementRepository:
     async def mark_seen_many(self, marks: dict[str, datetime]) -> None:
         """Each user has seen every announcement up to their time: one bulk write.
 
-        No upsert: a state document made here would read as "no notifications". Users
-        without one (from before the state documents, until the migration runs) keep the
-        mark on their users document: found with one more query, written with one more.
+        It upserts: a user without a state document has no notifications yet, and the
+        document made here (a mark, no seq, no unread) reads exactly so (state.from_doc);
+        a writer's first insert then moves it on like any other.
         """
         if not marks:
             return
         states = self._db[state.COLLECTION]
-        matched = 0
         for some in batched(list(marks.items()), WRITE_BATCH):
-            result = await states.bulk_write(
-                [UpdateOne({"_id": u}, _seen(t)) for u, t in some], ordered=False
+            await states.bulk_write(
+                [UpdateOne({"_id": u}, _seen(t), upsert=True) for u, t in some], ordered=False
             )
-            matched += result.matched_count
-        if matched == len(marks):
-            return
-        with_state: set[str] = set()
-        for ids in batched(sorted(marks)):
-            with_state |= {d["_id"] async for d in states.find({"_id": {"$in": list(ids)}}, {})}
-        legacy = [
-            UpdateOne({"_id": ObjectId(u)}, _seen(t))
-            for u, t in marks.items()
-            if u not in with_state and ObjectId.is_valid(u)
-        ]
-        if legacy:
-            await self._db.users.bulk_write(legacy, ordered=False)
 
     async def newest(self) -> datetime | None:
         """When the newest announcement was made, None when there is none."""

@@ -85,33 +85,15 @@ class NotificationRepository:
 
         `max_seq` is the state's, which is never ahead but may be behind by the
         notifications of a writer that died before updating it (see max_seq for the
-        exact one). A user without a state document (no notifications yet, or data from
-        before migration 2) costs a few reads once: see _without_state.
+        exact one). A user without a state document has no notifications yet (every
+        writer creates it, and migration 2 gave every earlier user one): that reads as
+        empty, with the announcements mark their user document was created with. Nothing
+        is written: a connect never writes to MongoDB.
         """
         doc = await self._states.find_one({"_id": user_id})
         if doc is None:
-            return await self._without_state(user_id)
+            return UserState(0, 0, await _users_seen_mark(self._db, user_id))
         return user_state.from_doc(doc)
-
-    async def _without_state(self, user_id: str) -> UserState:
-        """Work it out from the notifications; store it when there are none to miscount.
-
-        Only an empty state is stored ($setOnInsert): a writer's first update then counts
-        from zero correctly. Counting a user who has notifications and storing the answer
-        could race a writer's $inc; that is left to `repair-counts` / the migration.
-        """
-        last = await self._notifications.find_one(
-            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
-        )
-        seen = await _users_seen_mark(self._db, user_id)
-        if last is None:
-            fresh: dict[str, Any] = {"seq": 0, "unread": 0}
-            if seen is not None:
-                fresh["announcements_seen_at"] = seen
-            await self._states.update_one({"_id": user_id}, {"$setOnInsert": fresh}, upsert=True)
-            return UserState(0, 0, seen)
-        unread = await self._notifications.count_documents({"user_id": user_id, "read": False})
-        return UserState(int(last["seq"]), unread, seen)
 
     async def page(
         self,

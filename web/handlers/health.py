@@ -7,10 +7,10 @@ import hmac
 from collections.abc import Awaitable
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier import metrics
-from notifier.realtime.bus import Subscription
+from notifier.realtime.subscriber import Subscription
 from web.handlers.base import ApiError, BaseHandler
 
 CHECK_TIMEOUT = 2.0
@@ -92,7 +92,7 @@ class MetricsHandler(ProbeHandler):
         metrics.USERS_ONLINE.set(figures["users"])
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.set_header("Cache-Control", "no-store")
-        self.finish(generate_latest(metrics.REGISTRY))
+        self.finish(metrics.exposition(self.config.metrics_dir))
 
 
 default_handlers = [

@@ -31,8 +31,9 @@ from notifier.realtime.delivery import (
 )
 from notifier.realtime.events import EvictEvent
 from notifier.realtime.socket_limit import SocketLimit
+from notifier.realtime.subscriber import Subscriber
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
-from web.frames import text_frame, write_frame
+from web.frames import PING, text_frame, write_frame
 from web.handlers.base import BaseHandler
 from web.handlers.notifications import mark_read, parse_read_request
 from web.lean import release_handshake
@@ -112,6 +113,12 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         return None
 
     @property
+    def subscriber(self) -> Subscriber:
+        """This process's subscriptions to the bus (its users' channels)."""
+        subscriber: Subscriber = self.settings["subscriber"]
+        return subscriber
+
+    @property
     def repo(self) -> NotificationRepository:
         """Notifications in MongoDB (the process's one repository)."""
         repo: NotificationRepository = self.settings["notifications"]
@@ -128,6 +135,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         # the client acknowledged the last one (up to its 40 ms delayed ACK).
         self.set_nodelay(True)
         self.registry.add(self.delivery)
+        # Subscribe first, then read: whatever is published from now on reaches this socket
+        # (held until start_from below), and the state read after it knows the rest.
+        self._held = True
+        await self.subscriber.hold(self.user_id)
         await self._enforce_limit()
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed meanwhile (evicted, or the client left): on_close has run
@@ -165,6 +176,9 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             [self.renderer.announcement({"announcement": a}, self.format) for a in missed],
         )
         self.delivery.start_from(last_id, max_seq)  # replays only when something may be missed
+        if self.settings["pings"] is not None:
+            self.pong_due = False  # set before the dict is rebuilt to size (web/lean.py)
+            self._ping_bucket = self.settings["pings"].add(self)
         release_handshake(self)  # the request is gone after this: see web/lean.py
 
     async def _enforce_limit(self) -> None:
@@ -264,6 +278,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """Unregister, stop the expiry timer and any replay, note announcements as seen."""
         self.registry.remove(self.delivery)
         self.delivery.stop()
+        if getattr(self, "_held", False):
+            self.subscriber.release(self.user_id)
         IOLoop.current().add_callback(self._forget_socket)
         # It was open, so it heard every broadcast until now: noted, and written together
         # with the other sockets that close meanwhile (SeenMarks).
@@ -272,6 +288,29 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         ):
             self.settings["seen_marks"].note(self.user_id)
         self.settings["expiry"].discard(self._expiry)
+        if self.settings["pings"] is not None:
+            self.settings["pings"].discard(self, self._ping_bucket)
+
+    # Pings (web/pings.py) ------------------------------------------------------------------
+
+    _ping_bucket: int | None = None
+    pong_due = False  # a ping went out and no pong came back yet
+
+    def send_ping(self) -> bool:
+        """Ping the client (the frame straight to the socket); False when it is gone."""
+        conn = self.ws_connection
+        if conn is None or conn.stream is None or conn.is_closing():
+            return False
+        try:
+            write_frame(conn.stream, PING)
+        except StreamClosedError:
+            return False
+        self.pong_due = True
+        return True
+
+    def on_pong(self, data: bytes) -> None:
+        """The client answered a ping."""
+        self.pong_due = False
 
     # The delivery's transport --------------------------------------------------------------
 

@@ -1,0 +1,77 @@
+"""One sweep pings every socket, instead of a task per socket (Tornado's periodic ping).
+
+Tornado pings each socket from a task of its own: a Task, a sleep and a timer per open
+socket, about 2.4 KiB each. Here the sockets sit in BUCKETS buckets, and every
+interval / BUCKETS seconds one bucket is visited: a socket whose last ping went
+unanswered is closed (the timeout is the interval, as Tornado's default), the others are
+pinged again. So each socket is pinged once per interval, the work is spread evenly over
+it, and an idle process does not wake up (the callback runs only while sockets are open).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from tornado.ioloop import PeriodicCallback
+
+BUCKETS = 30
+MIN_TICK = 0.1  # seconds
+
+
+class Pingable(Protocol):
+    """A socket, as the sweep sees it."""
+
+    def send_ping(self) -> bool:
+        """Ping the client; False when the socket is gone."""
+        ...
+
+    @property
+    def pong_due(self) -> bool:
+        """Whether the last ping has not been answered yet."""
+        ...
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with a code and reason."""
+        ...
+
+
+class PingSweep:
+    """The process's sockets in buckets, visited one bucket per tick (IOLoop thread only)."""
+
+    def __init__(self, interval: float) -> None:
+        count = max(1, min(BUCKETS, round(interval / MIN_TICK)))
+        self._buckets: list[set[Pingable]] = [set() for _ in range(count)]
+        self._tick = interval / count
+        self._next = 0  # the bucket the next tick visits
+        self._callback: PeriodicCallback | None = None
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self._buckets)
+
+    def add(self, sock: Pingable) -> int:
+        """Ping `sock` from one interval on; returns its bucket (for `discard`)."""
+        bucket = (self._next - 1) % len(self._buckets)  # the last one visited: a whole round
+        self._buckets[bucket].add(sock)
+        if self._callback is None:
+            self._callback = PeriodicCallback(self.sweep, self._tick * 1000)
+            self._callback.start()
+        return bucket
+
+    def discard(self, sock: Pingable, bucket: int | None) -> None:
+        """The socket closed: forget it."""
+        if bucket is not None:
+            self._buckets[bucket].discard(sock)
+
+    def sweep(self) -> None:
+        """Visit the next bucket: close who did not answer, ping the others."""
+        bucket = self._buckets[self._next]
+        self._next = (self._next + 1) % len(self._buckets)
+        for sock in list(bucket):
+            if sock.pong_due:
+                bucket.discard(sock)
+                sock.close(1000, "ping timed out")
+            elif not sock.send_ping():
+                bucket.discard(sock)
+        if not any(self._buckets) and self._callback is not None:
+            self._callback.stop()
+            self._callback = None

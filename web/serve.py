@@ -1,0 +1,226 @@
+"""Serving $PORT: one web process (`serve`), or WEB_CONCURRENCY of them (`supervise`).
+
+With WEB_CONCURRENCY > 1 the parent binds the port once and forks that many children,
+which share the listening socket (the kernel hands each new connection to one of them).
+Each child is a whole web process: its own loop, registry, bus subscriptions and metrics
+(prometheus-client's multiprocess files, so any child's /metrics sums them all). The
+parent forwards SIGTERM and SIGINT to every child, each closes its sockets with 1012 and
+exits, and the parent exits once they all have; a child that dies on its own is started
+again (a child that keeps dying stops them all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+from prometheus_client import multiprocess
+from tornado.netutil import bind_sockets
+
+from notifier.dev.embedded import die_with_parent
+from notifier.realtime import bus
+from notifier.realtime.delivery import SERVICE_RESTART
+from notifier.realtime.registry import ConnectionRegistry
+from notifier.settings import Settings
+from notifier.storage.schema import ensure_indexes_async
+from web import lean, stats
+from web.app import live_path, make_app, mongo_client
+from web.frames import check_iostream
+from web.server import NotifierHTTPServer
+
+log = logging.getLogger("web")
+
+SHUTDOWN_GRACE = 5.0
+REDIS_CONNECTIONS = 100
+
+
+async def main(config: Settings, sockets: list[socket.socket] | None = None) -> None:
+    """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
+
+    Raises bus.LibraryChanged before serving when Tornado lost a private API the fast
+    path uses, and whatever ended the subscriber (a bug: outages are retried).
+    """
+    check_private_apis()
+    mongo = mongo_client(config)
+    db = mongo.get_default_database("notifier")
+    await ensure_indexes_async(db, config.price_history_days)
+    # A burst of handshakes waits its turn for a connection instead of failing with
+    # "Too many connections" (which would skip presence and the socket limit).
+    redis = aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool.from_url(
+            config.redis_url,
+            max_connections=REDIS_CONNECTIONS,
+            timeout=10,
+            health_check_interval=10,
+        )
+    )
+    bus_client = bus.async_client(config, redis)
+    registry = ConnectionRegistry()
+    process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
+    app = make_app(config, db, redis, registry, process, bus_client)
+    lean.lazy_stream_buffers()  # raises at start if this Tornado is not the one it knows
+    # What start-up built lives as long as the process: keep it out of every collection,
+    # so a full one (a pause of 100 ms and more in a storm of connects) walks less.
+    gc.collect()
+    gc.freeze()
+    server = NotifierHTTPServer(
+        app,
+        trusted_proxies=config.trusted_proxies,
+        header_timeout=config.header_timeout,
+        idle_timeout=config.idle_timeout,
+        connections_per_address=config.connections_per_address,
+    )
+    if sockets is None:
+        server.listen(config.port)
+    else:
+        server.add_sockets(sockets)  # bound once by the parent, shared by every child
+    listener = asyncio.create_task(live_path(app).run())
+    background = [listener, asyncio.create_task(stats.report(redis, process, registry))]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("notifier web listening on port %d (pid %d)", config.port, os.getpid())
+    stopping = asyncio.create_task(stop.wait())
+    # The subscriber only ends by failing (a bug, not an outage): then the process stops too.
+    await asyncio.wait([stopping, listener], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    failure = listener.exception() if listener.done() else None
+    if failure is not None:
+        log.error("stopping: %s", failure)
+
+    log.info("shutting down: closing %d socket(s)", registry.stats()["connections"])
+    server.stop()
+    registry.close_all(SERVICE_RESTART, "server restarting")
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
+    await stop_tasks(background, SHUTDOWN_GRACE)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.settings["seen_marks"].flush(), SHUTDOWN_GRACE)
+    if bus_client is not redis:
+        await bus_client.aclose()
+    await redis.aclose()
+    await mongo.close()
+    if failure is not None:
+        raise failure
+
+
+def check_private_apis() -> None:
+    """Fail at start, not later, when a pinned library lost what the fast path reads."""
+    check_iostream()
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop when it is installed (Linux), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
+    """Cancel the tasks, again and again, until they finish or the time is up.
+
+    A cancellation can be lost inside a client library's own timeout handling (seen here
+    about once in 25 shutdowns, with the task parked on its next sleep), so one cancel()
+    is not enough to stop a loop reliably.
+    """
+    pending = set(tasks)
+    deadline = asyncio.get_running_loop().time() + grace
+    while pending and asyncio.get_running_loop().time() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    if pending:
+        log.warning("%d background task(s) did not stop", len(pending))
+
+
+def serve(config: Settings, sockets: list[socket.socket] | None = None) -> int:
+    """Run one web process until it is told to stop; its exit status."""
+    try:
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            runner.run(main(config, sockets))
+    except bus.LibraryChanged as e:
+        print(f"notifier: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+RESTARTS_PER_MINUTE = 5  # a child that dies more often than this stops the whole group
+
+
+def supervise(config: Settings) -> int:
+    """Fork config.web_concurrency web processes on one listening socket; wait for them."""
+    try:
+        sockets = bind_sockets(config.port)
+    except OSError as e:
+        print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    children: dict[int, int] = {}  # pid -> index
+    stopping = False
+
+    def start(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the child: a web process of its own, until told to stop
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with_parent()
+            os._exit(serve(config, sockets))
+        children[pid] = index
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(config.web_concurrency):
+        start(index)
+    log.info("supervising %d web processes on port %d", len(children), config.port)
+    deaths: list[float] = []
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        if config.metrics_dir:
+            multiprocess.mark_process_dead(pid, config.metrics_dir)
+        if stopping:
+            continue
+        deaths = [t for t in deaths if time.monotonic() - t < 60] + [time.monotonic()]
+        log.error("web process %d (pid %d) exited (%s)", index, pid, _status(code))
+        if len(deaths) > RESTARTS_PER_MINUTE:
+            log.error("web processes keep exiting: stopping them all")
+            status = 1
+            stop(signal.SIGTERM, None)
+            continue
+        start(index)
+    for sock in sockets:
+        sock.close()
+    return status
+
+
+def _status(code: int) -> str:
+    if os.WIFSIGNALED(code):
+        return f"signal {os.WTERMSIG(code)}"
+    return f"status {os.WEXITSTATUS(code)}"
