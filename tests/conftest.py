@@ -212,14 +212,15 @@ def announcements_settle(request: pytest.FixtureRequest) -> Iterator[None]:
     user's history: that is a write per user of the test database, whose load must not
     land on the next test. (Only where the worker runs: a test that posts announcements
     asks for it.)"""
-    started = datetime.now(UTC) - timedelta(seconds=1)
-    yield
     if "worker" not in request.fixturenames:
+        yield
         return
     from notifier.notifications.announcements import history_done
     from tests.helpers import wait_stored
 
     db = request.getfixturevalue("db")
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    yield
     for made in db.announcements.find({"created_at": {"$gte": started}}, {"_id": 1}):
         wait_stored(
             db.announcements,
