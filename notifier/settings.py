@@ -36,6 +36,7 @@ class Settings:
     deal_check_interval: float
     deal_check_chunk_users: int
     price_history_days: int
+    price_window_days: int
     demo_password: str
     demo_feed_interval: float
     ws_ping_interval: float
@@ -94,6 +95,7 @@ class Settings:
                 )
         port = _number(env, "PORT", "8888", int)
         vapid_key, vapid_subject = _vapid(env, mode, var_dir)
+        history_days = max(1, _number(env, "PRICE_HISTORY_DAYS", "180", int))
         return cls(
             env=mode,
             port=port,
@@ -110,7 +112,12 @@ class Settings:
                 env, "DEAL_CHECK_INTERVAL", "60" if mode == "production" else "10", float
             ),
             deal_check_chunk_users=max(1, _number(env, "DEAL_CHECK_CHUNK_USERS", "1000", int)),
-            price_history_days=max(1, _number(env, "PRICE_HISTORY_DAYS", "180", int)),
+            price_history_days=history_days,
+            # One window for every price figure a shopper reads: charts, sparklines, the
+            # "N-day low" and the headlines' "lowest in N days" (at most what is kept).
+            price_window_days=min(
+                history_days, max(1, _number(env, "PRICE_WINDOW_DAYS", "90", int))
+            ),
             demo_password=env.get("DEMO_PASSWORD") or "demo",
             demo_feed_interval=_number(env, "DEMO_FEED_INTERVAL", "0", float),
             ws_ping_interval=_number(env, "WS_PING_INTERVAL", "30", float),

@@ -297,3 +297,160 @@
     if (target) reveal(target[1]);
   });
 })();
+
+// The inbox's manners (issue 20): the unread count in the tab's title and icon, toasts that
+// close and never pile up or cover a form, the watchlist refreshed only when a deal changes
+// what it shows, a finished job's "Importing…" cleared, and History's selection.
+(function () {
+  "use strict";
+
+  var MAX_TOASTS = 3;
+  var PHONE = window.matchMedia("(max-width: 600px)");
+
+  // "(3) Dashboard · notifier" and an icon with 3 on it, from the badge the server swaps in.
+  function syncUnread() {
+    var badge = document.getElementById("unread-badge");
+    if (!badge) return;
+    var n = parseInt(badge.textContent, 10) || 0;
+    var title = document.title.replace(/^\(\d+\+?\) /, "");
+    document.title = n > 0 ? "(" + n + ") " + title : title;
+    var icon = document.getElementById("favicon");
+    var href = "/icons/unread-" + Math.min(n, 100) + ".svg";
+    if (icon && icon.getAttribute("href") !== href) icon.setAttribute("href", href);
+  }
+
+  function trimToasts() {
+    var box = document.getElementById("toasts");
+    if (!box) return;
+    var toasts = box.querySelectorAll(":scope > .toast");
+    for (var i = 0; i < toasts.length - MAX_TOASTS; i++) toasts[i].remove(); // oldest first
+  }
+
+  // Forms the dock must not cover: any with a field or button, except the rows' own
+  // mark-read buttons (every row has one; History selects rows with its checkboxes).
+  function formRects() {
+    var rects = [];
+    document.querySelectorAll("form").forEach(function (form) {
+      if (form.closest("#dock") || form.closest(".notification")) return;
+      var r = form.getBoundingClientRect();
+      if (r.width > 0 && r.height > 0 && r.bottom > 0 && r.top < window.innerHeight) rects.push(r);
+    });
+    return rects;
+  }
+
+  function overlap(a, b) {
+    var w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+    var h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+    return w > 0 && h > 0 ? w * h : 0;
+  }
+
+  // The corner (bottom on phones, else top) that covers the least form: none, as a rule.
+  function placeDock() {
+    var dock = document.getElementById("dock");
+    if (!dock || !dock.querySelector(".toast, .job-progress > *")) return;
+    var spots = PHONE.matches ? ["bottom", "top"] : ["bottom-right", "top-right", "bottom-left", "top-left"];
+    var forms = formRects();
+    var best = null, bestCover = Infinity;
+    for (var i = 0; i < spots.length && bestCover > 0; i++) {
+      dock.setAttribute("data-spot", spots[i]);
+      var box = dock.getBoundingClientRect();
+      var cover = forms.reduce(function (sum, r) { return sum + overlap(box, r); }, 0);
+      if (cover < bestCover) { best = spots[i]; bestCover = cover; }
+    }
+    dock.setAttribute("data-spot", best);
+  }
+
+  var placing = false;
+  function placeSoon() {
+    if (placing) return;
+    placing = true;
+    window.requestAnimationFrame(function () { placing = false; placeDock(); });
+  }
+
+  function dismiss(toast) {
+    toast.remove();
+    placeSoon();
+  }
+
+  // A deal changes the watchlist only when its price or store differs from a row's.
+  function watchlistStale(detail) {
+    var list = document.getElementById("watchlist");
+    if (!list || !detail) return false;
+    var details = detail.deal_details || [];
+    return (detail.deals || []).some(function (d, i) {
+      var key = details[i] && details[i].item_key;
+      if (!key) return true; // an older notification: cannot tell, so refresh
+      var row = null;
+      list.querySelectorAll("li.watch[data-item-key]").forEach(function (li) {
+        if (li.getAttribute("data-item-key") === key) row = li;
+      });
+      return !row || row.getAttribute("data-best") !== d.best_price_in_cents + "|" + d.store_name;
+    });
+  }
+
+  document.addEventListener("notification:deal", function (e) {
+    if (watchlistStale(e.detail)) document.dispatchEvent(new CustomEvent("watchlist:stale"));
+  });
+
+  // "Importing big.csv…" and "Deal check queued" end with their job.
+  document.addEventListener("notification:job", function (e) {
+    var job = e.detail && e.detail.job;
+    var result = document.getElementById(job === "price-import" ? "import-result" : job === "deal-check" ? "check-result" : "");
+    if (result) result.replaceChildren();
+    var form = result && result.closest("form");
+    if (form && job === "price-import") form.reset();
+  });
+
+  function setupSelection(results) {
+    var form = document.getElementById("bulk");
+    if (!form) return;
+    var page = form.querySelector("[data-select-page]");
+    var all = document.getElementById("select-page");
+    var matching = document.getElementById("select-matching");
+    var count = document.getElementById("bulk-count");
+    function boxes() { return results.querySelectorAll("input.select[form='bulk']"); }
+    function update() {
+      var ticked = Array.prototype.filter.call(boxes(), function (b) { return b.checked; }).length;
+      if (all) {
+        all.checked = ticked > 0 && ticked === boxes().length;
+        all.indeterminate = ticked > 0 && ticked < boxes().length;
+      }
+      count.textContent = matching && matching.checked ? "Every match, on every page" : ticked ? ticked + " selected" : "";
+    }
+    if (page && boxes().length) page.hidden = false;
+    if (all) all.addEventListener("change", function () {
+      boxes().forEach(function (b) { b.checked = all.checked; });
+      update();
+    });
+    results.addEventListener("change", function (e) {
+      if (e.target.matches("input.select, #select-matching")) update();
+    });
+    update();
+  }
+
+  document.addEventListener("click", function (e) {
+    var close = e.target.closest && e.target.closest(".toast-close");
+    if (close) dismiss(close.closest(".toast"));
+  });
+
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    syncUnread();
+    trimToasts();
+    placeSoon();
+  });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    var results = document.getElementById("history-results");
+    if (results && e.target && (e.target === results || e.target.contains(results))) setupSelection(results);
+    placeSoon();
+  });
+  window.addEventListener("scroll", placeSoon, { passive: true });
+  window.addEventListener("resize", placeSoon);
+  document.addEventListener("focusin", placeSoon);
+
+  document.addEventListener("DOMContentLoaded", function () {
+    syncUnread();
+    var results = document.getElementById("history-results");
+    if (results) setupSelection(results);
+    placeSoon();
+  });
+})();

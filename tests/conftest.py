@@ -18,6 +18,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -203,6 +204,30 @@ def worker(
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(autouse=True)
+def announcements_settle(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that broadcast announcements ends once the worker copied them into every
+    user's history: that is a write per user of the test database, whose load must not
+    land on the next test. (Only where the worker runs: a test that posts announcements
+    asks for it.)"""
+    if "worker" not in request.fixturenames:
+        yield
+        return
+    from notifier.notifications.announcements import history_done
+    from tests.helpers import wait_stored
+
+    db = request.getfixturevalue("db")
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    yield
+    for made in db.announcements.find({"created_at": {"$gte": started}}, {"_id": 1}):
+        wait_stored(
+            db.announcements,
+            lambda made=made: history_done(db.announcements.find_one({"_id": made["_id"]})),
+            "an announcement's history copies were never all stored",
+            timeout=120,
+        )
 
 
 @dataclass

@@ -247,6 +247,21 @@ def wait_stored(collection: Any, holds: Callable[[], bool], what: str, timeout: 
             changes.try_next()  # the next write, or nothing within 250 ms
 
 
+def wait_announcement_stored(db: Any, user_id: str, message: str, timeout: float = 30) -> None:
+    """Block until a worker stored and published the user's copy of an announcement.
+
+    A chunk's outbox record is written before its notifications and deleted once they
+    are published, so the outbox's writes are the events to wait on.
+    """
+    query = {"user_id": user_id, "type": "system-message", "data.message": message}
+
+    def published() -> bool:
+        copy = db.notifications.find_one(query, {"_id": 1})
+        return copy is not None and db.outbox.find_one({"ids": copy["_id"]}) is None
+
+    wait_stored(db.outbox, published, f"no copy of the announcement {message!r} published", timeout)
+
+
 def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
     """Block until none of the user's deal notifications waits for its email decision."""
     query = {"user_id": user_id, "email_pending": True}

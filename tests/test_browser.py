@@ -13,6 +13,7 @@ import shutil
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ import pytest
 
 from notifier.notifications.store import NotificationService, NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.shopping.prices import PriceInput, record_price
+from notifier.storage.writes import apply
 from tests.conftest import ROOT, User
-from tests.helpers import WebProcess, wait_email_decided
+from tests.helpers import WebProcess, wait_email_decided, wait_stored
 from tests.test_email_acks import assert_emailed_once_in_time
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -277,10 +280,18 @@ def test_html_in_an_item_name_is_text_and_runs_nothing(open_tab, web, alice, adm
     ("label", "width", "height"), [("desktop", 1280, 860), ("phone", 390, 844)]
 )
 def test_pages_render_without_console_errors_or_accessibility_violations(
-    open_tab, web, admin, item, label, width, height
+    open_tab, web, db, admin, item, label, width, height
 ):
     """Every page, at desktop and phone widths: screenshotted, and checked by axe-core."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    for days, store, cents in (
+        (60, "Fresh Mart", 329),
+        (45, "Value Foods", 299),
+        (20, "Fresh Mart", 279),
+    ):
+        apply(db, record_price(PriceInput(store, item, cents, 349), now - timedelta(days=days))[1])
+    api(web, admin, "/api/watchlist", {"item_name": item, "target_price_in_cents": 240})
     for store, cents in (("Fresh Mart", 249), ("Value Foods", 229)):
         api(
             web,
@@ -293,7 +304,11 @@ def test_pages_render_without_console_errors_or_accessibility_violations(
                 "regular_price_in_cents": 349,
             },
         )
-    api(web, admin, "/api/watchlist", {"item_name": item})
+    wait_stored(
+        db.notifications,
+        lambda: db.notifications.count_documents({"user_id": admin.user_id}) > 0,
+        "the deal at $2.29 was never notified",
+    )
     tab = open_tab(width, height).login(admin)
     pages = {
         "dashboard": "/",
@@ -309,6 +324,15 @@ def test_pages_render_without_console_errors_or_accessibility_violations(
         tab.live()
         tab.page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
         found[name] = axe_violations(tab)
+    # History with a selection made (its bulk actions), as a shopper sees it.
+    tab.page.goto(web.url + "/history")
+    tab.live()
+    tab.page.locator("#notification-list input.select").first.check()
+    tab.page.wait_for_function(
+        "() => document.getElementById('bulk-count').textContent === '1 selected'"
+    )
+    tab.page.screenshot(path=str(SCREENSHOTS / f"history-selection-{label}.png"), full_page=True)
+    found["history-selection"] = axe_violations(tab)
     login = open_tab(width, height)
     login.page.goto(web.url + "/login")
     login.page.screenshot(path=str(SCREENSHOTS / f"login-{label}.png"))
@@ -317,7 +341,8 @@ def test_pages_render_without_console_errors_or_accessibility_violations(
     assert failing == {}, json.dumps(failing, indent=1)
     assert tab.errors == [] and login.errors == []
     assert all(
-        Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000 for p in [*pages, "login"]
+        Path(SCREENSHOTS / f"{p}-{label}.png").stat().st_size > 5000
+        for p in [*pages, "login", "history-selection"]
     )
 
 
@@ -455,9 +480,13 @@ def test_a_hidden_page_with_desktop_notifications_shows_the_deal_and_sends_no_em
 
 
 def test_the_watchlist_shows_prices_and_a_sparkline_with_a_text_alternative(
-    open_tab, web, alice, admin, item
+    open_tab, web, db, alice, admin, item
 ):
     api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    row = tab.page.locator("#watchlist li.watch", has_text=item)
+    assert "No history yet" in row.inner_text()
+    # A day's prices are one point of the sparkline (its lowest): one price so far.
     for cents in (329, 289):
         api(
             web,
@@ -470,17 +499,21 @@ def test_the_watchlist_shows_prices_and_a_sparkline_with_a_text_alternative(
                 "regular_price_in_cents": 349,
             },
         )
-    tab = open_tab().login(alice)
+    tab.page.reload()
+    assert "One price so far" in row.inner_text()
+    week_ago = datetime.now(UTC) - timedelta(days=7)
+    apply(db, record_price(PriceInput("Value Foods", item, 329, 349), week_ago)[1])
+    tab.page.reload()
     row = tab.page.locator("#watchlist li.watch", has_text=item)
     assert "$2.89" in row.inner_text() and "at Value Foods" in row.inner_text()
     assert "90-day low $2.89" in row.inner_text()
     spark = row.locator("svg.sparkline[role=img]")
-    assert spark.count() == 1 and spark.locator("polyline").count() == 1
+    assert spark.count() == 1 and spark.locator("path").count() == 1
     label = tab.page.evaluate(
         "el => document.getElementById(el.getAttribute('aria-labelledby')).textContent",
         spark.element_handle(),
     )
-    assert label.startswith("Best price over 30 days") and "$2.89" in label
+    assert label.startswith("Best price over 90 days") and "$2.89" in label
     # The accessible name is what a screen reader says for the chart.
     assert spark.get_attribute("aria-labelledby").endswith("-title")
     row.get_by_role("link", name=item).click()
@@ -551,17 +584,234 @@ def test_the_admin_page_shows_an_import_filling_its_progress_bar(open_tab, web, 
         "#file", files=[{"name": "big.csv", "mimeType": "text/csv", "buffer": csv_text.encode()}]
     )
     tab.page.get_by_role("button", name="Import").click()
+    tab.page.wait_for_selector("#import-result:has-text('Importing big.csv')")
     tab.page.wait_for_selector("#job-progress progress", timeout=30_000)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(path=str(SCREENSHOTS / "admin-import-desktop.png"))
     # A tab opened now renders the bar as it stands (from the stored progress).
     late = open_tab(context=tab.page.context)
     late.page.goto(web.url + "/admin")
     opened_mid_job = late.page.locator("#job-progress progress").count() == 1
     tab.page.wait_for_selector("#job-progress .job-result", timeout=60_000)
     assert "Price import succeeded" in tab.page.inner_text("#job-progress")
+    assert tab.page.inner_text("#import-result") == ""  # "Importing…" ends with the job
     assert tab.page.locator("#job-progress progress").count() == 0  # replaced by the result
     values = seen.json_value()
     assert len(values) >= 2 and all(total == 2000 for _, total in values)
     assert [done for done, _ in values] == sorted(done for done, _ in values)
     assert 0 < values[0][0] < 2000
     assert opened_mid_job, "a tab opened during the import showed no progress bar"
+    assert tab.errors == []
+
+
+# Issue 20: a chart you can read, and an inbox that respects attention. -------------------
+
+
+def box(locator: Any) -> dict[str, float]:
+    found = locator.bounding_box()
+    assert found is not None
+    return found
+
+
+def overlaps(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (
+        a["x"] < b["x"] + b["width"]
+        and b["x"] < a["x"] + a["width"]
+        and a["y"] < b["y"] + b["height"]
+        and b["y"] < a["y"] + a["height"]
+    )
+
+
+def test_the_item_chart_has_axis_labels_a_target_line_alerts_and_tooltips(
+    open_tab, web, db, alice, admin, item
+):
+    now = datetime.now(UTC)
+    for days, store, cents in ((40, "Fresh Mart", 329), (30, "Value Foods", 319)):
+        apply(db, record_price(PriceInput(store, item, cents, 349), now - timedelta(days=days))[1])
+    api(web, alice, "/api/watchlist", {"item_name": item, "target_price_in_cents": 260})
+    post_deal(web, admin, item, cents=249)  # at or below the target: alice is alerted
+    wait_stored(
+        db.notifications,
+        lambda: db.notifications.count_documents({"user_id": alice.user_id}) > 0,
+        "alice was never alerted",
+    )
+    tab = open_tab().login(alice)
+    tab.page.goto(web.url + "/items/" + urllib.parse.quote(item))
+    chart = tab.page.locator("svg.price-chart[role=img]")
+    ticks = tab.page.locator(".y-axis .tick")
+    assert ticks.count() == 5 and all(t.startswith("$") for t in ticks.all_inner_texts())
+    assert tab.page.locator(".x-axis .tick").count() == 5
+    assert tab.page.locator(".plot .axis-title").all_inner_texts()[0] == "Price"
+    # Each price label sits on its grid line: evenly from the top of the plot to its bottom.
+    plot = box(chart)
+    for i, tick in enumerate(ticks.all()):
+        t = box(tick)
+        assert abs(t["y"] + t["height"] / 2 - (plot["y"] + i * plot["height"] / 4)) < 3
+    target = chart.locator("path.target-line")
+    assert target.count() == 1 and target.locator("title").text_content() == "Your target: $2.60"
+    assert (
+        chart.locator("path.alert-point title").first.text_content().endswith("$2.49 at Fresh Mart")
+    )
+    assert chart.locator("path.point").count() >= 3  # a tooltip on every price change
+    legend = tab.page.locator(".legend li").all_inner_texts()
+    assert [t.strip() for t in legend] == [
+        "Fresh Mart",
+        "Value Foods",
+        "Your target $2.60",
+        "You were alerted",
+    ]
+    tab.page.get_by_text("The chart as a table").click()
+    assert tab.page.locator(".chart-table tbody tr").count() == 3
+    assert axe_violations(tab) == [] and tab.errors == []
+
+
+def test_the_tab_title_and_icon_count_unread_live(open_tab, web, alice, admin, item):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    assert tab.page.title() == "Dashboard · notifier"
+    assert tab.page.get_attribute("#favicon", "href") == "/icons/unread-0.svg"
+    post_deal(web, admin, item)
+    tab.page.wait_for_function(
+        "() => document.title === '(1) Dashboard · notifier'", timeout=10_000
+    )
+    assert tab.page.get_attribute("#favicon", "href") == "/icons/unread-1.svg"
+    icon = tab.page.request.get(web.url + "/icons/unread-1.svg")
+    assert icon.headers["content-type"] == "image/svg+xml" and ">1</text>" in icon.text()
+    # The deal's toast links to the item's page.
+    assert tab.page.locator("#toasts .toast a[href^='/items/']").count() == 1
+    tab.page.locator("#notification-list > li").first.get_by_role(
+        "button", name="Mark read (notification"
+    ).click()
+    tab.page.wait_for_function("() => document.title === 'Dashboard · notifier'")
+    assert tab.page.get_attribute("#favicon", "href") == "/icons/unread-0.svg"
+    tab.page.reload()  # rendered so by the server too
+    assert tab.page.title() == "Dashboard · notifier"
+    assert tab.errors == []
+
+
+@pytest.mark.parametrize(("width", "height"), [(1280, 860), (390, 844)])
+def test_toasts_close_stack_three_at_most_and_cover_no_form(
+    open_tab, web, db, sync_redis, alice, width, height
+):
+    tab = open_tab(width, height).login(alice)
+    header = box(tab.page.locator("header.bar"))
+    assert not tab.page.locator("#unread-badge").is_visible()  # no grey pill at 0
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    for i in range(4):
+        service.notify(
+            alice.user_id, "system-message", {"message": f"Toast {i}", "severity": "info"}
+        )
+    tab.page.wait_for_selector("#toasts .toast:has-text('Toast 3')")
+    assert box(tab.page.locator("header.bar"))["height"] == header["height"]  # no jump
+    visible = [t for t in tab.page.locator("#toasts .toast").all() if t.is_visible()]
+    assert len(visible) == 3  # the oldest went
+    spots = ("bottom", "top") if width < 600 else ("bottom-right", "top-right", "bottom-left")
+    assert tab.page.get_attribute("#dock", "data-spot") in spots  # a phone's: full width
+    form = tab.page.locator("#watchlist form.inline")
+    form.scroll_into_view_if_needed()
+    tab.page.locator("#watch-item").focus()
+    tab.page.wait_for_function(
+        """() => { const d = document.getElementById('dock').getBoundingClientRect();
+                   const f = document.querySelector('#watchlist form.inline').getBoundingClientRect();
+                   return d.right <= f.left || f.right <= d.left || d.bottom <= f.top || f.bottom <= d.top; }"""
+    )
+    assert not overlaps(box(tab.page.locator("#dock")), box(form))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    tab.page.screenshot(
+        path=str(SCREENSHOTS / f"toasts-{'phone' if width < 600 else 'desktop'}.png")
+    )
+    first = tab.page.locator("#toasts .toast").first
+    text = first.inner_text()
+    first.get_by_role("button", name="Dismiss").click()
+    assert tab.page.locator("#toasts .toast", has_text=text.splitlines()[0]).count() == 0
+    assert tab.errors == []
+
+
+def test_bulk_archive_from_history_keeps_counts_exact(open_tab, web, db, alice):
+    writer = NotificationWriter(db)
+    notes = [
+        writer.create(alice.user_id, "system-message", {"message": f"Note {i}", "severity": "info"})
+        for i in range(5)
+    ]
+    tab = open_tab().login(alice)
+    assert tab.badge() == 5
+    tab.page.goto(web.url + "/history")
+    tab.live()
+    rows = tab.page.locator("ol.notifications > li")
+    assert rows.count() == 5
+    for note in notes[:2]:  # the two oldest
+        tab.page.get_by_role("checkbox", name=f"Select: {note['data']['message']}").check()
+    assert tab.page.inner_text("#bulk-count") == "2 selected"
+    tab.page.get_by_role("button", name="Archive").click()
+    tab.page.wait_for_url("**/history?done=archive&count=2")
+    tab.live()
+    assert "Archived 2 notifications." in tab.page.inner_text("#history-results")
+    assert rows.count() == 3 and tab.badge() == 3  # archiving them marked them read
+    tab.page.get_by_label("Show").select_option("true")
+    tab.page.wait_for_url("**/history?*archived=true*")
+    tab.page.wait_for_function(
+        "() => document.querySelectorAll('ol.notifications > li').length === 2"
+    )
+    assert all("Note 0" in t or "Note 1" in t for t in rows.all_inner_texts())
+    # All on this page, then back to the inbox.
+    tab.page.get_by_label("All on this page").check()
+    tab.page.get_by_role("button", name="Move to inbox").click()
+    tab.page.wait_for_url("**/history?*done=unarchive&count=2*")
+    assert rows.count() == 0
+    assert db.notifications.count_documents({"user_id": alice.user_id, "archived": True}) == 0
+    assert db.user_state.find_one({"_id": alice.user_id})["unread"] == 3
+    assert tab.errors == []
+
+
+def test_announcements_are_in_history_with_one_toast(open_tab, web, db, alice, admin):
+    tab = open_tab().login(alice)
+    message = f"Store hours change {datetime.now(UTC).timestamp()}"
+    api(web, admin, "/api/announcements", {"message": message, "severity": "info"})
+    tab.page.wait_for_selector(f"#notification-list > li:has-text('{message}')", timeout=30_000)
+    assert tab.page.locator("#toasts .toast", has_text=message).count() == 1  # not two
+    assert tab.badge() == 1
+    tab.page.goto(web.url + "/history?type=announcements")
+    tab.live()
+    assert message in tab.page.locator("ol.notifications > li").first.inner_text()
+    assert tab.errors == []
+
+
+def test_a_phone_shows_the_whole_nav_on_one_row_and_the_history_list_on_the_first_screen(
+    open_tab, web, db, admin
+):
+    writer = NotificationWriter(db)
+    writer.create(admin.user_id, "system-message", {"message": "First row", "severity": "info"})
+    tab = open_tab(390, 844).login(admin)
+    tab.page.goto(web.url + "/history")
+    tab.live()
+    tops = {round(box(link)["y"]) for link in tab.page.locator("nav[aria-label=Main] a").all()}
+    assert len(tops) == 1, tops
+    first = box(tab.page.locator("ol.notifications > li").first)
+    assert first["y"] + first["height"] < 844
+    tab.page.get_by_text("Filters").click()  # the other filters are one tap away
+    assert tab.page.get_by_label("Type").is_visible()
+    assert tab.errors == []
+
+
+def test_the_watchlist_is_fetched_again_only_when_a_deal_changes_it(
+    open_tab, web, db, sync_redis, alice, admin, item
+):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab().login(alice)
+    fetched: list[str] = []
+    tab.page.on(
+        "request", lambda r: fetched.append(r.url) if "/fragments/watchlist" in r.url else None
+    )
+    stale = tab.page.evaluate_handle(
+        "(() => { const seen = []; document.addEventListener('watchlist:stale', () => seen.push(1)); return seen; })()"
+    )
+    post_deal(web, admin, item, cents=199)
+    tab.page.wait_for_selector("#watchlist li.watch[data-best='199|Fresh Mart']", timeout=10_000)
+    assert len(fetched) == 1 and stale.evaluate("seen => seen.length") == 1
+    # The same deal told again (another tab's replay, say) changes nothing on the list.
+    [note] = db.notifications.find({"user_id": alice.user_id})
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    again = service.notify(alice.user_id, "deal-notification", note["data"])
+    tab.page.wait_for_selector(f"#notification-{again['data']['notification_id']}")
+    assert stale.evaluate("seen => seen.length") == 1
     assert tab.errors == []

@@ -57,6 +57,7 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         assert first.returncode == 0, first.stderr
         assert "backfill notification counters (2 changed)" in first.stdout
         assert "build user state documents by recount (2 changed)" in first.stdout
+        assert "summarise the price history by store and day (0 changed)" in first.stdout
         assert db.user_state.find_one({"_id": "u1"}) == {"_id": "u1", "seq": 3, "unread": 3}
         assert db.user_state.find_one({"_id": "u2"}) == {"_id": "u2", "seq": 1, "unread": 1}
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 3
@@ -66,7 +67,7 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         second = run(env, "migrate")
         assert second.returncode == 0 and "migrations run: none pending" in second.stdout
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 7  # not run again
-        assert [m["_id"] for m in db.migrations.find()] == [1, 2]
+        assert [m["_id"] for m in db.migrations.find()] == [1, 2, 3]
     finally:
         client.drop_database(name)
         client.close()
@@ -148,7 +149,8 @@ def test_import_prices_then_check_deals_notifies_once(cli_env, db, alice, item, 
     imported = run(cli_env, "import-prices", str(csv), "--no-check")
     assert imported.returncode == 1  # one row was rejected
     assert "1 row(s) applied, 1 rejected" in imported.stdout
-    assert "line 3: price_in_cents" in imported.stderr
+    assert "line 3: The price must be a whole number of cents" in imported.stderr
+    assert '(column price_in_cents: "abc")' in imported.stderr
     assert db.prices.find_one({"item_name": item})["price_in_cents"] == 150
     assert db.notifications.count_documents({"user_id": alice.user_id}) == 0
 

@@ -83,8 +83,18 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
     removed = await fetch(
         f"/fragments/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=htmx
     )
-    assert removed.code == 200 and item not in removed.body.decode()
+    page = removed.body.decode()
+    assert removed.code == 200 and '<li class="watch"' not in page
     assert json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"] == []
+    # Undo puts it back as it was, target and all; a second undo has nothing left to do.
+    assert f"Stopped watching {item}." in page
+    undo = re.search(r'name="undo" value="([0-9a-f]{24})"', page).group(1)
+    restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
+    assert restored.code == 200 and f"Watching {item}." in restored.body.decode()
+    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    assert items == [{"item_name": item, "target_price_in_cents": 250}]
+    again = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
+    assert again.code == 404 and "nothing to undo" in again.body.decode()
 
 
 @pytest.mark.gen_test

@@ -255,12 +255,12 @@ async def test_watchlist_shows_best_price_low_and_a_sparkline_and_the_item_page_
     assert "$7.99" in fragment and "at Value Foods" in fragment
     assert "90-day low $6.50" in fragment
     svg = re.search(r'<svg class="chart sparkline".*?</svg>', fragment, re.S).group(0)
-    assert 'role="img"' in svg and "<polyline" in svg
-    assert "Best price over 30 days: from $8.99 to $7.99, lowest $6.50" in svg
+    assert 'role="img"' in svg and "<path" in svg
+    assert "Best price over 90 days: from $8.99 to $7.99, lowest $6.50" in svg
     key = q(item.casefold())
     page = await fetch(f"/items/{key}", headers=browser)
     body = page.body.decode()
-    assert page.code == 200 and body.count("<polyline") == 2  # one line per store
+    assert page.code == 200 and body.count('<path class="line"') == 2  # one line per store
     assert "Price of " + item in body and "Fresh Mart $8.50 now" in body
     missing = await fetch("/items/no%20such%20thing", headers=browser)
     assert missing.code == 404

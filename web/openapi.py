@@ -11,11 +11,11 @@ from typing import Any
 
 from notifier.accounts.preferences import EMAIL_MODES
 from notifier.notifications.announcements import SEVERITIES
+from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN, TYPE_NAMES
 from notifier.notifications.store import TYPES
 from notifier.push.endpoints import MAX_ENDPOINT
 from notifier.validation import MAX_CENTS
-from web.handlers.notifications import MAX_IDS
 
 JSON = "application/json"
 ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
@@ -146,9 +146,14 @@ SCHEMAS: dict[str, Any] = {
         type={"enum": ["deal-notification", "system-message", "job-complete"]},
         created_at={"type": "string", "format": "date-time"},
         read={"type": "boolean"},
+        archived={
+            "const": True,
+            "description": "present on archived notifications only (they are always read)",
+        },
         data={
             "type": "object",
-            "description": "by type; a deal-notification's data is DealData",
+            "description": "by type; a deal-notification's data is DealData; an "
+            "announcement's copy in the history has `announcement_id`",
             "properties": {
                 "message": {"type": "string"},
                 "headline": {
@@ -206,6 +211,47 @@ SCHEMAS: dict[str, Any] = {
         ]
     },
     "UnreadCount": obj(["unread_count"], unread_count={"type": "integer", "minimum": 0}),
+    "BulkRequest": {
+        "oneOf": [
+            {
+                **obj(
+                    ["action", "ids"],
+                    action={"enum": list(ACTIONS)},
+                    ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS},
+                ),
+                "additionalProperties": False,
+            },
+            {
+                **obj(["action", "filter"], action={"enum": list(ACTIONS)}, filter=ref("Filter")),
+                "additionalProperties": False,
+            },
+        ],
+        "description": "by ids, or every notification matching the filter (the newest "
+        f"{BULK_LIMIT} a request: `more` says whether to ask again)",
+    },
+    "Filter": {
+        **obj(
+            [],
+            unread={"anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false"]}]},
+            type={"enum": ["", *TYPES, *TYPE_NAMES]},
+            item={"type": "string", "maxLength": MAX_QUERY},
+            store={"type": "string", "maxLength": MAX_QUERY},
+            q={"type": "string", "maxLength": MAX_QUERY},
+            since={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
+            until={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
+            archived={
+                "anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false", "all"]}]
+            },
+        ),
+        "additionalProperties": False,
+        "description": "the history filters of GET /api/notifications",
+    },
+    "BulkResult": obj(
+        ["changed", "more", "unread_count"],
+        changed={"type": "integer", "minimum": 0},
+        more={"type": "boolean"},
+        unread_count={"type": "integer", "minimum": 0},
+    ),
     "Stats": obj(
         ["connections", "users", "processes"],
         connections={"type": "integer"},
@@ -404,7 +450,20 @@ PATHS: dict[str, Any] = {
                     {"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
                     "created at or before (ISO 8601; a date alone covers that whole day)",
                 ),
+                query(
+                    "archived",
+                    {"enum": ["", "0", "1", "true", "false", "all"]},
+                    "true (or 1): archived only; all: archived or not; by default archived "
+                    "notifications are left out",
+                ),
             ],
+        )
+    },
+    "/api/notifications/bulk": {
+        "post": operation(
+            "Mark read, archive (which also marks read) or unarchive, by ids or by filter",
+            body(ref("BulkResult"), "200", "how many changed, and what is left unread"),
+            request=ref("BulkRequest"),
         )
     },
     "/api/notifications/read": {

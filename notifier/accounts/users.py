@@ -31,6 +31,7 @@ def create_user(
                 "email": email,
                 # Announcements from before a user existed are not news to them.
                 "announcements_seen_at": datetime.now(UTC),
+                "created_at": datetime.now(UTC),
             }
         },
     )

@@ -63,10 +63,13 @@ class NotificationFilter:
     q: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    # Archived notifications leave the default views: False (the default) leaves them
+    # out, True shows only them, None shows both.
+    archived: bool | None = False
 
     @property
     def empty(self) -> bool:
-        """True when nothing is filtered."""
+        """True when nothing is filtered (the default view: everything not archived)."""
         return self == NotificationFilter()
 
     @property
@@ -76,8 +79,15 @@ class NotificationFilter:
 
     @property
     def single(self) -> bool:
-        """True when the index query is the whole filter (nothing left for `matches`)."""
+        """True when the index query is the whole filter (nothing left for `matches`).
+
+        Leaving archived ones out is always left to `matches` (archived is absent from
+        most notifications), so only a filter that shows them too can be single.
+        """
         used = [bool(self.unread), bool(self.type), bool(self.item), bool(self.store)]
+        used.append(self.archived is True)
+        if self.archived is False:
+            return False
         return sum(used) + len(self.terms) <= 1 and not (self.since or self.until)
 
     def index_query(self, user_id: str) -> dict[str, Any]:
@@ -95,6 +105,7 @@ class NotificationFilter:
             ("stores", self.store),
             ("type", self.type),
             ("read", False if self.unread else None),
+            ("archived", True if self.archived else None),
         ):
             if wanted is not None:
                 query[name] = wanted
@@ -103,6 +114,8 @@ class NotificationFilter:
 
     def matches(self, doc: dict[str, Any]) -> bool:
         """Whether a stored notification passes every filter."""
+        if self.archived is not None and bool(doc.get("archived")) != self.archived:
+            return False
         if self.unread and doc.get("read"):
             return False
         if self.type and doc.get("type") != self.type:
@@ -124,6 +137,10 @@ class NotificationFilter:
         out: dict[str, str] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "archived":
+                if value is not False:
+                    out["archived"] = "all" if value is None else "true"
+                continue
             if value is None or value is False:
                 continue
             if value is True:
@@ -157,6 +174,8 @@ class NotificationFilter:
         }
         if value["unread"] not in (None, "0", "1", "true", "false"):
             raise InputError("unread must be true or false")
+        if value["archived"] not in (None, "0", "1", "true", "false", "all"):
+            raise InputError("archived must be true, false or all")
         type_ = value["type"]
         if type_ is not None:
             type_ = TYPE_NAMES.get(type_, type_)
@@ -177,10 +196,11 @@ class NotificationFilter:
             q=q if q and words(q) else None,
             since=since,
             until=until,
+            archived=None if value["archived"] == "all" else value["archived"] in ("1", "true"),
         )
 
 
-FILTER_NAMES = ("unread", "type", "item", "store", "q", "since", "until")
+FILTER_NAMES = ("unread", "type", "item", "store", "q", "since", "until", "archived")
 # ISO 8601 as the API documents it: a date, or a date and time with an optional zone.
 TIME_PATTERN = (
     r"^[0-9]{4}-[0-9]{2}-[0-9]{2}"

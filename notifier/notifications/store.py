@@ -45,14 +45,17 @@ def parse_id(value: object, name: str = "id") -> int:
 
 
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored notification as the API shows it."""
-    return {
+    """A stored notification as the API shows it (`archived: true` only on archived ones)."""
+    out = {
         "id": format_id(doc["seq"]),
         "type": doc["type"],
         "created_at": iso(doc["created_at"]),
         "read": doc["read"],
         "data": doc["data"],
     }
+    if doc.get("archived"):
+        out["archived"] = True
+    return out
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,8 @@ class NotificationRepository:
                 query["seq"]["$lt"] = before
             cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
             docs = [d async for d in cursor]
+            if any(d.get("archived") for d in docs):  # archived ones leave the default view
+                docs = await self._filtered(user_id, filters, state, limit, before=before)
         items = [to_json(d) for d in docs[:limit]]
         more = len(docs) > limit
         return Page(items, items[-1]["id"] if more else None, state.unread_count)
@@ -135,8 +140,11 @@ class NotificationRepository:
         filters: NotificationFilter | None = None,
     ) -> list[dict[str, Any]]:
         """The `limit` notifications just newer than `after`, newest first (a previous page)."""
-        if filters is None or filters.empty:
-            return [to_json(d) for d in await self.after(user_id, after, limit)][::-1]
+        filters = filters or NotificationFilter()
+        if filters.empty:
+            docs = await self.after(user_id, after, limit)
+            if not any(d.get("archived") for d in docs):
+                return [to_json(d) for d in docs][::-1]
         state = await self.state(user_id)
         docs = await self._filtered(user_id, filters, state, limit, after=after)
         return [to_json(d) for d in docs[:limit]][::-1]
@@ -291,6 +299,38 @@ class NotificationRepository:
                     {"_id": user_id}, user_state.marked_read(result.modified_count), upsert=True
                 )
         return changed
+
+    async def matching(
+        self, user_id: str, filters: NotificationFilter, limit: int
+    ) -> tuple[list[int], bool]:
+        """The seqs of the newest `limit` notifications matching `filters`, and whether more
+        match (what a bulk action on "all matching these filters" works through)."""
+        state = await self.state(user_id)
+        docs = await self._filtered(user_id, filters, state, limit)
+        return [int(d["seq"]) for d in docs[:limit]], len(docs) > limit
+
+    async def archive(self, user_id: str, seqs: list[int]) -> tuple[list[str], int]:
+        """Archive these notifications; returns (the ids it marked read, how many it archived).
+
+        An archived notification is always read: it is marked read first (the unread count
+        drops by exactly what that changed, as for any mark-read), then archived. Nothing
+        marks one unread again, so the unread count never counts an archived notification,
+        and the state document needs nothing new.
+        """
+        marked = await self.mark_read(user_id, seqs)
+        result = await self._notifications.update_many(
+            {"user_id": user_id, "seq": {"$in": seqs}, "archived": {"$ne": True}},
+            {"$set": {"archived": True}},
+        )
+        return marked, result.modified_count
+
+    async def unarchive(self, user_id: str, seqs: list[int]) -> int:
+        """Move archived notifications back to the default views (they stay read)."""
+        result = await self._notifications.update_many(
+            {"user_id": user_id, "seq": {"$in": seqs}, "archived": True},
+            {"$unset": {"archived": ""}},
+        )
+        return result.modified_count
 
 
 async def _first_seq(holds: Callable[[int], Awaitable[bool]], top: int) -> int:

@@ -18,7 +18,7 @@ from notifier.formatting import money
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
 from notifier.push import subscriptions as push_subscriptions
-from notifier.shopping.history import LOW_DAYS, lowest_before
+from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
 
 log = logging.getLogger(__name__)
@@ -77,11 +77,11 @@ def deal_headline(deals: list[dict[str, Any]]) -> str:
     names = [d["item_name"] for d in deals]
     shown = names if len(names) <= 3 else [*names[:3], f"{len(names) - 3} more"]
     headline = f"{len(deals)} deals: {_names(shown)}"
-    lowest = [d["item_name"] for d in deals if d.get("lowest_in_days")]
+    lowest = [d for d in deals if d.get("lowest_in_days")]
     if len(lowest) == 1:
-        headline += f" ({lowest[0]} lowest in {LOW_DAYS} days)"
+        headline += f" ({lowest[0]['item_name']} lowest in {lowest[0]['lowest_in_days']} days)"
     elif lowest:
-        headline += f" ({len(lowest)} lowest in {LOW_DAYS} days)"
+        headline += f" ({len(lowest)} lowest in {lowest[0]['lowest_in_days']} days)"
     return headline
 
 
@@ -117,11 +117,16 @@ class DealCheck:
     """
 
     def __init__(
-        self, db: Database[Any], notifications: NotificationService, chunk_users: int = CHUNK_USERS
+        self,
+        db: Database[Any],
+        notifications: NotificationService,
+        chunk_users: int = CHUNK_USERS,
+        window_days: int = WINDOW_DAYS,
     ) -> None:
         self._db = db
         self._notifications = notifications
         self.chunk_users = chunk_users
+        self.window_days = window_days  # PRICE_WINDOW_DAYS: "lowest in N days"
 
     def run(self, item_keys: Iterable[str] | None = None) -> DealCheckResult:
         """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
@@ -194,13 +199,14 @@ class DealCheck:
                 candidates[w["user_id"]].append((w, price))
         pushed = self._push_subscribers({u: prefs[u] for u in candidates})
 
-        # One history read for the chunk: is each candidate price the lowest in 90 days?
+        # One history read for the chunk: is each candidate price the window's lowest?
         offered = [p for pairs in candidates.values() for _, p in pairs]
         lows = lowest_before(
             self._db,
             {p["item_key"] for p in offered},
             {p["price_id"] for p in offered if p.get("price_id")},
             now,
+            self.window_days,
         )
         result = DealCheckResult()
         told: dict[str, set[str]] = defaultdict(set)
@@ -208,7 +214,11 @@ class DealCheck:
             wanted = [
                 notification
                 for user_id, pairs in sorted(candidates.items())
-                if (notification := _notification(user_id, pairs, told[user_id], lows, emailed))
+                if (
+                    notification := _notification(
+                        user_id, pairs, told[user_id], lows, emailed, self.window_days
+                    )
+                )
             ]
             if not wanted:
                 break
@@ -297,10 +307,11 @@ def _notification(
     told: set[str],
     lows: dict[str, int],
     emailed: set[str],
+    window_days: int = WINDOW_DAYS,
 ) -> NewNotification | None:
     """The one notification telling a user of their deals not told before, if any.
 
-    `lows` holds each item's lowest other price of the last 90 days; `emailed`, the users
+    `lows` holds each item's lowest other price of the last `window_days`; `emailed`, the users
     whose deals wait for an email decision.
     """
     new = sorted(
@@ -325,7 +336,7 @@ def _notification(
         {
             "item_key": w["item_key"],
             "discount_percent": discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
-            "lowest_in_days": LOW_DAYS
+            "lowest_in_days": window_days
             if w["item_key"] in lows and p["price_in_cents"] <= lows[w["item_key"]]
             else None,
         }

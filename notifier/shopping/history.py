@@ -1,10 +1,16 @@
-"""Price history: every price a store set, kept PRICE_HISTORY_DAYS by a TTL index.
+"""Price history: every price a store set, and each store's lowest price of each day.
 
 record_price writes one entry per price it sets, keyed by that price's id, so a retried
-write (an import task run twice) records it once. Readers work on daily lows per store
-(one aggregation per request, however many changes a day brought): the watchlist's
-best price, 90-day low and 30-day sparkline, an item page's chart, and the deal check's
-"lowest in 90 days".
+write (an import task run twice) records it once; it also lowers that store's low of the
+day in `price_months`: one document per item, store and month (a bucket), holding the
+month's daily lows as `lows: {"01": cents, ..., "31": cents}` (day numbers are the only
+field names: no name anyone typed becomes one). Both are kept PRICE_HISTORY_DAYS by TTL
+indexes. Pages read only the buckets, by `bucket` (item key and month) through an index:
+what an item page, the watchlist or the dashboard reads is bounded by stores x months of
+the window, however many times a day a price changed. The watchlist's best price, its
+"N-day low" and sparkline and an item page's chart all cover PRICE_WINDOW_DAYS; the deal
+check's "lowest in N days" reads the changes themselves (it must leave the price being
+judged out).
 """
 
 from __future__ import annotations
@@ -21,8 +27,18 @@ from pymongo.synchronous.database import Database
 from notifier.storage.writes import Upsert
 
 COLLECTION = "price_history"
-LOW_DAYS = 90  # "lowest in 90 days", and the watchlist's low
-SPARK_DAYS = 30  # the watchlist's sparkline
+MONTHS_COLLECTION = "price_months"
+WINDOW_DAYS = 90  # PRICE_WINDOW_DAYS's default: the one window of every price figure
+
+
+def month_start(day: date) -> datetime:
+    """Midnight UTC of the first of `day`'s month (what a bucket is keyed and expires by)."""
+    return datetime(day.year, day.month, 1, tzinfo=UTC)
+
+
+def bucket(item_key: str, day: date) -> str:
+    """The bucket of an item's daily lows for `day`'s month: "milk 1l|2026-03"."""
+    return f"{item_key}|{day.year:04d}-{day.month:02d}"
 
 
 def history_entry(
@@ -53,10 +69,35 @@ def history_entry(
     )
 
 
+def daily_low(
+    store_id: str,
+    store_name: str,
+    item_key: str,
+    item_name: str,
+    price_in_cents: int,
+    now: datetime,
+) -> Upsert:
+    """The write that lowers a store's low of the day for an item to this price (idempotent)."""
+    day = (now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)).date()
+    return Upsert(
+        MONTHS_COLLECTION,
+        {"bucket": bucket(item_key, day), "store_id": store_id},
+        {
+            "$min": {f"lows.{day.day:02d}": price_in_cents},
+            "$set": {"store_name": store_name, "item_name": item_name},
+            "$setOnInsert": {"item_key": item_key, "month": month_start(day)},
+        },
+    )
+
+
 def lowest_before(
-    db: Database[Any], item_keys: Iterable[str], exclude_ids: Iterable[str], now: datetime
+    db: Database[Any],
+    item_keys: Iterable[str],
+    exclude_ids: Iterable[str],
+    now: datetime,
+    days: int = WINDOW_DAYS,
 ) -> dict[str, int]:
-    """Per item, the lowest price recorded in the last 90 days other than `exclude_ids`.
+    """Per item, the lowest price recorded in the last `days` days other than `exclude_ids`.
 
     One aggregation for a whole chunk of a deal check; an item with no other price in
     the window is missing (nothing to compare with, so never "lowest").
@@ -69,7 +110,7 @@ def lowest_before(
             {
                 "$match": {
                     "item_key": {"$in": keys},
-                    "at": {"$gte": now - timedelta(days=LOW_DAYS)},
+                    "at": {"$gte": now - timedelta(days=days)},
                     "_id": {"$nin": sorted(set(exclude_ids))},
                 }
             },
@@ -106,7 +147,9 @@ class PriceHistoryRepository:
     ) -> dict[str, ItemPrices]:
         """Per item: today's prices, and each store's daily low over the last `days` days.
 
-        Two reads whatever the number of items: the current prices and one aggregation.
+        Two reads whatever the number of items: the current prices, and the month buckets
+        of daily lows the window touches (one per item, store and month: never the
+        changes themselves).
         """
         now = now or datetime.now(UTC)
         keys = sorted(set(item_keys))
@@ -116,35 +159,24 @@ class PriceHistoryRepository:
         active = {"$or": [{"valid_until": None}, {"valid_until": {"$gt": now}}]}
         async for p in self._db.prices.find({"item_key": {"$in": keys}, **active}):
             found[p["item_key"]].current.append(p)
-        first = (now - timedelta(days=days - 1)).date()
+        first = (now - timedelta(days=days - 1)).astimezone(UTC).date()
         calendar = [first + timedelta(days=i) for i in range(days)]
+        months = sorted({(d.year, d.month) for d in calendar})
+        buckets = [bucket(k, date(y, m, 1)) for k in keys for y, m in months]
         lows: dict[str, dict[str, dict[date, int]]] = defaultdict(lambda: defaultdict(dict))
         names: dict[str, str] = {}
-        rows = await self._db[COLLECTION].aggregate(
-            [
-                {
-                    "$match": {
-                        "item_key": {"$in": keys},
-                        "at": {"$gte": datetime.combine(first, datetime.min.time(), UTC)},
-                    }
-                },
-                {
-                    "$group": {
-                        "_id": {
-                            "item": "$item_key",
-                            "store": "$store_name",
-                            "day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$at"}},
-                        },
-                        "low": {"$min": "$price_in_cents"},
-                        "name": {"$last": "$item_name"},
-                    }
-                },
-            ]
+        cursor = self._db[MONTHS_COLLECTION].find(
+            {"bucket": {"$in": buckets}},
+            {"_id": 0, "item_key": 1, "store_name": 1, "item_name": 1, "month": 1, "lows": 1},
         )
-        async for r in rows:
-            g = r["_id"]
-            lows[g["item"]][g["store"]][date.fromisoformat(g["day"])] = int(r["low"])
-            names[g["item"]] = r["name"]
+        async for r in cursor:
+            month = r["month"].date()
+            store = lows[r["item_key"]][r["store_name"]]
+            for number, low in (r.get("lows") or {}).items():
+                day = month.replace(day=int(number))
+                if day >= first:
+                    store[day] = min(int(low), store.get(day, int(low)))
+            names[r["item_key"]] = r["item_name"]
         for key, item in found.items():
             _fill(item, calendar, lows[key], names.get(key))
         return found

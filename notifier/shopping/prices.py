@@ -14,7 +14,7 @@ from bson import ObjectId
 from notifier import validation
 from notifier.errors import InputError
 from notifier.shopping.checks import changed
-from notifier.shopping.history import history_entry
+from notifier.shopping.history import daily_low, history_entry
 from notifier.storage.writes import Upsert
 
 
@@ -94,6 +94,7 @@ def record_price(
             price.regular_price_in_cents,
             now,
         ),
+        daily_low(store_id, price.store_name, key, price.item_name, price.price_in_cents, now),
     ]
 
 
@@ -148,5 +149,33 @@ def _read_price_csv(reader: csv.DictReader[str]) -> PriceFile:
         try:
             parsed.rows.append((line, PriceInput.parse(body)))
         except InputError as e:
-            parsed.rejected.append({"line": line, "reason": e.message})
+            parsed.rejected.append({"line": line, "reason": csv_reason(e.message, record)})
     return parsed
+
+
+CSV_LABELS = {
+    "store_name": "the store",
+    "item_name": "the item",
+    "price_in_cents": "the price",
+    "regular_price_in_cents": "the regular price",
+    "valid_until": "valid until",
+}
+
+
+def csv_reason(message: str, record: dict[str, str | None]) -> str:
+    """Why a row was rejected, in words, naming the columns and what they held.
+
+    "price_in_cents must be a whole number of cents..." becomes "The price must be a whole
+    number of cents... (column price_in_cents: "2.49")".
+    """
+    named = [c for c in CSV_FIELDS if re.search(rf"\b{c}\b", message)]
+    for column in sorted(named, key=len, reverse=True):
+        message = re.sub(rf"\b{column}\b", CSV_LABELS[column], message)
+    message = message[:1].upper() + message[1:]
+    held = []
+    for column in named:
+        value = (record.get(column) or "").strip()
+        shown = f'"{value[:40]}{"…" if len(value) > 40 else ""}"' if value else "empty"
+        held.append(f"{column}: {shown}")
+    columns = "columns" if len(held) > 1 else "column"
+    return f"{message} ({columns} {', '.join(held)})" if held else message

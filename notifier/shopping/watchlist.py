@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
@@ -13,6 +14,8 @@ from notifier.errors import InputError, NotFound
 from notifier.storage.writes import Upsert, apply_async
 
 MAX_ITEMS = 200
+UNDO_COLLECTION = "watchlist_removed"
+UNDO_SECONDS = 3600  # how long a removed watch can be put back (a TTL index)
 
 
 @dataclass(frozen=True)
@@ -70,10 +73,43 @@ class WatchlistRepository:
                 raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
         await apply_async(self._db, [watch(user_id, item)])
 
-    async def remove(self, user_id: str, item_name: str) -> None:
-        """Stop watching an item; NotFound when it was not watched."""
-        result = await self._watchlists.delete_one(
+    async def remove(self, user_id: str, item_name: str) -> str:
+        """Stop watching an item; NotFound when it was not watched.
+
+        The watch is kept aside for UNDO_SECONDS (whatever fields it has: target, alert
+        settings, when it was added), so an undo puts back exactly what was removed.
+        Returns the key of what was kept (for `restore`).
+        """
+        removed = await self._watchlists.find_one_and_delete(
             {"user_id": user_id, "item_key": validation.item_key(item_name)}
         )
-        if result.deleted_count == 0:
+        if removed is None:
             raise NotFound(f"{item_name!r} is not on your watchlist")
+        removed.pop("_id", None)
+        undo_id = ObjectId()
+        await self._db[UNDO_COLLECTION].insert_one(
+            {"_id": undo_id, "user_id": user_id, "watch": removed, "removed_at": datetime.now(UTC)}
+        )
+        return str(undo_id)
+
+    async def restore(self, user_id: str, undo_id: str) -> str:
+        """Put back a watch removed less than UNDO_SECONDS ago; returns its item's name.
+
+        NotFound when there is nothing to undo (too late, already undone, or not the
+        user's); watching the item again meanwhile keeps the newer watch.
+        """
+        kept = None
+        if ObjectId.is_valid(undo_id):
+            kept = await self._db[UNDO_COLLECTION].find_one_and_delete(
+                {"_id": ObjectId(undo_id), "user_id": user_id}
+            )
+        if kept is None:
+            raise NotFound("there is nothing to undo")
+        watch = kept["watch"]
+        key = {"user_id": user_id, "item_key": watch["item_key"]}
+        if not await self._watchlists.find_one(key, {"_id": 1}):
+            if await self._watchlists.count_documents({"user_id": user_id}) >= MAX_ITEMS:
+                raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
+        fields = {k: v for k, v in watch.items() if k not in key}
+        await self._watchlists.update_one(key, {"$setOnInsert": fields}, upsert=True)
+        return str(watch["item_name"])

@@ -16,6 +16,7 @@ from pymongo.synchronous.database import Database
 
 from notifier.notifications import state
 from notifier.notifications.filters import search_fields
+from notifier.shopping import history
 
 
 def counter_id(user_id: str) -> str:
@@ -72,10 +73,52 @@ def add_search_fields(db: Database[Any]) -> int:
     return changed
 
 
+def summarise_price_days(db: Database[Any]) -> int:
+    """Give the price history recorded before the daily lows (`price_months`) its daily lows.
+
+    One aggregation per run, grouped by item, store and day; `$min` makes running it
+    again (or alongside prices being set) change nothing.
+    """
+    rows = db[history.COLLECTION].aggregate(
+        [
+            {
+                "$group": {
+                    "_id": {
+                        "item": "$item_key",
+                        "store": "$store_id",
+                        "day": {"$dateToString": {"format": "%Y-%m-%d", "date": "$at"}},
+                    },
+                    "low": {"$min": "$price_in_cents"},
+                    "store_name": {"$last": "$store_name"},
+                    "item_name": {"$last": "$item_name"},
+                }
+            }
+        ]
+    )
+    changed, writes = 0, []
+    for r in rows:
+        g = r["_id"]
+        day = datetime.fromisoformat(g["day"]).replace(tzinfo=UTC)
+        w = history.daily_low(g["store"], r["store_name"], g["item"], r["item_name"], r["low"], day)
+        writes.append(UpdateOne(w.filter, w.update, upsert=True))
+        if len(writes) == BACKFILL_BATCH:
+            changed += _written(db, writes)
+            writes = []
+    if writes:
+        changed += _written(db, writes)
+    return changed
+
+
+def _written(db: Database[Any], writes: list[UpdateOne]) -> int:
+    result = db[history.MONTHS_COLLECTION].bulk_write(writes, ordered=False)
+    return result.modified_count + result.upserted_count
+
+
 # (number, name, migration); numbers only ever grow, and a released one never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
     (2, "build user state documents by recount", build_user_states),
+    (3, "summarise the price history by store and day", summarise_price_days),
 ]
 
 

@@ -30,6 +30,12 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     ("notifications", [("user_id", ASCENDING), ("items", ASCENDING), ("seq", DESCENDING)], {}),
     ("notifications", [("user_id", ASCENDING), ("stores", ASCENDING), ("seq", DESCENDING)], {}),
     ("notifications", [("user_id", ASCENDING), ("terms", ASCENDING), ("seq", DESCENDING)], {}),
+    # The archived view (most notifications have no `archived` field at all).
+    (
+        "notifications",
+        [("user_id", ASCENDING), ("archived", ASCENDING), ("seq", DESCENDING)],
+        {},
+    ),
     # What a user has been told already (multikey over the deal keys).
     ("notifications", [("user_id", ASCENDING), ("deal_keys", ASCENDING)], {}),
     # Told once: no two notifications of a user carry the same deal, whichever checks
@@ -74,7 +80,12 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
     ("announcements", [("created_at", DESCENDING)], {}),
     # An item's prices over time (the TTL index on `at` is added with its setting).
     ("price_history", [("item_key", ASCENDING), ("at", ASCENDING)], {}),
+    # Each store's daily lows of an item, a document a month; pages read the buckets of a
+    # window by `bucket` (its TTL index on `month` is added with its setting).
+    ("price_months", [("bucket", ASCENDING), ("store_id", ASCENDING)], {"unique": True}),
     ("emails", [("status", ASCENDING), ("send_after", ASCENDING)], {}),
+    # Removed watches, kept an hour for Undo (notifier/shopping/watchlist.py).
+    ("watchlist_removed", [("removed_at", ASCENDING)], {"expireAfterSeconds": 3600}),
     ("users", [("preferences.email_mode", ASCENDING)], {}),
     # Revocations Redis may not hold yet (notifier/accounts/revocation.py): almost none.
     (
@@ -86,38 +97,48 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
 
 
 HISTORY_TTL_KEYS = [("at", ASCENDING)]
+MONTHS_TTL_KEYS = [("month", ASCENDING)]
 INDEX_OPTIONS_CONFLICT = (85, 86)  # the index exists with other options (another TTL)
 
 
-def history_ttl(days: int) -> dict[str, Any]:
-    """The collMod that sets the price history's TTL to `days` on an existing index."""
+def _ttls(history_days: int) -> list[tuple[str, list[tuple[str, int]], int]]:
+    """(collection, keys, seconds) of the TTL indexes: the history keeps PRICE_HISTORY_DAYS;
+    a month of daily lows expires by its first day, so it is kept a month longer."""
+    return [
+        ("price_history", HISTORY_TTL_KEYS, history_days * 86400),
+        ("price_months", MONTHS_TTL_KEYS, (history_days + 31) * 86400),
+    ]
+
+
+def ttl_change(collection: str, keys: list[tuple[str, int]], seconds: int) -> dict[str, Any]:
+    """The collMod that sets an existing TTL index's expiry."""
     return {
-        "collMod": "price_history",
-        "index": {"keyPattern": dict(HISTORY_TTL_KEYS), "expireAfterSeconds": days * 86400},
+        "collMod": collection,
+        "index": {"keyPattern": dict(keys), "expireAfterSeconds": seconds},
     }
 
 
 def ensure_indexes(db: Database[Any], history_days: int = 180) -> None:
-    """Create every index (a no-op for those that exist); set the history's TTL."""
+    """Create every index (a no-op for those that exist); set the history's TTLs."""
     for collection, keys, options in INDEXES:
         db[collection].create_index(keys, **options)
-    try:
-        db.price_history.create_index(HISTORY_TTL_KEYS, expireAfterSeconds=history_days * 86400)
-    except OperationFailure as e:
-        if e.code not in INDEX_OPTIONS_CONFLICT:
-            raise
-        db.command(history_ttl(history_days))  # PRICE_HISTORY_DAYS changed
+    for collection, keys, seconds in _ttls(history_days):
+        try:
+            db[collection].create_index(keys, expireAfterSeconds=seconds)
+        except OperationFailure as e:
+            if e.code not in INDEX_OPTIONS_CONFLICT:
+                raise
+            db.command(ttl_change(collection, keys, seconds))  # PRICE_HISTORY_DAYS changed
 
 
 async def ensure_indexes_async(db: AsyncDatabase[Any], history_days: int = 180) -> None:
-    """Create every index with the asyncio client; set the history's TTL."""
+    """Create every index with the asyncio client; set the history's TTLs."""
     for collection, keys, options in INDEXES:
         await db[collection].create_index(keys, **options)
-    try:
-        await db.price_history.create_index(
-            HISTORY_TTL_KEYS, expireAfterSeconds=history_days * 86400
-        )
-    except OperationFailure as e:
-        if e.code not in INDEX_OPTIONS_CONFLICT:
-            raise
-        await db.command(history_ttl(history_days))
+    for collection, keys, seconds in _ttls(history_days):
+        try:
+            await db[collection].create_index(keys, expireAfterSeconds=seconds)
+        except OperationFailure as e:
+            if e.code not in INDEX_OPTIONS_CONFLICT:
+                raise
+            await db.command(ttl_change(collection, keys, seconds))

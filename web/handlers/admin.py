@@ -18,6 +18,7 @@ from web.handlers.pages import PageHandler, form_cents
 CHECK_DEALS = "tasks.deals.check_deals"
 IMPORT_PRICES = "tasks.prices.import_prices"
 PUSH_ANNOUNCEMENT = "tasks.push.push_announcement"
+STORE_ANNOUNCEMENT = "tasks.delivery.store_announcement"
 
 
 async def post_price(handler: BaseHandler, price: PriceInput) -> str:
@@ -34,12 +35,14 @@ async def run_deal_check(handler: BaseHandler, user_id: str) -> str:
 
 
 async def announce(handler: BaseHandler, body: object) -> str:
-    """Store an announcement and push it to every connected user on every process."""
+    """Store an announcement, push it to every connected user on every process, and have
+    workers copy it into the history of every user (notifier/notifications/announcements.py)."""
     announcement = await AnnouncementRepository(handler.db).create(body)
     # Rendered here, once, for every socket on every process.
     await bus.publish_async(handler.bus, handler.renderer.announcement_event(announcement))
     if handler.config.push_enabled:  # to the browsers of those who want it (tasks/push.py)
         await handler.enqueue(PUSH_ANNOUNCEMENT, announcement_id=str(announcement["id"]))
+    await handler.enqueue(STORE_ANNOUNCEMENT, announcement=announcement)
     return str(announcement["id"])
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import email
+import email.message
+import email.parser
 import email.policy
+import email.utils
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,7 +65,11 @@ class UnsubscribeHandler(PageHandler):
 
 
 class OutboxHandler(PageHandler):
-    """GET /dev/outbox[/<name>]: emails written without SMTP_URL (development only)."""
+    """GET /dev/outbox[/<name>]: emails written without SMTP_URL (development only).
+
+    A shopper sees only the emails sent to their own address (unsubscribe links are in
+    them); an admin sees every one.
+    """
 
     def check_access(self) -> None:
         """Only in development, and only without an SMTP server."""
@@ -70,25 +77,66 @@ class OutboxHandler(PageHandler):
             raise ApiError(404, "not_found", "there is nothing at this address")
         super().check_access()
 
-    def get(self, name: str | None = None) -> None:
+    async def get(self, name: str | None = None) -> None:
         """The list, or one email's raw text."""
         outbox = self.config.var_dir / "outbox"
+        mine = await self.own_address()
         if name:
             path = outbox / Path(name).name
-            if path.suffix != ".eml" or not path.is_file():
+            if path.suffix != ".eml" or not path.is_file() or not _to(read_headers(path), mine):
                 raise ApiError(404, "not_found", "no such email")
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(path.read_bytes())
             return
-        files = sorted(outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True)[:200]
+        files = sorted(outbox.glob("*.eml"), key=lambda p: p.stat().st_mtime, reverse=True)
         emails = []
-        for path in files:
-            with path.open("rb") as f:
-                msg = email.message_from_binary_file(f, policy=email.policy.default)
-            emails.append(
-                {"name": path.name, "to": msg["To"], "subject": msg["Subject"], "date": msg["Date"]}
-            )
-        self.render_page("pages/outbox.html", active="outbox", emails=emails, outbox=str(outbox))
+        for path in files[:SCANNED]:
+            msg = read_headers(path)
+            if _to(msg, mine):
+                emails.append(
+                    {
+                        "name": path.name,
+                        "to": msg["To"],
+                        "subject": msg["Subject"],
+                        "date": msg["Date"],
+                    }
+                )
+            if len(emails) == SHOWN:
+                break
+        self.render_page(
+            "pages/outbox.html",
+            active="outbox",
+            emails=emails,
+            outbox=str(outbox),
+            everyone=mine is None,
+        )
+
+    async def own_address(self) -> str | None:
+        """The shopper's address (lower case); None for an admin, who sees every email."""
+        if self.user.is_admin:
+            return None
+        if not ObjectId.is_valid(self.user.user_id):
+            return ""
+        user = await self.db.users.find_one({"_id": ObjectId(self.user.user_id)}, {"email": 1})
+        return str((user or {}).get("email") or "").lower()
+
+
+SCANNED = 2000  # newest files looked at for a shopper's emails
+SHOWN = 200
+
+
+def read_headers(path: Path) -> email.message.Message:
+    """An .eml file's headers (the body is not parsed)."""
+    with path.open("rb") as f:
+        return email.parser.BytesHeaderParser(policy=email.policy.default).parse(f)
+
+
+def _to(msg: email.message.Message, address: str | None) -> bool:
+    """Whether the email is for this address (None: anyone's will do)."""
+    if address is None:
+        return True
+    found = [a.lower() for _, a in email.utils.getaddresses([str(msg["To"] or "")])]
+    return bool(address) and address in found
 
 
 default_handlers = [

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, parse_ids
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
 from notifier.notifications.store import NotificationRepository, parse_id
 from notifier.realtime import bus
@@ -14,19 +16,30 @@ from web.handlers.pages import PageHandler
 from web.handlers.watchlist import watchlist_context
 
 PAGE_SIZE = 20
-MAX_IDS = 500
 
 
 async def mark_read(handler: BaseHandler, user_id: str, seqs: list[int] | None) -> int:
     """Mark read, tell every tab of the user on every process, return the unread count."""
-    repo = NotificationRepository(handler.db)
-    changed = await repo.mark_read(user_id, seqs)
-    unread = await repo.unread_count(user_id)
+    changed = await NotificationRepository(handler.db).mark_read(user_id, seqs)
+    return await tell_read(handler, user_id, changed)
+
+
+async def tell_read(handler: BaseHandler, user_id: str, changed: list[str]) -> int:
+    """Tell every tab of the user which notifications went read; return the unread count."""
+    unread = await NotificationRepository(handler.db).unread_count(user_id)
     if changed:
         # Rendered here, once, for every tab of the user on every process.
         event = handler.renderer.read_event(user_id, changed, unread)
         await bus.publish_async(handler.bus, event)
     return unread
+
+
+async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> dict[str, Any]:
+    """Apply a bulk action (notifier/notifications/bulk.py); every tab hears of the ones
+    that went read. `{"changed", "more", "unread_count"}`."""
+    result = await request.apply(NotificationRepository(handler.db), user_id)
+    unread = await tell_read(handler, user_id, result.read)
+    return {"changed": result.changed, "more": result.more, "unread_count": unread}
 
 
 def parse_read_request(body: object) -> list[int] | None:
@@ -71,6 +84,15 @@ class NotificationsApiHandler(ApiHandler):
             filters=query_filters(self),
         )
         self.write_json({"items": page.items, "next": page.next, "unread_count": page.unread_count})
+
+
+class NotificationsBulkApiHandler(ApiHandler):
+    """POST /api/notifications/bulk."""
+
+    async def post(self) -> None:
+        """Mark read, archive or unarchive by ids or by filter."""
+        request = BulkRequest.parse(self.json_body())
+        self.write_json(await bulk(self, self.user.user_id, request))
 
 
 class NotificationsReadApiHandler(ApiHandler):
@@ -136,6 +158,7 @@ class HistoryHandler(PageHandler):
             form=self.form_values(),
             stores=stores,
             error=error,
+            done=done_message(self),
             **context,
         )
 
@@ -187,6 +210,55 @@ class HistoryReadHandler(PageHandler):
         self.redirect(validation.safe_path(back, "/history"), status=303)
 
 
+class HistoryBulkHandler(PageHandler):
+    """POST /history/bulk: History's selection (or "all matching these filters") marked read,
+    archived or moved back; redirects back to the same view, saying what it did."""
+
+    async def post(self) -> None:
+        """Apply the button's action to the ticked rows or to everything matching."""
+        arg = self.get_body_argument
+        action = arg("action", "")
+        if arg("scope", None) == "matching":
+            filters = NotificationFilter.parse(lambda name: arg(f"filter_{name}", None))
+            request = BulkRequest(action if action in ACTIONS else "", filters=filters)
+        else:
+            ids = self.get_body_arguments("ids")
+            if not ids:
+                raise InputError("tick at least one notification, or all matching the filters")
+            request = BulkRequest(action, seqs=parse_ids(ids))
+        if request.action not in ACTIONS:
+            raise InputError("action must be read, archive or unarchive")
+        result = await bulk(self, self.user.user_id, request)
+        back = validation.safe_path(arg("back", "/history"), "/history")
+        path, _, query = back.partition("?")
+        kept = [(k, v) for k, v in urllib.parse.parse_qsl(query) if k not in DONE_PARAMS]
+        done = {"done": action, "count": str(result["changed"])}
+        if result["more"]:
+            done["more"] = "1"
+        self.redirect(f"{path}?{urllib.parse.urlencode([*kept, *done.items()])}", status=303)
+
+
+DONE_PARAMS = ("done", "count", "more")
+DONE_WORDS = {
+    "read": "Marked {n} read.",
+    "archive": "Archived {n}.",
+    "unarchive": "Moved {n} back to the inbox.",
+}
+
+
+def done_message(handler: PageHandler) -> str | None:
+    """What the last bulk action did, from the redirect's query (codes, never free text)."""
+    action = handler.get_query_argument("done", "")
+    count = handler.get_query_argument("count", "")
+    if action not in DONE_WORDS or not count.isascii() or not count.isdigit():
+        return None
+    n = int(count)
+    message = DONE_WORDS[action].format(n=f"{n} notification{'s' if n != 1 else ''}")
+    if handler.get_query_argument("more", "") == "1":
+        message += " More match these filters: do it again to go on."
+    return message
+
+
 class ReadFragmentHandler(PageHandler):
     """POST /fragments/notifications/read: the page updates by the `read` event on its socket."""
 
@@ -197,11 +269,35 @@ class ReadFragmentHandler(PageHandler):
         self.finish()
 
 
+class UnreadIconHandler(BaseHandler):
+    """GET /icons/unread-<n>.svg: the site's icon marked with an unread count (the favicon).
+
+    The count is in the path, so the answer is the same for everyone and cacheable; the
+    page (static/app.js) points its icon at the current count's.
+    """
+
+    async def prepare(self) -> None:
+        """No login: the picture holds nothing but the number in its own address."""
+
+    def get(self, count: str) -> None:
+        """The icon; 100 and more show "99+"."""
+        n = int(count)
+        label = "" if n == 0 else "99+" if n > 99 else str(n)
+        width = {0: 0, 1: 17, 2: 21, 3: 27}[len(label)]
+        size = 13 if len(label) < 3 else 10
+        self.set_header("Content-Type", "image/svg+xml")
+        self.set_header("Cache-Control", "public, max-age=86400")
+        self.finish(self.renderer.render("icons/unread.svg", label=label, width=width, size=size))
+
+
 default_handlers = [
     (r"/", DashboardHandler),
     (r"/history", HistoryHandler),
     (r"/history/read", HistoryReadHandler),
+    (r"/history/bulk", HistoryBulkHandler),
     (r"/fragments/notifications/read", ReadFragmentHandler),
     (r"/api/notifications", NotificationsApiHandler),
     (r"/api/notifications/read", NotificationsReadApiHandler),
+    (r"/api/notifications/bulk", NotificationsBulkApiHandler),
+    (r"/icons/unread-([0-9]{1,6})\.svg", UnreadIconHandler),
 ]

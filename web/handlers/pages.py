@@ -66,6 +66,8 @@ class PageHandler(BaseHandler):
 
     def render_page(self, template: str, status: int = 200, **context: Any) -> None:
         """Render a page or fragment with what every template may use."""
+        if "unread_count" not in context and self.notification_state is not None:
+            context["unread_count"] = self.notification_state.unread_count  # title, badge
         self.set_status(status)
         self.finish(
             self.renderer.render(

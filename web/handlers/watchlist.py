@@ -6,8 +6,8 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.shopping.charts import sparkline
-from notifier.shopping.history import LOW_DAYS, SPARK_DAYS, PriceHistoryRepository
+from notifier.shopping.charts import changes, sparkline
+from notifier.shopping.history import PriceHistoryRepository
 from notifier.shopping.watchlist import WatchInput, WatchlistRepository
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
@@ -16,26 +16,28 @@ SUGGESTIONS = 6
 
 
 async def watchlist_context(handler: BaseHandler, user_id: str) -> dict[str, Any]:
-    """What fragments/watchlist.html shows: each item's prices, 90-day low and sparkline.
+    """What fragments/watchlist.html shows: each item's prices, its low and sparkline over
+    PRICE_WINDOW_DAYS.
 
-    Three reads whatever the number of items (the watches, the current prices, one
-    aggregation of the history); an empty watchlist suggests items that have prices.
+    Three reads whatever the number of items (the watches, the current prices, the daily
+    lows: at most one per item, store and day); an empty watchlist suggests items that
+    have prices.
     """
+    days = handler.config.price_window_days
     items = await WatchlistRepository(handler.db).items(user_id)
     for w in items:
         w["item_key"] = validation.item_key(w["item_name"])
-    prices = await PriceHistoryRepository(handler.db).items(
-        [w["item_key"] for w in items], LOW_DAYS
-    )
+    prices = await PriceHistoryRepository(handler.db).items([w["item_key"] for w in items], days)
     for w in items:
         p = prices[w["item_key"]]
         w["prices"] = p
-        w["sparkline"] = sparkline(p.best_by_day[-SPARK_DAYS:], p.days[-SPARK_DAYS:], "Best price")
+        w["sparkline"] = sparkline(p.best_by_day, p.days, "Best price")
+        w["price_count"] = len(changes(p.best_by_day))
     suggestions: list[str] = []
     if not items:
         names = await handler.db.prices.distinct("item_name")
         suggestions = sorted(names, key=str.casefold)[:SUGGESTIONS]
-    return {"watchlist": items, "suggestions": suggestions}
+    return {"watchlist": items, "suggestions": suggestions, "days": days}
 
 
 class WatchlistApiHandler(ApiHandler):
@@ -96,11 +98,17 @@ class WatchlistFragmentHandler(PageHandler):
         error: str | None = None,
         status: int = 200,
         added: str | None = None,
+        removed: dict[str, str] | None = None,
     ) -> None:
         """The #watchlist fragment."""
         context = await watchlist_context(self, self.user.user_id)
         self.render_page(
-            "fragments/watchlist.html", status=status, error=error, added=added, **context
+            "fragments/watchlist.html",
+            status=status,
+            error=error,
+            added=added,
+            removed=removed,
+            **context,
         )
 
 
@@ -108,18 +116,34 @@ class WatchlistItemFragmentHandler(WatchlistFragmentHandler):
     """DELETE /fragments/watchlist/<item_name> from the dashboard."""
 
     async def delete(self, item_name: str) -> None:
-        """Stop watching; a stale page that removes twice just sees the list."""
+        """Stop watching, with an Undo; a stale page that removes twice just sees the list."""
         repo = WatchlistRepository(self.db)
         try:
-            await repo.remove(self.user.user_id, item_name)
+            undo = await repo.remove(self.user.user_id, item_name)
         except InputError:
-            pass
-        await self.render_watchlist(repo)
+            await self.render_watchlist(repo)
+            return
+        await self.render_watchlist(repo, removed={"item_name": item_name, "undo": undo})
+
+
+class WatchlistUndoFragmentHandler(WatchlistFragmentHandler):
+    """POST /fragments/watchlist-undo: put back the watch just removed."""
+
+    async def post(self) -> None:
+        """Restore it as it was (target and all); too late says so."""
+        repo = WatchlistRepository(self.db)
+        try:
+            name = await repo.restore(self.user.user_id, self.get_body_argument("undo", ""))
+        except InputError as e:
+            await self.render_watchlist(repo, error=e.message, status=e.status)
+            return
+        await self.render_watchlist(repo, added=name)
 
 
 default_handlers = [
     (r"/api/watchlist", WatchlistApiHandler),
     (r"/api/watchlist/([^/]+)", WatchlistItemApiHandler),
     (r"/fragments/watchlist", WatchlistFragmentHandler),
+    (r"/fragments/watchlist-undo", WatchlistUndoFragmentHandler),
     (r"/fragments/watchlist/([^/]+)", WatchlistItemFragmentHandler),
 ]
