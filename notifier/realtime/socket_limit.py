@@ -28,7 +28,7 @@ KEY = "notifier:sockets:{}"
 BUDGET_KEY = "notifier:budget:{}"
 TTL = 24 * 3600  # a user with no socket activity for a day has their set dropped
 BUDGET = 40  # handshakes and resumes a user may make at once...
-BUDGET_REFILL = 0.5  # ...and then this many a second
+BUDGET_REFILL = 1.0  # ...and then this many a second
 
 # KEYS[1]: the budget. ARGV: now, capacity, refill per second, cost. True when spent.
 _SPEND = """
