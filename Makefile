@@ -9,11 +9,17 @@ STAMP := $(VENV)/.installed
 run: $(STAMP) redis-server
 	@exec $(PY) -m notifier.dev
 
+# The live-path tests once more on Tornado's stock WebSocket API (web/transport.py).
+STOCK_TESTS := tests/test_ws.py tests/test_delivery.py tests/test_resume.py \
+	tests/test_slow_client.py tests/test_ws_heartbeat.py tests/test_faults.py \
+	tests/test_bounded_live.py tests/test_half_open.py
+
 test: $(STAMP) redis-server chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest
+	WS_TRANSPORT=stock $(PY) -m pytest -q $(STOCK_TESTS)
 
 # notifier's web process against the Node ws peer (bench/suite.py); under 10 minutes on 2 cores.
 bench: $(STAMP) redis-server

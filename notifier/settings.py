@@ -56,6 +56,7 @@ class Settings:
     var_dir: Path
     web_concurrency: int = 1
     replay_limit: int = 500
+    ws_transport: str = "auto"  # auto, fast or stock: see web/transport.py
     # prometheus-client's multiprocess directory, set when WEB_CONCURRENCY > 1 (web/serve.py)
     metrics_dir: str | None = None
     # Web Push (notifier/push): off (None) only in production without VAPID keys.
@@ -141,11 +142,19 @@ class Settings:
             var_dir=var_dir,
             web_concurrency=max(1, _number(env, "WEB_CONCURRENCY", "1", int)),
             replay_limit=max(1, _number(env, "REPLAY_LIMIT", "500", int)),
+            ws_transport=_choice(env, "WS_TRANSPORT", "auto", ("auto", "fast", "stock")),
             metrics_dir=env.get("PROMETHEUS_MULTIPROC_DIR") or None,
             push_ack_wait=_number(env, "PUSH_ACK_WAIT", "10", float),
             vapid_private_key=vapid_key,
             vapid_subject=vapid_subject,
         )
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise ConfigurationError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+    return value
 
 
 def _number(env: Mapping[str, str], name: str, default: str, kind: type[Number]) -> Number:

@@ -140,6 +140,8 @@ def env(
         "DEAL_CHECK_CHUNK_USERS": "2",
         # Offline email waits this long for a page to acknowledge a deal (60 s by default).
         "EMAIL_ACK_WAIT": "5",
+        # `make test` runs the live-path tests once more with WS_TRANSPORT=stock.
+        "WS_TRANSPORT": os.environ.get("WS_TRANSPORT", "auto"),
     }
 
 
@@ -411,3 +413,18 @@ def ws_connect(http_server: Any, base_url: str) -> Iterator[WsConnect]:
     yield connect
     for conn in opened:
         conn.close()
+
+
+@pytest.fixture
+def iostream_as_found() -> Iterator[None]:
+    """Leave Tornado's IOStream patched, or not, as the test found it."""
+    from tornado import iostream
+
+    from web.lean import lazy_stream_buffers, undo_lazy_stream_buffers
+
+    patched = getattr(iostream.BaseIOStream, "_lean", False)
+    yield
+    if not patched:
+        undo_lazy_stream_buffers()
+    elif not getattr(iostream.BaseIOStream, "_lean", False):
+        lazy_stream_buffers()

@@ -84,7 +84,9 @@ async def test_the_sweep_closes_expired_sockets_then_stops() -> None:
 
 
 @pytest.mark.gen_test
-async def test_a_lean_stream_writes_what_does_not_fit_at_once_and_gives_its_deques_back() -> None:
+async def test_a_lean_stream_writes_what_does_not_fit_at_once_and_gives_its_deques_back(
+    iostream_as_found: None,
+) -> None:
     lazy_stream_buffers()
     lazy_stream_buffers()  # idempotent
     here, there = socket.socketpair()

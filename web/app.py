@@ -29,6 +29,7 @@ from notifier.realtime.registry import ConnectionRegistry
 from notifier.realtime.resp import RedisLink
 from notifier.realtime.subscriber import Subscriber, Subscription, Topology
 from notifier.settings import Settings
+from web import transport
 from web.expiry import ExpirySweep
 from web.handlers import (
     admin,
@@ -111,6 +112,8 @@ def make_app(
         static_handler_class=NotifierStaticFileHandler,
         xsrf_cookies=True,
         xsrf_cookie_kwargs={"samesite": "Lax", "secure": config.base_url.startswith("https")},
+        # The fast path or Tornado's stock API, chosen by self-tests (web/transport.py).
+        fast_frames=transport.choose(config.ws_transport),
         # Pings come from one sweep (web/pings.py), not from a task per socket.
         websocket_ping_interval=None,
         pings=PingSweep(config.ws_ping_interval) if config.ws_ping_interval else None,

@@ -94,29 +94,57 @@ class _NoBuffers(tuple):
 
 
 NO_BUFFERS = _NoBuffers()
-_SUPPORTED = ((6, 4), (7, 0))  # setup.cfg pins tornado>=6.4,<7
+# The Tornado versions whose internals this module (and web/frames.py) was read against.
+VERIFIED = ((6, 4), (6, 7))
+
+
+def verified_tornado() -> bool:
+    """Whether the running Tornado is one the fast path was checked against."""
+    return VERIFIED[0] <= tuple(tornado.version_info[:2]) < VERIFIED[1]
 
 
 def lazy_stream_buffers() -> None:
     """Patch IOStream so its two deques exist only while a write is in flight.
 
     Each deque costs about 0.6 KiB even when empty, and an idle socket's are always
-    empty. Idempotent. Raises RuntimeError if this Tornado is not one it was written
-    for, or if a self-test on a socket pair finds a deque it does not manage.
+    empty. Idempotent. Raises RuntimeError, with the patch undone, if this Tornado is not
+    one it was written for or a self-test on a socket pair finds a deque it does not
+    manage (web/transport.py then serves sockets through Tornado's stock API).
     """
-    version = tuple(tornado.version_info[:2])
-    if not _SUPPORTED[0] <= version < _SUPPORTED[1]:
-        raise RuntimeError(f"web.lean supports tornado 6.4-6.x, not {tornado.version}")
+    if not verified_tornado():
+        raise RuntimeError(f"web.lean was checked against tornado 6.4-6.6, not {tornado.version}")
     buffer_cls: Any = iostream._StreamBuffer
     base: Any = iostream.BaseIOStream
     if not getattr(base, "_lean", False):
         _patch(buffer_cls, base)
-    _self_test()
+    try:
+        _self_test()
+    except Exception:
+        undo_lazy_stream_buffers()
+        raise
+
+
+_ORIGINALS: dict[str, Any] = {}
+
+
+def undo_lazy_stream_buffers() -> None:
+    """Put IOStream back as Tornado made it (a self-test failed, or a test is done)."""
+    if not _ORIGINALS:
+        return
+    buffer_cls: Any = iostream._StreamBuffer
+    base: Any = iostream.BaseIOStream
+    buffer_cls.__init__, buffer_cls.append = _ORIGINALS["buffer_init"], _ORIGINALS["append"]
+    base.__init__, base.write = _ORIGINALS["stream_init"], _ORIGINALS["write"]
+    base._lean = False
+    _ORIGINALS.clear()
 
 
 def _patch(buffer_cls: Any, base: Any) -> None:
     buffer_init, buffer_append = buffer_cls.__init__, buffer_cls.append
     stream_init, stream_write = base.__init__, base.write
+    _ORIGINALS.update(
+        buffer_init=buffer_init, append=buffer_append, stream_init=stream_init, write=stream_write
+    )
 
     def init_buffer(self: Any) -> None:
         buffer_init(self)
@@ -202,15 +230,11 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         log.error("a socket's receive loop failed", exc_info=task.exception())
 
 
-_VERIFIED = ((6, 4), (6, 7))  # the Tornado versions whose protocol DetachedReceive was read against
-
-
 @functools.cache
 def detached_receive_works() -> bool:
     """Whether this Tornado is one DetachedReceive was checked against (else: stock)."""
-    version = tuple(tornado.version_info[:2])
     loop = getattr(WebSocketProtocol13, "_receive_frame_loop", None)
-    if _VERIFIED[0] <= version < _VERIFIED[1] and inspect.iscoroutinefunction(loop):
+    if verified_tornado() and inspect.iscoroutinefunction(loop):
         return True
     log.warning(
         "tornado %s: sockets read from the handshake's coroutines (web/lean.py was checked "

@@ -32,11 +32,10 @@ from notifier.dev.embedded import die_with_parent
 from notifier.realtime import bus
 from notifier.realtime.delivery import SERVICE_RESTART
 from notifier.realtime.registry import ConnectionRegistry
-from notifier.settings import Settings
+from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
-from web import lean, stats
+from web import stats
 from web.app import live_path, make_app, mongo_client
-from web.frames import check_iostream
 from web.server import NotifierHTTPServer
 
 log = logging.getLogger("web")
@@ -48,10 +47,8 @@ REDIS_CONNECTIONS = 100
 async def main(config: Settings, sockets: list[socket.socket]) -> None:
     """Build clients on this loop, serve until SIGTERM or SIGINT, then close cleanly.
 
-    Raises bus.LibraryChanged before serving when Tornado lost a private API the fast
-    path uses, and whatever ended the subscriber (a bug: outages are retried).
+    Raises whatever ended the subscriber (a bug: outages are retried).
     """
-    check_private_apis()
     mongo = mongo_client(config)
     db = mongo.get_default_database("notifier")
     await ensure_indexes_async(db, config.price_history_days)
@@ -69,7 +66,6 @@ async def main(config: Settings, sockets: list[socket.socket]) -> None:
     registry = ConnectionRegistry()
     process = f"{socket.gethostname()}:{os.getpid()}:{config.port}"
     app = make_app(config, db, redis, registry, process, bus_client)
-    lean.lazy_stream_buffers()  # raises at start if this Tornado is not the one it knows
     # What start-up built lives as long as the process: keep it out of every collection,
     # so a full one (a pause of 100 ms and more in a storm of connects) walks less.
     gc.collect()
@@ -145,11 +141,6 @@ async def keep_long_lived_frozen(registry: ConnectionRegistry) -> None:
         frozen_at, added = loop.time(), registry.added
 
 
-def check_private_apis() -> None:
-    """Fail at start, not later, when a pinned library lost what the fast path reads."""
-    check_iostream()
-
-
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop's event loop when it is installed (Linux), else asyncio's own."""
     try:
@@ -182,7 +173,7 @@ def serve(config: Settings, reuse_port: bool = False) -> int:
         sockets = bind_sockets(config.port, reuse_port=reuse_port)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(main(config, sockets))
-    except bus.LibraryChanged as e:
+    except ConfigurationError as e:  # WS_TRANSPORT=fast on a Tornado it does not fit
         print(f"notifier: {e}", file=sys.stderr)
         return 1
     except OSError as e:

@@ -31,13 +31,6 @@ BROADCAST = "notifier:events"  # announcements: every web process listens
 USER_GROUPS = 256  # hash-tag groups of user channels (a group is one slot on a cluster)
 
 
-class LibraryChanged(RuntimeError):
-    """A private API of a pinned library that a fast path relies on is not there any more.
-
-    Not a connection error: retrying cannot help.
-    """
-
-
 AsyncBusClient = aioredis.Redis | AsyncRedisCluster
 
 

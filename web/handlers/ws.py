@@ -18,7 +18,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 from tornado.ioloop import IOLoop
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketHandler, WebSocketProtocol
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
 from notifier.accounts.auth import Identity
 from notifier.errors import InputError
@@ -147,7 +147,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         """Tornado's protocol, reading frames from a task of its own (see web/lean.py)."""
         protocol = super().get_websocket_protocol()
-        detach_receive(protocol)
+        if self.settings["fast_frames"]:
+            detach_receive(protocol)
         return protocol
 
     def get_compression_options(self) -> None:
@@ -226,7 +227,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if self.settings["pings"] is not None:
             self.pong_due = False  # set before the dict is rebuilt to size (web/lean.py)
             self._ping_bucket = self.settings["pings"].add(self)
-        release_handshake(self)  # the request is gone after this: see web/lean.py
+        if self.settings["fast_frames"]:
+            release_handshake(self)  # the request is gone after this: see web/lean.py
 
     async def _arrive(self, identity: Identity) -> str | None:
         """Check the token's version and the user's budget, count the socket against the
@@ -381,13 +383,16 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     pong_due = False  # a ping went out and no pong came back yet
 
     def send_ping(self) -> bool:
-        """Ping the client (the frame straight to the socket); False when it is gone."""
+        """Ping the client; False when it is gone."""
         conn = self.ws_connection
         if conn is None or conn.stream is None or conn.is_closing():
             return False
         try:
-            write_frame(conn.stream, PING)
-        except StreamClosedError:
+            if self.settings["fast_frames"]:
+                write_frame(conn.stream, PING)  # straight to the socket
+            else:
+                self.ping()
+        except (StreamClosedError, WebSocketClosedError):
             return False
         self.pong_due = True
         return True
@@ -399,10 +404,15 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
     # The delivery's transport --------------------------------------------------------------
 
     def send_text(self, payload: str) -> bool | Flushing:
-        """One text frame, straight to the socket: True sent, False gone, else flushing."""
+        """One text frame: True sent, False gone, else flushing (web/transport.py)."""
         conn = self.ws_connection
         if conn is None or conn.stream is None or conn.is_closing():
             return False
+        if not self.settings["fast_frames"]:
+            try:
+                return self.write_message(payload)  # Tornado's stock path: a Future
+            except WebSocketClosedError:
+                return False
         try:
             # The same frame for every socket of this format in a fan-out (see web/frames.py).
             pending = write_frame(conn.stream, text_frame(payload))
