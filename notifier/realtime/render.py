@@ -19,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from notifier.formatting import money, relative_time
+from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.realtime import messages
 from notifier.realtime.events import (
     AnnouncementEvent,
@@ -32,9 +33,9 @@ FORMATS = ("html", "json")
 
 # Which page event each notification type fires on `document` (the seed's event bus).
 DOM_EVENTS = {
-    "deal-notification": "notification:deal",
-    "system-message": "notification:system",
-    "job-complete": "notification:job",
+    NotificationType.DEAL: "notification:deal",
+    NotificationType.SYSTEM: "notification:system",
+    NotificationType.JOB: "notification:job",
 }
 
 
@@ -53,6 +54,8 @@ def environment(templates: Sequence[Path] = (TEMPLATES,)) -> Environment:
     env.filters["reltime"] = relative_time
     env.filters["path_segment"] = lambda s: urllib.parse.quote(str(s), safe="")
     env.globals["DOM_EVENTS"] = DOM_EVENTS
+    env.globals["NotificationType"] = NotificationType
+    env.globals["TYPE_NAMES"] = TYPE_NAMES
     return env
 
 
