@@ -2,15 +2,16 @@
 
 A worker that publishes a notification (and a web process that publishes a read or an
 announcement) renders both formats here and puts them in the bus event, so no web
-process runs a template per message. The fragments are the web front end's templates
-(`web/templates/fragments/`, shared by pages and sockets): the core reads that directory
-as data and imports nothing from `web`.
+process runs a template per message. The fragments it renders are the core's package
+data (`notifier/realtime/templates/fragments/`); the web front end's pages include them
+too (web/render.py searches its own templates, then these), so a row looks the same
+whether it came with a page or live.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from notifier.realtime.events import (
     ReadEvent,
 )
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
+TEMPLATES = Path(__file__).with_name("templates")
 FORMATS = ("html", "json")
 
 # Which page event each notification type fires on `document` (the seed's event bus).
@@ -38,8 +39,11 @@ DOM_EVENTS = {
 }
 
 
-def environment(templates: Path = TEMPLATES) -> Environment:
-    """The Jinja2 environment of pages and fragments, with its filters."""
+def environment(templates: Sequence[Path] = (TEMPLATES,)) -> Environment:
+    """The Jinja2 environment of pages and fragments, with its filters.
+
+    `templates` are searched in order: the first folder holding a name wins.
+    """
     env = Environment(
         loader=FileSystemLoader(templates),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -58,7 +62,7 @@ def environment(templates: Path = TEMPLATES) -> Environment:
 class PayloadRenderer:
     """Renders fragments and the payloads pushed on sockets, and builds the bus events."""
 
-    def __init__(self, templates: Path = TEMPLATES) -> None:
+    def __init__(self, templates: Sequence[Path] = (TEMPLATES,)) -> None:
         self.env = environment(templates)
 
     def render(self, name: str, **context: Any) -> str:
