@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
+from notifier.kinds import NotificationType
 from notifier.realtime.presence import online_users
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
@@ -134,7 +135,7 @@ def _finish(jobs: DealCheckJobs, job: Job) -> None:
     if job.requested_by:
         celery.resources.notifications.notify(
             job.requested_by,
-            "job-complete",
+            NotificationType.JOB,
             {"job": "deal-check", "job_id": job.id, "status": "succeeded", "summary": summary},
             dedupe_key=f"job:{job.id}",
         )

@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from notifier.accounts.preferences import EMAIL_MODES
+from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import SEVERITIES
 from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
-from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN, TYPE_NAMES
-from notifier.notifications.store import TYPES
+from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
 from notifier.push.endpoints import MAX_ENDPOINT
 from notifier.validation import MAX_CENTS
 
@@ -21,6 +21,7 @@ JSON = "application/json"
 ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
 CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
 NON_BLANK = r"\S"
+TYPES = [t.value for t in NotificationType]
 
 
 def text(max_length: int) -> dict[str, Any]:
@@ -143,7 +144,7 @@ SCHEMAS: dict[str, Any] = {
     "Notification": obj(
         ["id", "type", "created_at", "read", "data"],
         id=ID,
-        type={"enum": ["deal-notification", "system-message", "job-complete"]},
+        type={"enum": TYPES},
         created_at={"type": "string", "format": "date-time"},
         read={"type": "boolean"},
         archived={

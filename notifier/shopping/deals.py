@@ -16,6 +16,7 @@ from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
+from notifier.kinds import NotificationType
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
 from notifier.push import subscriptions as push_subscriptions
@@ -411,5 +412,5 @@ def _notification(
     }
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(
-        user_id, "deal-notification", data, dedupe, keys, email_pending=user_id in emailed
+        user_id, NotificationType.DEAL, data, dedupe, keys, email_pending=user_id in emailed
     )
