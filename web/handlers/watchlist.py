@@ -8,7 +8,7 @@ from notifier import validation
 from notifier.errors import InputError
 from notifier.shopping.charts import changes, sparkline
 from notifier.shopping.history import PriceHistoryRepository
-from notifier.shopping.watchlist import WatchInput, WatchlistRepository
+from notifier.shopping.watchlist import WatchInput, WatchlistRepository, parse_rules
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
 
@@ -52,14 +52,17 @@ class WatchlistApiHandler(ApiHandler):
         """Watch an item (again: updates its target price)."""
         item = WatchInput.parse(self.json_body())
         await WatchlistRepository(self.db).add(self.user.user_id, item)
-        self.write_json(
-            {"item_name": item.item_name, "target_price_in_cents": item.target_price_in_cents},
-            status=201,
-        )
+        self.write_json({"item_name": item.item_name, **item.rules()}, status=201)
 
 
 class WatchlistItemApiHandler(ApiHandler):
-    """DELETE /api/watchlist/<item_name>."""
+    """PATCH and DELETE /api/watchlist/<item_name>."""
+
+    async def patch(self, item_name: str) -> None:
+        """Change the watch's alert rules (those given; null clears one)."""
+        rules = parse_rules(self.json_body())
+        watch = await WatchlistRepository(self.db).change_rules(self.user.user_id, item_name, rules)
+        self.write_json(watch)
 
     async def delete(self, item_name: str) -> None:
         """Stop watching an item."""
