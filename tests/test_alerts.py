@@ -6,6 +6,8 @@ chunks): only news is an alert.
 
 from __future__ import annotations
 
+import json
+import urllib.parse
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -174,3 +176,22 @@ def test_a_watch_whose_memory_was_lost_is_not_told_twice(db, check, alice, names
     assert [
         a["price_in_cents"] for a in db.watchlists.find_one({"user_id": alice.user_id})["alerted"]
     ] == [550]
+
+
+@pytest.mark.gen_test
+async def test_the_api_sets_and_changes_a_watchs_rules(fetch, db, alice, names):
+    path = "/api/watchlist/" + urllib.parse.quote(names["item"])
+    body = {"item_name": names["item"], "min_discount_percent": 20}
+    assert (await fetch("/api/watchlist", "POST", body, headers=alice.auth)).code == 201
+    changed = await fetch(
+        path, "PATCH", {"realert_hours": 6, "target_price_in_cents": 500}, headers=alice.auth
+    )
+    assert json.loads(changed.body) == {
+        "item_name": names["item"],
+        "target_price_in_cents": 500,
+        "min_discount_percent": 20,
+        "realert_hours": 6,
+    }
+    await fetch(path, "PATCH", {"min_discount_percent": None}, headers=alice.auth)
+    [shown] = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    assert (shown["min_discount_percent"], shown["realert_hours"]) == (None, 6)

@@ -92,10 +92,7 @@ class WatchlistRepository:
     async def items(self, user_id: str) -> list[dict[str, Any]]:
         """The watched items, in the order they were added."""
         cursor = self._watchlists.find({"user_id": user_id}).sort([("created_at", 1), ("_id", 1)])
-        return [
-            {"item_name": d["item_name"], **{k: d.get(k) for k in ALERT_FIELDS}}
-            async for d in cursor
-        ]
+        return [_shown(d) async for d in cursor]
 
     async def add(self, user_id: str, item: WatchInput) -> None:
         """Watch an item (idempotent: watching it again updates the target price)."""
@@ -104,6 +101,11 @@ class WatchlistRepository:
             if await self._watchlists.count_documents({"user_id": user_id}) >= MAX_ITEMS:
                 raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
         await apply_async(self._db, [watch(user_id, item)])
+
+    async def get(self, user_id: str, key: str) -> dict[str, Any] | None:
+        """One watch (by item key) with its rules; None when the item is not watched."""
+        d = await self._watchlists.find_one({"user_id": user_id, "item_key": key})
+        return None if d is None else _shown(d)
 
     async def change_rules(
         self, user_id: str, item_name: str, rules: dict[str, int | None]
@@ -116,7 +118,7 @@ class WatchlistRepository:
         )
         if changed is None:
             raise NotFound(f"{item_name!r} is not on your watchlist")
-        return {"item_name": changed["item_name"], **{k: changed.get(k) for k in ALERT_FIELDS}}
+        return _shown(changed)
 
     async def remove(self, user_id: str, item_name: str) -> str:
         """Stop watching an item; NotFound when it was not watched.
@@ -158,3 +160,8 @@ class WatchlistRepository:
         fields = {k: v for k, v in watch.items() if k not in key}
         await self._watchlists.update_one(key, {"$setOnInsert": fields}, upsert=True)
         return str(watch["item_name"])
+
+
+def _shown(watch: dict[str, Any]) -> dict[str, Any]:
+    """What the API and pages show of a watch: its name and rules, not what it remembers."""
+    return {"item_name": watch["item_name"], **{k: watch.get(k) for k in ALERT_FIELDS}}
