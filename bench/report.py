@@ -545,7 +545,7 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         "port. A gets SIGTERM and closes them with 1012; each reconnects to B as the htmx "
         "ws extension does with full jitter (random() × 1 s × 2^min(retries, 6) after a "
         "close of 1006/1011/1012/1013), sending `last_id=` the newest id it holds, as "
-        "static/app.js does. A separate writer process stores and publishes one "
+        "web/static/app.js does. A separate writer process stores and publishes one "
         "notification to every user through NotificationService (MongoDB first) from the "
         "moment of the SIGTERM. Done when every socket is greeted by B and holds its "
         "user's new notification; a notification seen twice on one socket counts as twice.",

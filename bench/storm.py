@@ -3,10 +3,10 @@
 N pages (JSON sockets, `sockets_per_user` of them per user) are connected to web process
 A; a second, B, is already running on another port (as behind a load balancer). A gets
 SIGTERM and closes every socket with 1012; each page reconnects as the htmx ws extension
-does with `wsReconnectDelay = "full-jitter"` (static/app.js): on a close with 1006, 1011,
+does with `wsReconnectDelay = "full-jitter"` (web/static/app.js): on a close with 1006, 1011,
 1012 or 1013 it waits random() * 1 s * 2^min(retries, 6), retries += 1, and tries again;
 an open socket resets retries. It resumes with `last_id=` the newest id it holds, as
-static/app.js does. Meanwhile a separate writer process (`python bench/storm.py write`)
+web/static/app.js does. Meanwhile a separate writer process (`python bench/storm.py write`)
 stores one notification for every user through notifier's own NotificationService
 (MongoDB first, then Redis, as the worker does). Measured: the time from the SIGTERM
 until every page is greeted by B and holds its user's new notification, with none

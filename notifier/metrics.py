@@ -77,6 +77,11 @@ DEAL_CHECK_DURATION = Histogram(
     registry=REGISTRY,
 )
 DEALS_FOUND = Counter("notifier_deals_found", "New deals found by deal checks", registry=REGISTRY)
+DEAL_CHECK_ITEM_FAILURES = Counter(
+    "notifier_deal_check_item_failures",
+    "Items a deal check chunk skipped because their stored data could not make a deal",
+    registry=REGISTRY,
+)
 EMAILS_SENT = Counter(
     "notifier_emails_sent", "Emails handed to the SMTP server (or the outbox)", registry=REGISTRY
 )

@@ -16,6 +16,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier import metrics
+from notifier.kinds import NotificationType
 from notifier.realtime.presence import online_users
 from notifier.shopping.checks import DealCheckJobs, Job
 from notifier.shopping.deals import DealCheck
@@ -85,6 +86,7 @@ def check_deal_chunk(
         )
         result = check.run_chunk(user_ids, item_keys)
     metrics.DEALS_FOUND.inc(result.deals_found)
+    metrics.DEAL_CHECK_ITEM_FAILURES.inc(len(result.failed))
     pending = [n for n in result.notifications if n.get("email_pending")]
     for email_id in res.email.plan_for_deals(pending):
         send_email.delay(email_id)  # mode always: at once
@@ -94,7 +96,7 @@ def check_deal_chunk(
     # Subscribers' deals: pushed once PUSH_ACK_WAIT has shown that no page acknowledged them.
     push_later(result.notifications)
     jobs = DealCheckJobs(res.db)
-    job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found)
+    job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found, result.failed)
     _progress(job)
     _finish(jobs, job)
     return {"users_notified": result.users_notified, "deals_found": result.deals_found}
@@ -138,7 +140,7 @@ def _finish(jobs: DealCheckJobs, job: Job) -> None:
     if job.requested_by:
         celery.resources.notifications.notify(
             job.requested_by,
-            "job-complete",
+            NotificationType.JOB,
             {"job": "deal-check", "job_id": job.id, "status": "succeeded", "summary": summary},
             dedupe_key=f"job:{job.id}",
         )

@@ -12,6 +12,7 @@ from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.kinds import NotificationType
 from notifier.realtime.progress import Every
 from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
 from notifier.storage.writes import apply_bulk
@@ -79,5 +80,5 @@ def import_prices(self: Task, text: str, requested_by: str, filename: str = "pri
         }
     log.info("price import %s: %s", self.request.id, report["summary"])
     res.notifications.notify(
-        requested_by, "job-complete", report, dedupe_key=f"job:{self.request.id}"
+        requested_by, NotificationType.JOB, report, dedupe_key=f"job:{self.request.id}"
     )

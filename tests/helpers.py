@@ -105,7 +105,7 @@ def wait_subscribed(proc: subprocess.Popen, seen: list[str]) -> None:
     seen.clear()
 
 
-def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+def spawn(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
     """Start a process whose output `read_until` can follow.
 
     Its output is unbuffered on our side: a buffered reader would take several lines in
@@ -113,7 +113,7 @@ def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     """
     return subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=cwd,
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -158,11 +158,15 @@ async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Ma
 
 
 class WebProcess:
-    """`python -m web` on a fixed port, stopped and started at will."""
+    """`python -m web` on a fixed port, stopped and started at will.
 
-    def __init__(self, env: dict[str, str]) -> None:
+    `python` and `cwd` run another installation (tests/test_install.py), not this tree.
+    """
+
+    def __init__(self, env: dict[str, str], python: str = sys.executable, cwd: Path = ROOT) -> None:
         self.port = free_port()
         self.env = {**env, "PORT": str(self.port), "BASE_URL": f"http://127.0.0.1:{self.port}"}
+        self.python, self.cwd = python, cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -170,7 +174,7 @@ class WebProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = spawn([sys.executable, "-m", "web"], self.env)
+        self.proc = spawn([self.python, "-m", "web"], self.env, self.cwd)
         # Keep reading its log, or a full pipe would stop the process mid-write.
         self.output: collections.deque[bytes] = collections.deque(maxlen=200)
         self._reader = threading.Thread(

@@ -1,11 +1,11 @@
-"""The vendored htmx files are exactly the released ones noted in static/vendor/README.md."""
+"""The vendored htmx files are exactly the released ones noted in web/static/vendor/README.md."""
 
 import hashlib
 from pathlib import Path
 
 import pytest
 
-VENDOR = Path(__file__).resolve().parent.parent / "static" / "vendor"
+VENDOR = Path(__file__).resolve().parent.parent / "web" / "static" / "vendor"
 
 SUMS = {
     "htmx.min.js": "d6fdc75f204e6bdefa99b69bf1e6d4ac69b8a364f77929f45c13476b4000f717",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -45,14 +44,13 @@ from web.handlers import (
     ws,
 )
 from web.handlers.pages import NotFoundHandler
+from web.handlers.static import STATIC, NotifierStaticFileHandler
 from web.logs import log_request
 from web.pings import PingSweep
 from web.render import Renderer
-from web.static import NotifierStaticFileHandler
 
 log = logging.getLogger(__name__)
 
-STATIC = Path(__file__).resolve().parent.parent / "static"
 MAX_FRAME_BYTES = 64 * 1024  # a client frame over this closes its socket (1009)
 # While MongoDB cannot be reached, a request gets its 503 after this long, not PyMongo's
 # default 30 s (web/handlers/base.py turns the failure into the 503).

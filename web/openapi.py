@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from notifier.accounts.preferences import EMAIL_MODES
+from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import SEVERITIES
 from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
-from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN, TYPE_NAMES
-from notifier.notifications.store import TYPES
+from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
 from notifier.push.endpoints import MAX_ENDPOINT
 from notifier.shopping.alerts import MAX_REALERT_HOURS
 from notifier.shopping.watchlist import MAX_DISCOUNT_PERCENT
@@ -29,6 +29,7 @@ ITEM_NAME = {
     "schema": {"type": "string", "minLength": 1},
 }
 NON_BLANK = r"\S"
+TYPES = [t.value for t in NotificationType]
 
 
 def nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -166,7 +167,7 @@ SCHEMAS: dict[str, Any] = {
     "Notification": obj(
         ["id", "type", "created_at", "read", "data"],
         id=ID,
-        type={"enum": ["deal-notification", "system-message", "job-complete"]},
+        type={"enum": TYPES},
         created_at={"type": "string", "format": "date-time"},
         read={"type": "boolean"},
         archived={

@@ -40,6 +40,7 @@ from pymongo.synchronous.database import Database
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.formatting import money
+from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.store import to_json
 from notifier.settings import Settings
@@ -355,7 +356,7 @@ class EmailService:
             unread = self._db.notifications.find(
                 {
                     "user_id": str(user["_id"]),
-                    "type": "deal-notification",
+                    "type": NotificationType.DEAL,
                     "read": False,
                     "seq": {"$gt": int((state or {}).get("acked_seq", 0))},
                     "created_at": {"$gt": end - period, "$lte": end},

@@ -26,6 +26,7 @@ from pymongo.synchronous.database import Database
 from notifier import validation
 from notifier.errors import InputError
 from notifier.formatting import iso
+from notifier.kinds import NotificationType
 from notifier.notifications import state
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
@@ -268,7 +269,7 @@ class AnnouncementHistory:
             "announcement_id": str(announcement["id"]),
         }
         dedupe = f"announcement:{announcement['id']}"
-        wanted = [NewNotification(u, "system-message", data, dedupe) for u in user_ids]
+        wanted = [NewNotification(u, NotificationType.SYSTEM, data, dedupe) for u in user_ids]
         stored = len(notify_many(self._db, self._notifications, wanted).docs)
         self._progress(announcement, {"$addToSet": {"history_chunks_done": index}})
         return stored

@@ -27,9 +27,10 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.synchronous.database import Database
 from redis import RedisError
 
+from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import search_fields
-from notifier.notifications.store import TYPES, NotificationService, format_id, to_json
+from notifier.notifications.store import NotificationService, format_id, to_json
 from notifier.storage.batches import DUPLICATE_KEY, find_in
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class NewNotification:
     """One notification to store for one user."""
 
     user_id: str
-    type: str
+    type: NotificationType
     data: dict[str, Any]
     dedupe_key: str | None = None
     deal_keys: list[str] | None = None
@@ -70,7 +71,7 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
     now = datetime.now(UTC)
     docs = []
     for n in wanted:
-        assert n.type in TYPES
+        NotificationType(n.type)  # a ValueError for a type nobody knows
         known = states.get(n.user_id)
         # No state yet: a user's first notification, as a rule (migration 2 gave every user
         # of before one). If one was stored anyway, its seq refuses this insert, which then
@@ -136,9 +137,9 @@ def _document(n: NewNotification, seq: int, now: datetime) -> dict[str, Any]:
         "read": False,
         "data": {**n.data, "notification_id": format_id(seq)},
     }
-    if n.type == "deal-notification" and n.email_pending:
+    if n.type == NotificationType.DEAL and n.email_pending:
         doc["email_pending"] = True  # cleared once the email is decided (or swept)
-    if n.type == "deal-notification" and n.push_pending:
+    if n.type == NotificationType.DEAL and n.push_pending:
         doc["push_pending"] = True  # cleared once the push is decided (or swept)
     if n.dedupe_key:
         doc["dedupe_key"] = n.dedupe_key

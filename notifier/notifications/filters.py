@@ -17,15 +17,11 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
+from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications import state
 
 MAX_TERM = 20  # longer words are found by their first 20 letters
 MAX_QUERY = 100
-TYPE_NAMES = {
-    "deals": "deal-notification",
-    "announcements": "system-message",
-    "jobs": "job-complete",
-}
 _WORD = re.compile(r"\w+")
 
 
@@ -36,7 +32,7 @@ def words(text: str) -> list[str]:
 
 def search_fields(type: str, data: Mapping[str, Any]) -> dict[str, list[str]]:
     """The keys a notification's filters match on, computed when it is written."""
-    if type != "deal-notification":
+    if type != NotificationType.DEAL:
         return {}
     deals = data.get("deals") or []
     items = sorted({validation.item_key(d["item_name"]) for d in deals})
@@ -181,8 +177,8 @@ class NotificationFilter:
             type_ = TYPE_NAMES.get(type_, type_)
             if type_ not in TYPE_NAMES.values():
                 raise InputError(
-                    "type must be one of deal-notification, system-message, job-complete"
-                    " (or deals, announcements, jobs)"
+                    f"type must be one of {', '.join(NotificationType)}"
+                    f" (or {', '.join(TYPE_NAMES)})"
                 )
         since, until = _time(value["since"], "since"), _time(value["until"], "until")
         if since and until and since > until:

@@ -18,6 +18,7 @@ from redis import RedisError
 
 from notifier.errors import InputError
 from notifier.formatting import iso
+from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
@@ -27,7 +28,6 @@ from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
 
-TYPES = ("deal-notification", "system-message", "job-complete")
 _ID = re.compile(r"^[0-9]{12}$")
 MAX_SEQ_RACES = 50
 
@@ -363,7 +363,7 @@ class NotificationWriter:
     def create(
         self,
         user_id: str,
-        type: str,
+        type: NotificationType,
         data: dict[str, Any],
         *,
         dedupe_key: str | None = None,
@@ -378,7 +378,7 @@ class NotificationWriter:
         through the index is slow on some servers); after the insert, one update moves
         its seq on and counts the new notification as unread.
         """
-        assert type in TYPES
+        type = NotificationType(type)  # a ValueError for a type nobody knows
         states = self._db[user_state.COLLECTION]
         known = states.find_one({"_id": user_id}, {"seq": 1})
         seq = (int(known["seq"]) if known else self._highest_stored(user_id)) + 1
@@ -393,7 +393,7 @@ class NotificationWriter:
                 # Cleared once published; a sweep republishes what stays set (the outbox).
                 "unpublished": True,
             }
-            if type == "deal-notification":
+            if type == NotificationType.DEAL:
                 doc["email_pending"] = True  # cleared once the email is decided (or swept)
             if dedupe_key:
                 doc["dedupe_key"] = dedupe_key
@@ -478,7 +478,7 @@ class NotificationService:
     def notify(
         self,
         user_id: str,
-        type: str,
+        type: NotificationType,
         data: dict[str, Any],
         *,
         dedupe_key: str | None = None,

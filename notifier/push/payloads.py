@@ -1,4 +1,4 @@
-"""What a push carries: the JSON the service worker reads (static/sw.js).
+"""What a push carries: the JSON the service worker reads (web/static/sw.js).
 
 `{"type", "id", "headline", "body", "url", "tag"}`, plus for deals `count` (how many
 unseen deals the push stands for) and `ack` (the signed token the worker posts back).

@@ -2,15 +2,16 @@
 
 A worker that publishes a notification (and a web process that publishes a read or an
 announcement) renders both formats here and puts them in the bus event, so no web
-process runs a template per message. The fragments are the web front end's templates
-(`web/templates/fragments/`, shared by pages and sockets): the core reads that directory
-as data and imports nothing from `web`.
+process runs a template per message. The fragments it renders are the core's package
+data (`notifier/realtime/templates/fragments/`); the web front end's pages include them
+too (web/render.py searches its own templates, then these), so a row looks the same
+whether it came with a page or live.
 """
 
 from __future__ import annotations
 
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from notifier.formatting import money, relative_time
+from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.realtime import messages
 from notifier.realtime.events import (
     AnnouncementEvent,
@@ -26,19 +28,22 @@ from notifier.realtime.events import (
     ReadEvent,
 )
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "web" / "templates"
+TEMPLATES = Path(__file__).with_name("templates")
 FORMATS = ("html", "json")
 
 # Which page event each notification type fires on `document` (the seed's event bus).
 DOM_EVENTS = {
-    "deal-notification": "notification:deal",
-    "system-message": "notification:system",
-    "job-complete": "notification:job",
+    NotificationType.DEAL: "notification:deal",
+    NotificationType.SYSTEM: "notification:system",
+    NotificationType.JOB: "notification:job",
 }
 
 
-def environment(templates: Path = TEMPLATES) -> Environment:
-    """The Jinja2 environment of pages and fragments, with its filters."""
+def environment(templates: Sequence[Path] = (TEMPLATES,)) -> Environment:
+    """The Jinja2 environment of pages and fragments, with its filters.
+
+    `templates` are searched in order: the first folder holding a name wins.
+    """
     env = Environment(
         loader=FileSystemLoader(templates),
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -49,13 +54,15 @@ def environment(templates: Path = TEMPLATES) -> Environment:
     env.filters["reltime"] = relative_time
     env.filters["path_segment"] = lambda s: urllib.parse.quote(str(s), safe="")
     env.globals["DOM_EVENTS"] = DOM_EVENTS
+    env.globals["NotificationType"] = NotificationType
+    env.globals["TYPE_NAMES"] = TYPE_NAMES
     return env
 
 
 class PayloadRenderer:
     """Renders fragments and the payloads pushed on sockets, and builds the bus events."""
 
-    def __init__(self, templates: Path = TEMPLATES) -> None:
+    def __init__(self, templates: Sequence[Path] = (TEMPLATES,)) -> None:
         self.env = environment(templates)
 
     def render(self, name: str, **context: Any) -> str:
@@ -117,45 +124,47 @@ class PayloadRenderer:
         n, unread = message["notification"], message["unread_count"]
         if fmt == "json":
             data = {**n["data"], "id": n["id"], "created_at": n["created_at"]}
-            return messages.envelope(n["type"], {**data, "unread_count": unread})
+            envelope = messages.NOTIFICATION_ENVELOPES[n["type"]]
+            return messages.encode(envelope(data={**data, "unread_count": unread}))
         return self.render("fragments/live_notification.html", n=n, unread_count=unread)
 
     def read(self, message: Mapping[str, Any], fmt: str) -> str:
         """Notifications marked read (`{"ids", "unread_count"}`), on any tab of this user."""
         ids, unread = message["ids"], message["unread_count"]
         if fmt == "json":
-            return messages.envelope("notification-read", {"ids": ids, "unread_count": unread})
+            return messages.encode(messages.NotificationRead(data=messages.ReadData(ids, unread)))
         return self.render("fragments/live_read.html", ids=ids, unread_count=unread)
 
     def announcement(self, message: Mapping[str, Any], fmt: str) -> str:
         """A system announcement for everybody (`{"announcement": {...}}`)."""
         a = message["announcement"]
         if fmt == "json":
-            return messages.envelope("system-message", a)
+            return messages.encode(messages.SystemMessage(data=a))
         return self.render("fragments/live_announcement.html", a=a)
 
     def job_progress(self, message: Mapping[str, Any], fmt: str) -> str:
         """`{"job", "job_id", "done", "total"}`: a progress bar in every tab of the requester."""
         if fmt == "json":
-            return messages.envelope("job-progress", dict(message))
+            return messages.encode(messages.JobProgress(data=messages.JobProgressData(**message)))
         return self.render("fragments/live_job_progress.html", **message)
 
     def unread(self, unread: int, fmt: str) -> str:
         """The authoritative unread count (after the live stream may have missed reads)."""
         if fmt == "json":
-            return messages.envelope("unread-count", {"unread_count": unread})
+            return messages.encode(messages.UnreadCount(data=messages.UnreadData(unread)))
         return self.render("fragments/badge.html", unread_count=unread, oob=True)
 
     def behind(self, count: int, fmt: str) -> str:
         """After a replay that stopped short: `count` older notifications are in History."""
         message = f"{count} older notification(s) are in your history"
         if fmt == "json":
-            data = {"code": "behind", "message": message, "count": count}
-            return messages.envelope("error", data)
+            data = messages.ErrorData("behind", message, count)
+            return messages.encode(messages.Error(data=data))
         return self.render("fragments/live_behind.html", count=count)
 
     def connected(self, user: Mapping[str, Any], unread: int, fmt: str) -> str:
         """The first message on a socket: who you are and how many are unread."""
         if fmt == "json":
-            return messages.envelope("connection-established", {**user, "unread_count": unread})
+            data = messages.Connected(**user, unread_count=unread)
+            return messages.encode(messages.ConnectionEstablished(data=data))
         return self.render("fragments/live_connected.html", unread_count=unread)

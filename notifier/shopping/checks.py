@@ -8,6 +8,12 @@ A check is a job split into chunks of users that any worker may run. The job doc
 records each finished chunk by its index (so a chunk run twice, after a worker died,
 counts once); whoever records the last one, or sets the total after the last one
 finished, completes the job exactly once.
+
+No item key is ever a field name (an item's name is user text: a NUL byte or a "." in it
+would make the document unstorable or mean a path): the job lists its changes and its
+failed items as arrays of `{"item_key": ...}` entries. An item whose check failed (bad
+stored data) keeps its change mark with a failure count; after MAX_FAILURES it is no
+longer claimed, and the admin page lists it (`failed_items`).
 """
 
 from __future__ import annotations
@@ -17,12 +23,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.synchronous.database import Database
 
 from notifier.storage.writes import Upsert
 
 CLAIM = timedelta(minutes=10)  # a claimed change is left to its check for this long
 SCHEDULE_ID = "scheduled"
+MAX_FAILURES = 5  # a change whose check failed this often is no longer retried
+ERROR_LENGTH = 200  # of a failure's reason, as kept for the admin page
 
 
 def changed(item_key: str, now: datetime) -> Upsert:
@@ -30,8 +39,27 @@ def changed(item_key: str, now: datetime) -> Upsert:
     return Upsert(
         "item_changes",
         {"_id": item_key},
-        {"$inc": {"version": 1}, "$set": {"changed_at": now}, "$unset": {"claimed_until": ""}},
+        {
+            "$inc": {"version": 1},
+            "$set": {"changed_at": now},
+            # A new price is a new chance: the failures of the old one are forgotten.
+            "$unset": {"claimed_until": "", "failures": "", "last_error": ""},
+        },
     )
+
+
+def change_list(changes: dict[str, int]) -> list[dict[str, Any]]:
+    """Changes as stored in a job: an array, never a map keyed by item (user text)."""
+    return [{"item_key": k, "version": v} for k, v in sorted(changes.items())]
+
+
+def change_map(stored: object) -> dict[str, int]:
+    """A job's changes as read back: the array, or the map older jobs stored."""
+    if isinstance(stored, dict):
+        return {str(k): int(v) for k, v in stored.items()}
+    if isinstance(stored, list):
+        return {c["item_key"]: c["version"] for c in stored if isinstance(c, dict)}
+    return {}
 
 
 @dataclass
@@ -43,7 +71,8 @@ class Job:
     item_keys: list[str] | None
     changes: dict[str, int]  # item -> the change version this check covers
     total: int | None
-    results: dict[str, dict[str, int]] = field(default_factory=dict)
+    results: dict[str, dict[str, int]] = field(default_factory=dict)  # by chunk index
+    failed: dict[str, str] = field(default_factory=dict)  # item -> why its check failed
 
     @property
     def done(self) -> int:
@@ -63,9 +92,10 @@ class Job:
             doc["_id"],
             doc.get("requested_by"),
             doc.get("item_keys"),
-            doc.get("changes") or {},
+            change_map(doc.get("changes")),
             doc.get("total"),
             doc.get("results") or {},
+            {f["item_key"]: f.get("error", "") for f in doc.get("failed") or ()},
         )
 
 
@@ -99,7 +129,9 @@ class DealCheckJobs:
     def claim(self, item_keys: list[str] | None, now: datetime | None = None) -> dict[str, int]:
         """Claim the marked changes of these items (or all) that no running check holds."""
         now = now or datetime.now(UTC)
-        query: dict[str, Any] = {} if item_keys is None else {"_id": {"$in": item_keys}}
+        query: dict[str, Any] = {"failures": {"$not": {"$gte": MAX_FAILURES}}}
+        if item_keys is not None:
+            query["_id"] = {"$in": item_keys}
         claimed: dict[str, int] = {}
         for mark in self._db.item_changes.find(query):
             if mark.get("claimed_until") and mark["claimed_until"].replace(tzinfo=UTC) > now:
@@ -126,7 +158,7 @@ class DealCheckJobs:
                 "$setOnInsert": {
                     "requested_by": requested_by,
                     "item_keys": item_keys,
-                    "changes": changes,
+                    "changes": change_list(changes),
                     "created_at": datetime.now(UTC),
                     "results": {},
                     "completed": False,
@@ -149,12 +181,28 @@ class DealCheckJobs:
         assert doc is not None, "start() records the job first"
         return Job.from_doc(doc)
 
-    def chunk_done(self, job_id: str, index: int, users: int, deals: int) -> Job:
-        """Record one finished chunk (once, however often it ran)."""
+    def chunk_done(
+        self, job_id: str, index: int, users: int, deals: int, failed: dict[str, str] | None = None
+    ) -> Job:
+        """Record one finished chunk (once, however often it ran), and the items that failed.
+
+        A failed item is listed once per job whichever chunks failed on it (`$addToSet`
+        of its key; the first reason recorded stays).
+        """
+        update: dict[str, Any] = {
+            "$set": {f"results.{int(index)}": {"users": users, "deals": deals}}
+        }
+        new = [
+            {"item_key": key, "error": error[:ERROR_LENGTH]}
+            for key, error in sorted((failed or {}).items())
+        ]
+        if new:
+            job = self.get(job_id)
+            new = [f for f in new if f["item_key"] not in job.failed]
+        if new:
+            update["$push"] = {"failed": {"$each": new}}
         doc = self._db.deal_check_jobs.find_one_and_update(
-            {"_id": job_id},
-            {"$set": {f"results.{index}": {"users": users, "deals": deals}}},
-            return_document=ReturnDocument.AFTER,
+            {"_id": job_id}, update, return_document=ReturnDocument.AFTER
         )
         assert doc is not None, "start() records the job first"
         return Job.from_doc(doc)
@@ -163,7 +211,8 @@ class DealCheckJobs:
         """True for the one caller that completes a job whose chunks have all finished.
 
         Completing releases the job's item changes: a change that came while the check
-        ran (a newer version) stays marked for the next scheduled check.
+        ran (a newer version) stays marked for the next scheduled check. A failed item's
+        mark stays too, one failure more (see `failed_items`).
         """
         if job.total is None or job.done < job.total:
             return False
@@ -173,10 +222,48 @@ class DealCheckJobs:
         )
         if not won.modified_count:
             return False
+        for item_key, error in job.failed.items():
+            self._db.item_changes.update_one(
+                {"_id": item_key},
+                {
+                    "$inc": {"failures": 1},
+                    "$set": {"last_error": error, "failed_at": datetime.now(UTC)},
+                    "$unset": {"claimed_until": ""},
+                    "$setOnInsert": {"version": 0},
+                },
+                upsert=True,
+            )
         for item_key, version in job.changes.items():
+            if item_key in job.failed:
+                continue
             gone = self._db.item_changes.delete_one({"_id": item_key, "version": version})
             if not gone.deleted_count:  # changed again meanwhile: check it again soon
                 self._db.item_changes.update_one(
                     {"_id": item_key}, {"$unset": {"claimed_until": ""}}
                 )
         return True
+
+
+FAILED_LISTED = 50  # failed items the admin page lists, most failures first
+
+
+async def failed_items(db: AsyncDatabase[Any]) -> list[dict[str, Any]]:
+    """Items whose deal check failed (the admin page's list; the web's asyncio client).
+
+    `stopped` says the change is no longer retried (MAX_FAILURES reached).
+    """
+    cursor = (
+        db.item_changes.find({"failures": {"$gte": 1}})
+        .sort([("failures", -1), ("_id", 1)])
+        .limit(FAILED_LISTED)
+    )
+    return [
+        {
+            "item_key": m["_id"],
+            "failures": m["failures"],
+            "last_error": m.get("last_error", ""),
+            "failed_at": m.get("failed_at"),
+            "stopped": m["failures"] >= MAX_FAILURES,
+        }
+        async for m in cursor
+    ]

@@ -10,12 +10,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import bson
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
+from notifier.kinds import NotificationType
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
 from notifier.push import subscriptions as push_subscriptions
@@ -29,6 +31,8 @@ CHUNK_USERS = 1000  # users per chunk: one task, one batch of writes
 LIVE_CHUNK_USERS = 100  # users per chunk of those online: small, so they go out at once
 ONLINE_LOOKUP = 1000  # watchers whose presence is asked in one round trip
 MAX_ROUNDS = 3  # a user whose notification was refused is recomputed at most this often
+# What stored data gone bad raises when a check reads it: the item fails, not the check.
+BAD_DATA = (KeyError, TypeError, ValueError, AttributeError, bson.errors.BSONError)
 
 
 def deal_key(price: dict[str, Any]) -> str:
@@ -87,12 +91,15 @@ class DealCheckResult:
     users_notified: int = 0
     deals_found: int = 0
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # item key -> why it was skipped
 
     def add(self, other: DealCheckResult) -> None:
         """Count another chunk's results in."""
         self.users_notified += other.users_notified
         self.deals_found += other.deals_found
         self.notifications.extend(other.notifications)
+        for key, error in other.failed.items():
+            self.failed.setdefault(key, error)
 
     def summary(self) -> str:
         """One line for a job-complete notification."""
@@ -183,20 +190,21 @@ class DealCheck:
         else:  # a run of consecutive watchers: one range read through the index
             query = {"user_id": {"$gte": min(users), "$lte": max(users)}, **items}
             watches = [w for w in self._db.watchlists.find(query) if w["user_id"] in users]
-        best = self._best_prices({w["item_key"] for w in watches}, now)
+        failed: dict[str, str] = {}
+        best = self._best_prices({w["item_key"] for w in watches}, now, failed)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
         remember: list[UpdateOne] = []  # what each watch was told, written with the chunk
         for w in watches:
             price = best.get(w["item_key"])
-            if (armed := alerts.rearm(w, price)) is not None:
-                remember.append(UpdateOne({"_id": w["_id"]}, armed))
-            if not price:
-                continue
-            cents, regular = price["price_in_cents"], price["regular_price_in_cents"]
-            enough = prefs[w["user_id"]].deal_is_enough(cents, regular)
-            if enough and alerts.is_news(w, price, now, self.memory_days):
-                candidates[w["user_id"]].append((w, price))
+            try:
+                if (armed := alerts.rearm(w, price)) is not None:
+                    remember.append(UpdateOne({"_id": w["_id"]}, armed))
+                if price and _wants(w, price, prefs[w["user_id"]], now, self.memory_days):
+                    candidates[w["user_id"]].append((w, price))
+            except BAD_DATA as e:  # this watch's data: the others are checked
+                failed.setdefault(w["item_key"], _reason(e))
+        _log_failed(failed)
         pushed = self._push_subscribers({u: prefs[u] for u in candidates})
 
         # One history read for the chunk: is each candidate price the window's lowest?
@@ -208,7 +216,7 @@ class DealCheck:
             now,
             self.window_days,
         )
-        result = DealCheckResult()
+        result = DealCheckResult(failed=failed)
         told: dict[str, set[str]] = defaultdict(set)
         for _ in range(MAX_ROUNDS):
             wanted = [
@@ -279,17 +287,32 @@ class DealCheck:
         subs = self._db[push_subscriptions.COLLECTION]
         return {d["user_id"] for d in find_in(subs, "user_id", wanting, None, {"user_id": 1})}
 
-    def _best_prices(self, item_keys: set[str], now: datetime) -> dict[str, dict[str, Any]]:
-        """Per item, the lowest active price across stores (ties: store id)."""
+    def _best_prices(
+        self, item_keys: set[str], now: datetime, failed: dict[str, str]
+    ) -> dict[str, dict[str, Any]]:
+        """Per item, the lowest active price across stores (ties: store id).
+
+        A price whose stored data cannot make a notification puts its item in `failed`
+        (with the reason) instead: that item is skipped, every other is checked.
+        """
         best: dict[str, dict[str, Any]] = {}
         active = {"$or": [{"valid_until": None}, {"valid_until": {"$gt": now}}]}
         for p in find_in(self._db.prices, "item_key", item_keys, active):
-            current = best.get(p["item_key"])
+            key = str(p["item_key"])  # what the query matched on
+            if key in failed:
+                continue
+            try:
+                _vet(p)
+            except BAD_DATA as e:
+                failed[key] = _reason(e)
+                best.pop(key, None)
+                continue
+            current = best.get(key)
             if current is None or (p["price_in_cents"], p["store_id"]) < (
                 current["price_in_cents"],
                 current["store_id"],
             ):
-                best[p["item_key"]] = p
+                best[key] = p
         return best
 
     def _already_told(self, candidates: dict[str, list[Pair]]) -> dict[str, set[str]]:
@@ -307,6 +330,46 @@ class DealCheck:
         ):
             told[doc["user_id"]].update(doc["deal_keys"])
         return told
+
+
+def _vet(price: dict[str, Any]) -> None:
+    """Raise if this stored price cannot make a deal notification (bad types, unstorable text).
+
+    Checked per price so one bad document fails its item only: the fields a notification
+    copies must have their types, and encode as BSON (a lone surrogate does not).
+    """
+    for name in ("price_in_cents", "regular_price_in_cents"):
+        value = price[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} is {type(value).__name__}, not a whole number of cents")
+    for name in ("item_key", "item_name", "store_id", "store_name"):
+        if not isinstance(price[name], str):
+            raise TypeError(f"{name} is {type(price[name]).__name__}, not text")
+    bson.encode({"deal": deal_key(price), "item": price["item_name"], "store": price["store_name"]})
+
+
+def _wants(
+    watch: dict[str, Any],
+    price: dict[str, Any],
+    prefs: Preferences,
+    now: datetime,
+    memory_days: int,
+) -> bool:
+    """Whether this price is news for this watch (its rules) and enough for the user."""
+    cents, regular = price["price_in_cents"], price["regular_price_in_cents"]
+    if not isinstance(watch["item_name"], str):
+        raise TypeError("the watch's item_name is not text")
+    return prefs.deal_is_enough(cents, regular) and alerts.is_news(watch, price, now, memory_days)
+
+
+def _reason(error: BaseException) -> str:
+    """A failure in a few words, for the log and the admin page."""
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+def _log_failed(failed: dict[str, str]) -> None:
+    for key, error in sorted(failed.items()):
+        log.warning("deal check skipped item %r: %s", key, error)
 
 
 def _chunked(users: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -370,5 +433,5 @@ def _notification(
     }
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(
-        user_id, "deal-notification", data, dedupe, keys, email_pending=user_id in emailed
+        user_id, NotificationType.DEAL, data, dedupe, keys, email_pending=user_id in emailed
     )

@@ -14,6 +14,7 @@ from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
+from notifier.kinds import NotificationType
 from notifier.notifications import state
 from notifier.notifications.filters import search_fields
 from notifier.shopping import history
@@ -60,7 +61,7 @@ def add_search_fields(db: Database[Any]) -> int:
     touches notifications that lack the keys, so once done it changes nothing.
     """
     changed, writes = 0, []
-    missing = {"type": "deal-notification", "terms": {"$exists": False}}
+    missing = {"type": NotificationType.DEAL, "terms": {"$exists": False}}
     for doc in db.notifications.find(missing, {"type": 1, "data": 1}):
         writes.append(
             UpdateOne({"_id": doc["_id"]}, {"$set": search_fields(doc["type"], doc["data"])})

@@ -9,6 +9,7 @@ from notifier import validation
 from notifier.errors import InputError
 from notifier.notifications.announcements import AnnouncementRepository
 from notifier.realtime import bus
+from notifier.shopping.checks import MAX_FAILURES, failed_items
 from notifier.shopping.prices import PriceInput, parse_price_csv, record_price
 from notifier.storage.writes import apply_async
 from web import stats
@@ -130,7 +131,12 @@ class AdminHandler(PageHandler):
         """The admin page."""
         names = [s["name"] async for s in self.db.stores.find({}, {"name": 1}).sort("name", 1)]
         self.render_page(
-            "pages/admin.html", active="admin", stores=names, stats=await connection_stats(self)
+            "pages/admin.html",
+            active="admin",
+            stores=names,
+            stats=await connection_stats(self),
+            failed=await failed_items(self.db),
+            max_failures=MAX_FAILURES,
         )
 
 

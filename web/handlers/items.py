@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from notifier import validation
+from notifier.kinds import NotificationType
 from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.store import NotificationRepository
 from notifier.shopping.charts import Alert, price_chart
@@ -23,7 +24,7 @@ def alerts_on(key: str, notifications: list[dict[str, Any]]) -> list[Alert]:
     """The prices of this item the shopper was alerted at, from their deal notifications."""
     found = []
     for n in notifications:
-        if n["type"] != "deal-notification":
+        if n["type"] != NotificationType.DEAL:
             continue
         at = datetime.fromisoformat(n["created_at"].replace("Z", "+00:00"))
         for d in n["data"].get("deals") or []:

@@ -273,7 +273,7 @@ class UnreadIconHandler(BaseHandler):
     """GET /icons/unread-<n>.svg: the site's icon marked with an unread count (the favicon).
 
     The count is in the path, so the answer is the same for everyone and cacheable; the
-    page (static/app.js) points its icon at the current count's.
+    page (web/static/app.js) points its icon at the current count's.
     """
 
     async def prepare(self) -> None:

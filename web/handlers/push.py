@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from notifier import validation
@@ -11,9 +10,7 @@ from notifier.push import endpoints, keys
 from notifier.push.acks import read_ack_token
 from notifier.push.subscriptions import Subscription, SubscriptionRepository, parse_removal
 from web.handlers.base import ApiError, ApiHandler
-from web.static import NotifierStaticFileHandler
-
-STATIC = Path(__file__).resolve().parent.parent.parent / "static"
+from web.handlers.static import STATIC, NotifierStaticFileHandler
 
 
 class PushApiHandler(ApiHandler):

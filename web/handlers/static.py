@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from tornado.web import HTTPError, StaticFileHandler
 
@@ -11,6 +12,8 @@ from web.handlers.base import security_headers
 # A NUL makes os.path raise ValueError ("embedded null byte"); no file of ours has a
 # control character or backslash in its name.
 _IMPOSSIBLE = re.compile(r"[\x00-\x1f\x7f\\]")
+# The page's CSS, scripts and icons: package data of `web`, so they install with it.
+STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 class NotifierStaticFileHandler(StaticFileHandler):
