@@ -12,6 +12,7 @@ from collections import Counter
 from typing import assert_never
 
 from notifier import metrics
+from notifier.kinds import NotificationType
 from notifier.notifications.announcements import LatestAnnouncement
 from notifier.realtime.delivery import LOGGED_OUT, TOO_MANY_SOCKETS
 from notifier.realtime.events import (
@@ -74,7 +75,7 @@ class FanOut:
     def announcement(self, event: AnnouncementEvent) -> None:
         """An announcement, on every socket of this process."""
         self.latest.saw({"created_at": event.created_at})
-        self._delivered["system-message"] += self.registry.send_to_all(event.payload)
+        self._delivered[NotificationType.SYSTEM] += self.registry.send_to_all(event.payload)
 
     def job_progress(self, event: JobProgressEvent) -> None:
         """How far the user's job has got, on every socket of theirs."""

@@ -124,45 +124,47 @@ class PayloadRenderer:
         n, unread = message["notification"], message["unread_count"]
         if fmt == "json":
             data = {**n["data"], "id": n["id"], "created_at": n["created_at"]}
-            return messages.envelope(n["type"], {**data, "unread_count": unread})
+            envelope = messages.NOTIFICATION_ENVELOPES[n["type"]]
+            return messages.encode(envelope(data={**data, "unread_count": unread}))
         return self.render("fragments/live_notification.html", n=n, unread_count=unread)
 
     def read(self, message: Mapping[str, Any], fmt: str) -> str:
         """Notifications marked read (`{"ids", "unread_count"}`), on any tab of this user."""
         ids, unread = message["ids"], message["unread_count"]
         if fmt == "json":
-            return messages.envelope("notification-read", {"ids": ids, "unread_count": unread})
+            return messages.encode(messages.NotificationRead(data=messages.ReadData(ids, unread)))
         return self.render("fragments/live_read.html", ids=ids, unread_count=unread)
 
     def announcement(self, message: Mapping[str, Any], fmt: str) -> str:
         """A system announcement for everybody (`{"announcement": {...}}`)."""
         a = message["announcement"]
         if fmt == "json":
-            return messages.envelope("system-message", a)
+            return messages.encode(messages.SystemMessage(data=a))
         return self.render("fragments/live_announcement.html", a=a)
 
     def job_progress(self, message: Mapping[str, Any], fmt: str) -> str:
         """`{"job", "job_id", "done", "total"}`: a progress bar in every tab of the requester."""
         if fmt == "json":
-            return messages.envelope("job-progress", dict(message))
+            return messages.encode(messages.JobProgress(data=messages.JobProgressData(**message)))
         return self.render("fragments/live_job_progress.html", **message)
 
     def unread(self, unread: int, fmt: str) -> str:
         """The authoritative unread count (after the live stream may have missed reads)."""
         if fmt == "json":
-            return messages.envelope("unread-count", {"unread_count": unread})
+            return messages.encode(messages.UnreadCount(data=messages.UnreadData(unread)))
         return self.render("fragments/badge.html", unread_count=unread, oob=True)
 
     def behind(self, count: int, fmt: str) -> str:
         """After a replay that stopped short: `count` older notifications are in History."""
         message = f"{count} older notification(s) are in your history"
         if fmt == "json":
-            data = {"code": "behind", "message": message, "count": count}
-            return messages.envelope("error", data)
+            data = messages.ErrorData("behind", message, count)
+            return messages.encode(messages.Error(data=data))
         return self.render("fragments/live_behind.html", count=count)
 
     def connected(self, user: Mapping[str, Any], unread: int, fmt: str) -> str:
         """The first message on a socket: who you are and how many are unread."""
         if fmt == "json":
-            return messages.envelope("connection-established", {**user, "unread_count": unread})
+            data = messages.Connected(**user, unread_count=unread)
+            return messages.encode(messages.ConnectionEstablished(data=data))
         return self.render("fragments/live_connected.html", unread_count=unread)

@@ -6,7 +6,6 @@ notifier.realtime.delivery.OrderedDelivery; this handler is its transport.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import urllib.parse
@@ -286,24 +285,27 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             )
             return
         try:
-            msg = json.loads(message)
-        except (ValueError, UnicodeDecodeError, RecursionError):  # "[" * 50_000 recurses
-            msg = None
-        kind = msg.get("type") if isinstance(msg, dict) else None
-        if kind == "ping":
-            self.delivery.send(messages.envelope("pong", {}))
-        elif kind == "resume" and isinstance(msg, dict) and self.delivery.started:
-            await self._resume(msg.get("last_id"))
-        elif kind == "mark-read":
-            await self._mark_read(msg)
-        elif kind == "ack" and isinstance(msg, dict):
-            await self._ack(msg.get("last_id"))
-        else:
-            self.delivery.send(
-                messages.error(
-                    "unknown_message", 'send {"type": "ping"}, "resume", "mark-read" or "ack"'
+            frame = messages.read_frame(message)
+        except InputError as e:  # a frame of ours with fields it does not have
+            self.delivery.send(messages.error(e.code, e.message))
+            return
+        except messages.UnknownFrame:
+            frame = None
+        match frame:
+            case messages.Ping():
+                self.delivery.send(messages.encode(messages.Pong()))
+            case messages.Resume(last_id=last_id) if self.delivery.started:
+                await self._resume(last_id)
+            case messages.MarkRead():
+                await self._mark_read(frame)
+            case messages.Ack(last_id=last_id):
+                await self._ack(last_id)
+            case _:
+                self.delivery.send(
+                    messages.error(
+                        "unknown_message", 'send {"type": "ping"}, "resume", "mark-read" or "ack"'
+                    )
                 )
-            )
 
     async def _resume(self, last_id: object) -> None:
         """`{"type": "resume", "last_id": id}`: replay from there (the newest REPLAY_LIMIT at
@@ -344,14 +346,13 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             log.exception("storing an acknowledgement failed")
             self.delivery.send(messages.error("unavailable", "try acknowledging again shortly"))
 
-    async def _mark_read(self, msg: object) -> None:
+    async def _mark_read(self, frame: messages.MarkRead) -> None:
         """`{"type": "mark-read", "ids": [...]}` or `"all": true`, as POST /api/notifications/read.
 
         Every tab of the user, this one included, hears of it through the bus.
         """
         try:
-            body = {k: v for k, v in msg.items() if k != "type"} if isinstance(msg, dict) else msg
-            await mark_read(self, self.user_id, parse_read_request(body))
+            await mark_read(self, self.user_id, parse_read_request(frame.body()))
         except InputError as e:
             self.delivery.send(messages.error(e.code, e.message))
         except (PyMongoError, RedisError, OSError):
