@@ -95,6 +95,16 @@ def cents(body: dict[str, Any], name: str, required: bool = True) -> int | None:
     return value
 
 
+def optional_int(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    """An optional whole number from low to high (null or absent: None)."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}, or null")
+    return value
+
+
 def future_time(body: dict[str, Any], name: str) -> datetime | None:
     """An optional ISO 8601 time in the future, returned in UTC (naive input is UTC)."""
     value = body.get(name)

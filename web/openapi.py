@@ -15,13 +15,41 @@ from notifier.notifications.announcements import SEVERITIES
 from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
 from notifier.push.endpoints import MAX_ENDPOINT
+from notifier.shopping.alerts import MAX_REALERT_HOURS
+from notifier.shopping.watchlist import MAX_DISCOUNT_PERCENT
 from notifier.validation import MAX_CENTS
 
 JSON = "application/json"
 ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
 CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
+ITEM_NAME = {
+    "name": "item_name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
 NON_BLANK = r"\S"
 TYPES = [t.value for t in NotificationType]
+
+
+def nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    """A value that may be null (not set)."""
+    return {"anyOf": [schema, {"type": "null"}], "description": description}
+
+
+ALERT_RULES = {
+    "target_price_in_cents": nullable(
+        CENTS, "alert when the best price crosses to this or below, then only lower"
+    ),
+    "min_discount_percent": nullable(
+        {"type": "integer", "minimum": 1, "maximum": MAX_DISCOUNT_PERCENT},
+        "alert only for a discount of at least this much off the regular price",
+    ),
+    "realert_hours": nullable(
+        {"type": "integer", "minimum": 1, "maximum": MAX_REALERT_HOURS},
+        "at most one alert per this many hours, unless the price is a further 10% lower",
+    ),
+}
 
 
 def text(max_length: int) -> dict[str, Any]:
@@ -113,15 +141,10 @@ SCHEMAS: dict[str, Any] = {
         username={"type": "string"},
         role={"enum": ["shopper", "admin"]},
     ),
-    "WatchInput": obj(
-        ["item_name"],
-        item_name=text(100),
-        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
-    ),
+    "WatchInput": obj(["item_name"], item_name=text(100), **ALERT_RULES),
+    "AlertRules": {**obj([], **ALERT_RULES), "minProperties": 1, "additionalProperties": False},
     "WatchItem": obj(
-        ["item_name", "target_price_in_cents"],
-        item_name={"type": "string"},
-        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
+        ["item_name", "target_price_in_cents"], item_name={"type": "string"}, **ALERT_RULES
     ),
     "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
     "PriceInput": obj(
@@ -386,6 +409,17 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/api/watchlist/{item_name}": {
+        "patch": {
+            **operation(
+                "Change a watch's alert rules (the fields given; null clears one)",
+                {
+                    **body(ref("WatchItem"), "200", "the watch as it is now"),
+                    **error("404", "the item is not on the watchlist"),
+                },
+                request=ref("AlertRules"),
+            ),
+            "parameters": [ITEM_NAME],
+        },
         "delete": {
             **operation(
                 "Stop watching an item",
@@ -394,15 +428,8 @@ PATHS: dict[str, Any] = {
                     **error("404", "the item is not on the watchlist"),
                 },
             ),
-            "parameters": [
-                {
-                    "name": "item_name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1},
-                }
-            ],
-        }
+            "parameters": [ITEM_NAME],
+        },
     },
     "/api/notifications": {
         "get": operation(

@@ -7,46 +7,78 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from notifier import validation
 from notifier.errors import InputError, NotFound
+from notifier.shopping import alerts
 from notifier.storage.writes import Upsert, apply_async
 
 MAX_ITEMS = 200
+MAX_DISCOUNT_PERCENT = 99
 UNDO_COLLECTION = "watchlist_removed"
 UNDO_SECONDS = 3600  # how long a removed watch can be put back (a TTL index)
 
 
+ALERT_FIELDS = ("target_price_in_cents", "min_discount_percent", "realert_hours")
+
+
 @dataclass(frozen=True)
 class WatchInput:
-    """An item to watch, as posted."""
+    """An item to watch, as posted, with its alert rules (see notifier.shopping.alerts)."""
 
     item_name: str
     target_price_in_cents: int | None = None
+    min_discount_percent: int | None = None
+    realert_hours: int | None = None
 
     @classmethod
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body, ("item_name", "target_price_in_cents"))
-        return cls(
-            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
-            target_price_in_cents=validation.cents(b, "target_price_in_cents", required=False),
-        )
+        b = validation.body_object(body, ("item_name", *ALERT_FIELDS))
+        return cls(item_name=validation.text(b, "item_name", validation.NAME_LENGTH), **_rules(b))
+
+    def rules(self) -> dict[str, int | None]:
+        """The rules watching again sets: the target as given (as it always did), the
+        others only when given (a PATCH clears them), so re-adding keeps them."""
+        given = {name: getattr(self, name) for name in ALERT_FIELDS}
+        return {k: v for k, v in given.items() if v is not None or k == "target_price_in_cents"}
+
+
+def parse_rules(body: object) -> dict[str, int | None]:
+    """The alert rules a PATCH changes (only those given; null clears one)."""
+    b = validation.body_object(body, ALERT_FIELDS)
+    if not b:
+        raise InputError(f"give at least one of {', '.join(ALERT_FIELDS)}")
+    return {k: v for k, v in _rules(b).items() if k in b}
+
+
+def _rules(b: dict[str, Any]) -> dict[str, int | None]:
+    return {
+        "target_price_in_cents": validation.cents(b, "target_price_in_cents", required=False),
+        "min_discount_percent": validation.optional_int(
+            b, "min_discount_percent", 1, MAX_DISCOUNT_PERCENT
+        ),
+        "realert_hours": validation.optional_int(b, "realert_hours", 1, alerts.MAX_REALERT_HOURS),
+    }
+
+
+def set_rules(rules: dict[str, int | None]) -> dict[str, Any]:
+    """The update that sets alert rules; a new target is armed afresh."""
+    update: dict[str, Any] = {"$set": dict(rules)}
+    if "target_price_in_cents" in rules:
+        update["$unset"] = {"target_low": ""}
+    return update
 
 
 def watch(user_id: str, item: WatchInput) -> Upsert:
-    """The write that adds an item to a watchlist, or updates its target price."""
+    """The write that adds an item to a watchlist, or updates its target and rules."""
+    update = set_rules(item.rules())
+    update["$set"]["item_name"] = item.item_name
+    update["$setOnInsert"] = {"created_at": datetime.now(UTC)}
     return Upsert(
-        "watchlists",
-        {"user_id": user_id, "item_key": validation.item_key(item.item_name)},
-        {
-            "$set": {
-                "item_name": item.item_name,
-                "target_price_in_cents": item.target_price_in_cents,
-            },
-            "$setOnInsert": {"created_at": datetime.now(UTC)},
-        },
+        "watchlists", {"user_id": user_id, "item_key": validation.item_key(item.item_name)}, update
     )
 
 
@@ -60,10 +92,7 @@ class WatchlistRepository:
     async def items(self, user_id: str) -> list[dict[str, Any]]:
         """The watched items, in the order they were added."""
         cursor = self._watchlists.find({"user_id": user_id}).sort([("created_at", 1), ("_id", 1)])
-        return [
-            {"item_name": d["item_name"], "target_price_in_cents": d.get("target_price_in_cents")}
-            async for d in cursor
-        ]
+        return [_shown(d) async for d in cursor]
 
     async def add(self, user_id: str, item: WatchInput) -> None:
         """Watch an item (idempotent: watching it again updates the target price)."""
@@ -72,6 +101,24 @@ class WatchlistRepository:
             if await self._watchlists.count_documents({"user_id": user_id}) >= MAX_ITEMS:
                 raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
         await apply_async(self._db, [watch(user_id, item)])
+
+    async def get(self, user_id: str, key: str) -> dict[str, Any] | None:
+        """One watch (by item key) with its rules; None when the item is not watched."""
+        d = await self._watchlists.find_one({"user_id": user_id, "item_key": key})
+        return None if d is None else _shown(d)
+
+    async def change_rules(
+        self, user_id: str, item_name: str, rules: dict[str, int | None]
+    ) -> dict[str, Any]:
+        """Change a watch's alert rules; the watch as it is now. NotFound when not watched."""
+        changed = await self._watchlists.find_one_and_update(
+            {"user_id": user_id, "item_key": validation.item_key(item_name)},
+            set_rules(rules),
+            return_document=ReturnDocument.AFTER,
+        )
+        if changed is None:
+            raise NotFound(f"{item_name!r} is not on your watchlist")
+        return _shown(changed)
 
     async def remove(self, user_id: str, item_name: str) -> str:
         """Stop watching an item; NotFound when it was not watched.
@@ -113,3 +160,8 @@ class WatchlistRepository:
         fields = {k: v for k, v in watch.items() if k not in key}
         await self._watchlists.update_one(key, {"$setOnInsert": fields}, upsert=True)
         return str(watch["item_name"])
+
+
+def _shown(watch: dict[str, Any]) -> dict[str, Any]:
+    """What the API and pages show of a watch: its name and rules, not what it remembers."""
+    return {"item_name": watch["item_name"], **{k: watch.get(k) for k in ALERT_FIELDS}}
