@@ -48,7 +48,7 @@ class WatchInput:
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
         b = validation.body_object(body, ("item_name", *ALERT_FIELDS))
-        return cls(item_name=validation.text(b, "item_name", validation.NAME_LENGTH), **_rules(b))
+        return cls(item_name=validation.name(b, "item_name"), **_rules(b))
 
     def rules(self) -> dict[str, int | None]:
         """The rules watching again sets: the target as given (as it always did), the
