@@ -14,6 +14,7 @@ from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import SEVERITIES
 from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
+from notifier.notifications.store import CANDIDATES
 from notifier.push.endpoints import MAX_ENDPOINT
 from notifier.shopping.alerts import MAX_REALERT_HOURS
 from notifier.shopping.watchlist import MAX_DISCOUNT_PERCENT
@@ -234,10 +235,25 @@ SCHEMAS: dict[str, Any] = {
         },
     ),
     "NotificationPage": obj(
-        ["items", "next", "unread_count"],
+        ["items", "next", "unread_count", "partial", "searched"],
         items={"type": "array", "items": ref("Notification")},
-        next={"anyOf": [ID, {"type": "null"}], "description": "pass as `before` for older"},
+        next={
+            "anyOf": [ID, {"type": "null"}],
+            "description": "pass as `before` for older (or to search on, when `partial`)",
+        },
         unread_count={"type": "integer", "minimum": 0},
+        partial={
+            "type": "boolean",
+            "description": f"true when a filtered page stopped after reading {CANDIDATES} "
+            "notifications before it was full: `items` holds what matched among them (maybe "
+            "none), and `next` is where to search on from; more may match below it",
+        },
+        searched={
+            "type": "integer",
+            "minimum": 0,
+            "description": "when `partial`: how many notifications (from `before`, or the "
+            "newest) the search went through; else 0",
+        },
     ),
     "ReadRequest": {
         "oneOf": [
@@ -449,7 +465,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/notifications": {
         "get": operation(
-            "The caller's notifications, newest first",
+            "The caller's notifications, newest first; a filtered page reads at most "
+            f"{CANDIDATES} notifications to fill itself (see `partial`)",
             body(ref("NotificationPage"), "200", "one page"),
             parameters=[
                 query(
