@@ -29,6 +29,10 @@ ITEM_NAME = {
     "schema": {"type": "string", "minLength": 1},
 }
 NON_BLANK = r"\S"
+# validation.name: no control characters but whitespace, no bidi embeddings, overrides or
+# isolates, and not blank.
+_NAME_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
+NAME_PATTERN = rf"^{_NAME_CHAR}*[^\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]{_NAME_CHAR}*$"
 TYPES = [t.value for t in NotificationType]
 
 
@@ -55,6 +59,18 @@ ALERT_RULES = {
 def text(max_length: int) -> dict[str, Any]:
     """A required string that is not blank (whitespace is collapsed before the length check)."""
     return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NON_BLANK}
+
+
+def name_text() -> dict[str, Any]:
+    """An item, store or user name (validation.name): NFC-normalised and trimmed when stored."""
+    return {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 100,
+        "pattern": NAME_PATTERN,
+        "description": "no control characters (C0 but tab and line breaks, DEL, C1) and no "
+        "bidi embeddings, overrides or isolates; stored NFC-normalised, whitespace collapsed",
+    }
 
 
 def obj(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -141,7 +157,7 @@ SCHEMAS: dict[str, Any] = {
         username={"type": "string"},
         role={"enum": ["shopper", "admin"]},
     ),
-    "WatchInput": obj(["item_name"], item_name=text(100), **ALERT_RULES),
+    "WatchInput": obj(["item_name"], item_name=name_text(), **ALERT_RULES),
     "AlertRules": {**obj([], **ALERT_RULES), "minProperties": 1, "additionalProperties": False},
     "WatchItem": obj(
         ["item_name", "target_price_in_cents"], item_name={"type": "string"}, **ALERT_RULES
@@ -149,8 +165,8 @@ SCHEMAS: dict[str, Any] = {
     "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
     "PriceInput": obj(
         ["store_name", "item_name", "price_in_cents", "regular_price_in_cents"],
-        store_name=text(100),
-        item_name=text(100),
+        store_name=name_text(),
+        item_name=name_text(),
         price_in_cents=CENTS,
         regular_price_in_cents={**CENTS, "description": "at least price_in_cents"},
         valid_until={

@@ -44,7 +44,7 @@ class Preferences:
         if (start is None) != (end is None):
             raise InputError("give both quiet_hours_start and quiet_hours_end, or neither")
         for name, value in (("quiet_hours_start", start), ("quiet_hours_end", end)):
-            if value is not None and (not isinstance(value, str) or not _CLOCK.match(value)):
+            if value is not None and (not isinstance(value, str) or not _CLOCK.fullmatch(value)):
                 raise InputError(f"{name} must be a time like 22:00")
         if start is not None and start == end:
             raise InputError("quiet hours must not start and end at the same time")

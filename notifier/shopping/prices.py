@@ -38,8 +38,8 @@ class PriceInput:
         if price > regular:
             raise InputError("price_in_cents must not exceed regular_price_in_cents")
         return cls(
-            store_name=validation.text(b, "store_name", validation.NAME_LENGTH),
-            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
+            store_name=validation.name(b, "store_name"),
+            item_name=validation.name(b, "item_name"),
             price_in_cents=price,
             regular_price_in_cents=regular,
             valid_until=validation.future_time(b, "valid_until"),
