@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
@@ -18,21 +18,18 @@ UNDO_COLLECTION = "watchlist_removed"
 UNDO_SECONDS = 3600  # how long a removed watch can be put back (a TTL index)
 
 
-@dataclass(frozen=True)
-class WatchInput:
-    """An item to watch, as posted."""
+class WatchInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An item to watch, and the price at or below which any store's price is news."""
 
-    item_name: str
-    target_price_in_cents: int | None = None
+    item_name: validation.Name
+    target_price_in_cents: validation.Cents | None = None
 
     @classmethod
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body, ("item_name", "target_price_in_cents"))
-        return cls(
-            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
-            target_price_in_cents=validation.cents(b, "target_price_in_cents", required=False),
-        )
+        item = validation.decode(cls, body)
+        name = validation.text(item.item_name, "item_name", validation.NAME_LENGTH)
+        return msgspec.structs.replace(item, item_name=name)
 
 
 def watch(user_id: str, item: WatchInput) -> Upsert:
