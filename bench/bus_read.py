@@ -60,7 +60,7 @@ async def run(url: str, n: int) -> None:
     def publish() -> None:
         sync = redis.Redis.from_url(url)
         for _ in range(n):
-            sync.publish(bus.CHANNEL, raw)
+            sync.publish(bus.BROADCAST, raw)
         sync.close()
 
     publisher = threading.Thread(target=publish)

@@ -1,7 +1,9 @@
 """A helper process that holds WebSocket clients, for more sockets than one process's fds.
 
-Reads one JSON line {"port", "paths"} on stdin, opens one socket per path (each greeted),
-prints "ready <seconds>", and holds them until stdin closes.
+Reads one JSON line {"port", "paths", and optionally "source": a local address to connect
+from} on stdin, opens one socket per path (each greeted), prints "ready <seconds>", and
+holds them until stdin closes. Each line "wait <n>" meanwhile waits until the sockets
+received n messages in all and prints "got <monotonic ns of the last one>".
 
     python bench/clients.py   # driven by bench/suite.py
 """
@@ -21,9 +23,14 @@ async def main() -> None:
     order = json.loads(sys.stdin.readline())
     hub = loadgen.Hub()
     started = time.monotonic()
-    clients = await loadgen.connect(hub, order["port"], order["paths"])
+    clients = await loadgen.connect(hub, order["port"], order["paths"], source=order.get("source"))
     print(f"ready {time.monotonic() - started:.3f}", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    loop = asyncio.get_running_loop()
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        if line.startswith("wait "):
+            want = int(line.split()[1])
+            await hub.wait(lambda want=want: hub.received >= want, 120)  # type: ignore[misc]
+            print(f"got {hub.last_ns}", flush=True)
     for c in clients:
         c.close()
 

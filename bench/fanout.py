@@ -206,7 +206,7 @@ async def one_check(
 
     listener = aioredis.Redis.from_url(env["REDIS_URL"])
     pubsub = listener.pubsub()
-    await pubsub.subscribe(bus.CHANNEL)
+    await pubsub.psubscribe("notifier:u:*")  # every user channel (bus.user_channel)
     await pubsub.get_message(timeout=5)  # the subscription's confirmation
     started = time.perf_counter()
     await AsyncHTTPClient().fetch(

@@ -3,7 +3,9 @@
 No WebSocket library: each client is an asyncio.Protocol that sends the upgrade request,
 then splits the server's (unmasked) frames and hands each payload to the Hub, which
 counts them and, for targeted runs, reads the scheduled send time the payload carries
-(`@@<monotonic ns>@@`). The publisher writes RESP PUBLISH commands and ignores replies.
+(`@@<monotonic ns>@@`). The publisher writes RESP PUBLISH commands and ignores replies:
+announcements on the shared channel, a user's events on the user's own channel (as
+notifier's workers publish them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections.abc import Callable
 
 CHANNEL = b"notifier:events"
+ZERO_MASK = b"\0\0\0\0"
 
 
 class Hub:
@@ -99,8 +102,14 @@ class WsClient(asyncio.Protocol):
             end = start + size
             if end > n:
                 break
-            if buf[pos] & 0x0F in (1, 2):
+            opcode = buf[pos] & 0x0F
+            if opcode in (1, 2):
                 hub.message(self, buf, start, end)
+            elif opcode == 9 and self.transport is not None:  # a ping: pong, as a browser does
+                # A client's frame is masked; the zero key leaves the payload as it is.
+                self.transport.write(
+                    bytes((0x8A, 0x80 | (end - start))) + ZERO_MASK + buf[start:end]
+                )
             pos = end
         self.buf = buf[pos:] if pos < n else b""
 
@@ -117,8 +126,12 @@ def upgrade_request(path: str) -> bytes:
     ).encode()
 
 
-async def connect(hub: Hub, port: int, paths: list[str], batch: int = 100) -> list[WsClient]:
-    """Open one socket per path, `batch` at a time, each greeted before the next batch."""
+async def connect(
+    hub: Hub, port: int, paths: list[str], batch: int = 100, source: str | None = None
+) -> list[WsClient]:
+    """Open one socket per path, `batch` at a time, each greeted before the next batch
+    (from the `source` address, e.g. 127.0.0.5, when given)."""
+    local = (source, 0) if source else None
     loop = asyncio.get_running_loop()
     clients: list[WsClient] = []
     for i in range(0, len(paths), batch):
@@ -127,7 +140,10 @@ async def connect(hub: Hub, port: int, paths: list[str], batch: int = 100) -> li
         made = await asyncio.gather(
             *(
                 loop.create_connection(
-                    lambda p=p: WsClient(hub, upgrade_request(p)), "127.0.0.1", port
+                    lambda p=p: WsClient(hub, upgrade_request(p)),
+                    "127.0.0.1",
+                    port,
+                    local_addr=local,
                 )
                 for p in chunk
             )
@@ -150,12 +166,29 @@ class Publisher(asyncio.Protocol):
         pass  # the replies (subscriber counts) are not needed
 
     def publish(self, events: list[bytes]) -> None:
+        """Events on the shared channel (announcements)."""
         self.transport.write(
             b"".join(
                 b"*3\r\n$7\r\nPUBLISH\r\n$15\r\n%s\r\n$%d\r\n%s\r\n" % (CHANNEL, len(e), e)
                 for e in events
             )
         )
+
+    def publish_to(self, pairs: list[tuple[bytes, bytes]]) -> None:
+        """(channel, event) pairs: each user's events on the user's channel, pipelined."""
+        self.transport.write(
+            b"".join(
+                b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(c), c, len(e), e)
+                for c, e in pairs
+            )
+        )
+
+
+def channels(users: list[str]) -> list[bytes]:
+    """Each user's channel, as notifier's workers name it."""
+    from notifier.realtime.bus import user_channel
+
+    return [user_channel(u).encode() for u in users]
 
 
 async def publisher(port: int) -> Publisher:

@@ -61,7 +61,7 @@ async def measure(port: int, env: dict[str, str], sockets: int, probes: int) -> 
         "created_at": datetime.now(UTC).isoformat(),
     }
     publisher = redis.Redis.from_url(env["REDIS_URL"])
-    publisher.publish(bus.CHANNEL, bus.encode(PayloadRenderer().announcement_event(announcement)))
+    publisher.publish(bus.BROADCAST, bus.encode(PayloadRenderer().announcement_event(announcement)))
     publisher.close()
     if not await hub.wait(lambda: hub.received >= sockets, 60):
         raise SystemExit(f"only {hub.received} of {sockets} heard the announcement")

@@ -15,6 +15,13 @@ SERVERS = ("notifier", "node-ws")
 STORM_TARGET = (10_000, 15.0)  # sockets, seconds
 HISTORY_TARGET_MS = 20.0
 CONNECTS_TARGET = 1000.0
+# Issue 19.
+ROUTING_SHARE_PCT = 2.0
+SCALE_OUT_FACTOR = 1.2
+LADDER_FACTOR = 0.8
+MEMORY_FACTOR = 1.5
+MANY_RSS_MB = 1200
+LIVE_FIRST_S = 5.0
 
 
 def _median(values: list[float | None]) -> float | None:
@@ -215,6 +222,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
         and storm.get("duplicates") == 0,
         ratio=False,
     )
+    out.extend(scale_targets(result, node))
     out.extend(fanout_targets(result.get("fanout") or {}))
     history = result["stack"]["history"]
     deep = f"page {history['stored'] // 2:,} deep"
@@ -228,6 +236,109 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
             f"<= {HISTORY_TARGET_MS:.0f} ms",
             v is not None and v <= HISTORY_TARGET_MS,
             ratio=False,
+        )
+    return out
+
+
+def _row(name: str, a: float | None, b: float | None, target: str, met: bool) -> dict[str, Any]:
+    r = a / b if a is not None and b else None
+    return {"name": name, "notifier": a, "peer": b, "ratio": r, "target": target, "met": met}
+
+
+def scale_targets(result: dict[str, Any], node: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 19's targets, from bench/scale.py's figures (result["scale"]), in the order of
+    the issue; the many-sockets row comes from bench/many_sockets.py when it was run."""
+    sc = result.get("scale")
+    if not sc:
+        return []
+    out = []
+    for i, step in enumerate(sc["routing"]["notifier"]):
+        peer = sc["routing"]["node-ws"][i]
+        share, peer_share = 100 * step["other_share"], 100 * peer["other_share"]
+        out.append(
+            _row(
+                f"routing at {step['rate']:,} msg/s, 1,000 json sockets on process A of 2: "
+                f"B's CPU per event as % of A's per delivery (B "
+                f"{step['other_us_per_event_raw']:.3f} µs/event, A "
+                f"{step['holding_us_per_delivery']:.1f} µs/delivery; peer "
+                f"{peer['other_us_per_event_raw']:.3f} and {peer['holding_us_per_delivery']:.1f})",
+                share,
+                peer_share,
+                "<= 2% (notifier)",
+                share <= ROUTING_SHARE_PCT,
+            )
+        )
+    ours, theirs = sc["scale_out"]["notifier"], sc["scale_out"]["node-ws"]
+    f = ours[-1]["us_per_delivery"] / ours[0]["us_per_delivery"]
+    g = theirs[-1]["us_per_delivery"] / theirs[0]["us_per_delivery"]
+    out.append(
+        _row(
+            "scale-out: total web CPU per delivery with 4 processes / with 1 (notifier "
+            + ", ".join(f"{s['processes']}: {s['us_per_delivery']:.1f}" for s in ours)
+            + " µs; peer "
+            + ", ".join(f"{s['processes']}: {s['us_per_delivery']:.1f}" for s in theirs)
+            + f" µs; {ours[0]['rate']:,} msg/s to 1,000 json sockets)",
+            f,
+            g,
+            f"<= {SCALE_OUT_FACTOR}x (notifier)",
+            f <= SCALE_OUT_FACTOR,
+        )
+    )
+    ladder = sc["ladder"]
+    low, high = ladder["low"], ladder["high"]
+    f = high["per_s"] / low["per_s"]
+    out.append(
+        _row(
+            f"handshake rate at {high['open_before']:,}-{ladder['top']:,} open sockets / at "
+            f"{low['open_before']:,}-{low['open_before'] + low['sockets']:,} "
+            f"({high['per_s']:,.0f}/s against {low['per_s']:,.0f}/s; one process, pings on)",
+            f,
+            None,
+            f">= {LADDER_FACTOR}x",
+            f >= LADDER_FACTOR,
+        )
+    )
+    mem = {m["format"]: m for m in sc["memory"]}
+    top = max(mem[f]["sockets"] for f in mem)
+    idle = node["levels"].get(str(top), {}).get("kib_per_connection")
+    for fmt in ("html", "json"):
+        m = mem[fmt]
+        out.append(
+            _row(
+                f"memory per socket, {fmt}, {m['sockets']:,} sockets after "
+                f"{m['messages_each']} messages each, pings on (KiB; peer: Node idle at "
+                f"{top:,})",
+                m["kib_per_socket"],
+                idle,
+                f"<= {MEMORY_FACTOR}x peer",
+                idle is not None and m["kib_per_socket"] <= MEMORY_FACTOR * idle,
+            )
+        )
+    many = sc.get("many_sockets")
+    if many:
+        out.append(
+            _row(
+                f"many sockets on one host: {many['sockets']:,} idle sockets, "
+                f"{many['processes']} web processes, pings on: total RSS (MB; PSS "
+                f"{many['pss_mb']:,.0f} MB; an announcement reached all in "
+                f"{many['announcement_s']:.2f} s, target <= 1 s; bench/many_sockets.py)",
+                many["rss_mb"],
+                None,
+                f"<= {MANY_RSS_MB:,} MB and <= 1 s",
+                many["rss_mb"] <= MANY_RSS_MB and many["announcement_s"] <= 1.0,
+            )
+        )
+    live = sc.get("live_first")
+    if live:
+        out.append(
+            _row(
+                f"live first: {live['watchers']:,}-watcher deal, the last of "
+                f"{live['online']:,} online watchers spread through the id range (s)",
+                live["last_online_s"],
+                None,
+                f"<= {LIVE_FIRST_S:.0f} s",
+                live["last_online_s"] <= LIVE_FIRST_S,
+            )
         )
     return out
 

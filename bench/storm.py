@@ -1,7 +1,8 @@
 """The reconnect storm: a web process holding N sockets gets SIGTERM; they all come back.
 
 N pages (JSON sockets, `sockets_per_user` of them per user) are connected to web process
-A; a second, B, is already running on another port (as behind a load balancer). A gets
+A; B, `survivors` processes (WEB_CONCURRENCY) on another port, is already running (as
+behind a load balancer). A gets
 SIGTERM and closes every socket with 1012; each page reconnects as the htmx ws extension
 does with `wsReconnectDelay = "full-jitter"` (web/static/app.js): on a close with 1006, 1011,
 1012 or 1013 it waits random() * 1 s * 2^min(retries, 6), retries += 1, and tries again;
@@ -207,12 +208,14 @@ async def _storm(
     writer: subprocess.Popen[str],
     timeout: float,
     connect_budget: float,
+    survivors: int,
 ) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     storm = Storm(format_id(HISTORY + 1))
     pages: list[Page] = []
     a, a_port = start_server("notifier", env, tmp)
-    b, b_port = start_server("notifier", env, tmp)
+    # The survivors: WEB_CONCURRENCY processes on one port, as a deploy's new dyno is.
+    b, b_port = start_server("notifier", {**env, "WEB_CONCURRENCY": str(survivors)}, tmp)
     try:
         secret = env["JWT_SECRET"]
         known_users(env["REDIS_URL"], users)
@@ -254,6 +257,7 @@ async def _storm(
             "sockets_asked": asked,
             "connect_budget_s": connect_budget,
             "users": len(users),
+            "survivor_processes": survivors,
             "published": len(users),
             "completed": finished,
             "seconds_to_all_back": (storm.last_back_ns - killed_ns) / 1e9 if storm.back else None,
@@ -286,13 +290,17 @@ def run(
     per_user: int = 10,
     timeout: float = 90,
     connect_budget: float = 40,
+    survivors: int = 2,
 ) -> dict[str, Any]:
     """One storm of up to `sockets` pages (per_user to a user) against fresh web processes.
 
     As many pages as the first process takes in `connect_budget` seconds: the largest
     storm that fits the suite's time.
     """
-    print(f"reconnect storm: {sockets} sockets, SIGTERM, back on a second process", flush=True)
+    print(
+        f"reconnect storm: {sockets} sockets, SIGTERM, back on {survivors} other processes",
+        flush=True,
+    )
     users = [str(ObjectId()) for _ in range(max(1, sockets // per_user))]
     _seed(env["MONGODB_URI"], users)
     ids = tmp / f"storm-users-{users[0]}.txt"
@@ -307,7 +315,9 @@ def run(
     )
     try:
         result = asyncio.run(
-            _storm(start_server, env, tmp, sockets, users, writer, timeout, connect_budget)
+            _storm(
+                start_server, env, tmp, sockets, users, writer, timeout, connect_budget, survivors
+            )
         )
     finally:
         writer.kill()

@@ -1,20 +1,25 @@
 """`make bench`: notifier's web process against the Node `ws` peer, side by side.
 
 Run pinned to core 1 (`taskset -c 1`): this process is the load generator, and the
-Redis and MongoDB servers it starts inherit that core. Each server under test runs alone
-on core 0 (`taskset -c 0`), one at a time, interleaved, REPS times. Each repetition
-measures idle memory and broadcast on a ladder of sockets (and, in the first, idle
-memory at MAX_SOCKETS), targeted delivery in json and in html, and handshakes of users
-with a stored history. Then, once: the reconnect storm (bench/storm.py, notifier only)
+Redis and MongoDB servers it starts inherit that core. Each server under test runs on
+core 0 (`taskset -c 0`), one at a time, interleaved, REPS times, with default settings
+(pings on: as deployed). Each repetition measures idle memory and broadcast on a ladder
+of sockets, targeted delivery in json and in html (on the users' own channels), and
+handshakes of users with a stored history. Then, once, issue 19's scenarios
+(bench/scale.py): routing between two processes, scale-out over 1, 2 and 4, the
+handshake ladder to 19,000 sockets, memory after messages, the reconnect storm onto a
+WEB_CONCURRENCY=2 process (bench/storm.py) and the live-first deal of 100,000 watchers;
 and notifier's whole stack (bench/stack.py: posted price to socket, history pages).
-Writes bench/results/<date>.json with issue 12's `targets` list; bench/report.py turns
-it into the markdown report and plots.
+Writes bench/results/<date>.json with the `targets` list (and the load average, since
+other work on the machine makes every figure noisier); bench/report.py turns it into
+the markdown report and plots. bench/many_sockets.py (114,000 sockets, several minutes)
+runs apart and merges its row into a results file (`--merge`).
 
     taskset -c 1 .venv/bin/python bench/suite.py            # make bench: about 12 min
     BENCH_QUICK=1 taskset -c 1 .venv/bin/python bench/suite.py   # every scenario, small
 
-BENCH_FANOUT_FROM=<an earlier results .json> keeps that run's fan-out figures instead of
-measuring them again (about 15 minutes), when the deal-check code has not changed.
+BENCH_FANOUT=1 adds issue 13's deal-check fan-out (bench/fanout.py, about 15 minutes);
+BENCH_FANOUT_FROM=<an earlier results .json> keeps that run's fan-out figures instead.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
 import msgspec  # noqa: E402
+import scale  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
@@ -49,25 +55,31 @@ from web.render import Renderer  # noqa: E402
 
 # BENCH_QUICK=1 (or --quick): every scenario at a small size, to check it works (< 2 min).
 QUICK = os.environ.get("BENCH_QUICK", "") not in ("", "0") or "--quick" in sys.argv
-REPS = int(os.environ.get("BENCH_REPS", "1" if QUICK else "3"))
+# One repetition fits `make bench` in its time with issue 19's scenarios; BENCH_REPS=3 for medians.
+REPS = int(os.environ.get("BENCH_REPS", "1"))
 LEVELS = [
-    int(n)
-    for n in os.environ.get("BENCH_LEVELS", "100,300" if QUICK else "1000,5000,10000").split(",")
+    int(n) for n in os.environ.get("BENCH_LEVELS", "100,300" if QUICK else "1000,10000").split(",")
 ]
 # Idle memory at the most sockets one server process may hold under the 20,000-descriptor
 # limit (a process also needs descriptors for MongoDB, Redis and its listener).
-MAX_SOCKETS = int(os.environ.get("BENCH_MAX_SOCKETS", "600" if QUICK else "19000"))
+# Off by default (0): issue 19's ladder fills a process to 19,000 sockets instead.
+MAX_SOCKETS = int(os.environ.get("BENCH_MAX_SOCKETS", "0"))
 BROADCASTS = {1000: 30, 5000: 10, 10000: 6}  # per level: enough deliveries for /proc's 10 ms ticks
 TARGET_USERS = 100 if QUICK else 1000
 RATES = [1000, 5000] if QUICK else [1000, 2000, 5000, 10000, 15000, 20000, 30000, 40000, 60000]
 REQUIRED_RATES = {1000, 5000} if QUICK else {1000, 5000, 20000}
 STEP_SECONDS = float(os.environ.get("BENCH_STEP_SECONDS", "1" if QUICK else "2"))
 P99_LIMIT_MS = 50.0
-# Handshakes for users with a stored history (the server reads it on connect).
-CONNECT_USERS = 2 if QUICK else 5
-CONNECT_HISTORY = 200 if QUICK else 1000  # notifications stored per such user
+# Handshakes for users with a stored history (the server reads it on connect), each
+# socket a different user: a user's handshake budget (40 at once) is not what is measured.
+CONNECT_USERS = 100 if QUICK else 500
+CONNECT_HISTORY = 20 if QUICK else 100  # notifications stored per such user
 CONNECT_SEQUENTIAL = 30 if QUICK else 200
-CONNECT_CONCURRENT = 100 if QUICK else 500
+CONNECT_CONCURRENT = CONNECT_USERS
+SCALE_SECONDS = 1.0 if QUICK else 3.0  # per rate in the routing and scale-out scenarios
+# Issue 13's fan-out (1 and 2 workers, up to 100,000 watchers) takes about 15 minutes:
+# BENCH_FANOUT=1 runs it; issue 19's live-first deal runs always.
+FANOUT = os.environ.get("BENCH_FANOUT", "") not in ("", "0")
 STORM_SOCKETS = int(os.environ.get("BENCH_STORM_SOCKETS", "300" if QUICK else "10000"))
 STORM_TIMEOUT = 20.0 if QUICK else 75.0
 STORM_CONNECT_SECONDS = float(os.environ.get("BENCH_STORM_CONNECT_SECONDS", "5" if QUICK else "40"))
@@ -89,9 +101,12 @@ class Proc:
         with log.open("ab") as out:
             self.popen = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=out)
 
-    def wait_ready(self, needle: bytes = b"listening on port", timeout: float = 60) -> None:
+    def wait_ready(
+        self, needle: bytes = b"listening on port", timeout: float = 60, count: int = 1
+    ) -> None:
+        """Until the log says `needle` `count` times (once per WEB_CONCURRENCY process)."""
         deadline = time.monotonic() + timeout
-        while needle not in self.log.read_bytes():
+        while self.log.read_bytes().count(needle) < count:
             if self.popen.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not start; see {self.log}")
             time.sleep(0.05)
@@ -137,7 +152,7 @@ def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:
     else:
         argv = ["taskset", "-c", "0", "node", "server.js"]
         proc = Proc(name, argv, env, BENCH / "peers" / "node-ws", log)
-    proc.wait_ready()
+    proc.wait_ready(count=int(env.get("WEB_CONCURRENCY", "1")) if name == "notifier" else 1)
     return proc, port
 
 
@@ -325,6 +340,7 @@ async def targeted(
     await asyncio.sleep(1.0)
     # A JSON envelope of about 430 bytes; the html fragment (toast, row, badge) is larger.
     template = notification_template("y" * 230, renderer)
+    chans = loadgen.channels(users)
     seqs = [0] * TARGET_USERS
     hub.track = True
     steps: list[dict[str, Any]] = []
@@ -345,8 +361,9 @@ async def targeted(
                     u = k % TARGET_USERS
                     seqs[u] += 1
                     sched = start + k * 1_000_000_000 // rate
-                    batch.append((template % {"u": users[u], "s": seqs[u], "t": sched}).encode())
-                pub.publish(batch)
+                    event = (template % {"u": users[u], "s": seqs[u], "t": sched}).encode()
+                    batch.append((chans[u], event))
+                pub.publish_to(batch)
                 sent = due
             await asyncio.sleep(0.001)
         wall = (time.monotonic_ns() - start) / 1e9
@@ -577,6 +594,33 @@ async def measure(
     return runs
 
 
+async def scale_scenarios(
+    env: dict[str, str], tmp: Path, redis_port: int, runs: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Issue 19's routing, scale-out, handshake ladder and memory after messages."""
+    template = notification_template("y" * 230, Renderer())
+    out: dict[str, Any] = {"routing": {}, "scale_out": {}, "memory": []}
+    for name in SERVERS:
+        print(f"routing: {name}", flush=True)
+        out["routing"][name] = await scale.routing(
+            name, env, tmp, redis_port, template, SCALE_SECONDS
+        )
+    for name in SERVERS:
+        print(f"scale-out: {name}", flush=True)
+        out["scale_out"][name] = await scale.scale_out(
+            name, env, tmp, redis_port, template, SCALE_SECONDS
+        )
+    print("handshake ladder: notifier", flush=True)
+    out["ladder"] = await asyncio.get_running_loop().run_in_executor(
+        None, scale.handshake_ladder, env, tmp, QUICK
+    )
+    for fmt in ("html", "json"):
+        out["memory"].append(
+            await scale.memory_after_messages(env, tmp, redis_port, template, fmt, max(LEVELS))
+        )
+    return out
+
+
 def main() -> None:
     import stack
 
@@ -587,9 +631,11 @@ def main() -> None:
     except ImportError:
         pass
     started = time.monotonic()
+    load_start = os.getloadavg()  # other work on the machine makes every figure noisier
     from servers import start_servers
 
-    tmp, env, servers = start_servers("bench", WS_PING_INTERVAL="0", CONNECTIONS_PER_USER="1000")
+    # As deployed: default settings (pings on), but for the per-address cap (one client host).
+    tmp, env, servers = start_servers("bench")
     redis = servers[0]
     global REDIS_URL
     REDIS_URL = env["REDIS_URL"]
@@ -605,6 +651,7 @@ def main() -> None:
         client.close()
         history_tokens = seed_history_users(env)
         runs = asyncio.run(measure(env, tmp, redis_port, history_tokens))
+        scaling = asyncio.run(scale_scenarios(env, tmp, redis_port, runs))
         storm = run_storm(
             start_server,
             env,
@@ -612,15 +659,18 @@ def main() -> None:
             STORM_SOCKETS,
             timeout=STORM_TIMEOUT,
             connect_budget=STORM_CONNECT_SECONDS,
+            survivors=2,
         )
+        scaling["live_first"] = scale.live_first(QUICK)  # its own servers and a worker
         whole = stack.run(env, tmp, QUICK)
         import fanout
 
         earlier = os.environ.get("BENCH_FANOUT_FROM")  # a results file whose fan-out to keep
+        fan: dict[str, Any] = {}
         if earlier:
             before = json.loads(Path(earlier).read_text())
             fan = {**before["fanout"], "reused_from": f"`make bench` of {before['date']}"}
-        else:
+        elif FANOUT:
             fan = fanout.run(QUICK)  # its own servers: 1 and 2 workers, up to 100,000 watchers
     finally:
         for s in servers:
@@ -646,6 +696,9 @@ def main() -> None:
             "connect_concurrent": CONNECT_CONCURRENT,
             "storm_sockets": STORM_SOCKETS,
             "storm_connect_seconds": STORM_CONNECT_SECONDS,
+            "storm_survivor_processes": 2,
+            "scale_seconds": SCALE_SECONDS,
+            "settings": "defaults (WS_PING_INTERVAL 30: pings on) but CONNECTIONS_PER_ADDRESS",
             "max_sockets_reps": MAX_SOCKETS_REPS,
             "rates": RATES,
             "step_seconds": STEP_SECONDS,
@@ -654,7 +707,9 @@ def main() -> None:
             "server_core": 0,
             "loadgen_and_redis_core": 1,
         },
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "runs": runs,
+        "scale": scaling,
         "storm": storm,
         "stack": whole,
         "fanout": fan,

@@ -174,7 +174,11 @@ def _check(ctx: Context, item_keys: list[str] | None) -> None:
     publisher = make_publisher(ctx.settings, ctx.redis)
     service = NotificationService(NotificationWriter(ctx.db), publisher)
     result = DealCheck(
-        ctx.db, service, ctx.settings.deal_check_chunk_users, ctx.settings.price_window_days
+        ctx.db,
+        service,
+        ctx.settings.deal_check_chunk_users,
+        ctx.settings.price_window_days,
+        ctx.settings.alert_memory_days,
     ).run(item_keys)
     # Planned emails are sent by beat's next sweep; offline ones are decided by beat too,
     # once EMAIL_ACK_WAIT has shown whether a page acknowledged them.

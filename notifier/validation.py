@@ -102,15 +102,20 @@ def _struct_at(shape: type[msgspec.Struct], fields: list[str]) -> type[msgspec.S
 
 
 def _meta(hint: object) -> tuple[msgspec.Meta | None, object]:
-    """The Meta of a field's type (looking through `X | None`), and the type it limits."""
-    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
-    options = typing.get_args(hint) if union else (hint,)
-    for option in options:
-        if typing.get_origin(option) is Annotated:
-            metas = [m for m in option.__metadata__ if isinstance(m, msgspec.Meta)]
-            return (metas[0] if metas else None), typing.get_args(option)[0]
-    structs = [o for o in options if isinstance(o, type) and issubclass(o, msgspec.Struct)]
-    return None, (structs[0] if structs else hint)
+    """The Meta with an error sentence on a field's type (looking through `X | None` and
+    descriptions), and the type it is on."""
+    if typing.get_origin(hint) is Annotated:
+        inner = typing.get_args(hint)[0]
+        metas = [m for m in hint.__metadata__ if isinstance(m, msgspec.Meta) and m.extra]  # type: ignore[attr-defined]
+        return (metas[0], inner) if metas else _meta(inner)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        found = [_meta(option) for option in typing.get_args(hint)]
+        for meta, inner in found:
+            if meta is not None:
+                return meta, inner
+        structs = [i for _, i in found if isinstance(i, type) and issubclass(i, msgspec.Struct)]
+        return None, (structs[0] if structs else hint)
+    return None, hint
 
 
 def text(value: object, name: str, max_length: int = TEXT_LENGTH) -> str:

@@ -22,12 +22,18 @@ from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
 from notifier.push.acks import PushAck
 from notifier.push.subscriptions import PushRemoval, PushSubscription
 from notifier.shopping.prices import PriceInput
-from notifier.shopping.watchlist import WatchInput
+from notifier.shopping.watchlist import AlertRules, WatchInput
 from notifier.validation import MAX_CENTS
 
 JSON = "application/json"
 ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
 CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
+ITEM_NAME = {
+    "name": "item_name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
 TYPES = [t.value for t in NotificationType]
 
 
@@ -98,6 +104,7 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
 REQUEST_BODIES = [
     Credentials,
     WatchInput,
+    AlertRules,
     PriceInput,
     AnnouncementInput,
     ReadRequest,
@@ -132,7 +139,7 @@ SCHEMAS: dict[str, Any] = {
     "WatchItem": obj(
         ["item_name", "target_price_in_cents"],
         item_name={"type": "string"},
-        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
+        **GENERATED["AlertRules"]["properties"],
     ),
     "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
     "PriceCreated": obj(["price_id"], price_id={"type": "string"}),
@@ -273,6 +280,17 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/api/watchlist/{item_name}": {
+        "patch": {
+            **operation(
+                "Change a watch's alert rules (the fields given; null clears one)",
+                {
+                    **body(ref("WatchItem"), "200", "the watch as it is now"),
+                    **error("404", "the item is not on the watchlist"),
+                },
+                request=ref("AlertRules"),
+            ),
+            "parameters": [ITEM_NAME],
+        },
         "delete": {
             **operation(
                 "Stop watching an item",
@@ -281,15 +299,8 @@ PATHS: dict[str, Any] = {
                     **error("404", "the item is not on the watchlist"),
                 },
             ),
-            "parameters": [
-                {
-                    "name": "item_name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1},
-                }
-            ],
-        }
+            "parameters": [ITEM_NAME],
+        },
     },
     "/api/notifications": {
         "get": operation(

@@ -12,6 +12,7 @@ from typing import Any
 
 import bson
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.synchronous.database import Database
 
 from notifier.accounts.preferences import Preferences
@@ -20,6 +21,7 @@ from notifier.kinds import NotificationType
 from notifier.notifications.batch import NewNotification, notify_many
 from notifier.notifications.store import NotificationService
 from notifier.push import subscriptions as push_subscriptions
+from notifier.shopping import alerts
 from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
 
@@ -31,13 +33,6 @@ ONLINE_LOOKUP = 1000  # watchers whose presence is asked in one round trip
 MAX_ROUNDS = 3  # a user whose notification was refused is recomputed at most this often
 # What stored data gone bad raises when a check reads it: the item fails, not the check.
 BAD_DATA = (KeyError, TypeError, ValueError, AttributeError, bson.errors.BSONError)
-
-
-def is_deal(price_in_cents: int, regular_price_in_cents: int, target_in_cents: int | None) -> bool:
-    """A price is a deal at or below the user's target when one is set, else below regular."""
-    if target_in_cents is not None:
-        return price_in_cents <= target_in_cents
-    return price_in_cents < regular_price_in_cents
 
 
 def deal_key(price: dict[str, Any]) -> str:
@@ -129,11 +124,13 @@ class DealCheck:
         notifications: NotificationService,
         chunk_users: int = CHUNK_USERS,
         window_days: int = WINDOW_DAYS,
+        memory_days: int = alerts.MEMORY_DAYS,
     ) -> None:
         self._db = db
         self._notifications = notifications
         self.chunk_users = chunk_users
         self.window_days = window_days  # PRICE_WINDOW_DAYS: "lowest in N days"
+        self.memory_days = memory_days  # ALERT_MEMORY_DAYS: what a deal without target beats
 
     def run(self, item_keys: Iterable[str] | None = None) -> DealCheckResult:
         """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
@@ -197,12 +194,13 @@ class DealCheck:
         best = self._best_prices({w["item_key"] for w in watches}, now, failed)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
+        remember: list[UpdateOne] = []  # what each watch was told, written with the chunk
         for w in watches:
             price = best.get(w["item_key"])
-            if not price:
-                continue
             try:
-                if _wants(w, price, prefs[w["user_id"]]):
+                if (armed := alerts.rearm(w, price)) is not None:
+                    remember.append(UpdateOne({"_id": w["_id"]}, armed))
+                if price and _wants(w, price, prefs[w["user_id"]], now, self.memory_days):
                     candidates[w["user_id"]].append((w, price))
             except BAD_DATA as e:  # this watch's data: the others are checked
                 failed.setdefault(w["item_key"], _reason(e))
@@ -230,6 +228,7 @@ class DealCheck:
                     )
                 )
             ]
+            remember += self._remember(candidates, told, now)  # told by an earlier check
             if not wanted:
                 break
             wanted = [replace(n, push_pending=True) if n.user_id in pushed else n for n in wanted]
@@ -238,12 +237,30 @@ class DealCheck:
                 result.users_notified += 1
                 result.deals_found += len(doc["deal_keys"])
                 result.notifications.append(doc)
+            remember += self._remember(
+                {d["user_id"]: candidates[d["user_id"]] for d in stored.docs},
+                {d["user_id"]: set(d["deal_keys"]) for d in stored.docs},
+                now,
+            )
             # Refused: another check told these users of some of these deals meanwhile.
             # Learn which, and tell them of the rest.
             refused = {n.user_id for n in stored.refused}
             candidates = {u: pairs for u, pairs in candidates.items() if u in refused}
             told = self._already_told(candidates)
+        if remember:  # after the notifications: a crash in between is caught up next time
+            self._db.watchlists.bulk_write(remember, ordered=False)
         return result
+
+    def _remember(
+        self, pairs: dict[str, list[Pair]], told: dict[str, set[str]], now: datetime
+    ) -> list[UpdateOne]:
+        """The watch updates that remember which of these deals each user was told of."""
+        return [
+            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now, self.memory_days))
+            for user_id, user_pairs in pairs.items()
+            for w, p in user_pairs
+            if deal_key(p) in told.get(user_id, ())
+        ]
 
     def _preferences(self, user_ids: set[str]) -> tuple[dict[str, Preferences], set[str]]:
         """Each user's preferences, and who may get a deal's own email (one query per 100).
@@ -331,14 +348,18 @@ def _vet(price: dict[str, Any]) -> None:
     bson.encode({"deal": deal_key(price), "item": price["item_name"], "store": price["store_name"]})
 
 
-def _wants(watch: dict[str, Any], price: dict[str, Any], prefs: Preferences) -> bool:
-    """Whether this price is a deal for this watch, by its target and the user's minimum."""
+def _wants(
+    watch: dict[str, Any],
+    price: dict[str, Any],
+    prefs: Preferences,
+    now: datetime,
+    memory_days: int,
+) -> bool:
+    """Whether this price is news for this watch (its rules) and enough for the user."""
     cents, regular = price["price_in_cents"], price["regular_price_in_cents"]
     if not isinstance(watch["item_name"], str):
         raise TypeError("the watch's item_name is not text")
-    return prefs.deal_is_enough(cents, regular) and is_deal(
-        cents, regular, watch.get("target_price_in_cents")
-    )
+    return prefs.deal_is_enough(cents, regular) and alerts.is_news(watch, price, now, memory_days)
 
 
 def _reason(error: BaseException) -> str:

@@ -12,6 +12,7 @@ from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.store import NotificationRepository
 from notifier.shopping.charts import Alert, price_chart
 from notifier.shopping.history import PriceHistoryRepository
+from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.base import ApiError
 from web.handlers.pages import PageHandler
 
@@ -48,9 +49,7 @@ class ItemHandler(PageHandler):
         deals = await NotificationRepository(self.db).page(
             uid, ALERTS_CHARTED, state=self.notification_state, filters=filters
         )
-        watch = await self.db.watchlists.find_one(
-            {"user_id": uid, "item_key": key}, {"target_price_in_cents": 1}
-        )
+        watch = await WatchlistRepository(self.db).get(uid, key)
         target = (watch or {}).get("target_price_in_cents")
         chart = price_chart(
             item.by_store, item.days, item.item_name, target, alerts_on(key, deals.items), days
@@ -66,6 +65,7 @@ class ItemHandler(PageHandler):
             more_deals=f"/history{NotificationFilter(item=key).url()}" if more else None,
             unread_count=deals.unread_count,
             watched=watch is not None,
+            watch=watch,
             days=days,
         )
 
