@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -17,9 +18,9 @@ from notifier.errors import InputError
 EmailMode = Literal["never", "offline", "always", "hourly", "daily"]
 EMAIL_MODES: tuple[str, ...] = get_args(EmailMode)
 DIGEST_PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
-Clock = Annotated[
-    str, validation.must("must be a time like 22:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-]
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_CLOCK = re.compile(CLOCK_PATTERN)
+Clock = Annotated[str, validation.must("must be a time like 22:00", pattern=CLOCK_PATTERN)]
 TRUE_OR_FALSE = validation.must("must be true or false")
 
 
@@ -60,6 +61,10 @@ class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         start, end = prefs.quiet_hours_start, prefs.quiet_hours_end
         if (start is None) != (end is None):
             raise InputError("give both quiet_hours_start and quiet_hours_end, or neither")
+        # msgspec searches the pattern, whose `$` admits a trailing newline: "22:00\n".
+        for name, value in (("quiet_hours_start", start), ("quiet_hours_end", end)):
+            if value is not None and not _CLOCK.fullmatch(value):
+                raise InputError(f"{name} must be a time like 22:00")
         if start is not None and start == end:
             raise InputError("quiet hours must not start and end at the same time")
         if not _zone(prefs.timezone):

@@ -60,7 +60,11 @@ def unsubscribe_token(secret: str, user_id: str, email_id: str) -> str:
 def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str]:
     """(user_id, email_id) from a token; InvalidLink when it was not made by us."""
     payload, _, signature = token.partition(".")
-    if not payload or not hmac.compare_digest(signature, _sign(secret, payload)):
+    # compare_digest refuses non-ASCII str (a TypeError, the 500 of issue 23 #6): compare
+    # bytes, and a token that is not ASCII is simply not one of ours.
+    if not payload or not token.isascii():
+        raise InvalidLink("the link is not valid")
+    if not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
         raise InvalidLink("the link is not valid")
     try:
         data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))

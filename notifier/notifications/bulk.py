@@ -50,7 +50,7 @@ class ReadRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise InputError(
                 f'give "ids" (a list of 1 to {MAX_IDS} notification ids) or "all": true'
             )
-        return [int(i) for i in given.ids]
+        return [parse_id(i, "ids") for i in given.ids]  # fullmatch: no trailing newline
 
 
 A_STRING = "must be a string"
@@ -141,7 +141,7 @@ class BulkRequest:
         if (given.ids is msgspec.UNSET) == (given.filter is msgspec.UNSET):
             raise InputError('give "ids" (a list of notification ids) or "filter" (an object)')
         if not isinstance(given.ids, msgspec.UnsetType):
-            return cls(given.action, seqs=[int(i) for i in given.ids])
+            return cls(given.action, seqs=[parse_id(i, "ids") for i in given.ids])
         assert not isinstance(given.filter, msgspec.UnsetType)
         text = {
             name: ("true" if value else "false") if isinstance(value, bool) else value

@@ -1,24 +1,35 @@
-"""Watchlists: the items a shopper wants to hear about, with an optional target price."""
+"""Watchlists: the items a shopper wants to hear about, with an optional target price.
+
+The cap of MAX_ITEMS holds under concurrency (issue 23 #6: forty adds at once at 199 of
+200 stored 202): a new watch first takes a place in its user's counter (`watch_counts`,
+one conditional increment that refuses past the cap), then is written; a place taken for
+nothing (the item was added meanwhile, or the write failed) is given back. A counter left
+too high by a process that died between the two is recounted once it has been quiet for
+RECOUNT_AFTER: no place can still be in flight by then.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from notifier import validation
 from notifier.errors import InputError, NotFound
 from notifier.shopping import alerts
-from notifier.storage.writes import Upsert, apply_async
+from notifier.storage.writes import Upsert
 
 MAX_ITEMS = 200
 MAX_DISCOUNT_PERCENT = 99
 UNDO_COLLECTION = "watchlist_removed"
 UNDO_SECONDS = 3600  # how long a removed watch can be put back (a TTL index)
+COUNTS_COLLECTION = "watch_counts"  # per user: `n` places taken, `at` when it last moved
+RECOUNT_AFTER = timedelta(seconds=60)  # a full counter this quiet is checked against the watches
 
 
 Target = Annotated[
@@ -129,11 +140,66 @@ class WatchlistRepository:
 
     async def add(self, user_id: str, item: WatchInput) -> None:
         """Watch an item (idempotent: watching it again updates the target price)."""
-        key = validation.item_key(item.item_name)
-        if not await self._watchlists.find_one({"user_id": user_id, "item_key": key}):
-            if await self._watchlists.count_documents({"user_id": user_id}) >= MAX_ITEMS:
-                raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
-        await apply_async(self._db, [watch(user_id, item)])
+        write = watch(user_id, item)
+        if (await self._watchlists.update_one(write.filter, write.update)).matched_count:
+            return  # watched already: a new target, no new place
+        await self._take_place(user_id)
+        await self._write_in_place(user_id, write.filter, write.update)
+
+    async def _write_in_place(
+        self, user_id: str, key: dict[str, Any], update: dict[str, Any]
+    ) -> None:
+        """Upsert a watch a place was taken for; give the place back unless it inserted."""
+        try:
+            done = await self._watchlists.update_one(key, update, upsert=True)
+        except BaseException:
+            await self._give_back(user_id)
+            raise
+        if done.upserted_id is None:  # another request added it meanwhile
+            await self._give_back(user_id)
+
+    async def _take_place(self, user_id: str) -> None:
+        """One more watch for this user, or InputError `watchlist_full`; one write usually."""
+        counts = self._db[COUNTS_COLLECTION]
+        for _ in range(3):
+            now = datetime.now(UTC)
+            taken = await counts.update_one(
+                {"_id": user_id, "n": {"$lt": MAX_ITEMS}},
+                {"$inc": {"n": 1}, "$set": {"at": now}},
+            )
+            if taken.modified_count:
+                return
+            counter = await counts.find_one({"_id": user_id})
+            if counter is None:  # the first add since counters exist: start from the watches
+                stored = await self._watchlists.count_documents({"user_id": user_id})
+                try:
+                    await counts.insert_one({"_id": user_id, "n": stored, "at": now})
+                except DuplicateKeyError:
+                    pass  # a concurrent add started it
+                continue
+            if not await self._recounted(counter, now):
+                break
+        raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
+
+    async def _recounted(self, counter: dict[str, Any], now: datetime) -> bool:
+        """A full counter quiet for RECOUNT_AFTER that counts more than is stored is set
+        to what is stored (a process died holding a place); True if it was."""
+        if counter["at"].replace(tzinfo=UTC) > now - RECOUNT_AFTER:
+            return False
+        stored = await self._watchlists.count_documents({"user_id": counter["_id"]})
+        if stored >= counter["n"]:
+            return False
+        fixed = await self._db[COUNTS_COLLECTION].update_one(
+            {"_id": counter["_id"], "n": counter["n"], "at": counter["at"]},
+            {"$set": {"n": stored, "at": now}},
+        )
+        return bool(fixed.modified_count)
+
+    async def _give_back(self, user_id: str) -> None:
+        await self._db[COUNTS_COLLECTION].update_one(
+            {"_id": user_id, "n": {"$gt": 0}},
+            {"$inc": {"n": -1}, "$set": {"at": datetime.now(UTC)}},
+        )
 
     async def get(self, user_id: str, key: str) -> dict[str, Any] | None:
         """One watch (by item key) with its rules; None when the item is not watched."""
@@ -165,6 +231,7 @@ class WatchlistRepository:
         )
         if removed is None:
             raise NotFound(f"{item_name!r} is not on your watchlist")
+        await self._give_back(user_id)
         removed.pop("_id", None)
         undo_id = ObjectId()
         await self._db[UNDO_COLLECTION].insert_one(
@@ -188,10 +255,13 @@ class WatchlistRepository:
         watch = kept["watch"]
         key = {"user_id": user_id, "item_key": watch["item_key"]}
         if not await self._watchlists.find_one(key, {"_id": 1}):
-            if await self._watchlists.count_documents({"user_id": user_id}) >= MAX_ITEMS:
-                raise InputError(f"a watchlist holds at most {MAX_ITEMS} items", "watchlist_full")
-        fields = {k: v for k, v in watch.items() if k not in key}
-        await self._watchlists.update_one(key, {"$setOnInsert": fields}, upsert=True)
+            try:
+                await self._take_place(user_id)
+            except InputError:
+                await self._db[UNDO_COLLECTION].insert_one(kept)  # still undoable later
+                raise
+            fields = {k: v for k, v in watch.items() if k not in key}
+            await self._write_in_place(user_id, key, {"$setOnInsert": fields})
         return str(watch["item_name"])
 
 

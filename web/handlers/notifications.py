@@ -65,7 +65,7 @@ class NotificationsApiHandler(ApiHandler):
         limit = validation.whole_number(
             self.get_query_argument("limit", str(PAGE_SIZE)), "limit", 1, 100
         )
-        before = self.get_query_argument("before", None)
+        before = self.get_query_argument("before", None, strip=False)
         page = await NotificationRepository(self.db).page(
             self.user.user_id,
             limit=limit,
@@ -160,8 +160,8 @@ class HistoryHandler(PageHandler):
         repo = NotificationRepository(self.db)
         uid = self.user.user_id
         before, after = (
-            self.get_query_argument("before", None),
-            self.get_query_argument("after", None),
+            self.get_query_argument("before", None, strip=False),
+            self.get_query_argument("after", None, strip=False),
         )
         items: list[dict[str, Any]]
         if after is not None:

@@ -188,7 +188,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed meanwhile (evicted, or the client left): on_close has run
         self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
-        last_id = self.get_query_argument("last_id", None)
+        last_id = self.get_query_argument("last_id", None, strip=False)
         announcements = AnnouncementRepository(self.db)
         latest = self.settings["announcements"]
         try:
