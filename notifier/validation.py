@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import types
 import typing
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -26,6 +27,13 @@ MESSAGE_LENGTH = 500  # announcements
 TEXT_LENGTH = 200  # any other text field
 _ASCII_NUMBER = re.compile(r"[0-9]{1,9}")
 _EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}")
+# Never in a name: C0 controls but tab, LF and CR (whitespace, collapsed to a space), DEL,
+# C1 controls, and the bidi embeddings, overrides and isolates that can make a name read as
+# something else ("\u202e" turns "gpj.exe" around). Marks (LRM, RLM) stay: RTL names need them.
+_NOT_IN_NAMES_CLASS = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069"
+_NOT_IN_NAMES = re.compile(f"[{_NOT_IN_NAMES_CLASS}]")
+# The same rule as a JSON Schema pattern: none of those, and something not blank.
+NAME_PATTERN = rf"^[^{_NOT_IN_NAMES_CLASS}]*[^\s{_NOT_IN_NAMES_CLASS}][^{_NOT_IN_NAMES_CLASS}]*$"
 # Browsers drop tabs and newlines from URLs and read "\" as "/", so "/\t/evil" is "//evil".
 _UNSAFE_IN_PATH = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -50,7 +58,16 @@ def text_meta(max_length: int, **more: Any) -> msgspec.Meta:
 
 CENTS = must(f"must be a whole number of cents between 0 and {MAX_CENTS}", ge=0, le=MAX_CENTS)
 Cents = Annotated[int, CENTS]
-Name = Annotated[str, text_meta(NAME_LENGTH)]
+Text100 = Annotated[str, text_meta(NAME_LENGTH)]
+Name = Annotated[
+    str,
+    must(
+        "is required and must be a non-empty string",
+        extra_json_schema={"minLength": 1, "maxLength": NAME_LENGTH, "pattern": NAME_PATTERN},
+        description="no control characters (C0 but tab and line breaks, DEL, C1) and no bidi "
+        "embeddings, overrides or isolates; stored NFC-normalised, whitespace collapsed",
+    ),
+]
 NOTIFICATION_ID = r"^[0-9]{12}$"
 NotificationId = Annotated[
     str, must("must be a notification id", pattern=NOTIFICATION_ID, description="a notification id")
@@ -130,6 +147,48 @@ def text(value: object, name: str, max_length: int = TEXT_LENGTH) -> str:
     return storable(value, name)
 
 
+def name(value: object, field: str, max_length: int = NAME_LENGTH) -> str:
+    """An item, store or user name, by the one rule every entry applies (issue 23 #1).
+
+    Names become alert text, email subjects, page titles and keys: no control characters
+    (C0 but whitespace, DEL, C1), no bidi embeddings, overrides or isolates, valid Unicode,
+    NFC-normalised (so "é" typed two ways is one item), whitespace collapsed and trimmed.
+    Refused with a message naming the field and the first bad character, never cleaned
+    silently: what is stored is what the person sees.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise InputError(f"{field} is required and must be a non-empty string")
+    if len(value) > 4 * max_length:  # bounded before any work is done on it
+        raise InputError(f"{field} must be at most {max_length} characters")
+    storable(value, field)
+    return clean_name(value, field, max_length)
+
+
+def clean_name(value: str, field: str, max_length: int = NAME_LENGTH) -> str:
+    """The name rule on a string already bounded; InputError naming the first bad character."""
+    value = unicodedata.normalize("NFC", value)
+    bad = _NOT_IN_NAMES.search(value)
+    if bad:
+        kind = "a bidi control" if bad.group() >= "\u202a" else "a control character"
+        raise InputError(
+            f"{field} must not contain {kind} (U+{ord(bad.group()):04X} at {bad.start() + 1})"
+        )
+    value = " ".join(value.split())
+    if not value:
+        raise InputError(f"{field} is required and must be a non-empty string")
+    if len(value) > max_length:
+        raise InputError(f"{field} must be at most {max_length} characters")
+    return value
+
+
+def printable(value: str) -> str:
+    """Text for a header line (an email Subject) with no control or bidi characters.
+
+    For text stored before the name rule: each such character becomes a space.
+    """
+    return " ".join(_NOT_IN_NAMES.sub(" ", value).split())
+
+
 def storable(value: str, name: str) -> str:
     """The string, if it can be stored: a lone surrogate ("\\ud800") has no UTF-8 form."""
     try:
@@ -187,5 +246,5 @@ def future_time(value: object, name: str) -> datetime | None:
 
 
 def item_key(item_name: str) -> str:
-    """The key two spellings of one item share: whitespace collapsed, case folded."""
-    return " ".join(item_name.split()).casefold()
+    """The key two spellings of one item share: whitespace collapsed, case folded, NFC."""
+    return unicodedata.normalize("NFC", " ".join(item_name.split()).casefold())

@@ -23,7 +23,7 @@ ALGORITHM = "HS256"
 class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A username and password, exchanged for a token (POST /api/token)."""
 
-    username: validation.Name
+    username: validation.Text100
     password: Annotated[str, validation.must("is required and must be a string", min_length=1)]
 
     @classmethod

@@ -56,8 +56,8 @@ class PriceInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise InputError("price_in_cents must not exceed regular_price_in_cents")
         return msgspec.structs.replace(
             price,
-            store_name=validation.text(price.store_name, "store_name", validation.NAME_LENGTH),
-            item_name=validation.text(price.item_name, "item_name", validation.NAME_LENGTH),
+            store_name=validation.name(price.store_name, "store_name"),
+            item_name=validation.name(price.item_name, "item_name"),
         )
 
 

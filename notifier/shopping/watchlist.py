@@ -89,7 +89,7 @@ class WatchInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
         item = validation.decode(cls, body)
-        name = validation.text(item.item_name, "item_name", validation.NAME_LENGTH)
+        name = validation.name(item.item_name, "item_name")
         return msgspec.structs.replace(item, item_name=name)
 
     def rules(self) -> dict[str, int | None]:

@@ -12,10 +12,10 @@ from notifier.accounts.auth import Credentials, issue_token
 from notifier.accounts.login_limit import LoginLimit
 from notifier.accounts.revocation import TokenVersions
 from notifier.accounts.users import UserRepository
-from notifier.errors import TooManyAttempts
+from notifier.errors import TooManyAttempts, Unauthorized
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
-from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
+from web.handlers.base import COOKIE, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,11 @@ class LoginHandler(PageHandler):
             try:
                 user = await check_password(self, username, password)
             except TooManyAttempts as e:
-                self.set_header("Retry-After", str(e.retry_after))
+                for name, value in e.headers.items():  # Retry-After
+                    self.set_header(name, value)
                 self.render_page(
                     "pages/login.html",
-                    status=429,
+                    status=e.status,
                     next=nxt,
                     username=username,
                     error=e.message[0].upper() + e.message[1:] + ".",
@@ -165,7 +166,7 @@ class TokenHandler(ApiHandler):
         given = Credentials.parse(self.json_body())
         user = await check_password(self, given.username, given.password)
         if user is None:
-            raise ApiError(401, "invalid_credentials", "wrong username or password")
+            raise Unauthorized("wrong username or password", "invalid_credentials")
         token = issue_for(self, user)
         ttl = self.config.token_ttl
         self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})

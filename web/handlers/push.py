@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from notifier import validation
+from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
 from notifier.push import endpoints, keys
 from notifier.push.acks import PushAck, read_ack_token
 from notifier.push.subscriptions import PushRemoval, Subscription, SubscriptionRepository
-from web.handlers.base import ApiError, ApiHandler
+from web.handlers.base import ApiHandler
 from web.handlers.static import STATIC, NotifierStaticFileHandler
 
 
@@ -20,7 +21,7 @@ class PushApiHandler(ApiHandler):
         """Authenticate as every API call does, then check that push is on."""
         await super().prepare()
         if not self.config.push_enabled:
-            raise ApiError(404, "push_disabled", "Web Push is not configured on this server")
+            raise NotFound("Web Push is not configured on this server", "push_disabled")
 
 
 class PushPublicKeyHandler(PushApiHandler):

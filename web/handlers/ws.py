@@ -20,17 +20,13 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
 from notifier.accounts.auth import Identity
-from notifier.errors import InputError
+from notifier.errors import InputError, RateLimited, Unauthorized
 from notifier.notifications.announcements import AnnouncementRepository
 from notifier.notifications.bulk import ReadRequest
 from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus, messages
-from notifier.realtime.delivery import (
-    STORAGE_UNAVAILABLE,
-    TOO_MANY_SOCKETS,
-    Flushing,
-    OrderedDelivery,
-)
+from notifier.realtime.delivery import Flushing, OrderedDelivery
+from notifier.realtime.disconnect import STORAGE_UNAVAILABLE, TOO_MANY_SOCKETS
 from notifier.realtime.events import EvictEvent
 from notifier.realtime.socket_limit import BUDGET_REFILL, SocketLimit
 from notifier.realtime.subscriber import Subscriber
@@ -90,12 +86,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """Authenticate before the upgrade: no valid, current token, no socket (401)."""
         identity = self.identity
         if identity is None:
-            self.write_json(_error("unauthorized", "a valid token is required"), 401)
-            return
+            raise Unauthorized("a valid token is required")
         fmt = self.get_query_argument("format", "html")
         if fmt not in FORMATS:
-            self.write_json(_error("invalid_input", "format must be html or json"), 400)
-            return
+            raise InputError("format must be html or json")
         self.user_id, self.format = identity.user_id, fmt
         self.socket_id = f"{self.settings['process']}:{uuid.uuid4().hex[:12]}"
         self._expires_at = identity.expires_at
@@ -118,13 +112,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         try:
             refused = await self._arrive(identity)
             if refused == "revoked":
-                self.write_json(_error("unauthorized", "a valid token is required"), 401)
-                return
+                raise Unauthorized("a valid token is required")
             if refused == "limited":
-                self.set_header("Retry-After", str(math.ceil(1 / BUDGET_REFILL)))
                 message = "too many connections and resumes: wait a moment"
-                self.write_json(_error("rate_limited", message), 429)
-                return
+                raise RateLimited(message, math.ceil(1 / BUDGET_REFILL))
             await super().get(*args, **kwargs)
         finally:
             if not self._opened:  # refused: revoked, not an upgrade, a foreign origin...
@@ -209,7 +200,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self._acked = state.acked_seq  # what a page showed already: acks below it are no news
         except PyMongoError:
             log.exception("could not read the user's notifications")
-            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
+            self.close(*STORAGE_UNAVAILABLE)
             return
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # the client left while its history was read: on_close has run
@@ -255,8 +246,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.registry.close_sockets(
                 self.user_id,
                 {s for s in arrival.evicted if s.startswith(here)},
-                TOO_MANY_SOCKETS,
-                "too many connections",
+                *TOO_MANY_SOCKETS,
             )
             elsewhere = [s for s in arrival.evicted if not s.startswith(here)]
             if elsewhere:
@@ -421,10 +411,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         except StreamClosedError:
             return False
         return True if pending is None else pending
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 default_handlers = [(r"/ws", NotificationsWebSocketHandler)]
