@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import validation
+from notifier import validation, vapid
 from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
-from notifier.push import endpoints, keys
+from notifier.push import endpoints
 from notifier.push.acks import read_ack_token
 from notifier.push.subscriptions import Subscription, SubscriptionRepository, parse_removal
 from web.handlers.base import ApiHandler
@@ -32,7 +32,7 @@ class PushPublicKeyHandler(PushApiHandler):
     def get(self) -> None:
         """The VAPID public key, base64url."""
         assert self.config.vapid_private_key is not None
-        self.write_json({"public_key": keys.public_key(self.config.vapid_private_key)})
+        self.write_json({"public_key": vapid.public_key(self.config.vapid_private_key)})
 
 
 class PushSubscriptionsHandler(PushApiHandler):
