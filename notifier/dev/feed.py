@@ -14,10 +14,15 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.storage.writes import apply
 
 DEAL_LIFETIME = timedelta(minutes=2)
+# A flyer's discounts, in percent off, shallow ones the most common: prices come back to
+# the same few levels, as a store's weekly deals do, so a new low (the news under the
+# alert rules) is rare once each level was seen, and the feed still moves every step.
+FLYER_DISCOUNTS = (10, 15, 20, 25, 30)
+FLYER_WEIGHTS = (8, 5, 3, 2, 1)
 
 
 class DemoFeed:
-    """Each step: a short-lived discount on the next watched item, and one routine price."""
+    """Each step: a short-lived flyer discount on the next watched item, and a routine price."""
 
     def __init__(self, db: Database[Any], rng: random.Random | None = None) -> None:
         self._db = db
@@ -37,7 +42,8 @@ class DemoFeed:
             assert turn is not None
             item = watched[turn["turn"] % len(watched)]
             regular = CATALOG.get(item["item_name"], 500)
-            price = int(regular * self._rng.uniform(0.6, 0.9))
+            [off] = self._rng.choices(FLYER_DISCOUNTS, FLYER_WEIGHTS)
+            price = regular * (100 - off) // 100
             until = datetime.now(UTC) + DEAL_LIFETIME
             changed.append(
                 self._post(self._rng.choice(STORES), item["item_name"], price, regular, until)
