@@ -99,6 +99,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = {k: str(v / args.speed) for k, v in DEMO.items()}
     settings["EMAIL_MIN_INTERVAL"] = str(EMAIL_MIN_INTERVAL / args.speed)
+    commit = subprocess.run(  # what the processes run: the folder as it is now
+        ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     tmp, env, servers = start_servers("alert-rate", **settings)
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -116,9 +119,7 @@ def main() -> None:
             p.wait(30)
         hours = args.minutes / 60 * args.speed
         result = {
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
+            "commit": commit,
             "minutes": args.minutes,
             "speed": args.speed,
             "feed_hours": round(hours, 3),
