@@ -38,6 +38,7 @@ from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
+from notifier import validation
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.formatting import money
@@ -61,7 +62,11 @@ def unsubscribe_token(secret: str, user_id: str, email_id: str) -> str:
 def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str]:
     """(user_id, email_id) from a token; InvalidLink when it was not made by us."""
     payload, _, signature = token.partition(".")
-    if not payload or not hmac.compare_digest(signature, _sign(secret, payload)):
+    # compare_digest refuses non-ASCII str (a TypeError, the 500 of issue 23 #6): compare
+    # bytes, and a token that is not ASCII is simply not one of ours.
+    if not payload or not token.isascii():
+        raise InvalidLink("the link is not valid")
+    if not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
         raise InvalidLink("the link is not valid")
     try:
         data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -119,12 +124,15 @@ def compose(
     # RFC 2047-encoded, which mail clients do not read as a URL.
     msg = EmailMessage(policy=SMTP_POLICY)
     if email["kind"] == "digest":
-        msg["Subject"] = f"Your {mode} deal digest: {deals} deal(s)"
+        subject = f"Your {mode} deal digest: {deals} deal(s)"
     elif len(notifications) == 1:
         data = notifications[0]["data"]
-        msg["Subject"] = data.get("headline") or data["message"]  # what the deal is
+        subject = data.get("headline") or data["message"]  # what the deal is
     else:  # several notifications waited for the interval: "3 deals: A, B and C"
-        msg["Subject"] = deal_headline(_latest_per_item(notifications))
+        subject = deal_headline(_latest_per_item(notifications))
+    # Names are clean where they enter (validation.name); data stored before that rule
+    # must not put NUL, ESC, CR/LF or an override in a header either.
+    msg["Subject"] = validation.printable(subject)
     msg["From"] = settings.email_from
     msg["To"] = user["email"]
     msg["Date"] = format_datetime(datetime.now(UTC))

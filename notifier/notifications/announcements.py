@@ -14,8 +14,9 @@ import asyncio
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
@@ -24,7 +25,6 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.database import Database
 
 from notifier import validation
-from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.kinds import NotificationType
 from notifier.notifications import state
@@ -34,7 +34,8 @@ from notifier.storage.batches import batched
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("info", "warning", "critical")
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 WRITE_BATCH = 1000  # updates per bulk write
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
 HISTORY_CHUNK = 1000  # users whose history copies one task writes in one batch
@@ -50,6 +51,20 @@ def to_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class AnnouncementInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A system message for every user (POST /api/announcements)."""
+
+    message: Annotated[str, validation.text_meta(validation.MESSAGE_LENGTH)]
+    severity: Annotated[Severity, validation.must("must be info, warning or critical")] = "info"
+
+    @classmethod
+    def parse(cls, body: object) -> AnnouncementInput:
+        """Read an announcement from a JSON body; InputError naming the bad field."""
+        given = validation.decode(cls, body)
+        text = validation.text(given.message, "message", validation.MESSAGE_LENGTH)
+        return msgspec.structs.replace(given, message=text)
+
+
 class AnnouncementRepository:
     """Announcements and who has seen up to when (web process, asyncio client)."""
 
@@ -58,12 +73,12 @@ class AnnouncementRepository:
 
     async def create(self, body: object) -> dict[str, Any]:
         """Store an announcement from a JSON body; InputError when it is not one."""
-        b = validation.body_object(body, ("message", "severity"))
-        message = validation.text(b, "message", validation.MESSAGE_LENGTH)
-        severity = b.get("severity", "info")
-        if severity not in SEVERITIES:
-            raise InputError("severity must be info, warning or critical")
-        doc = {"message": message, "severity": severity, "created_at": datetime.now(UTC)}
+        given = AnnouncementInput.parse(body)
+        doc = {
+            "message": given.message,
+            "severity": given.severity,
+            "created_at": datetime.now(UTC),
+        }
         await self._db.announcements.insert_one(doc)
         return to_json(doc)
 

@@ -28,7 +28,7 @@ from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"^[0-9]{12}$")
+_ID = re.compile(r"[0-9]{12}")  # fullmatch: "$" would allow a trailing newline
 MAX_SEQ_RACES = 50
 
 
@@ -39,7 +39,7 @@ def format_id(seq: int) -> str:
 
 def parse_id(value: object, name: str = "id") -> int:
     """The seq behind a public id; InputError when it is not one of ours."""
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not _ID.fullmatch(value):
         raise InputError(f"{name} must be a notification id")
     return int(value)
 

@@ -151,8 +151,8 @@ class AdminPriceFragmentHandler(PageHandler):
         valid_until = arg("valid_until", "").strip()
         price = PriceInput.parse(
             {
-                "store_name": arg("store_name", ""),
-                "item_name": arg("item_name", ""),
+                "store_name": self.form_text("store_name"),
+                "item_name": self.form_text("item_name"),
                 "price_in_cents": form_cents(arg("price", ""), "Price"),
                 "regular_price_in_cents": form_cents(arg("regular_price", ""), "Regular price"),
                 "valid_until": valid_until or None,

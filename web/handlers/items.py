@@ -7,13 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from notifier import validation
+from notifier.errors import NotFound
 from notifier.kinds import NotificationType
 from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.store import NotificationRepository
 from notifier.shopping.charts import Alert, price_chart
 from notifier.shopping.history import PriceHistoryRepository
 from notifier.shopping.watchlist import WatchlistRepository
-from web.handlers.base import ApiError
 from web.handlers.pages import PageHandler
 
 DEALS_SHOWN = 20
@@ -42,7 +42,7 @@ class ItemHandler(PageHandler):
         days = self.config.price_window_days
         item = (await PriceHistoryRepository(self.db).items([key], days))[key]
         if not item.current and not item.by_store:
-            raise ApiError(404, "not_found", "no store has a price for this item")
+            raise NotFound("no store has a price for this item")
         uid = self.user.user_id
         # Archived ones too: the chart shows every alert, the list what there is.
         filters = NotificationFilter(item=key, archived=None)

@@ -7,7 +7,7 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, parse_ids
+from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, ReadRequest, parse_ids
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
 from notifier.notifications.store import NotificationRepository, parse_id
 from notifier.realtime import bus
@@ -42,17 +42,6 @@ async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> dict
     return {"changed": result.changed, "more": result.more, "unread_count": unread}
 
 
-def parse_read_request(body: object) -> list[int] | None:
-    """`{"ids": [...]}` or `{"all": true}` -> the seqs, or None for all."""
-    b = validation.body_object(body, ("ids", "all"))
-    if b == {"all": True}:
-        return None
-    ids = b.get("ids")
-    if len(b) != 1 or not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
-        raise InputError(f'give "ids" (a list of 1 to {MAX_IDS} notification ids) or "all": true')
-    return [parse_id(i, "ids") for i in ids]
-
-
 def form_read_request(handler: PageHandler) -> list[int] | None:
     """The seqs a mark-read form names (`ids`, repeated), or None when it says `all`."""
     if handler.get_body_argument("all", None):
@@ -76,7 +65,7 @@ class NotificationsApiHandler(ApiHandler):
         limit = validation.whole_number(
             self.get_query_argument("limit", str(PAGE_SIZE)), "limit", 1, 100
         )
-        before = self.get_query_argument("before", None)
+        before = self.get_query_argument("before", None, strip=False)
         page = await NotificationRepository(self.db).page(
             self.user.user_id,
             limit=limit,
@@ -100,7 +89,7 @@ class NotificationsReadApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Mark some or all read."""
-        seqs = parse_read_request(self.json_body())
+        seqs = ReadRequest.parse(self.json_body())
         self.write_json({"unread_count": await mark_read(self, self.user.user_id, seqs)})
 
 
@@ -171,8 +160,8 @@ class HistoryHandler(PageHandler):
         repo = NotificationRepository(self.db)
         uid = self.user.user_id
         before, after = (
-            self.get_query_argument("before", None),
-            self.get_query_argument("after", None),
+            self.get_query_argument("before", None, strip=False),
+            self.get_query_argument("after", None, strip=False),
         )
         items: list[dict[str, Any]]
         if after is not None:

@@ -97,7 +97,7 @@ class WatchlistFragmentHandler(PageHandler):
             target = form_cents(self.get_body_argument("target_price", None), "Target")
             item = WatchInput.parse(
                 {
-                    "item_name": self.get_body_argument("item_name", ""),
+                    "item_name": self.form_text("item_name"),
                     "target_price_in_cents": target,
                 }
             )
