@@ -89,7 +89,7 @@ def cmd_repair_counts(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_create_user(ctx: Context, args: argparse.Namespace) -> None:
     """Create a user; the password comes from stdin or a prompt, never from the command line."""
-    username = validation.name({"username": args.username}, "username")
+    username = validation.name(args.username, "username")
     # Checked where it enters: an address with CR/LF would fail at every email, forever.
     email = validation.email_address(args.email) if args.email is not None else None
     if ctx.db.users.find_one({"username": username}, {"_id": 1}):

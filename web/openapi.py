@@ -1,22 +1,28 @@
 """The JSON API as an OpenAPI 3.1 document, served at GET /api/openapi.json.
 
-tests/test_openapi.py keeps it true: every /api route is described here and nothing
-else is, and schemathesis checks the running service against it (no 5xx, every status,
-content type and body as documented).
+The request bodies' schemas are generated from the Structs the handlers decode them
+with (msgspec.json.schema_components), so what is documented is what is checked; the
+table of paths is written here. tests/test_openapi.py keeps it true: every /api route is
+described here and nothing else is, and schemathesis checks the running service against
+it (no 5xx, every status, content type and body as documented).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from notifier.accounts.preferences import EMAIL_MODES
+import msgspec
+
+from notifier.accounts.auth import Credentials
+from notifier.accounts.preferences import Preferences
 from notifier.kinds import TYPE_NAMES, NotificationType
-from notifier.notifications.announcements import SEVERITIES
-from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
+from notifier.notifications.announcements import AnnouncementInput
+from notifier.notifications.bulk import BulkInput, ReadRequest
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
-from notifier.push.endpoints import MAX_ENDPOINT
-from notifier.shopping.alerts import MAX_REALERT_HOURS
-from notifier.shopping.watchlist import MAX_DISCOUNT_PERCENT
+from notifier.push.acks import PushAck
+from notifier.push.subscriptions import PushRemoval, PushSubscription
+from notifier.shopping.prices import PriceInput
+from notifier.shopping.watchlist import AlertRules, WatchInput
 from notifier.validation import MAX_CENTS
 
 JSON = "application/json"
@@ -28,49 +34,7 @@ ITEM_NAME = {
     "required": True,
     "schema": {"type": "string", "minLength": 1},
 }
-NON_BLANK = r"\S"
-# validation.name: no control characters but whitespace, no bidi embeddings, overrides or
-# isolates, and not blank.
-_NAME_CHAR = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
-NAME_PATTERN = rf"^{_NAME_CHAR}*[^\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]{_NAME_CHAR}*$"
 TYPES = [t.value for t in NotificationType]
-
-
-def nullable(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    """A value that may be null (not set)."""
-    return {"anyOf": [schema, {"type": "null"}], "description": description}
-
-
-ALERT_RULES = {
-    "target_price_in_cents": nullable(
-        CENTS, "alert when the best price crosses to this or below, then only lower"
-    ),
-    "min_discount_percent": nullable(
-        {"type": "integer", "minimum": 1, "maximum": MAX_DISCOUNT_PERCENT},
-        "alert only for a discount of at least this much off the regular price",
-    ),
-    "realert_hours": nullable(
-        {"type": "integer", "minimum": 1, "maximum": MAX_REALERT_HOURS},
-        "at most one alert per this many hours, unless the price is a further 10% lower",
-    ),
-}
-
-
-def text(max_length: int) -> dict[str, Any]:
-    """A required string that is not blank (whitespace is collapsed before the length check)."""
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NON_BLANK}
-
-
-def name_text() -> dict[str, Any]:
-    """An item, store or user name (validation.name): NFC-normalised and trimmed when stored."""
-    return {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": 100,
-        "pattern": NAME_PATTERN,
-        "description": "no control characters (C0 but tab and line breaks, DEL, C1) and no "
-        "bidi embeddings, overrides or isolates; stored NFC-normalised, whitespace collapsed",
-    }
 
 
 def obj(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -137,13 +101,28 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     }
 
 
+REQUEST_BODIES = [
+    Credentials,
+    WatchInput,
+    AlertRules,
+    PriceInput,
+    AnnouncementInput,
+    ReadRequest,
+    BulkInput,
+    Preferences,
+    PushSubscription,
+    PushRemoval,
+    PushAck,
+]
+_, GENERATED = msgspec.json.schema_components(
+    REQUEST_BODIES, ref_template="#/components/schemas/{name}"
+)
+
 SCHEMAS: dict[str, Any] = {
+    **GENERATED,
     "Error": obj(
         ["error"],
         error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
-    ),
-    "Credentials": obj(
-        ["username", "password"], username=text(100), password={"type": "string", "minLength": 1}
     ),
     "Token": obj(
         ["token", "token_type", "expires_in"],
@@ -157,28 +136,14 @@ SCHEMAS: dict[str, Any] = {
         username={"type": "string"},
         role={"enum": ["shopper", "admin"]},
     ),
-    "WatchInput": obj(["item_name"], item_name=name_text(), **ALERT_RULES),
-    "AlertRules": {**obj([], **ALERT_RULES), "minProperties": 1, "additionalProperties": False},
     "WatchItem": obj(
-        ["item_name", "target_price_in_cents"], item_name={"type": "string"}, **ALERT_RULES
+        ["item_name", "target_price_in_cents"],
+        item_name={"type": "string"},
+        **GENERATED["AlertRules"]["properties"],
     ),
     "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
-    "PriceInput": obj(
-        ["store_name", "item_name", "price_in_cents", "regular_price_in_cents"],
-        store_name=name_text(),
-        item_name=name_text(),
-        price_in_cents=CENTS,
-        regular_price_in_cents={**CENTS, "description": "at least price_in_cents"},
-        valid_until={
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
-            "description": "in the future; without a zone, UTC",
-        },
-    ),
     "PriceCreated": obj(["price_id"], price_id={"type": "string"}),
     "Job": obj(["job_id"], job_id={"type": "string"}),
-    "AnnouncementInput": obj(
-        ["message"], message=text(500), severity={"enum": list(SEVERITIES), "default": "info"}
-    ),
     "AnnouncementCreated": obj(["id"], id={"type": "string"}),
     "Notification": obj(
         ["id", "type", "created_at", "read", "data"],
@@ -239,53 +204,7 @@ SCHEMAS: dict[str, Any] = {
         next={"anyOf": [ID, {"type": "null"}], "description": "pass as `before` for older"},
         unread_count={"type": "integer", "minimum": 0},
     ),
-    "ReadRequest": {
-        "oneOf": [
-            {
-                **obj(
-                    ["ids"], ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS}
-                ),
-                "additionalProperties": False,
-            },
-            {**obj(["all"], all={"const": True}), "additionalProperties": False},
-        ]
-    },
     "UnreadCount": obj(["unread_count"], unread_count={"type": "integer", "minimum": 0}),
-    "BulkRequest": {
-        "oneOf": [
-            {
-                **obj(
-                    ["action", "ids"],
-                    action={"enum": list(ACTIONS)},
-                    ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS},
-                ),
-                "additionalProperties": False,
-            },
-            {
-                **obj(["action", "filter"], action={"enum": list(ACTIONS)}, filter=ref("Filter")),
-                "additionalProperties": False,
-            },
-        ],
-        "description": "by ids, or every notification matching the filter (the newest "
-        f"{BULK_LIMIT} a request: `more` says whether to ask again)",
-    },
-    "Filter": {
-        **obj(
-            [],
-            unread={"anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false"]}]},
-            type={"enum": ["", *TYPES, *TYPE_NAMES]},
-            item={"type": "string", "maxLength": MAX_QUERY},
-            store={"type": "string", "maxLength": MAX_QUERY},
-            q={"type": "string", "maxLength": MAX_QUERY},
-            since={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
-            until={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
-            archived={
-                "anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false", "all"]}]
-            },
-        ),
-        "additionalProperties": False,
-        "description": "the history filters of GET /api/notifications",
-    },
     "BulkResult": obj(
         ["changed", "more", "unread_count"],
         changed={"type": "integer", "minimum": 0},
@@ -306,34 +225,6 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
     ),
-    "Preferences": {
-        **obj(
-            [],
-            email_mode={"enum": list(EMAIL_MODES), "default": "offline"},
-            quiet_hours_start={
-                "anyOf": [
-                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    {"type": "null"},
-                ]
-            },
-            quiet_hours_end={
-                "anyOf": [
-                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    {"type": "null"},
-                ]
-            },
-            timezone={"type": "string", "default": "UTC", "description": "an IANA zone name"},
-            min_discount_percent={"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
-            push_deals={
-                "type": "boolean",
-                "default": True,
-                "description": "push deals nobody saw within PUSH_ACK_WAIT to subscribed browsers",
-            },
-            push_announcements={"type": "boolean", "default": True},
-        ),
-        "additionalProperties": False,
-        "description": "both quiet hours or neither, and not equal",
-    },
     "PushPublicKey": obj(
         ["public_key"],
         public_key={
@@ -342,43 +233,7 @@ SCHEMAS: dict[str, Any] = {
             "PushManager.subscribe's applicationServerKey",
         },
     ),
-    "PushSubscription": {
-        **obj(
-            ["endpoint", "keys"],
-            endpoint={
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_ENDPOINT,
-                "description": "an https URL on a public address (development also takes "
-                "http and https on loopback)",
-            },
-            keys={
-                **obj(
-                    ["p256dh", "auth"],
-                    p256dh={"type": "string", "description": "base64url, 65 bytes"},
-                    auth={"type": "string", "description": "base64url, 16 bytes"},
-                ),
-                "additionalProperties": False,
-            },
-            expirationTime={"anyOf": [{"type": "integer"}, {"type": "null"}]},
-        ),
-        "additionalProperties": False,
-        "description": "the browser's PushSubscription.toJSON()",
-    },
     "PushSubscribed": obj(["endpoint"], endpoint={"type": "string"}),
-    "PushRemoval": {
-        "oneOf": [
-            {
-                **obj(["endpoint"], endpoint={"type": "string", "minLength": 1}),
-                "additionalProperties": False,
-            },
-            {**obj(["all"], all={"const": True}), "additionalProperties": False},
-        ]
-    },
-    "PushAck": {
-        **obj(["token"], token={"type": "string", "description": "the push payload's `ack`"}),
-        "additionalProperties": False,
-    },
     "Health": {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
         "additionalProperties": {"type": "string"},
@@ -507,7 +362,7 @@ PATHS: dict[str, Any] = {
         "post": operation(
             "Mark read, archive (which also marks read) or unarchive, by ids or by filter",
             body(ref("BulkResult"), "200", "how many changed, and what is left unread"),
-            request=ref("BulkRequest"),
+            request=ref("BulkInput"),
         )
     },
     "/api/notifications/read": {

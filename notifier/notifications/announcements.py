@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
@@ -22,14 +23,14 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from notifier import validation
-from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.notifications import state
 from notifier.storage.batches import batched
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("info", "warning", "critical")
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 WRITE_BATCH = 1000  # updates per bulk write
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
 
@@ -44,6 +45,20 @@ def to_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class AnnouncementInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A system message for every user (POST /api/announcements)."""
+
+    message: Annotated[str, validation.text_meta(validation.MESSAGE_LENGTH)]
+    severity: Annotated[Severity, validation.must("must be info, warning or critical")] = "info"
+
+    @classmethod
+    def parse(cls, body: object) -> AnnouncementInput:
+        """Read an announcement from a JSON body; InputError naming the bad field."""
+        given = validation.decode(cls, body)
+        text = validation.text(given.message, "message", validation.MESSAGE_LENGTH)
+        return msgspec.structs.replace(given, message=text)
+
+
 class AnnouncementRepository:
     """Announcements and who has seen up to when (web process, asyncio client)."""
 
@@ -52,12 +67,12 @@ class AnnouncementRepository:
 
     async def create(self, body: object) -> dict[str, Any]:
         """Store an announcement from a JSON body; InputError when it is not one."""
-        b = validation.body_object(body, ("message", "severity"))
-        message = validation.text(b, "message", validation.MESSAGE_LENGTH)
-        severity = b.get("severity", "info")
-        if severity not in SEVERITIES:
-            raise InputError("severity must be info, warning or critical")
-        doc = {"message": message, "severity": severity, "created_at": datetime.now(UTC)}
+        given = AnnouncementInput.parse(body)
+        doc = {
+            "message": given.message,
+            "severity": given.severity,
+            "created_at": datetime.now(UTC),
+        }
         await self._db.announcements.insert_one(doc)
         return to_json(doc)
 

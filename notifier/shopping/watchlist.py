@@ -10,10 +10,10 @@ RECOUNT_AFTER: no place can still be in flight by then.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
@@ -32,23 +32,65 @@ COUNTS_COLLECTION = "watch_counts"  # per user: `n` places taken, `at` when it l
 RECOUNT_AFTER = timedelta(seconds=60)  # a full counter this quiet is checked against the watches
 
 
-ALERT_FIELDS = ("target_price_in_cents", "min_discount_percent", "realert_hours")
+Target = Annotated[
+    validation.Cents | None,
+    msgspec.Meta(description="alert when the best price crosses to this or below, then only lower"),
+]
+Discount = Annotated[
+    Annotated[
+        int,
+        validation.must(
+            f"must be a whole number from 1 to {MAX_DISCOUNT_PERCENT}, or null",
+            ge=1,
+            le=MAX_DISCOUNT_PERCENT,
+        ),
+    ]
+    | None,
+    msgspec.Meta(
+        description="alert only for a discount of at least this much off the regular price"
+    ),
+]
+Realert = Annotated[
+    Annotated[
+        int,
+        validation.must(
+            f"must be a whole number from 1 to {alerts.MAX_REALERT_HOURS}, or null",
+            ge=1,
+            le=alerts.MAX_REALERT_HOURS,
+        ),
+    ]
+    | None,
+    msgspec.Meta(
+        description="at most one alert per this many hours, unless the price is a further 10% lower"
+    ),
+]
 
 
-@dataclass(frozen=True)
-class WatchInput:
-    """An item to watch, as posted, with its alert rules (see notifier.shopping.alerts)."""
+class AlertRules(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A watch's alert rules to change (PATCH): those given; null clears one."""
 
-    item_name: str
-    target_price_in_cents: int | None = None
-    min_discount_percent: int | None = None
-    realert_hours: int | None = None
+    target_price_in_cents: Target | msgspec.UnsetType = msgspec.UNSET
+    min_discount_percent: Discount | msgspec.UnsetType = msgspec.UNSET
+    realert_hours: Realert | msgspec.UnsetType = msgspec.UNSET
+
+
+ALERT_FIELDS = AlertRules.__struct_fields__
+
+
+class WatchInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An item to watch, with its alert rules (see notifier.shopping.alerts)."""
+
+    item_name: validation.Name
+    target_price_in_cents: Target = None
+    min_discount_percent: Discount = None
+    realert_hours: Realert = None
 
     @classmethod
     def parse(cls, body: object) -> WatchInput:
         """Read a watch from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body, ("item_name", *ALERT_FIELDS))
-        return cls(item_name=validation.name(b, "item_name"), **_rules(b))
+        item = validation.decode(cls, body)
+        name = validation.name(item.item_name, "item_name")
+        return msgspec.structs.replace(item, item_name=name)
 
     def rules(self) -> dict[str, int | None]:
         """The rules watching again sets: the target as given (as it always did), the
@@ -59,20 +101,11 @@ class WatchInput:
 
 def parse_rules(body: object) -> dict[str, int | None]:
     """The alert rules a PATCH changes (only those given; null clears one)."""
-    b = validation.body_object(body, ALERT_FIELDS)
-    if not b:
+    given = msgspec.structs.asdict(validation.decode(AlertRules, body))
+    rules = {k: v for k, v in given.items() if v is not msgspec.UNSET}
+    if not rules:
         raise InputError(f"give at least one of {', '.join(ALERT_FIELDS)}")
-    return {k: v for k, v in _rules(b).items() if k in b}
-
-
-def _rules(b: dict[str, Any]) -> dict[str, int | None]:
-    return {
-        "target_price_in_cents": validation.cents(b, "target_price_in_cents", required=False),
-        "min_discount_percent": validation.optional_int(
-            b, "min_discount_percent", 1, MAX_DISCOUNT_PERCENT
-        ),
-        "realert_hours": validation.optional_int(b, "realert_hours", 1, alerts.MAX_REALERT_HOURS),
-    }
+    return rules
 
 
 def set_rules(rules: dict[str, int | None]) -> dict[str, Any]:

@@ -8,11 +8,11 @@ from typing import Any
 from redis import RedisError
 
 from notifier import validation
-from notifier.accounts.auth import issue_token
+from notifier.accounts.auth import Credentials, issue_token
 from notifier.accounts.login_limit import LoginLimit
 from notifier.accounts.revocation import TokenVersions
 from notifier.accounts.users import UserRepository
-from notifier.errors import InputError, TooManyAttempts, Unauthorized
+from notifier.errors import TooManyAttempts, Unauthorized
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
 from web.handlers.base import COOKIE, ApiHandler, BaseHandler
@@ -163,14 +163,8 @@ class TokenHandler(ApiHandler):
 
     async def post(self) -> None:
         """Exchange credentials for a token."""
-        body = validation.body_object(self.json_body(), ("username", "password"))
-        username = validation.text(body, "username", validation.NAME_LENGTH)
-        password = body.get("password")
-        if not isinstance(password, str) or not password:
-            raise InputError("password is required and must be a string")
-        if len(password) > validation.PASSWORD_LENGTH:
-            raise InputError(f"password must be at most {validation.PASSWORD_LENGTH} characters")
-        user = await check_password(self, username, password)
+        given = Credentials.parse(self.json_body())
+        user = await check_password(self, given.username, given.password)
         if user is None:
             raise Unauthorized("wrong username or password", "invalid_credentials")
         token = issue_for(self, user)

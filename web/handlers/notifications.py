@@ -7,7 +7,7 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, parse_ids
+from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, ReadRequest, parse_ids
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
 from notifier.notifications.store import NotificationRepository, parse_id
 from notifier.realtime import bus
@@ -40,17 +40,6 @@ async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> dict
     result = await request.apply(NotificationRepository(handler.db), user_id)
     unread = await tell_read(handler, user_id, result.read)
     return {"changed": result.changed, "more": result.more, "unread_count": unread}
-
-
-def parse_read_request(body: object) -> list[int] | None:
-    """`{"ids": [...]}` or `{"all": true}` -> the seqs, or None for all."""
-    b = validation.body_object(body, ("ids", "all"))
-    if b == {"all": True}:
-        return None
-    ids = b.get("ids")
-    if len(b) != 1 or not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
-        raise InputError(f'give "ids" (a list of 1 to {MAX_IDS} notification ids) or "all": true')
-    return [parse_id(i, "ids") for i in ids]
 
 
 def form_read_request(handler: PageHandler) -> list[int] | None:
@@ -100,7 +89,7 @@ class NotificationsReadApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Mark some or all read."""
-        seqs = parse_read_request(self.json_body())
+        seqs = ReadRequest.parse(self.json_body())
         self.write_json({"unread_count": await mark_read(self, self.user.user_id, seqs)})
 
 

@@ -8,8 +8,8 @@ from notifier import validation, vapid
 from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
 from notifier.push import endpoints
-from notifier.push.acks import read_ack_token
-from notifier.push.subscriptions import Subscription, SubscriptionRepository, parse_removal
+from notifier.push.acks import PushAck, read_ack_token
+from notifier.push.subscriptions import PushRemoval, Subscription, SubscriptionRepository
 from web.handlers.base import ApiHandler
 from web.handlers.static import STATIC, NotifierStaticFileHandler
 
@@ -49,7 +49,7 @@ class PushSubscriptionsHandler(PushApiHandler):
 
     async def delete(self) -> None:
         """Remove `{"endpoint": url}`, or every one of the caller's with `{"all": true}`: 204."""
-        endpoint = parse_removal(self.json_body())
+        endpoint = PushRemoval.parse(self.json_body())
         await SubscriptionRepository(self.db).remove(self.user.user_id, endpoint)
         self.set_status(204)
         self.finish()
@@ -69,8 +69,8 @@ class PushAckHandler(PushApiHandler):
 
     async def post(self) -> None:
         """Acknowledge the user's notifications up to the token's: 204."""
-        body = validation.body_object(self.json_body(), ("token",))
-        ack = read_ack_token(self.config.jwt_secret, body.get("token"))
+        given = validation.decode(PushAck, self.json_body())
+        ack = read_ack_token(self.config.jwt_secret, given.token)
         await NotificationRepository(self.db).acknowledge(ack.user_id, ack.seq)
         self.set_status(204)
         self.finish()

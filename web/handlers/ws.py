@@ -22,6 +22,7 @@ from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketP
 from notifier.accounts.auth import Identity
 from notifier.errors import InputError, RateLimited, Unauthorized
 from notifier.notifications.announcements import AnnouncementRepository
+from notifier.notifications.bulk import ReadRequest
 from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus, messages
 from notifier.realtime.delivery import Flushing, OrderedDelivery
@@ -32,7 +33,7 @@ from notifier.realtime.subscriber import Subscriber
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import PING, text_frame, write_frame
 from web.handlers.base import BaseHandler
-from web.handlers.notifications import mark_read, parse_read_request
+from web.handlers.notifications import mark_read
 from web.lean import detach_receive, release_handshake
 
 log = logging.getLogger(__name__)
@@ -342,7 +343,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         Every tab of the user, this one included, hears of it through the bus.
         """
         try:
-            await mark_read(self, self.user_id, parse_read_request(frame.body()))
+            await mark_read(self, self.user_id, ReadRequest.parse(frame.body()))
         except InputError as e:
             self.delivery.send(messages.error(e.code, e.message))
         except (PyMongoError, RedisError, OSError):
