@@ -303,7 +303,7 @@ class DealCheck:
     ) -> list[UpdateOne]:
         """The watch updates that remember which of these deals each user was told of."""
         return [
-            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now, self.memory_days))
+            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now))
             for user_id, user_pairs in pairs.items()
             for w, p in user_pairs
             if deal_key(p) in told.get(user_id, ())
