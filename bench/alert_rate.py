@@ -2,10 +2,9 @@
 
 Starts what `make run` starts, minus the web process (nobody is online, so every deal
 no page acknowledged is emailed, as for a shopper who left the tab closed): SecantusDB,
-redis-server, the demo seed, a Celery worker and beat with the demo feed. After
-`--minutes` (10; after `--warmup` minutes, 0 by default), counts each demo user's deal
-notifications (alerts, and the deals they
-list) and the deal emails sent, and prints them per hour.
+redis-server, the demo seed, a Celery worker and beat with the demo feed. Over
+`--minutes` (10), after `--warmup` minutes (0), it counts each demo user's deal
+notifications (alerts, and the deals they list) and deal emails sent, per hour.
 
     .venv/bin/python bench/alert_rate.py --minutes 10
 
