@@ -7,8 +7,9 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -16,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 from redis import RedisError
 
+from notifier import validation
 from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.kinds import NotificationType
@@ -44,27 +46,63 @@ def parse_id(value: object, name: str = "id") -> int:
     return int(value)
 
 
+class Notification(msgspec.Struct, omit_defaults=True):
+    """A notification as the API, the socket and the pages show it."""
+
+    id: validation.NotificationId
+    type: NotificationType
+    created_at: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+    read: bool
+    data: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="by type; a deal-notification's data is DealData; an announcement's "
+            "copy in the history has `announcement_id`"
+        ),
+    ]
+    archived: Annotated[
+        bool | msgspec.UnsetType,
+        msgspec.Meta(
+            extra_json_schema={"const": True},
+            description="present on archived notifications only (they are always read)",
+        ),
+    ] = msgspec.UNSET
+
+
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored notification as the API shows it (`archived: true` only on archived ones)."""
-    out = {
-        "id": format_id(doc["seq"]),
-        "type": doc["type"],
-        "created_at": iso(doc["created_at"]),
-        "read": doc["read"],
-        "data": doc["data"],
-    }
-    if doc.get("archived"):
-        out["archived"] = True
+    """A stored notification as the API shows it (`archived: true` only on archived ones):
+    a Notification, as the plain dict the templates, emails and envelopes read."""
+    n = Notification(
+        format_id(doc["seq"]),
+        doc["type"],
+        iso(doc["created_at"]),
+        doc["read"],
+        doc["data"],
+        True if doc.get("archived") else msgspec.UNSET,
+    )
+    out = msgspec.structs.asdict(n)  # shallow: the data stays as stored
+    if n.archived is msgspec.UNSET:
+        del out["archived"]
     return out
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a user's notifications, newest first."""
+    """One page of a user's notifications, newest first (a NotificationPage)."""
 
     items: list[dict[str, Any]]
     next: str | None
     unread_count: int
+
+
+class NotificationPage(msgspec.Struct):
+    """One page of a user's notifications, newest first (GET /api/notifications)."""
+
+    items: list[Notification]
+    next: Annotated[
+        validation.NotificationId | None, msgspec.Meta(description="pass as `before` for older")
+    ]
+    unread_count: Annotated[int, msgspec.Meta(ge=0)]
 
 
 class NotificationRepository:
