@@ -19,16 +19,17 @@ from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import AnnouncementInput
 from notifier.notifications.bulk import BulkInput, ReadRequest
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
-from notifier.notifications.store import CANDIDATES
+from notifier.notifications.store import CANDIDATES, NotificationPage
 from notifier.push.acks import PushAck
 from notifier.push.subscriptions import PushRemoval, PushSubscription
+from notifier.shopping.deals import DealData
 from notifier.shopping.prices import PriceInput
 from notifier.shopping.watchlist import AlertRules, WatchInput
-from notifier.validation import MAX_CENTS
+from notifier.validation import NOTIFICATION_ID
+from web.shapes import RESPONSES
 
 JSON = "application/json"
-ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
-CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
+ID = {"type": "string", "pattern": NOTIFICATION_ID, "description": "a notification id"}
 ITEM_NAME = {
     "name": "item_name",
     "in": "path",
@@ -115,8 +116,9 @@ REQUEST_BODIES = [
     PushRemoval,
     PushAck,
 ]
+RESPONSE_BODIES = [*RESPONSES, NotificationPage, DealData]
 _, GENERATED = msgspec.json.schema_components(
-    REQUEST_BODIES, ref_template="#/components/schemas/{name}"
+    REQUEST_BODIES + RESPONSE_BODIES, ref_template="#/components/schemas/{name}"
 )
 
 SCHEMAS: dict[str, Any] = {
@@ -125,108 +127,12 @@ SCHEMAS: dict[str, Any] = {
         ["error"],
         error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
     ),
-    "Token": obj(
-        ["token", "token_type", "expires_in"],
-        token={"type": "string"},
-        token_type={"const": "Bearer"},
-        expires_in={"type": "integer"},
-    ),
-    "Me": obj(
-        ["user_id", "username", "role"],
-        user_id={"type": "string"},
-        username={"type": "string"},
-        role={"enum": ["shopper", "admin"]},
-    ),
     "WatchItem": obj(
         ["item_name", "target_price_in_cents"],
         item_name={"type": "string"},
         **GENERATED["AlertRules"]["properties"],
     ),
     "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
-    "PriceCreated": obj(["price_id"], price_id={"type": "string"}),
-    "Job": obj(["job_id"], job_id={"type": "string"}),
-    "AnnouncementCreated": obj(["id"], id={"type": "string"}),
-    "Notification": obj(
-        ["id", "type", "created_at", "read", "data"],
-        id=ID,
-        type={"enum": TYPES},
-        created_at={"type": "string", "format": "date-time"},
-        read={"type": "boolean"},
-        archived={
-            "const": True,
-            "description": "present on archived notifications only (they are always read)",
-        },
-        data={
-            "type": "object",
-            "description": "by type; a deal-notification's data is DealData; an "
-            "announcement's copy in the history has `announcement_id`",
-            "properties": {
-                "message": {"type": "string"},
-                "headline": {
-                    "type": "string",
-                    "description": "what the deal is, e.g. 'Milk 1L $2.56 at Value Foods, "
-                    "27% off' or '3 deals: Milk 1L, Bananas and Coffee beans 500g'",
-                },
-                "deals": {"type": "array", "items": ref("Deal")},
-                "deal_details": {
-                    "type": "array",
-                    "items": ref("DealDetail"),
-                    "description": "per deal, in the order of `deals` (absent on "
-                    "notifications stored before it)",
-                },
-            },
-        },
-    ),
-    "Deal": obj(
-        ["item_name", "best_price_in_cents", "store_name", "store_id"],
-        item_name={"type": "string"},
-        best_price_in_cents=CENTS,
-        regular_price_in_cents=CENTS,
-        store_name={"type": "string"},
-        store_id={"type": "string"},
-    ),
-    "DealDetail": obj(
-        ["item_key", "discount_percent", "lowest_in_days"],
-        item_key={"type": "string", "description": "the item's key (its page is /items/<key>)"},
-        discount_percent={
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 100,
-            "description": "below the regular price, in whole percent",
-        },
-        lowest_in_days={
-            "anyOf": [{"type": "integer"}, {"type": "null"}],
-            "description": "90 when this is the lowest price of the last 90 days",
-        },
-    ),
-    "NotificationPage": obj(
-        ["items", "next", "unread_count", "partial", "searched"],
-        items={"type": "array", "items": ref("Notification")},
-        next={
-            "anyOf": [ID, {"type": "null"}],
-            "description": "pass as `before` for older (or to search on, when `partial`)",
-        },
-        unread_count={"type": "integer", "minimum": 0},
-        partial={
-            "type": "boolean",
-            "description": f"true when a filtered page stopped after reading {CANDIDATES} "
-            "notifications before it was full: `items` holds what matched among them (maybe "
-            "none), and `next` is where to search on from; more may match below it",
-        },
-        searched={
-            "type": "integer",
-            "minimum": 0,
-            "description": "when `partial`: how many notifications (from `before`, or the "
-            "newest) the search went through; else 0",
-        },
-    ),
-    "UnreadCount": obj(["unread_count"], unread_count={"type": "integer", "minimum": 0}),
-    "BulkResult": obj(
-        ["changed", "more", "unread_count"],
-        changed={"type": "integer", "minimum": 0},
-        more={"type": "boolean"},
-        unread_count={"type": "integer", "minimum": 0},
-    ),
     "Stats": obj(
         ["connections", "users", "processes"],
         connections={"type": "integer"},
@@ -241,15 +147,6 @@ SCHEMAS: dict[str, Any] = {
             ),
         },
     ),
-    "PushPublicKey": obj(
-        ["public_key"],
-        public_key={
-            "type": "string",
-            "description": "the VAPID public key (an uncompressed P-256 point, base64url): "
-            "PushManager.subscribe's applicationServerKey",
-        },
-    ),
-    "PushSubscribed": obj(["endpoint"], endpoint={"type": "string"}),
     "Health": {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
         "additionalProperties": {"type": "string"},
@@ -378,7 +275,7 @@ PATHS: dict[str, Any] = {
     "/api/notifications/bulk": {
         "post": operation(
             "Mark read, archive (which also marks read) or unarchive, by ids or by filter",
-            body(ref("BulkResult"), "200", "how many changed, and what is left unread"),
+            body(ref("BulkOutcome"), "200", "how many changed, and what is left unread"),
             request=ref("BulkInput"),
         )
     },

@@ -1,9 +1,10 @@
 """Email: composing deal emails and digests, one-time unsubscribe links, and sending.
 
-Emails are planned as documents in the `emails` collection (one per deal notification,
-one per user and digest window: the _id makes planning idempotent) and sent by a task
-that first claims the document, so a duplicated task sends nothing and a retried one
-(same task id) carries on where it was killed.
+Emails are planned as documents in the `emails` collection (one per user and decision
+round, named after its first notification; one per user and digest window: the _id makes
+planning idempotent; a deal email waiting for EMAIL_MIN_INTERVAL takes in later deals)
+and sent by a task that first claims the document, so a duplicated task sends nothing
+and a retried one (same task id) carries on where it was killed.
 
 When a deal is emailed (mode `offline`): when no page acknowledged it (the `ack` socket
 message, kept as the user's `acked_seq`) and nobody read it within EMAIL_ACK_WAIT seconds

@@ -7,23 +7,22 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
-from redis import RedisError
 
+from notifier import validation
 from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
-from notifier.realtime.bus import Publisher
-from notifier.realtime.render import PayloadRenderer
 from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
@@ -48,23 +47,49 @@ def parse_id(value: object, name: str = "id") -> int:
     return int(value)
 
 
+class Notification(msgspec.Struct, omit_defaults=True):
+    """A notification as the API, the socket and the pages show it."""
+
+    id: validation.NotificationId
+    type: NotificationType
+    created_at: Annotated[str, msgspec.Meta(extra_json_schema={"format": "date-time"})]
+    read: bool
+    data: Annotated[
+        dict[str, Any],
+        msgspec.Meta(
+            description="by type; a deal-notification's data is DealData; an announcement's "
+            "copy in the history has `announcement_id`"
+        ),
+    ]
+    archived: Annotated[
+        bool | msgspec.UnsetType,
+        msgspec.Meta(
+            extra_json_schema={"const": True},
+            description="present on archived notifications only (they are always read)",
+        ),
+    ] = msgspec.UNSET
+
+
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored notification as the API shows it (`archived: true` only on archived ones)."""
-    out = {
-        "id": format_id(doc["seq"]),
-        "type": doc["type"],
-        "created_at": iso(doc["created_at"]),
-        "read": doc["read"],
-        "data": doc["data"],
-    }
-    if doc.get("archived"):
-        out["archived"] = True
+    """A stored notification as the API shows it (`archived: true` only on archived ones):
+    a Notification, as the plain dict the templates, emails and envelopes read."""
+    n = Notification(
+        format_id(doc["seq"]),
+        doc["type"],
+        iso(doc["created_at"]),
+        doc["read"],
+        doc["data"],
+        True if doc.get("archived") else msgspec.UNSET,
+    )
+    out = msgspec.structs.asdict(n)  # shallow: the data stays as stored
+    if n.archived is msgspec.UNSET:
+        del out["archived"]
     return out
 
 
 @dataclass(frozen=True)
 class Page:
-    """One page of a user's notifications, newest first."""
+    """One page of a user's notifications, newest first (a NotificationPage)."""
 
     items: list[dict[str, Any]]
     next: str | None
@@ -73,6 +98,33 @@ class Page:
     # `next` (as `before`) searches on from where it stopped; `searched` says how far it got.
     partial: bool = False
     searched: int = 0
+
+
+class NotificationPage(msgspec.Struct):
+    """One page of a user's notifications, newest first (GET /api/notifications)."""
+
+    items: list[Notification]
+    next: Annotated[
+        validation.NotificationId | None,
+        msgspec.Meta(description="pass as `before` for older (or to search on, when `partial`)"),
+    ]
+    unread_count: Annotated[int, msgspec.Meta(ge=0)]
+    partial: Annotated[
+        bool,
+        msgspec.Meta(
+            description=f"true when a filtered page stopped after reading {CANDIDATES} "
+            "notifications before it was full: `items` holds what matched among them (maybe "
+            "none) and `next` is where to search on from (more may match below it)"
+        ),
+    ] = False
+    searched: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="when `partial`: how many notifications (the newest, or those just "
+            "below `before`) the search went through; else 0",
+        ),
+    ] = 0
 
 
 class NotificationRepository:
@@ -484,69 +536,3 @@ class NotificationWriter:
         if doc is None:  # data from before the state documents
             return self._db.notifications.count_documents({"user_id": user_id, "read": False})
         return max(0, int(doc.get("unread", 0)))
-
-
-class NotificationService:
-    """Write a notification to MongoDB, then publish it: MongoDB first, always."""
-
-    def __init__(
-        self,
-        writer: NotificationWriter,
-        publisher: Publisher,
-        renderer: PayloadRenderer | None = None,
-    ) -> None:
-        self._writer = writer
-        self._publisher = publisher
-        # Both socket formats are rendered here, once, so web processes only forward them.
-        self._renderer = renderer or PayloadRenderer()
-
-    @property
-    def publisher(self) -> Publisher:
-        """Where this service publishes (batches publish there too)."""
-        return self._publisher
-
-    @property
-    def renderer(self) -> PayloadRenderer:
-        """What renders the events it publishes (batches render with it too)."""
-        return self._renderer
-
-    def notify(
-        self,
-        user_id: str,
-        type: NotificationType,
-        data: dict[str, Any],
-        *,
-        dedupe_key: str | None = None,
-        deal_keys: list[str] | None = None,
-    ) -> dict[str, Any] | None:
-        """Store and publish one notification; None when it was stored before."""
-        doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
-        if doc is not None:
-            self.publish(doc)
-        return doc
-
-    def publish(self, doc: dict[str, Any]) -> bool:
-        """Publish a stored notification; on failure it stays in the outbox for the sweep."""
-        notification = to_json(doc)
-        unread = self._writer.unread_count(doc["user_id"])
-        event = self._renderer.notification_event(doc["user_id"], notification, unread)
-        try:
-            self._publisher.publish(event)
-        except (RedisError, OSError) as e:
-            log.warning(
-                "publishing notification %s of %s failed (the sweep retries): %s",
-                notification["id"],
-                doc["user_id"],
-                e,
-            )
-            return False
-        self._writer.mark_published(doc)
-        return True
-
-    def unread_count(self, user_id: str) -> int:
-        """The user's unread count (for events published outside the writer's path)."""
-        return self._writer.unread_count(user_id)
-
-    def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish what a failed publish left in the outbox; returns how many went out."""
-        return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))

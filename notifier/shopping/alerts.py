@@ -98,20 +98,23 @@ def _held(watch: dict[str, Any], cents: int, hours: int | None, now: datetime) -
     return cents * 100 > last["price_in_cents"] * (100 - REALERT_STEP_PERCENT)
 
 
-def told(
-    watch: dict[str, Any], price: dict[str, Any], now: datetime, memory_days: int
-) -> dict[str, Any]:
-    """The update that remembers the shopper was told of this price."""
+def told(watch: dict[str, Any], price: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The update that remembers the shopper was told of this price.
+
+    A push (kept to the newest MAX_REMEMBERED), not the array rewritten: two checks that
+    told one watch at once both count. Entries older than the memory are skipped on
+    reading (`remembered`) and fall off the end in time.
+    """
     cents = price["price_in_cents"]
     entry = {"price_in_cents": cents, "at": now}
-    fields: dict[str, Any] = {
-        "alerted": [*remembered(watch, now, memory_days), entry][-MAX_REMEMBERED:],
-        "last_alert": entry,
-    }
+    fields: dict[str, Any] = {"last_alert": entry}
     target = watch.get("target_price_in_cents")
     if target is not None and cents <= target:
         fields["target_low"] = cents
-    return {"$set": fields}
+    return {
+        "$set": fields,
+        "$push": {"alerted": {"$each": [entry], "$slice": -MAX_REMEMBERED}},
+    }
 
 
 def rearm(watch: dict[str, Any], price: dict[str, Any] | None) -> dict[str, Any] | None:

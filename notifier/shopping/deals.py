@@ -8,19 +8,21 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import bson
+import msgspec
 from bson import ObjectId
 from pymongo import UpdateOne
 from pymongo.synchronous.database import Database
 
+from notifier import validation
 from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
 from notifier.kinds import NotificationType
-from notifier.notifications.batch import NewNotification, notify_many
-from notifier.notifications.store import NotificationService
+from notifier.notifications.batch import NewNotification
 from notifier.push import subscriptions as push_subscriptions
+from notifier.realtime.publishing import NotificationService, notify_many
 from notifier.shopping import alerts
 from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
@@ -40,6 +42,51 @@ def deal_key(price: dict[str, Any]) -> str:
     until = price.get("valid_until")
     until_text = until.replace(tzinfo=UTC).isoformat() if until else ""
     return f"{price['item_key']}|{price['store_id']}|{price['price_in_cents']}|{until_text}"
+
+
+class Deal(msgspec.Struct, kw_only=True):
+    """One deal in a deal notification's data (the seed's fields, kept as they were)."""
+
+    item_name: str
+    best_price_in_cents: validation.Cents
+    regular_price_in_cents: validation.Cents | msgspec.UnsetType = msgspec.UNSET  # newer ones
+    store_name: str
+    store_id: str
+
+
+class DealDetail(msgspec.Struct, kw_only=True):
+    """What makes a deal worth reading, in the order of the deals."""
+
+    item_key: Annotated[str, msgspec.Meta(description="the item's key (its page is /items/<key>)")]
+    discount_percent: Annotated[
+        int, msgspec.Meta(ge=0, le=100, description="below the regular price, in whole percent")
+    ]
+    lowest_in_days: Annotated[
+        int | None,
+        msgspec.Meta(description="90 when this is the lowest price of the last 90 days"),
+    ]
+
+
+class DealData(msgspec.Struct, kw_only=True):
+    """A deal-notification's data, as the deal check stores it."""
+
+    deals: list[Deal]
+    deal_details: Annotated[
+        list[DealDetail] | msgspec.UnsetType,
+        msgspec.Meta(
+            description="per deal, in the order of `deals` (absent on notifications stored "
+            "before it)"
+        ),
+    ] = msgspec.UNSET
+    user_id: str
+    message: str
+    headline: Annotated[
+        str | msgspec.UnsetType,
+        msgspec.Meta(
+            description="what the deal is, e.g. 'Milk 1L $2.56 at Value Foods, 27% off' or "
+            "'3 deals: Milk 1L, Bananas and Coffee beans 500g' (absent on older ones)"
+        ),
+    ] = msgspec.UNSET
 
 
 def deal_message(count: int) -> str:
@@ -256,7 +303,7 @@ class DealCheck:
     ) -> list[UpdateOne]:
         """The watch updates that remember which of these deals each user was told of."""
         return [
-            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now, self.memory_days))
+            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now))
             for user_id, user_pairs in pairs.items()
             for w, p in user_pairs
             if deal_key(p) in told.get(user_id, ())
@@ -403,34 +450,37 @@ def _notification(
         return None
     keys = [deal_key(p) for _, p in new]
     deals = [
-        {
-            "item_name": w["item_name"],
-            "best_price_in_cents": p["price_in_cents"],
-            "regular_price_in_cents": p["regular_price_in_cents"],
-            "store_name": p["store_name"],
-            "store_id": p["store_id"],
-        }
+        Deal(
+            item_name=w["item_name"],
+            best_price_in_cents=p["price_in_cents"],
+            regular_price_in_cents=p["regular_price_in_cents"],
+            store_name=p["store_name"],
+            store_id=p["store_id"],
+        )
         for w, p in new
     ]
     # What makes each deal worth reading, in the order of `deals` (whose entries keep the
     # seed's fields only, so clients that compare them whole are not broken).
     details = [
-        {
-            "item_key": w["item_key"],
-            "discount_percent": discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
-            "lowest_in_days": window_days
+        DealDetail(
+            item_key=w["item_key"],
+            discount_percent=discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
+            lowest_in_days=window_days
             if w["item_key"] in lows and p["price_in_cents"] <= lows[w["item_key"]]
             else None,
-        }
+        )
         for w, p in new
     ]
-    data = {
-        "deals": deals,
-        "deal_details": details,
-        "user_id": user_id,
-        "message": deal_message(len(new)),
-        "headline": deal_headline([{**d, **x} for d, x in zip(deals, details, strict=True)]),
-    }
+    plain = msgspec.to_builtins((deals, details))
+    data = msgspec.to_builtins(
+        DealData(
+            deals=deals,
+            deal_details=details,
+            user_id=user_id,
+            message=deal_message(len(new)),
+            headline=deal_headline([{**d, **x} for d, x in zip(*plain, strict=True)]),
+        )
+    )
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(
         user_id, NotificationType.DEAL, data, dedupe, keys, email_pending=user_id in emailed

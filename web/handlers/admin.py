@@ -15,6 +15,7 @@ from notifier.storage.writes import apply_async
 from web import stats
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
+from web.shapes import AnnouncementCreated, Job, PriceCreated
 
 CHECK_DEALS = "tasks.deals.check_deals"
 IMPORT_PRICES = "tasks.prices.import_prices"
@@ -78,7 +79,7 @@ class PricesApiHandler(ApiHandler):
     async def post(self) -> None:
         """Record a store's price."""
         price_id = await post_price(self, PriceInput.parse(self.json_body()))
-        self.write_json({"price_id": price_id}, status=201)
+        self.write_json(PriceCreated(price_id), status=201)
 
 
 class DealChecksApiHandler(ApiHandler):
@@ -88,7 +89,7 @@ class DealChecksApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Run a deal check now."""
-        self.write_json({"job_id": await run_deal_check(self, self.user.user_id)}, status=202)
+        self.write_json(Job(await run_deal_check(self, self.user.user_id)), status=202)
 
 
 class AnnouncementsApiHandler(ApiHandler):
@@ -98,7 +99,7 @@ class AnnouncementsApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Broadcast a system message."""
-        self.write_json({"id": await announce(self, self.json_body())}, status=202)
+        self.write_json(AnnouncementCreated(await announce(self, self.json_body())), status=202)
 
 
 class PriceImportsApiHandler(ApiHandler):
@@ -109,7 +110,7 @@ class PriceImportsApiHandler(ApiHandler):
     async def post(self) -> None:
         """Queue a price import."""
         job_id = await import_prices(self, self.request.body, self.user.user_id, "api upload")
-        self.write_json({"job_id": job_id}, status=202)
+        self.write_json(Job(job_id), status=202)
 
 
 class StatsApiHandler(ApiHandler):

@@ -17,6 +17,7 @@ from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
 from web.handlers.base import COOKIE, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
+from web.shapes import Me, Token
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,7 @@ class TokenHandler(ApiHandler):
             raise Unauthorized("wrong username or password", "invalid_credentials")
         token = issue_for(self, user)
         ttl = self.config.token_ttl
-        self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})
+        self.write_json(Token(token, "Bearer", ttl))
 
 
 class MeHandler(ApiHandler):
@@ -178,7 +179,7 @@ class MeHandler(ApiHandler):
     def get(self) -> None:
         """Who the token speaks for."""
         u = self.user
-        self.write_json({"user_id": u.user_id, "username": u.username, "role": u.role})
+        self.write_json(Me(u.user_id, u.username, u.role))  # type: ignore[arg-type]
 
 
 default_handlers = [

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from celery import Celery
@@ -244,6 +245,8 @@ class BaseHandler(RequestHandler):
         """Finish with a JSON answer."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
+        if isinstance(value, msgspec.Struct):  # a shape of the API (web/shapes.py, the core's)
+            value = msgspec.to_builtins(value)
         self.finish(json.dumps(value, separators=(",", ":")))
 
 

@@ -14,6 +14,7 @@ from notifier.realtime import bus
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 from web.handlers.watchlist import watchlist_context
+from web.shapes import BulkOutcome, UnreadCount
 
 PAGE_SIZE = 20
 
@@ -34,12 +35,12 @@ async def tell_read(handler: BaseHandler, user_id: str, changed: list[str]) -> i
     return unread
 
 
-async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> dict[str, Any]:
+async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> BulkOutcome:
     """Apply a bulk action (notifier/notifications/bulk.py); every tab hears of the ones
     that went read. `{"changed", "more", "unread_count"}`."""
     result = await request.apply(NotificationRepository(handler.db), user_id)
     unread = await tell_read(handler, user_id, result.read)
-    return {"changed": result.changed, "more": result.more, "unread_count": unread}
+    return BulkOutcome(result.changed, result.more, unread)
 
 
 def form_read_request(handler: PageHandler) -> list[int] | None:
@@ -98,7 +99,7 @@ class NotificationsReadApiHandler(ApiHandler):
     async def post(self) -> None:
         """Mark some or all read."""
         seqs = ReadRequest.parse(self.json_body())
-        self.write_json({"unread_count": await mark_read(self, self.user.user_id, seqs)})
+        self.write_json(UnreadCount(await mark_read(self, self.user.user_id, seqs)))
 
 
 class DashboardHandler(PageHandler):
@@ -242,8 +243,8 @@ class HistoryBulkHandler(PageHandler):
         back = validation.safe_path(arg("back", "/history"), "/history")
         path, _, query = back.partition("?")
         kept = [(k, v) for k, v in urllib.parse.parse_qsl(query) if k not in DONE_PARAMS]
-        done = {"done": action, "count": str(result["changed"])}
-        if result["more"]:
+        done = {"done": action, "count": str(result.changed)}
+        if result.more:
             done["more"] = "1"
         self.redirect(f"{path}?{urllib.parse.urlencode([*kept, *done.items()])}", status=303)
 

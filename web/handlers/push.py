@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import validation
+from notifier import validation, vapid
 from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
-from notifier.push import endpoints, keys
+from notifier.push import endpoints
 from notifier.push.acks import PushAck, read_ack_token
 from notifier.push.subscriptions import PushRemoval, Subscription, SubscriptionRepository
 from web.handlers.base import ApiHandler
 from web.handlers.static import STATIC, NotifierStaticFileHandler
+from web.shapes import PushPublicKey, PushSubscribed
 
 
 class PushApiHandler(ApiHandler):
@@ -32,7 +33,7 @@ class PushPublicKeyHandler(PushApiHandler):
     def get(self) -> None:
         """The VAPID public key, base64url."""
         assert self.config.vapid_private_key is not None
-        self.write_json({"public_key": keys.public_key(self.config.vapid_private_key)})
+        self.write_json(PushPublicKey(vapid.public_key(self.config.vapid_private_key)))
 
 
 class PushSubscriptionsHandler(PushApiHandler):
@@ -45,7 +46,7 @@ class PushSubscriptionsHandler(PushApiHandler):
         endpoint = endpoints.parse(sub.endpoint, allow_loopback)
         await endpoints.check_resolved(endpoint, allow_loopback)
         await SubscriptionRepository(self.db).add(self.user.user_id, sub, self.user.version)
-        self.write_json({"endpoint": sub.endpoint}, status=201)
+        self.write_json(PushSubscribed(sub.endpoint), status=201)
 
     async def delete(self) -> None:
         """Remove `{"endpoint": url}`, or every one of the caller's with `{"all": true}`: 204."""
