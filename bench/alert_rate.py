@@ -2,9 +2,9 @@
 
 Starts what `make run` starts, minus the web process (nobody is online, so every deal
 no page acknowledged is emailed, as for a shopper who left the tab closed): SecantusDB,
-redis-server, the demo seed, a Celery worker and beat with the demo feed. After
-`--minutes` (10), counts each demo user's deal notifications (alerts, and the deals they
-list) and the deal emails sent, and prints them per hour.
+redis-server, the demo seed, a Celery worker and beat with the demo feed. Over
+`--minutes` (10), after `--warmup` minutes (0), it counts each demo user's deal
+notifications (alerts, and the deals they list) and deal emails sent, per hour.
 
     .venv/bin/python bench/alert_rate.py --minutes 10
 
@@ -35,7 +35,7 @@ from pymongo import MongoClient  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.dev.seed import seed  # noqa: E402
-from notifier.storage.migrations import migrate  # noqa: E402
+from notifier.migrations import migrate  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 
 DEMO = {"DEMO_FEED_INTERVAL": 8.0, "DEAL_CHECK_INTERVAL": 10.0, "EMAIL_ACK_WAIT": 60.0}
@@ -96,6 +96,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--speed", type=float, default=1.0)
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=0.0,
+        help="minutes the feed runs before counting starts (each item's first deal is news)",
+    )
     args = parser.parse_args()
     settings = {k: str(v / args.speed) for k, v in DEMO.items()}
     settings["EMAIL_MIN_INTERVAL"] = str(EMAIL_MIN_INTERVAL / args.speed)
@@ -110,8 +116,9 @@ def main() -> None:
         ensure_indexes(db, 180)
         migrate(db)
         seed(db, "demo")
-        since = datetime.now(UTC)
         procs = start(env, tmp)
+        time.sleep(args.warmup * 60)
+        since = datetime.now(UTC)
         time.sleep(args.minutes * 60)  # the feed runs for this long: the measurement itself
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -121,6 +128,7 @@ def main() -> None:
         result = {
             "commit": commit,
             "minutes": args.minutes,
+            "warmup_minutes": args.warmup,
             "speed": args.speed,
             "feed_hours": round(hours, 3),
             "per_user": count(db, since, hours),

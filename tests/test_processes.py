@@ -146,8 +146,9 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 ):
     import threading
 
-    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
 
     port = free_port()
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
@@ -212,8 +213,9 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
     env, db, sync_redis, alice, io_loop
 ):
-    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
 
     ports = [free_port(), free_port()]
     procs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]

@@ -15,7 +15,6 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
-from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
@@ -24,8 +23,6 @@ from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
-from notifier.realtime.bus import Publisher
-from notifier.realtime.render import PayloadRenderer
 from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
@@ -487,69 +484,3 @@ class NotificationWriter:
         if doc is None:  # data from before the state documents
             return self._db.notifications.count_documents({"user_id": user_id, "read": False})
         return max(0, int(doc.get("unread", 0)))
-
-
-class NotificationService:
-    """Write a notification to MongoDB, then publish it: MongoDB first, always."""
-
-    def __init__(
-        self,
-        writer: NotificationWriter,
-        publisher: Publisher,
-        renderer: PayloadRenderer | None = None,
-    ) -> None:
-        self._writer = writer
-        self._publisher = publisher
-        # Both socket formats are rendered here, once, so web processes only forward them.
-        self._renderer = renderer or PayloadRenderer()
-
-    @property
-    def publisher(self) -> Publisher:
-        """Where this service publishes (batches publish there too)."""
-        return self._publisher
-
-    @property
-    def renderer(self) -> PayloadRenderer:
-        """What renders the events it publishes (batches render with it too)."""
-        return self._renderer
-
-    def notify(
-        self,
-        user_id: str,
-        type: NotificationType,
-        data: dict[str, Any],
-        *,
-        dedupe_key: str | None = None,
-        deal_keys: list[str] | None = None,
-    ) -> dict[str, Any] | None:
-        """Store and publish one notification; None when it was stored before."""
-        doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
-        if doc is not None:
-            self.publish(doc)
-        return doc
-
-    def publish(self, doc: dict[str, Any]) -> bool:
-        """Publish a stored notification; on failure it stays in the outbox for the sweep."""
-        notification = to_json(doc)
-        unread = self._writer.unread_count(doc["user_id"])
-        event = self._renderer.notification_event(doc["user_id"], notification, unread)
-        try:
-            self._publisher.publish(event)
-        except (RedisError, OSError) as e:
-            log.warning(
-                "publishing notification %s of %s failed (the sweep retries): %s",
-                notification["id"],
-                doc["user_id"],
-                e,
-            )
-            return False
-        self._writer.mark_published(doc)
-        return True
-
-    def unread_count(self, user_id: str) -> int:
-        """The user's unread count (for events published outside the writer's path)."""
-        return self._writer.unread_count(user_id)
-
-    def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish what a failed publish left in the outbox; returns how many went out."""
-        return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))
