@@ -20,7 +20,7 @@ from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import AnnouncementInput
 from notifier.notifications.bulk import BulkInput, ReadRequest
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
-from notifier.notifications.store import NotificationPage
+from notifier.notifications.store import CANDIDATES, NotificationPage
 from notifier.push.acks import PushAck
 from notifier.push.subscriptions import PushRemoval, PushSubscription
 from notifier.shopping.deals import DealData
@@ -197,7 +197,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/notifications": {
         "get": operation(
-            "The caller's notifications, newest first",
+            "The caller's notifications, newest first; a filtered page reads at most "
+            f"{CANDIDATES} notifications to fill itself (see `partial`)",
             body(ref("NotificationPage"), "200", "one page"),
             parameters=[
                 query(
