@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from notifier import vapid
 from notifier.errors import ConfigurationError
 from notifier.proxies import TrustedProxies
-from notifier.push import keys as push_keys
 
 Number = TypeVar("Number", int, float)
 MIN_SECRET_LENGTH = 32
@@ -56,6 +56,8 @@ class Settings:
     var_dir: Path
     web_concurrency: int = 1
     replay_limit: int = 500
+    alert_memory_days: int = 7  # a deal without a target must beat what was told in this long
+    email_min_interval: float = 1800.0  # seconds between two deal emails to one user
     ws_transport: str = "auto"  # auto, fast or stock: see web/transport.py
     # prometheus-client's multiprocess directory, set when WEB_CONCURRENCY > 1 (web/serve.py)
     metrics_dir: str | None = None
@@ -107,6 +109,8 @@ class Settings:
             smtp_url=env.get("SMTP_URL") or None,
             email_from=env.get("EMAIL_FROM") or "notifier <notifier@localhost>",
             email_ack_wait=_number(env, "EMAIL_ACK_WAIT", "60", float),
+            email_min_interval=max(0.0, _number(env, "EMAIL_MIN_INTERVAL", "1800", float)),
+            alert_memory_days=max(0, _number(env, "ALERT_MEMORY_DAYS", "7", int)),
             broker_visibility_timeout=_number(env, "BROKER_VISIBILITY_TIMEOUT", "3600", int),
             base_url=(env.get("BASE_URL") or f"http://localhost:{port}").rstrip("/"),
             deal_check_interval=_number(
@@ -185,9 +189,9 @@ def _vapid(env: Mapping[str, str], mode: str, var_dir: Path) -> tuple[str | None
                 "Web Push off); `python -m notifier vapid-keys` prints a key pair"
             )
     if key is None:
-        key = _generated_once(var_dir / "vapid-private-key", push_keys.new_private_key)
-    push_keys.signer(key)  # refuse a key that cannot sign, at start rather than at a push
-    return key, push_keys.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
+        key = _generated_once(var_dir / "vapid-private-key", vapid.new_private_key)
+    vapid.signer(key)  # refuse a key that cannot sign, at start rather than at a push
+    return key, vapid.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
 
 
 def _generated_once(path: Path, make: Callable[[], str]) -> str:

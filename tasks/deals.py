@@ -78,7 +78,12 @@ def check_deal_chunk(
     """Check one chunk of users and notify them in one batch; idempotent."""
     res = celery.resources
     with metrics.DEAL_CHECK_DURATION.time():
-        check = DealCheck(res.db, res.notifications, window_days=res.settings.price_window_days)
+        check = DealCheck(
+            res.db,
+            res.notifications,
+            window_days=res.settings.price_window_days,
+            memory_days=res.settings.alert_memory_days,
+        )
         result = check.run_chunk(user_ids, item_keys)
     metrics.DEALS_FOUND.inc(result.deals_found)
     metrics.DEAL_CHECK_ITEM_FAILURES.inc(len(result.failed))

@@ -140,6 +140,9 @@ def env(
         "DEAL_CHECK_CHUNK_USERS": "2",
         # Offline email waits this long for a page to acknowledge a deal (60 s by default).
         "EMAIL_ACK_WAIT": "5",
+        # One deal email per user per 30 minutes by default; the tests that count emails
+        # per deal need none (tests/test_email_interval.py gives the interval its own tests).
+        "EMAIL_MIN_INTERVAL": "0",
         # `make test` runs the live-path tests once more with WS_TRANSPORT=stock.
         "WS_TRANSPORT": os.environ.get("WS_TRANSPORT", "auto"),
     }

@@ -21,6 +21,7 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 
+from pymongo import MongoClient, monitoring
 from tornado.httpclient import HTTPResponse
 
 from notifier.dev.embedded import Server, free_port
@@ -29,6 +30,42 @@ from notifier.realtime.render import PayloadRenderer
 from tests.conftest import ROOT
 
 RENDERER = PayloadRenderer()
+
+
+class CommandLog(monitoring.CommandListener):
+    """The commands a MongoClient had answered, in order: (command, collection, returned).
+
+    `returned` is how many documents a find gave in its first batch (None for the rest);
+    `events` is shared, so a test can put its own entries between the commands.
+    """
+
+    def __init__(self, events: list[tuple[str, Any, Any]] | None = None) -> None:
+        self.events = [] if events is None else events
+        self._started: dict[int, tuple[str, Any]] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self._started[event.request_id] = (
+            event.command_name,
+            event.command.get(event.command_name),
+        )
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        name, collection = self._started.pop(event.request_id, (event.command_name, None))
+        batch = event.reply.get("cursor", {}).get("firstBatch")
+        self.events.append((name, collection, None if batch is None else len(batch)))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._started.pop(event.request_id, None)
+
+
+@contextlib.contextmanager
+def logged_db(uri: str, log: CommandLog) -> Iterator[Any]:
+    """The database of `uri` through a client of its own whose commands go to `log`."""
+    client: MongoClient[dict[str, Any]] = MongoClient(uri, event_listeners=[log])
+    try:
+        yield client.get_default_database()
+    finally:
+        client.close()
 
 
 def announcement_message(announcement: dict[str, Any]) -> bytes:

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.storage.writes import apply
 from tests.conftest import ROOT, User
@@ -815,3 +816,70 @@ def test_the_watchlist_is_fetched_again_only_when_a_deal_changes_it(
     tab.page.wait_for_selector(f"#notification-{again['data']['notification_id']}")
     assert stale.evaluate("seen => seen.length") == 1
     assert tab.errors == []
+
+
+def watch_doc(db: Any, user: User, item: str) -> dict[str, Any]:
+    return db.watchlists.find_one({"user_id": user.user_id, "item_key": item.casefold()})
+
+
+@pytest.mark.parametrize("width", [1280, 390])
+def test_alert_settings_are_edited_inline_on_the_watchlist(open_tab, web, db, alice, item, width):
+    api(web, alice, "/api/watchlist", {"item_name": item})
+    tab = open_tab(width=width).login(alice)
+    row = tab.page.locator("#watchlist li.watch", has_text=item)
+    row.locator("summary").click()
+    row.get_by_label("Min. % off").fill("0")  # out of range: said, nothing stored
+    row.get_by_role("button", name=f"Save alert settings for {item}").click()
+    row = tab.page.locator("#watchlist li.watch", has_text=item)
+    assert "Min. % off must be a whole number from 1 to 99" in row.locator(".error").inner_text()
+    assert watch_doc(db, alice, item).get("min_discount_percent") is None
+    row.get_by_label("Target $").fill("2.50")
+    row.get_by_label("Min. % off").fill("20")
+    row.get_by_label("At most every … hours").fill("6")
+    row.get_by_role("button", name=f"Save alert settings for {item}").click()
+    tab.page.locator("#watchlist li.watch", has_text="20%+ off · at most every 6 h").wait_for()
+    row = tab.page.locator("#watchlist li.watch", has_text=item)
+    assert "target $2.50" in row.inner_text() and row.get_by_text("Saved.").is_visible()
+    stored = watch_doc(db, alice, item)
+    assert (stored["target_price_in_cents"], stored["min_discount_percent"]) == (250, 20)
+    assert stored["realert_hours"] == 6
+    assert axe_violations(tab) == []
+    assert [e for e in tab.errors if "status of 400" not in e] == []  # the refused save only
+
+
+def test_alert_settings_on_the_item_page_with_and_without_script(
+    browser, open_tab, web, db, alice, admin, item
+):
+    api(web, alice, "/api/watchlist", {"item_name": item, "target_price_in_cents": 300})
+    post_deal(web, admin, item, cents=349)
+    tab = open_tab().login(alice)
+    tab.page.goto(web.url + "/items/" + urllib.parse.quote(item))
+    rules = tab.page.locator("#rules-item")
+    rules.locator("summary").click()
+    assert rules.get_by_label("Target $").input_value() == "3.00"
+    rules.get_by_label("At most every … hours").fill("12")
+    rules.get_by_role("button", name=f"Save alert settings for {item}").click()
+    tab.page.locator("#rules-item").get_by_text("Saved.").wait_for()
+    assert watch_doc(db, alice, item)["realert_hours"] == 12
+    assert axe_violations(tab) == [] and tab.errors == []
+    # Without script: the same form posts, and the page comes back showing what was saved.
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(web.url + "/login")
+        page.get_by_label("Username").fill(alice.username)
+        page.get_by_label("Password").fill(alice.password)
+        page.get_by_role("button", name="Log in").click()
+        page.wait_for_url(web.url + "/")
+        page.goto(web.url + "/items/" + urllib.parse.quote(item))
+        page.locator("#rules-item summary").click()
+        page.locator("#rules-item").get_by_label("Min. % off").fill("15")
+        page.locator("#rules-item").get_by_role(
+            "button", name=f"Save alert settings for {item}"
+        ).click()
+        page.wait_for_url(web.url + "/items/" + urllib.parse.quote(item))
+        assert page.locator("#rules-item").get_by_label("Min. % off").input_value() == "15"
+        stored = watch_doc(db, alice, item)
+        assert (stored["min_discount_percent"], stored["realert_hours"]) == (15, 12)
+    finally:
+        context.close()

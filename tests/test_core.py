@@ -21,7 +21,8 @@ from notifier.formatting import money, relative_time
 from notifier.notifications.store import format_id, parse_id
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
-from notifier.shopping.deals import deal_key, deal_message, is_deal
+from notifier.shopping.alerts import is_deal
+from notifier.shopping.deals import deal_key, deal_message
 from notifier.shopping.prices import PriceInput, store_id_for
 from notifier.validation import item_key
 from web.handlers.pages import form_cents

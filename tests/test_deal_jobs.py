@@ -14,11 +14,11 @@ import redis
 from bson import ObjectId
 
 from notifier.dev.embedded import free_port
-from notifier.notifications.batch import republish_batches
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime import bus, presence
 from notifier.realtime.bus import Publisher
 from notifier.realtime.presence import online_users
+from notifier.realtime.publishing import NotificationService, republish_batches
 from notifier.shopping import deals
 from notifier.shopping.checks import DealCheckJobs
 from notifier.shopping.deals import DealCheck
@@ -26,6 +26,7 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from notifier.validation import item_key
+from tests.helpers import CommandLog, logged_db
 
 
 @pytest.fixture
@@ -237,15 +238,22 @@ def test_the_scheduled_check_takes_changed_and_expired_items_once(db):
     assert jobs.changes_to_check(now=expiry + timedelta(seconds=3))[0] == [item_key(fresh)]
 
 
-def test_nothing_changed_costs_two_small_reads(db):
-    jobs = DealCheckJobs(db)
-    jobs.changes_to_check()
+def test_nothing_changed_costs_three_empty_reads_and_one_write(db, config):
+    """A scheduled run with nothing to do reads its schedule, the expiry window and the
+    marks (finding none), moves the window on, and touches no watch, price or user."""
+    DealCheckJobs(db).changes_to_check()
     db.item_changes.delete_many({})
-    started = time.perf_counter()
-    items, claimed = jobs.changes_to_check()
-    elapsed = time.perf_counter() - started
-    print(f"\nscheduled check with nothing changed: {elapsed * 1000:.1f} ms")
+    log = CommandLog()
+    with logged_db(config.mongodb_uri, log) as watched:
+        items, claimed = DealCheckJobs(watched).changes_to_check()
+        commands = list(log.events)  # not the client's goodbye
     assert (items, claimed) == ([], {})
+    assert commands == [
+        ("find", "deal_check_schedule", 1),
+        ("find", "prices", 0),
+        ("find", "item_changes", 0),
+        ("update", "deal_check_schedule", None),
+    ]
 
 
 def test_bad_user_ids_in_watches_do_not_break_a_chunk(db, service, item):

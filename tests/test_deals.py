@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.notifications.store import NotificationService, NotificationWriter
-from notifier.realtime import bus
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
+from tests.helpers import CommandLog, logged_db
 
 
 @pytest.fixture
@@ -125,28 +126,46 @@ def test_concurrent_checks_store_one_notification(db, check, alice, names):
     assert len(notifications(db, alice)) == 1
 
 
-def test_stored_in_mongodb_before_it_is_published(db, check, sync_redis, alice, names):
+# The commands that store a notification: one insert, or an upsert or bulk write of them.
+NOTIFICATION_WRITES = {(name, "notifications") for name in ("insert", "update", "findAndModify")}
+
+
+class RecordingPublisher(Publisher):
+    """The real publisher, noting each publish in the order of the MongoDB commands."""
+
+    def __init__(self, client, events):
+        super().__init__(client)
+        self.events = events
+        self.published = []
+
+    def publish(self, event):
+        self.events.append(("publish", event.user_id, None))
+        self.published.append(event)
+        return super().publish(event)
+
+    def publish_many(self, events):
+        self.events.extend(("publish", event.user_id, None) for event in events)
+        self.published.extend(events)
+        super().publish_many(events)
+
+
+def test_stored_in_mongodb_before_it_is_published(db, config, sync_redis, alice, names):
+    """The order on the wire: MongoDB acknowledged the notification before its publish."""
     apply(db, [watch(alice.user_id, WatchInput(names["milk"]))])
     post(db, names["a"], names["milk"], 199, 249)
-    pubsub = sync_redis.pubsub()
-    pubsub.psubscribe("notifier:*")
-    try:
-        confirmed = pubsub.get_message(timeout=5)
-        assert confirmed is not None and confirmed["type"] == "psubscribe"
-        check.run()
-        while True:
-            message = pubsub.get_message(timeout=10)
-            assert message is not None, "nothing was published"
-            event = bus.decode(message["data"])
-            if getattr(event, "user_id", None) == alice.user_id:
-                break
-        # When the event is out, the notification is already in MongoDB.
-        stored = db.notifications.find_one({"user_id": alice.user_id})
-        envelope = json.loads(event.payload("json"))
-        assert envelope["data"]["id"] == stored["data"]["notification_id"]
-        assert envelope["data"]["unread_count"] == 1
-    finally:
-        pubsub.close()
+    log = CommandLog()
+    with logged_db(config.mongodb_uri, log) as watched:
+        publisher = RecordingPublisher(sync_redis, log.events)
+        DealCheck(watched, NotificationService(NotificationWriter(watched), publisher)).run()
+        order = list(log.events)
+    published = order.index(("publish", alice.user_id, None))
+    stored = [i for i, (name, on, _) in enumerate(order) if (name, on) in NOTIFICATION_WRITES]
+    assert stored and stored[0] < published, order
+    (event,) = [e for e in publisher.published if e.user_id == alice.user_id]
+    envelope = json.loads(event.payload("json"))
+    notification = db.notifications.find_one({"user_id": alice.user_id})
+    assert envelope["data"]["id"] == notification["data"]["notification_id"]
+    assert envelope["data"]["unread_count"] == 1
 
 
 def test_ids_increase_in_creation_order_per_user(db, sync_redis, alice):

@@ -348,7 +348,7 @@ def test_a_client_that_stops_reading_is_dropped_as_too_slow_after_the_stall_time
         assert socket.send("still within the stall time")
         clock.now += 0.2
         assert socket.send("too late") is False
-        assert transport.closed == (engine.TOO_SLOW, "too slow") and forgotten == [socket]
+        assert transport.closed == (4009, "too slow") and forgotten == [socket]
 
     run(scenario())
 
@@ -379,7 +379,7 @@ def test_far_too_many_unsent_drops_the_socket_at_once():
         for i in range(engine.MAX_UNFLUSHED):
             socket.send(f"m{i}")
         assert socket.send("one more") is False
-        assert transport.closed == (engine.TOO_SLOW, "too slow") and forgotten == [socket]
+        assert transport.closed == (4009, "too slow") and forgotten == [socket]
 
     run(scenario())
 
@@ -405,7 +405,7 @@ def test_storage_failing_during_a_replay_closes_the_socket_so_the_client_resumes
         socket.greet("hello")
         socket.start_from(f"{0:012d}", 4)
         await settle(socket)
-        assert transport.closed == (engine.STORAGE_UNAVAILABLE, "storage unavailable")
+        assert transport.closed == (1011, "storage unavailable")
 
     run(scenario())
 

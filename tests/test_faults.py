@@ -17,9 +17,10 @@ import redis
 from tornado.httpclient import HTTPClientError
 
 from notifier.dev.embedded import Server, start_redis
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
-from notifier.realtime.delivery import LOGGED_OUT
+from notifier.realtime.disconnect import LOGGED_OUT
+from notifier.realtime.publishing import NotificationService
 from tests.helpers import announcement_message, collect, login, restartable
 
 
@@ -178,7 +179,7 @@ async def test_a_logout_while_redis_is_down_revokes_tokens_and_sockets_once_it_i
     )
 
     code, _ = await live.closed()  # when the web process joins the bus again
-    assert code == LOGGED_OUT
+    assert code == LOGGED_OUT.code
     assert (await fetch("/api/me", headers=alice.auth)).code == 401
     with pytest.raises(HTTPClientError) as refused:
         await ws_connect(f"?format=json&token={alice.token}")

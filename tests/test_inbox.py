@@ -285,4 +285,11 @@ async def test_a_removed_watch_can_be_put_back_only_by_its_owner(fetch, alice, b
     restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert restored.code == 200
     items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [{"item_name": item, "target_price_in_cents": 150}]
+    assert items == [
+        {
+            "item_name": item,
+            "target_price_in_cents": 150,
+            "min_discount_percent": None,
+            "realert_hours": None,
+        }
+    ]

@@ -79,7 +79,14 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
     )
     assert bad.code == 400 and "Target must be an amount" in bad.body.decode()
     items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [{"item_name": item, "target_price_in_cents": 250}]
+    assert items == [
+        {
+            "item_name": item,
+            "target_price_in_cents": 250,
+            "min_discount_percent": None,
+            "realert_hours": None,
+        }
+    ]
     removed = await fetch(
         f"/fragments/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=htmx
     )
@@ -92,7 +99,14 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
     restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert restored.code == 200 and f"Watching {item}." in restored.body.decode()
     items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [{"item_name": item, "target_price_in_cents": 250}]
+    assert items == [
+        {
+            "item_name": item,
+            "target_price_in_cents": 250,
+            "min_discount_percent": None,
+            "realert_hours": None,
+        }
+    ]
     again = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert again.code == 404 and "nothing to undo" in again.body.decode()
 

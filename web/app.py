@@ -22,7 +22,7 @@ from notifier.notifications.announcements import (
 )
 from notifier.notifications.store import NotificationRepository
 from notifier.realtime.bus import AsyncBusClient
-from notifier.realtime.delivery import LOGGED_OUT, TOKEN_EXPIRED
+from notifier.realtime.disconnect import LOGGED_OUT, TOKEN_EXPIRED
 from notifier.realtime.fanout import FanOut
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.realtime.resp import RedisLink
@@ -105,7 +105,7 @@ def make_app(
         celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
         process=process,
         subscription=Subscription(),  # kept by this process's Subscriber, read by /readyz
-        expiry=ExpirySweep(TOKEN_EXPIRED, "token expired"),  # closes sockets at token expiry
+        expiry=ExpirySweep(*TOKEN_EXPIRED),  # closes sockets at token expiry
         static_path=str(STATIC),
         static_handler_class=NotifierStaticFileHandler,
         xsrf_cookies=True,
@@ -158,9 +158,7 @@ def on_bus_joined(app: Application, fanout: FanOut) -> Callable[[], Awaitable[No
         await fanout.resubscribed()
         try:
             await versions.sync_uncached()
-            closed = expiry.close_revoked(
-                await versions.current_many(expiry.users()), LOGGED_OUT, "logged out"
-            )
+            closed = expiry.close_revoked(await versions.current_many(expiry.users()), *LOGGED_OUT)
         except (PyMongoError, RedisError, OSError) as e:  # their tokens still expire
             log.warning("revoked tokens not checked on joining the bus: %s", e)
             return

@@ -1,32 +1,44 @@
 """The JSON API as an OpenAPI 3.1 document, served at GET /api/openapi.json.
 
-tests/test_openapi.py keeps it true: every /api route is described here and nothing
-else is, and schemathesis checks the running service against it (no 5xx, every status,
-content type and body as documented).
+The request bodies' schemas are generated from the Structs the handlers decode them
+with (msgspec.json.schema_components), so what is documented is what is checked; the
+table of paths is written here. tests/test_openapi.py keeps it true: every /api route is
+described here and nothing else is, and schemathesis checks the running service against
+it (no 5xx, every status, content type and body as documented).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from notifier.accounts.preferences import EMAIL_MODES
+import msgspec
+
+from notifier.accounts.auth import Credentials
+from notifier.accounts.preferences import Preferences
+from notifier.errors import ErrorBody
 from notifier.kinds import TYPE_NAMES, NotificationType
-from notifier.notifications.announcements import SEVERITIES
-from notifier.notifications.bulk import ACTIONS, BULK_LIMIT, MAX_IDS
+from notifier.notifications.announcements import AnnouncementInput
+from notifier.notifications.bulk import BulkInput, ReadRequest
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
-from notifier.push.endpoints import MAX_ENDPOINT
-from notifier.validation import MAX_CENTS
+from notifier.notifications.store import CANDIDATES, NotificationPage
+from notifier.push.acks import PushAck
+from notifier.push.subscriptions import PushRemoval, PushSubscription
+from notifier.shopping.deals import DealData
+from notifier.shopping.prices import PriceInput
+from notifier.shopping.watchlist import AlertRules, WatchInput, WatchItem, Watchlist
+from notifier.validation import NOTIFICATION_ID
+from web.shapes import RESPONSES
+from web.stats import Stats
 
 JSON = "application/json"
-ID = {"type": "string", "pattern": "^[0-9]{12}$", "description": "a notification id"}
-CENTS = {"type": "integer", "minimum": 0, "maximum": MAX_CENTS}
-NON_BLANK = r"\S"
+ID = {"type": "string", "pattern": NOTIFICATION_ID, "description": "a notification id"}
+ITEM_NAME = {
+    "name": "item_name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
 TYPES = [t.value for t in NotificationType]
-
-
-def text(max_length: int) -> dict[str, Any]:
-    """A required string that is not blank (whitespace is collapsed before the length check)."""
-    return {"type": "string", "minLength": 1, "maxLength": max_length, "pattern": NON_BLANK}
 
 
 def obj(required: list[str], **properties: Any) -> dict[str, Any]:
@@ -46,7 +58,7 @@ def body(schema: dict[str, Any], status: str, description: str) -> dict[str, Any
 
 def error(status: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """An error response: the contract's `{"error": {"code", "message"}}`."""
-    response: dict[str, Any] = body(ref("Error"), status, description)
+    response: dict[str, Any] = body(ref("ErrorBody"), status, description)
     if headers:
         response[status]["headers"] = headers
     return response
@@ -93,263 +105,38 @@ def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]
     }
 
 
+REQUEST_BODIES = [
+    Credentials,
+    WatchInput,
+    AlertRules,
+    PriceInput,
+    AnnouncementInput,
+    ReadRequest,
+    BulkInput,
+    Preferences,
+    PushSubscription,
+    PushRemoval,
+    PushAck,
+]
+RESPONSE_BODIES = [
+    *RESPONSES,
+    ErrorBody,
+    WatchItem,
+    Watchlist,
+    NotificationPage,
+    DealData,
+    Stats,
+]
+_, GENERATED = msgspec.json.schema_components(
+    REQUEST_BODIES + RESPONSE_BODIES, ref_template="#/components/schemas/{name}"
+)
+
 SCHEMAS: dict[str, Any] = {
-    "Error": obj(
-        ["error"],
-        error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
-    ),
-    "Credentials": obj(
-        ["username", "password"], username=text(100), password={"type": "string", "minLength": 1}
-    ),
-    "Token": obj(
-        ["token", "token_type", "expires_in"],
-        token={"type": "string"},
-        token_type={"const": "Bearer"},
-        expires_in={"type": "integer"},
-    ),
-    "Me": obj(
-        ["user_id", "username", "role"],
-        user_id={"type": "string"},
-        username={"type": "string"},
-        role={"enum": ["shopper", "admin"]},
-    ),
-    "WatchInput": obj(
-        ["item_name"],
-        item_name=text(100),
-        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
-    ),
-    "WatchItem": obj(
-        ["item_name", "target_price_in_cents"],
-        item_name={"type": "string"},
-        target_price_in_cents={"anyOf": [CENTS, {"type": "null"}]},
-    ),
-    "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
-    "PriceInput": obj(
-        ["store_name", "item_name", "price_in_cents", "regular_price_in_cents"],
-        store_name=text(100),
-        item_name=text(100),
-        price_in_cents=CENTS,
-        regular_price_in_cents={**CENTS, "description": "at least price_in_cents"},
-        valid_until={
-            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}],
-            "description": "in the future; without a zone, UTC",
-        },
-    ),
-    "PriceCreated": obj(["price_id"], price_id={"type": "string"}),
-    "Job": obj(["job_id"], job_id={"type": "string"}),
-    "AnnouncementInput": obj(
-        ["message"], message=text(500), severity={"enum": list(SEVERITIES), "default": "info"}
-    ),
-    "AnnouncementCreated": obj(["id"], id={"type": "string"}),
-    "Notification": obj(
-        ["id", "type", "created_at", "read", "data"],
-        id=ID,
-        type={"enum": TYPES},
-        created_at={"type": "string", "format": "date-time"},
-        read={"type": "boolean"},
-        archived={
-            "const": True,
-            "description": "present on archived notifications only (they are always read)",
-        },
-        data={
-            "type": "object",
-            "description": "by type; a deal-notification's data is DealData; an "
-            "announcement's copy in the history has `announcement_id`",
-            "properties": {
-                "message": {"type": "string"},
-                "headline": {
-                    "type": "string",
-                    "description": "what the deal is, e.g. 'Milk 1L $2.56 at Value Foods, "
-                    "27% off' or '3 deals: Milk 1L, Bananas and Coffee beans 500g'",
-                },
-                "deals": {"type": "array", "items": ref("Deal")},
-                "deal_details": {
-                    "type": "array",
-                    "items": ref("DealDetail"),
-                    "description": "per deal, in the order of `deals` (absent on "
-                    "notifications stored before it)",
-                },
-            },
-        },
-    ),
-    "Deal": obj(
-        ["item_name", "best_price_in_cents", "store_name", "store_id"],
-        item_name={"type": "string"},
-        best_price_in_cents=CENTS,
-        regular_price_in_cents=CENTS,
-        store_name={"type": "string"},
-        store_id={"type": "string"},
-    ),
-    "DealDetail": obj(
-        ["item_key", "discount_percent", "lowest_in_days"],
-        item_key={"type": "string", "description": "the item's key (its page is /items/<key>)"},
-        discount_percent={
-            "type": "integer",
-            "minimum": 0,
-            "maximum": 100,
-            "description": "below the regular price, in whole percent",
-        },
-        lowest_in_days={
-            "anyOf": [{"type": "integer"}, {"type": "null"}],
-            "description": "90 when this is the lowest price of the last 90 days",
-        },
-    ),
-    "NotificationPage": obj(
-        ["items", "next", "unread_count"],
-        items={"type": "array", "items": ref("Notification")},
-        next={"anyOf": [ID, {"type": "null"}], "description": "pass as `before` for older"},
-        unread_count={"type": "integer", "minimum": 0},
-    ),
-    "ReadRequest": {
-        "oneOf": [
-            {
-                **obj(
-                    ["ids"], ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS}
-                ),
-                "additionalProperties": False,
-            },
-            {**obj(["all"], all={"const": True}), "additionalProperties": False},
-        ]
-    },
-    "UnreadCount": obj(["unread_count"], unread_count={"type": "integer", "minimum": 0}),
-    "BulkRequest": {
-        "oneOf": [
-            {
-                **obj(
-                    ["action", "ids"],
-                    action={"enum": list(ACTIONS)},
-                    ids={"type": "array", "items": ID, "minItems": 1, "maxItems": MAX_IDS},
-                ),
-                "additionalProperties": False,
-            },
-            {
-                **obj(["action", "filter"], action={"enum": list(ACTIONS)}, filter=ref("Filter")),
-                "additionalProperties": False,
-            },
-        ],
-        "description": "by ids, or every notification matching the filter (the newest "
-        f"{BULK_LIMIT} a request: `more` says whether to ask again)",
-    },
-    "Filter": {
-        **obj(
-            [],
-            unread={"anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false"]}]},
-            type={"enum": ["", *TYPES, *TYPE_NAMES]},
-            item={"type": "string", "maxLength": MAX_QUERY},
-            store={"type": "string", "maxLength": MAX_QUERY},
-            q={"type": "string", "maxLength": MAX_QUERY},
-            since={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
-            until={"type": "string", "pattern": f"^$|{TIME_PATTERN}"},
-            archived={
-                "anyOf": [{"type": "boolean"}, {"enum": ["", "0", "1", "true", "false", "all"]}]
-            },
-        ),
-        "additionalProperties": False,
-        "description": "the history filters of GET /api/notifications",
-    },
-    "BulkResult": obj(
-        ["changed", "more", "unread_count"],
-        changed={"type": "integer", "minimum": 0},
-        more={"type": "boolean"},
-        unread_count={"type": "integer", "minimum": 0},
-    ),
-    "Stats": obj(
-        ["connections", "users", "processes"],
-        connections={"type": "integer"},
-        users={"type": "integer"},
-        processes={
-            "type": "array",
-            "items": obj(
-                ["process", "connections", "users"],
-                process={"type": "string"},
-                connections={"type": "integer"},
-                users={"type": "integer"},
-            ),
-        },
-    ),
-    "Preferences": {
-        **obj(
-            [],
-            email_mode={"enum": list(EMAIL_MODES), "default": "offline"},
-            quiet_hours_start={
-                "anyOf": [
-                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    {"type": "null"},
-                ]
-            },
-            quiet_hours_end={
-                "anyOf": [
-                    {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"},
-                    {"type": "null"},
-                ]
-            },
-            timezone={"type": "string", "default": "UTC", "description": "an IANA zone name"},
-            min_discount_percent={"type": "integer", "minimum": 0, "maximum": 100, "default": 0},
-            push_deals={
-                "type": "boolean",
-                "default": True,
-                "description": "push deals nobody saw within PUSH_ACK_WAIT to subscribed browsers",
-            },
-            push_announcements={"type": "boolean", "default": True},
-        ),
-        "additionalProperties": False,
-        "description": "both quiet hours or neither, and not equal",
-    },
-    "PushPublicKey": obj(
-        ["public_key"],
-        public_key={
-            "type": "string",
-            "description": "the VAPID public key (an uncompressed P-256 point, base64url): "
-            "PushManager.subscribe's applicationServerKey",
-        },
-    ),
-    "PushSubscription": {
-        **obj(
-            ["endpoint", "keys"],
-            endpoint={
-                "type": "string",
-                "minLength": 1,
-                "maxLength": MAX_ENDPOINT,
-                "description": "an https URL on a public address (development also takes "
-                "http and https on loopback)",
-            },
-            keys={
-                **obj(
-                    ["p256dh", "auth"],
-                    p256dh={"type": "string", "description": "base64url, 65 bytes"},
-                    auth={"type": "string", "description": "base64url, 16 bytes"},
-                ),
-                "additionalProperties": False,
-            },
-            expirationTime={"anyOf": [{"type": "integer"}, {"type": "null"}]},
-        ),
-        "additionalProperties": False,
-        "description": "the browser's PushSubscription.toJSON()",
-    },
-    "PushSubscribed": obj(["endpoint"], endpoint={"type": "string"}),
-    "PushRemoval": {
-        "oneOf": [
-            {
-                **obj(["endpoint"], endpoint={"type": "string", "minLength": 1}),
-                "additionalProperties": False,
-            },
-            {**obj(["all"], all={"const": True}), "additionalProperties": False},
-        ]
-    },
-    "PushAck": {
-        **obj(["token"], token={"type": "string", "description": "the push payload's `ack`"}),
-        "additionalProperties": False,
-    },
+    **GENERATED,
     "Health": {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
         "additionalProperties": {"type": "string"},
     },
-    "Readiness": obj(
-        ["status", "down", "checks"],
-        status={"enum": ["ok", "unavailable"]},
-        down={"type": "array", "items": {"type": "string"}},
-        checks={"type": "object", "additionalProperties": {"type": "string"}},
-    ),
 }
 
 PATHS: dict[str, Any] = {
@@ -386,6 +173,17 @@ PATHS: dict[str, Any] = {
         ),
     },
     "/api/watchlist/{item_name}": {
+        "patch": {
+            **operation(
+                "Change a watch's alert rules (the fields given; null clears one)",
+                {
+                    **body(ref("WatchItem"), "200", "the watch as it is now"),
+                    **error("404", "the item is not on the watchlist"),
+                },
+                request=ref("AlertRules"),
+            ),
+            "parameters": [ITEM_NAME],
+        },
         "delete": {
             **operation(
                 "Stop watching an item",
@@ -394,19 +192,13 @@ PATHS: dict[str, Any] = {
                     **error("404", "the item is not on the watchlist"),
                 },
             ),
-            "parameters": [
-                {
-                    "name": "item_name",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "minLength": 1},
-                }
-            ],
-        }
+            "parameters": [ITEM_NAME],
+        },
     },
     "/api/notifications": {
         "get": operation(
-            "The caller's notifications, newest first",
+            "The caller's notifications, newest first; a filtered page reads at most "
+            f"{CANDIDATES} notifications to fill itself (see `partial`)",
             body(ref("NotificationPage"), "200", "one page"),
             parameters=[
                 query(
@@ -463,8 +255,8 @@ PATHS: dict[str, Any] = {
     "/api/notifications/bulk": {
         "post": operation(
             "Mark read, archive (which also marks read) or unarchive, by ids or by filter",
-            body(ref("BulkResult"), "200", "how many changed, and what is left unread"),
-            request=ref("BulkRequest"),
+            body(ref("BulkOutcome"), "200", "how many changed, and what is left unread"),
+            request=ref("BulkInput"),
         )
     },
     "/api/notifications/read": {

@@ -14,6 +14,8 @@ from typing import Protocol
 
 from tornado.ioloop import PeriodicCallback
 
+from notifier.realtime.disconnect import PING_TIMEOUT
+
 BUCKETS = 30
 MIN_TICK = 0.1  # seconds
 
@@ -69,7 +71,7 @@ class PingSweep:
         for sock in list(bucket):
             if sock.pong_due:
                 bucket.discard(sock)
-                sock.close(1000, "ping timed out")
+                sock.close(*PING_TIMEOUT)
             elif not sock.send_ping():
                 bucket.discard(sock)
         if not any(self._buckets) and self._callback is not None:

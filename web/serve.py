@@ -30,7 +30,7 @@ from tornado.netutil import bind_sockets
 
 from notifier.dev.embedded import die_with_parent
 from notifier.realtime import bus
-from notifier.realtime.delivery import SERVICE_RESTART
+from notifier.realtime.disconnect import SERVICE_RESTART
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
@@ -99,7 +99,7 @@ async def main(config: Settings, sockets: list[socket.socket]) -> None:
 
     log.info("shutting down: closing %d socket(s)", registry.stats()["connections"])
     server.stop()
-    registry.close_all(SERVICE_RESTART, "server restarting")
+    registry.close_all(*SERVICE_RESTART)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), SHUTDOWN_GRACE)
     await stop_tasks(background, SHUTDOWN_GRACE)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import urllib.parse
 from collections.abc import Awaitable
@@ -23,6 +22,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream
 
+from notifier.errors import TooLarge, error_body
 from notifier.logs import redact
 from notifier.proxies import TrustedProxies
 
@@ -207,9 +207,8 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
         if not self.too_large:
             self.delegate.finish()
             return
-        body = json.dumps(
-            {"error": {"code": "too_large", "message": "the body must be at most 1 MB"}}
-        ).encode()
+        too_large = TooLarge("the body must be at most 1 MB")
+        body = error_body(too_large).encode()
         headers = httputil.HTTPHeaders(
             {
                 "Content-Type": "application/json",
@@ -219,7 +218,9 @@ class _ClientAdapter(httputil.HTTPMessageDelegate):
             }
         )
         self.conn.write_headers(
-            httputil.ResponseStartLine("HTTP/1.1", 413, "Content Too Large"), headers, body
+            httputil.ResponseStartLine("HTTP/1.1", too_large.status, "Content Too Large"),
+            headers,
+            body,
         )
         self.conn.finish()
         context: Any = getattr(self.conn, "context", None)

@@ -8,13 +8,32 @@ import hmac
 import os
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
 import jwt
+import msgspec
 
-from notifier.errors import InvalidToken
+from notifier import validation
+from notifier.errors import InputError, InvalidToken
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 ALGORITHM = "HS256"
+
+
+class Credentials(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A username and password, exchanged for a token (POST /api/token)."""
+
+    username: validation.Text100
+    password: Annotated[str, validation.must("is required and must be a string", min_length=1)]
+
+    @classmethod
+    def parse(cls, body: object) -> Credentials:
+        """Read credentials from a JSON body; InputError naming the bad field."""
+        given = validation.decode(cls, body)
+        if len(given.password) > validation.PASSWORD_LENGTH:
+            raise InputError(f"password must be at most {validation.PASSWORD_LENGTH} characters")
+        name = validation.text(given.username, "username", validation.NAME_LENGTH)
+        return msgspec.structs.replace(given, username=name)
 
 
 @dataclass(frozen=True)

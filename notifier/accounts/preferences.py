@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from datetime import datetime, time, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo.asynchronous.database import AsyncDatabase
@@ -15,60 +15,71 @@ from pymongo.asynchronous.database import AsyncDatabase
 from notifier import validation
 from notifier.errors import InputError
 
-EMAIL_MODES = ("never", "offline", "always", "hourly", "daily")
+EmailMode = Literal["never", "offline", "always", "hourly", "daily"]
+EMAIL_MODES: tuple[str, ...] = get_args(EmailMode)
 DIGEST_PERIODS = {"hourly": timedelta(hours=1), "daily": timedelta(days=1)}
-_CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+CLOCK_PATTERN = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+_CLOCK = re.compile(CLOCK_PATTERN)
+Clock = Annotated[str, validation.must("must be a time like 22:00", pattern=CLOCK_PATTERN)]
+TRUE_OR_FALSE = validation.must("must be true or false")
 
 
-@dataclass(frozen=True)
-class Preferences:
-    """How and when a shopper wants to hear about deals."""
+class Preferences(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """How and when a shopper wants to hear about deals (stored on the user, and the body
+    of PUT /api/preferences: fields left out take defaults). Both quiet hours or neither,
+    and not equal."""
 
-    email_mode: str = "offline"
-    quiet_hours_start: str | None = None  # "22:00", in the user's time zone
-    quiet_hours_end: str | None = None  # "07:00"
-    timezone: str = "UTC"
-    min_discount_percent: int = 0
+    email_mode: Annotated[
+        EmailMode, validation.must("must be one of " + ", ".join(EMAIL_MODES))
+    ] = "offline"
+    quiet_hours_start: Clock | None = None  # "22:00", in the user's time zone
+    quiet_hours_end: Clock | None = None  # "07:00"
+    timezone: Annotated[
+        str,
+        validation.must(
+            "must be an IANA time zone name such as Europe/Paris",
+            description="an IANA zone name",
+        ),
+    ] = "UTC"
+    min_discount_percent: Annotated[
+        int, validation.must("must be a whole number from 0 to 100", ge=0, le=100)
+    ] = 0
     # Web Push to the browsers the shopper subscribed (notifier/push), per type.
-    push_deals: bool = True
-    push_announcements: bool = True
+    push_deals: Annotated[
+        bool,
+        TRUE_OR_FALSE,
+        msgspec.Meta(
+            description="push deals nobody saw within PUSH_ACK_WAIT to subscribed browsers"
+        ),
+    ] = True
+    push_announcements: Annotated[bool, TRUE_OR_FALSE] = True
 
     @classmethod
     def parse(cls, body: object) -> Preferences:
         """Read preferences from a JSON body (every field optional); InputError when bad."""
-        b = validation.body_object(body, list(asdict(cls())))
-        mode = b.get("email_mode", "offline")
-        if mode not in EMAIL_MODES:
-            raise InputError("email_mode must be one of " + ", ".join(EMAIL_MODES))
-        start, end = b.get("quiet_hours_start"), b.get("quiet_hours_end")
+        prefs = validation.decode(cls, body)
+        start, end = prefs.quiet_hours_start, prefs.quiet_hours_end
         if (start is None) != (end is None):
             raise InputError("give both quiet_hours_start and quiet_hours_end, or neither")
+        # msgspec searches the pattern, whose `$` admits a trailing newline: "22:00\n".
         for name, value in (("quiet_hours_start", start), ("quiet_hours_end", end)):
-            if value is not None and (not isinstance(value, str) or not _CLOCK.match(value)):
+            if value is not None and not _CLOCK.fullmatch(value):
                 raise InputError(f"{name} must be a time like 22:00")
         if start is not None and start == end:
             raise InputError("quiet hours must not start and end at the same time")
-        tz = b.get("timezone", "UTC")
-        if not isinstance(tz, str) or not _zone(tz):
+        if not _zone(prefs.timezone):
             raise InputError("timezone must be an IANA time zone name such as Europe/Paris")
-        discount = b.get("min_discount_percent", 0)
-        if isinstance(discount, bool) or not isinstance(discount, int) or not 0 <= discount <= 100:
-            raise InputError("min_discount_percent must be a whole number from 0 to 100")
-        pushes = [b.get(name, True) for name in ("push_deals", "push_announcements")]
-        if not all(isinstance(p, bool) for p in pushes):
-            raise InputError("push_deals and push_announcements must be true or false")
-        return cls(mode, start, end, tz, discount, *pushes)
+        return prefs
 
     @classmethod
     def from_doc(cls, user: dict[str, Any] | None) -> Preferences:
         """The stored preferences of a user document (defaults when none)."""
         stored = (user or {}).get("preferences") or {}
-        known = set(asdict(cls()))
-        return cls(**{k: v for k, v in stored.items() if k in known})
+        return cls(**{k: v for k, v in stored.items() if k in cls.__struct_fields__})
 
     def to_json(self) -> dict[str, Any]:
         """As the API shows them."""
-        return asdict(self)
+        return msgspec.structs.asdict(self)
 
     def quiet_until(self, now: datetime) -> datetime | None:
         """When the quiet hours around `now` end (an aware datetime), or None if not quiet."""

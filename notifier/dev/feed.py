@@ -14,10 +14,17 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.storage.writes import apply
 
 DEAL_LIFETIME = timedelta(minutes=2)
+# A flyer's discounts, in percent off, shallow ones the most common: prices come back to
+# the same few levels, as a store's weekly deals do, so a new low (the news under the
+# alert rules) is rare once each level was seen, and the feed still moves every step.
+FLYER_DISCOUNTS = (10, 20, 30)
+FLYER_WEIGHTS = (12, 3, 1)
+DEAL_EVERY = 3  # steps: a deal every third step, a routine price every step
 
 
 class DemoFeed:
-    """Each step: a short-lived discount on the next watched item, and one routine price."""
+    """Each step a routine price; every DEAL_EVERY steps, a short-lived flyer discount on
+    the next watched item (in turn, so each shopper's items come round)."""
 
     def __init__(self, db: Database[Any], rng: random.Random | None = None) -> None:
         self._db = db
@@ -27,17 +34,19 @@ class DemoFeed:
         """Post this step's prices; returns the item keys that changed."""
         changed = []
         watched = list(self._db.watchlists.find({}, {"item_key": 1, "item_name": 1}).sort("_id", 1))
-        if watched:
-            turn = self._db.meta.find_one_and_update(
-                {"_id": "demo-feed"},
-                {"$inc": {"turn": 1}},
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
-            )
-            assert turn is not None
-            item = watched[turn["turn"] % len(watched)]
+        turn = self._db.meta.find_one_and_update(
+            {"_id": "demo-feed"},
+            {"$inc": {"turn": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        assert turn is not None
+        deal_turn, rest = divmod(turn["turn"] - 1, DEAL_EVERY)
+        if watched and rest == 0:  # the first step deals at once
+            item = watched[deal_turn % len(watched)]
             regular = CATALOG.get(item["item_name"], 500)
-            price = int(regular * self._rng.uniform(0.6, 0.9))
+            [off] = self._rng.choices(FLYER_DISCOUNTS, FLYER_WEIGHTS)
+            price = regular * (100 - off) // 100
             until = datetime.now(UTC) + DEAL_LIFETIME
             changed.append(
                 self._post(self._rng.choice(STORES), item["item_name"], price, regular, until)

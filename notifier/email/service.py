@@ -1,9 +1,10 @@
 """Email: composing deal emails and digests, one-time unsubscribe links, and sending.
 
-Emails are planned as documents in the `emails` collection (one per deal notification,
-one per user and digest window: the _id makes planning idempotent) and sent by a task
-that first claims the document, so a duplicated task sends nothing and a retried one
-(same task id) carries on where it was killed.
+Emails are planned as documents in the `emails` collection (one per user and decision
+round, named after its first notification; one per user and digest window: the _id makes
+planning idempotent; a deal email waiting for EMAIL_MIN_INTERVAL takes in later deals)
+and sent by a task that first claims the document, so a duplicated task sends nothing
+and a retried one (same task id) carries on where it was killed.
 
 When a deal is emailed (mode `offline`): when no page acknowledged it (the `ack` socket
 message, kept as the user's `acked_seq`) and nobody read it within EMAIL_ACK_WAIT seconds
@@ -33,10 +34,11 @@ from typing import Any
 import redis
 from bson import ObjectId
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
+from notifier import validation
 from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.formatting import money
@@ -44,6 +46,7 @@ from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.store import to_json
 from notifier.settings import Settings
+from notifier.shopping.deals import deal_headline
 from notifier.storage.batches import find_in, insert_new, unset_each
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -59,7 +62,11 @@ def unsubscribe_token(secret: str, user_id: str, email_id: str) -> str:
 def read_unsubscribe_token(secret: str, token: str) -> tuple[str, str]:
     """(user_id, email_id) from a token; InvalidLink when it was not made by us."""
     payload, _, signature = token.partition(".")
-    if not payload or not hmac.compare_digest(signature, _sign(secret, payload)):
+    # compare_digest refuses non-ASCII str (a TypeError, the 500 of issue 23 #6): compare
+    # bytes, and a token that is not ASCII is simply not one of ours.
+    if not payload or not token.isascii():
+        raise InvalidLink("the link is not valid")
+    if not hmac.compare_digest(signature.encode(), _sign(secret, payload).encode()):
         raise InvalidLink("the link is not valid")
     try:
         data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -117,10 +124,15 @@ def compose(
     # RFC 2047-encoded, which mail clients do not read as a URL.
     msg = EmailMessage(policy=SMTP_POLICY)
     if email["kind"] == "digest":
-        msg["Subject"] = f"Your {mode} deal digest: {deals} deal(s)"
-    else:
+        subject = f"Your {mode} deal digest: {deals} deal(s)"
+    elif len(notifications) == 1:
         data = notifications[0]["data"]
-        msg["Subject"] = data.get("headline") or data["message"]  # what the deal is
+        subject = data.get("headline") or data["message"]  # what the deal is
+    else:  # several notifications waited for the interval: "3 deals: A, B and C"
+        subject = deal_headline(_latest_per_item(notifications))
+    # Names are clean where they enter (validation.name); data stored before that rule
+    # must not put NUL, ESC, CR/LF or an override in a header either.
+    msg["Subject"] = validation.printable(subject)
     msg["From"] = settings.email_from
     msg["To"] = user["email"]
     msg["Date"] = format_datetime(datetime.now(UTC))
@@ -256,18 +268,87 @@ class EmailService:
             )
         }
         now = datetime.now(UTC)
-        plans = [
-            _plan_doc(f"deal-{n['_id']}", "deal", user, prefs, [n["_id"]], now)
-            for n in notifications
-            if (user := users.get(n["user_id"]))
-            and (prefs := Preferences.from_doc(user))
-            and _wants_deal_email(
-                user, prefs, seen=n["read"] or n["seq"] <= acked.get(n["user_id"], 0)
-            )
-        ]
-        planned = _insert_new(self._db, plans)
+        wanted: dict[str, list[dict[str, Any]]] = {}
+        for n in sorted(notifications, key=lambda n: n["seq"]):
+            user = users.get(n["user_id"])
+            if user and _wants_deal_email(
+                user,
+                Preferences.from_doc(user),
+                seen=n["read"] or n["seq"] <= acked.get(n["user_id"], 0),
+            ):
+                wanted.setdefault(n["user_id"], []).append(n)
+        planned = self._plan_deal_emails(wanted, users, now)
         unset_each(self._db.notifications, [n["_id"] for n in notifications], "email_pending")
         return [p["_id"] for p in planned if p["send_after"] <= now]
+
+    def _plan_deal_emails(
+        self,
+        wanted: dict[str, list[dict[str, Any]]],
+        users: dict[str, dict[str, Any]],
+        now: datetime,
+    ) -> list[dict[str, Any]]:
+        """One email per user listing these deals, at most one per EMAIL_MIN_INTERVAL.
+
+        Deals that come while a user's email is still waiting for its time join it (never
+        dropped); otherwise a new one is planned for when the interval since the last one
+        is over (and quiet hours, if any, have passed). Two reads and a write or two for
+        the whole round, plus one update per user whose email was waiting.
+        """
+        if not wanted:
+            return []
+        waiting = {
+            e["user_id"]: e["_id"]
+            for e in find_in(
+                self._db.emails,
+                "user_id",
+                wanted,
+                {"kind": "deal", "status": "pending"},
+                {"user_id": 1},
+            )
+        }
+        for user_id, email_id in waiting.items():
+            joined = self._db.emails.update_one(
+                {"_id": email_id, "status": "pending"},  # not if a sender claimed it meanwhile
+                {"$addToSet": {"notification_ids": {"$each": [n["_id"] for n in wanted[user_id]]}}},
+            )
+            if not joined.matched_count:
+                del waiting[user_id]
+        fresh = [u for u in wanted if u not in waiting]
+        last = {
+            d["_id"]: d.get("deal_email_at")
+            for d in find_in(
+                self._db[user_state.COLLECTION], "_id", fresh, None, {"deal_email_at": 1}
+            )
+        }
+        interval = timedelta(seconds=self._settings.email_min_interval)
+        plans = []
+        for user_id in fresh:
+            user, notes = users[user_id], wanted[user_id]
+            plan = _plan_doc(
+                f"deal-{notes[0]['_id']}",
+                "deal",
+                user,
+                Preferences.from_doc(user),
+                [n["_id"] for n in notes],
+                now,
+            )
+            if (previous := user_state.utc(last.get(user_id))) is not None:
+                plan["send_after"] = max(plan["send_after"], previous + interval)
+            plans.append(plan)
+        planned = _insert_new(self._db, plans)
+        if planned:
+            self._db[user_state.COLLECTION].bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": p["user_id"]},
+                        {"$max": {"deal_email_at": p["send_after"]}},
+                        upsert=True,
+                    )
+                    for p in planned
+                ],
+                ordered=False,
+            )
+        return planned
 
     def plan_digests(self, now: datetime | None = None) -> list[str]:
         """Plan one digest per user and finished window; returns the ids due now."""
@@ -330,11 +411,32 @@ class EmailService:
         notes = list(
             self._db.notifications.find({"_id": {"$in": claim["notification_ids"]}}).sort("seq", 1)
         )
+        if claim["kind"] == "deal":
+            notes = self._unseen(user, notes)
+        if not notes:
+            self._db.emails.update_one({"_id": email_id}, {"$set": {"status": "cancelled"}})
+            return "cancelled: every deal in it was seen meanwhile"
         deliver(self._settings, compose(self._settings, claim, user, [to_json(n) for n in notes]))
+        sent_at = datetime.now(UTC)
         self._db.emails.update_one(
-            {"_id": email_id}, {"$set": {"status": "sent", "sent_at": datetime.now(UTC)}}
+            {"_id": email_id}, {"$set": {"status": "sent", "sent_at": sent_at}}
         )
+        if claim["kind"] == "deal":  # the next deal email waits EMAIL_MIN_INTERVAL from here
+            self._db[user_state.COLLECTION].update_one(
+                {"_id": claim["user_id"]}, {"$set": {"deal_email_at": sent_at}}, upsert=True
+            )
         return "sent"
+
+    def _unseen(self, user: dict[str, Any], notes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """In mode offline, the deals of an email no page acknowledged and nobody read since
+        it was planned (it may have waited EMAIL_MIN_INTERVAL)."""
+        if Preferences.from_doc(user).email_mode != "offline":
+            return notes
+        state = self._db[user_state.COLLECTION].find_one(
+            {"_id": str(user["_id"])}, {"acked_seq": 1}
+        )
+        acked = int((state or {}).get("acked_seq", 0))
+        return [n for n in notes if not n["read"] and n["seq"] > acked]
 
     def _plan(
         self,
@@ -352,6 +454,18 @@ class EmailService:
         except DuplicateKeyError:
             return None  # planned before
         return key if plan["send_after"] <= now else None
+
+
+def _latest_per_item(notifications: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each item's newest deal across these notifications (oldest first), with its details."""
+    latest: dict[str, dict[str, Any]] = {}
+    for n in notifications:
+        details = n["data"].get("deal_details") or []
+        for i, d in enumerate(n["data"].get("deals", [])):
+            extra = details[i] if i < len(details) else {}
+            latest.pop(d["item_name"], None)
+            latest[d["item_name"]] = {**d, **extra}
+    return list(latest.values())
 
 
 def _wants_deal_email(user: dict[str, Any], prefs: Preferences, seen: bool) -> bool:

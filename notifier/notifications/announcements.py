@@ -12,32 +12,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
+import msgspec
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
-from pymongo.synchronous.database import Database
 
 from notifier import validation
-from notifier.errors import InputError
 from notifier.formatting import iso
-from notifier.kinds import NotificationType
 from notifier.notifications import state
-from notifier.notifications.batch import NewNotification, notify_many
-from notifier.notifications.store import NotificationService
 from notifier.storage.batches import batched
 
 log = logging.getLogger(__name__)
 
-SEVERITIES = ("info", "warning", "critical")
+Severity = Literal["info", "warning", "critical"]
+SEVERITIES: tuple[str, ...] = get_args(Severity)
 WRITE_BATCH = 1000  # updates per bulk write
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
-HISTORY_CHUNK = 1000  # users whose history copies one task writes in one batch
 
 
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +45,20 @@ def to_json(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+class AnnouncementInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A system message for every user (POST /api/announcements)."""
+
+    message: Annotated[str, validation.text_meta(validation.MESSAGE_LENGTH)]
+    severity: Annotated[Severity, validation.must("must be info, warning or critical")] = "info"
+
+    @classmethod
+    def parse(cls, body: object) -> AnnouncementInput:
+        """Read an announcement from a JSON body; InputError naming the bad field."""
+        given = validation.decode(cls, body)
+        text = validation.text(given.message, "message", validation.MESSAGE_LENGTH)
+        return msgspec.structs.replace(given, message=text)
+
+
 class AnnouncementRepository:
     """Announcements and who has seen up to when (web process, asyncio client)."""
 
@@ -58,12 +67,12 @@ class AnnouncementRepository:
 
     async def create(self, body: object) -> dict[str, Any]:
         """Store an announcement from a JSON body; InputError when it is not one."""
-        b = validation.body_object(body, ("message", "severity"))
-        message = validation.text(b, "message", validation.MESSAGE_LENGTH)
-        severity = b.get("severity", "info")
-        if severity not in SEVERITIES:
-            raise InputError("severity must be info, warning or critical")
-        doc = {"message": message, "severity": severity, "created_at": datetime.now(UTC)}
+        given = AnnouncementInput.parse(body)
+        doc = {
+            "message": given.message,
+            "severity": given.severity,
+            "created_at": datetime.now(UTC),
+        }
         await self._db.announcements.insert_one(doc)
         return to_json(doc)
 
@@ -224,64 +233,6 @@ class LatestAnnouncement:
     def forget(self) -> None:
         """Events may have been missed: load from MongoDB on next use."""
         self._known = False
-
-
-class AnnouncementHistory:
-    """Copies of an announcement in every user's history (workers, synchronous client).
-
-    Every user whose account existed when it was made gets one, whether or not a page of
-    theirs was open: History is where a user who was away finds what was announced. The
-    copy's dedupe key is the announcement's id, so a chunk that runs twice (its worker
-    died) writes nothing twice.
-    """
-
-    def __init__(self, db: Database[Any], notifications: NotificationService) -> None:
-        self._db = db
-        self._notifications = notifications
-
-    def chunks(
-        self, announcement: dict[str, Any], size: int = HISTORY_CHUNK
-    ) -> Iterator[list[str]]:
-        """The ids of the users who existed when it was made, in id order, chunk by chunk."""
-        made = datetime.fromisoformat(str(announcement["created_at"]).replace("Z", "+00:00"))
-        # An ObjectId starts with its creation second; `created_at` (users made since it was
-        # stored) tells the accounts of that second apart.
-        newest = ObjectId.from_datetime(made + timedelta(seconds=1))
-        cursor = self._db.users.find({"_id": {"$lt": newest}}, {"created_at": 1}).sort("_id", 1)
-        chunk: list[str] = []
-        for user in cursor:
-            created = state.utc(user.get("created_at"))
-            if created is not None and created > made:
-                continue
-            chunk.append(str(user["_id"]))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def store_chunk(self, announcement: dict[str, Any], user_ids: list[str], index: int) -> int:
-        """Store (and publish) these users' copies in one batch, then note the chunk done;
-        returns how many were new."""
-        data = {
-            "message": announcement["message"],
-            "severity": announcement["severity"],
-            "announcement_id": str(announcement["id"]),
-        }
-        dedupe = f"announcement:{announcement['id']}"
-        wanted = [NewNotification(u, NotificationType.SYSTEM, data, dedupe) for u in user_ids]
-        stored = len(notify_many(self._db, self._notifications, wanted).docs)
-        self._progress(announcement, {"$addToSet": {"history_chunks_done": index}})
-        return stored
-
-    def planned(self, announcement: dict[str, Any], chunks: int) -> None:
-        """Note how many chunks its copies take: it is in every history once all are done
-        (`history_done`)."""
-        self._progress(announcement, {"$set": {"history_chunks": chunks}})
-
-    def _progress(self, announcement: dict[str, Any], update: dict[str, Any]) -> None:
-        if ObjectId.is_valid(str(announcement["id"])):
-            self._db.announcements.update_one({"_id": ObjectId(str(announcement["id"]))}, update)
 
 
 def history_done(doc: dict[str, Any]) -> bool:

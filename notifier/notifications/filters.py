@@ -210,7 +210,7 @@ def _time(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        if not _TIME.match(value):
+        if not _TIME.fullmatch(value):  # "$" alone allows a trailing "\n"
             raise ValueError(value)
         when = datetime.fromisoformat(value.upper().replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:

@@ -16,7 +16,11 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
+import msgspec
+
+from notifier import validation
 from notifier.errors import InputError
 
 LIFETIME = 2 * 86400  # seconds: the push's TTL (a day) and a day to show it
@@ -27,6 +31,19 @@ class InvalidAck(InputError):
     """An acknowledgement token that is malformed, expired or not signed by us."""
 
     code = "invalid_token"
+
+
+class PushAck(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What the service worker posts when it showed a pushed deal (POST /api/push/ack)."""
+
+    token: Annotated[
+        str,
+        validation.must(
+            "must be the push's acknowledgement token",
+            code=InvalidAck.code,
+            description="the push payload's `ack`",
+        ),
+    ]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 from cryptography.hazmat.primitives.asymmetric import ec
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,12 +23,64 @@ from pymongo.errors import DuplicateKeyError
 from notifier import validation
 from notifier.errors import InputError
 from notifier.push import endpoints
-from notifier.push.keys import unb64url
+from notifier.vapid import unb64url
 
 COLLECTION = "push_subscriptions"
 MAX_PER_USER = 10
 P256DH_BYTES = 65  # an uncompressed P-256 point
 AUTH_BYTES = 16
+
+
+Base64url = Annotated[str, validation.must("must be base64url text")]
+
+
+class PushKeys(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The keys a push is encrypted for."""
+
+    p256dh: Annotated[Base64url, msgspec.Meta(description="base64url, 65 bytes")]
+    auth: Annotated[Base64url, msgspec.Meta(description="base64url, 16 bytes")]
+
+
+class PushSubscription(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The browser's PushSubscription.toJSON() (POST /api/push-subscriptions)."""
+
+    endpoint: Annotated[
+        str,
+        validation.must(
+            "must be a URL",
+            code=endpoints.UnsafeEndpoint.code,
+            extra_json_schema={"minLength": 1, "maxLength": endpoints.MAX_ENDPOINT},
+            description="an https URL on a public address (development also takes "
+            "http and https on loopback)",
+        ),
+    ]
+    keys: PushKeys
+    expirationTime: (
+        Annotated[int, validation.must("must be null or a time in milliseconds")] | None
+    ) = None
+
+
+class PushRemoval(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One subscription of the caller's (`endpoint`), or all of them (`all: true`)."""
+
+    endpoint: Annotated[str, validation.must("must be a URL", min_length=1)] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    all: Annotated[bool, validation.must("must be true", extra_json_schema={"const": True})] | (
+        msgspec.UnsetType
+    ) = msgspec.UNSET
+
+    @classmethod
+    def parse(cls, body: object) -> str | None:
+        """The endpoint to remove, or None for every one."""
+        given = validation.decode(cls, body)
+        if given.all is True and given.endpoint is msgspec.UNSET:
+            return None
+        if given.all is not msgspec.UNSET or given.endpoint is msgspec.UNSET:
+            raise InputError('give {"endpoint": url} or {"all": true}')
+        if len(given.endpoint) > endpoints.MAX_ENDPOINT:
+            raise InputError(f"endpoint must be at most {endpoints.MAX_ENDPOINT} characters")
+        return validation.storable(given.endpoint, "endpoint")
 
 
 @dataclass(frozen=True)
@@ -45,18 +98,14 @@ class Subscription:
         The endpoint's form is checked here; its addresses by the caller (they need a
         name lookup, which the web process makes without blocking its loop).
         """
-        b = validation.body_object(body, ("endpoint", "keys", "expirationTime"))
-        endpoint = endpoints.parse(b.get("endpoint"), allow_loopback).url
-        expires = b.get("expirationTime")
-        if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)):
-            raise InputError("expirationTime must be null or a time in milliseconds")
-        keys = validation.body_object(b.get("keys"), ("p256dh", "auth"))
-        p256dh = _key(keys.get("p256dh"), "keys.p256dh", P256DH_BYTES)
+        given = validation.decode(PushSubscription, body)
+        endpoint = endpoints.parse(given.endpoint, allow_loopback).url
+        p256dh = _key(given.keys.p256dh, "keys.p256dh", P256DH_BYTES)
         try:
             ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(p256dh))
         except ValueError:
             raise InputError("keys.p256dh must be a P-256 public key") from None
-        auth = _key(keys.get("auth"), "keys.auth", AUTH_BYTES)
+        auth = _key(given.keys.auth, "keys.auth", AUTH_BYTES)
         return cls(endpoint, p256dh, auth)
 
     def info(self) -> dict[str, Any]:
@@ -67,19 +116,6 @@ class Subscription:
     def from_doc(cls, doc: dict[str, Any]) -> Subscription:
         """A stored subscription."""
         return cls(doc["endpoint"], doc["p256dh"], doc["auth"])
-
-
-def parse_removal(body: object) -> str | None:
-    """DELETE's body: `{"endpoint": url}` (that one) or `{"all": true}` (None: every one)."""
-    b = validation.body_object(body, ("endpoint", "all"))
-    if b.get("all") is True and "endpoint" not in b:
-        return None
-    endpoint = b.get("endpoint")
-    if "all" in b or not isinstance(endpoint, str) or not endpoint:
-        raise InputError('give {"endpoint": url} or {"all": true}')
-    if len(endpoint) > endpoints.MAX_ENDPOINT:
-        raise InputError(f"endpoint must be at most {endpoints.MAX_ENDPOINT} characters")
-    return validation.storable(endpoint, "endpoint")
 
 
 def _key(value: object, name: str, size: int) -> str:

@@ -26,17 +26,10 @@ from notifier.errors import InputError
 from notifier.notifications.state import UserState
 from notifier.notifications.store import parse_id, to_json
 from notifier.realtime import messages
+from notifier.realtime.disconnect import STORAGE_UNAVAILABLE, TOO_SLOW
 from notifier.realtime.registry import Render
 
 log = logging.getLogger(__name__)
-
-# Close codes (4000-4999 are the application's own; the page does not reconnect on them).
-STORAGE_UNAVAILABLE = 1011
-SERVICE_RESTART = 1012  # the page reconnects (with jittered backoff) on this code
-TOKEN_EXPIRED = 4001
-LOGGED_OUT = 4002
-TOO_MANY_SOCKETS = 4008  # the user opened more than CONNECTIONS_PER_USER; this was the oldest
-TOO_SLOW = 4009  # the client stopped reading (see OrderedDelivery.stalled)
 
 STALLED_AT = 200  # unflushed messages past which a socket with no progress is dropped
 MAX_UNFLUSHED = 5000  # the hard bound on what one socket may hold unsent
@@ -169,7 +162,7 @@ class OrderedDelivery:
             # The client stopped reading: drop it rather than buffer without bound. It
             # resumes from its last_id when it comes back.
             self._forget(self)
-            self._transport.close(TOO_SLOW, "too slow")
+            self._transport.close(*TOO_SLOW)
             return False
         written = self._transport.send_text(payload)
         if written is False:
@@ -295,7 +288,7 @@ class OrderedDelivery:
                     return
         except PyMongoError:
             log.exception("replay for a socket failed; closing it so the client resumes")
-            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
+            self.close(*STORAGE_UNAVAILABLE)
         finally:
             self._filling = None
 

@@ -14,7 +14,7 @@ from typing import assert_never
 from notifier import metrics
 from notifier.kinds import NotificationType
 from notifier.notifications.announcements import LatestAnnouncement
-from notifier.realtime.delivery import LOGGED_OUT, TOO_MANY_SOCKETS
+from notifier.realtime.disconnect import LOGGED_OUT, TOO_MANY_SOCKETS
 from notifier.realtime.events import (
     AnnouncementEvent,
     Event,
@@ -83,13 +83,11 @@ class FanOut:
 
     def logout(self, event: LogoutEvent) -> None:
         """The user logged out: close their sockets here."""
-        self.registry.close_user(event.user_id, LOGGED_OUT, "logged out")
+        self.registry.close_user(event.user_id, *LOGGED_OUT)
 
     def evict(self, event: EvictEvent) -> None:
         """Close those of the user's sockets over the limit that live here."""
-        self.registry.close_sockets(
-            event.user_id, set(event.socket_ids), TOO_MANY_SOCKETS, "too many connections"
-        )
+        self.registry.close_sockets(event.user_id, set(event.socket_ids), *TOO_MANY_SOCKETS)
 
     def flush(self) -> None:
         """Write the metrics of the batch just delivered (once per bus read, not per message)."""

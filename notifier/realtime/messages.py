@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from notifier import validation
 from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.kinds import NotificationType
@@ -165,7 +166,8 @@ class Ack(ClientFrame, tag="ack"):
 
 
 class MarkRead(ClientFrame, tag="mark-read", forbid_unknown_fields=True):
-    """As POST /api/notifications/read: `ids` or `all`, judged by the same reader."""
+    """As POST /api/notifications/read: `ids` or `all`, judged by the same reader
+    (notifier.notifications.bulk.ReadRequest)."""
 
     ids: Any = msgspec.UNSET
     all: Any = msgspec.UNSET
@@ -180,7 +182,9 @@ class MarkRead(ClientFrame, tag="mark-read", forbid_unknown_fields=True):
 
 
 Frame = Ping | Resume | Ack | MarkRead
-FRAME_TYPES = ("ping", "resume", "mark-read", "ack")
+FRAMES: dict[object, type[Frame]] = {
+    cls.__struct_config__.tag: cls for cls in (Ping, Resume, Ack, MarkRead)
+}
 
 
 class UnknownFrame(ValueError):
@@ -200,7 +204,9 @@ def read_frame(raw: str | bytes) -> Frame:
         raise UnknownFrame from None
     try:
         return msgspec.convert(msg, Frame)
-    except msgspec.ValidationError as e:
-        if isinstance(msg, dict) and msg.get("type") in FRAME_TYPES:
-            raise InputError(str(e)) from None
-        raise UnknownFrame from None
+    except (msgspec.ValidationError, UnicodeEncodeError) as e:  # "\ud800" as a type, say
+        tag = msg.get("type") if isinstance(msg, dict) else None
+        shape = FRAMES.get(tag) if isinstance(tag, str) else None
+        if shape is None:
+            raise UnknownFrame from None
+        raise InputError(*validation.explain(shape, str(e))) from None

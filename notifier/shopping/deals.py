@@ -8,18 +8,22 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import bson
+import msgspec
 from bson import ObjectId
+from pymongo import UpdateOne
 from pymongo.synchronous.database import Database
 
+from notifier import validation
 from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
 from notifier.kinds import NotificationType
-from notifier.notifications.batch import NewNotification, notify_many
-from notifier.notifications.store import NotificationService
+from notifier.notifications.batch import NewNotification
 from notifier.push import subscriptions as push_subscriptions
+from notifier.realtime.publishing import NotificationService, notify_many
+from notifier.shopping import alerts
 from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
 
@@ -33,18 +37,56 @@ MAX_ROUNDS = 3  # a user whose notification was refused is recomputed at most th
 BAD_DATA = (KeyError, TypeError, ValueError, AttributeError, bson.errors.BSONError)
 
 
-def is_deal(price_in_cents: int, regular_price_in_cents: int, target_in_cents: int | None) -> bool:
-    """A price is a deal at or below the user's target when one is set, else below regular."""
-    if target_in_cents is not None:
-        return price_in_cents <= target_in_cents
-    return price_in_cents < regular_price_in_cents
-
-
 def deal_key(price: dict[str, Any]) -> str:
     """What a user is told about once: (item, store, price, valid_until)."""
     until = price.get("valid_until")
     until_text = until.replace(tzinfo=UTC).isoformat() if until else ""
     return f"{price['item_key']}|{price['store_id']}|{price['price_in_cents']}|{until_text}"
+
+
+class Deal(msgspec.Struct, kw_only=True):
+    """One deal in a deal notification's data (the seed's fields, kept as they were)."""
+
+    item_name: str
+    best_price_in_cents: validation.Cents
+    regular_price_in_cents: validation.Cents | msgspec.UnsetType = msgspec.UNSET  # newer ones
+    store_name: str
+    store_id: str
+
+
+class DealDetail(msgspec.Struct, kw_only=True):
+    """What makes a deal worth reading, in the order of the deals."""
+
+    item_key: Annotated[str, msgspec.Meta(description="the item's key (its page is /items/<key>)")]
+    discount_percent: Annotated[
+        int, msgspec.Meta(ge=0, le=100, description="below the regular price, in whole percent")
+    ]
+    lowest_in_days: Annotated[
+        int | None,
+        msgspec.Meta(description="90 when this is the lowest price of the last 90 days"),
+    ]
+
+
+class DealData(msgspec.Struct, kw_only=True):
+    """A deal-notification's data, as the deal check stores it."""
+
+    deals: list[Deal]
+    deal_details: Annotated[
+        list[DealDetail] | msgspec.UnsetType,
+        msgspec.Meta(
+            description="per deal, in the order of `deals` (absent on notifications stored "
+            "before it)"
+        ),
+    ] = msgspec.UNSET
+    user_id: str
+    message: str
+    headline: Annotated[
+        str | msgspec.UnsetType,
+        msgspec.Meta(
+            description="what the deal is, e.g. 'Milk 1L $2.56 at Value Foods, 27% off' or "
+            "'3 deals: Milk 1L, Bananas and Coffee beans 500g' (absent on older ones)"
+        ),
+    ] = msgspec.UNSET
 
 
 def deal_message(count: int) -> str:
@@ -129,11 +171,13 @@ class DealCheck:
         notifications: NotificationService,
         chunk_users: int = CHUNK_USERS,
         window_days: int = WINDOW_DAYS,
+        memory_days: int = alerts.MEMORY_DAYS,
     ) -> None:
         self._db = db
         self._notifications = notifications
         self.chunk_users = chunk_users
         self.window_days = window_days  # PRICE_WINDOW_DAYS: "lowest in N days"
+        self.memory_days = memory_days  # ALERT_MEMORY_DAYS: what a deal without target beats
 
     def run(self, item_keys: Iterable[str] | None = None) -> DealCheckResult:
         """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
@@ -197,12 +241,13 @@ class DealCheck:
         best = self._best_prices({w["item_key"] for w in watches}, now, failed)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
+        remember: list[UpdateOne] = []  # what each watch was told, written with the chunk
         for w in watches:
             price = best.get(w["item_key"])
-            if not price:
-                continue
             try:
-                if _wants(w, price, prefs[w["user_id"]]):
+                if (armed := alerts.rearm(w, price)) is not None:
+                    remember.append(UpdateOne({"_id": w["_id"]}, armed))
+                if price and _wants(w, price, prefs[w["user_id"]], now, self.memory_days):
                     candidates[w["user_id"]].append((w, price))
             except BAD_DATA as e:  # this watch's data: the others are checked
                 failed.setdefault(w["item_key"], _reason(e))
@@ -230,6 +275,7 @@ class DealCheck:
                     )
                 )
             ]
+            remember += self._remember(candidates, told, now)  # told by an earlier check
             if not wanted:
                 break
             wanted = [replace(n, push_pending=True) if n.user_id in pushed else n for n in wanted]
@@ -238,12 +284,30 @@ class DealCheck:
                 result.users_notified += 1
                 result.deals_found += len(doc["deal_keys"])
                 result.notifications.append(doc)
+            remember += self._remember(
+                {d["user_id"]: candidates[d["user_id"]] for d in stored.docs},
+                {d["user_id"]: set(d["deal_keys"]) for d in stored.docs},
+                now,
+            )
             # Refused: another check told these users of some of these deals meanwhile.
             # Learn which, and tell them of the rest.
             refused = {n.user_id for n in stored.refused}
             candidates = {u: pairs for u, pairs in candidates.items() if u in refused}
             told = self._already_told(candidates)
+        if remember:  # after the notifications: a crash in between is caught up next time
+            self._db.watchlists.bulk_write(remember, ordered=False)
         return result
+
+    def _remember(
+        self, pairs: dict[str, list[Pair]], told: dict[str, set[str]], now: datetime
+    ) -> list[UpdateOne]:
+        """The watch updates that remember which of these deals each user was told of."""
+        return [
+            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now))
+            for user_id, user_pairs in pairs.items()
+            for w, p in user_pairs
+            if deal_key(p) in told.get(user_id, ())
+        ]
 
     def _preferences(self, user_ids: set[str]) -> tuple[dict[str, Preferences], set[str]]:
         """Each user's preferences, and who may get a deal's own email (one query per 100).
@@ -331,14 +395,18 @@ def _vet(price: dict[str, Any]) -> None:
     bson.encode({"deal": deal_key(price), "item": price["item_name"], "store": price["store_name"]})
 
 
-def _wants(watch: dict[str, Any], price: dict[str, Any], prefs: Preferences) -> bool:
-    """Whether this price is a deal for this watch, by its target and the user's minimum."""
+def _wants(
+    watch: dict[str, Any],
+    price: dict[str, Any],
+    prefs: Preferences,
+    now: datetime,
+    memory_days: int,
+) -> bool:
+    """Whether this price is news for this watch (its rules) and enough for the user."""
     cents, regular = price["price_in_cents"], price["regular_price_in_cents"]
     if not isinstance(watch["item_name"], str):
         raise TypeError("the watch's item_name is not text")
-    return prefs.deal_is_enough(cents, regular) and is_deal(
-        cents, regular, watch.get("target_price_in_cents")
-    )
+    return prefs.deal_is_enough(cents, regular) and alerts.is_news(watch, price, now, memory_days)
 
 
 def _reason(error: BaseException) -> str:
@@ -382,34 +450,37 @@ def _notification(
         return None
     keys = [deal_key(p) for _, p in new]
     deals = [
-        {
-            "item_name": w["item_name"],
-            "best_price_in_cents": p["price_in_cents"],
-            "regular_price_in_cents": p["regular_price_in_cents"],
-            "store_name": p["store_name"],
-            "store_id": p["store_id"],
-        }
+        Deal(
+            item_name=w["item_name"],
+            best_price_in_cents=p["price_in_cents"],
+            regular_price_in_cents=p["regular_price_in_cents"],
+            store_name=p["store_name"],
+            store_id=p["store_id"],
+        )
         for w, p in new
     ]
     # What makes each deal worth reading, in the order of `deals` (whose entries keep the
     # seed's fields only, so clients that compare them whole are not broken).
     details = [
-        {
-            "item_key": w["item_key"],
-            "discount_percent": discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
-            "lowest_in_days": window_days
+        DealDetail(
+            item_key=w["item_key"],
+            discount_percent=discount_percent(p["price_in_cents"], p["regular_price_in_cents"]),
+            lowest_in_days=window_days
             if w["item_key"] in lows and p["price_in_cents"] <= lows[w["item_key"]]
             else None,
-        }
+        )
         for w, p in new
     ]
-    data = {
-        "deals": deals,
-        "deal_details": details,
-        "user_id": user_id,
-        "message": deal_message(len(new)),
-        "headline": deal_headline([{**d, **x} for d, x in zip(deals, details, strict=True)]),
-    }
+    plain = msgspec.to_builtins((deals, details))
+    data = msgspec.to_builtins(
+        DealData(
+            deals=deals,
+            deal_details=details,
+            user_id=user_id,
+            message=deal_message(len(new)),
+            headline=deal_headline([{**d, **x} for d, x in zip(*plain, strict=True)]),
+        )
+    )
     dedupe = "deals:" + hashlib.sha256("\n".join(keys).encode()).hexdigest()
     return NewNotification(
         user_id, NotificationType.DEAL, data, dedupe, keys, email_pending=user_id in emailed

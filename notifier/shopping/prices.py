@@ -8,7 +8,9 @@ import io
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Annotated
 
+import msgspec
 from bson import ObjectId
 
 from notifier import validation
@@ -17,32 +19,45 @@ from notifier.shopping.checks import changed
 from notifier.shopping.history import daily_low, history_entry
 from notifier.storage.writes import Upsert
 
+RegularCents = Annotated[int, validation.CENTS, msgspec.Meta(description="at least price_in_cents")]
+ValidUntil = Annotated[
+    datetime,
+    validation.must(
+        "must be an ISO 8601 date-time string",
+        description="in the future; without a zone, UTC",
+        extra_json_schema={"format": "date-time"},
+    ),
+]
 
-@dataclass(frozen=True)
-class PriceInput:
-    """A store's price for an item, as posted by an admin, the feed or an import."""
 
-    store_name: str
-    item_name: str
-    price_in_cents: int
-    regular_price_in_cents: int
-    valid_until: datetime | None = None
+class PriceInput(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A store's current price for an item, as posted by an admin, the feed or an import."""
+
+    store_name: validation.Name
+    item_name: validation.Name
+    price_in_cents: validation.Cents
+    regular_price_in_cents: RegularCents
+    valid_until: ValidUntil | None = None
 
     @classmethod
     def parse(cls, body: object) -> PriceInput:
-        """Read a price from a JSON body; raise InputError naming the bad field."""
-        b = validation.body_object(body, CSV_FIELDS)
-        price = validation.cents(b, "price_in_cents")
-        regular = validation.cents(b, "regular_price_in_cents")
-        assert price is not None and regular is not None
-        if price > regular:
+        """Read a price from a JSON body; raise InputError naming the bad field.
+
+        valid_until is read as Python reads ISO 8601 (a form's "2026-05-01T12:00" too)
+        before the shape is checked: msgspec's date-times want seconds.
+        """
+        if isinstance(body, dict) and isinstance(body.get("valid_until"), str):
+            body = {
+                **body,
+                "valid_until": validation.future_time(body["valid_until"], "valid_until"),
+            }
+        price = validation.decode(cls, body)
+        if price.price_in_cents > price.regular_price_in_cents:
             raise InputError("price_in_cents must not exceed regular_price_in_cents")
-        return cls(
-            store_name=validation.text(b, "store_name", validation.NAME_LENGTH),
-            item_name=validation.text(b, "item_name", validation.NAME_LENGTH),
-            price_in_cents=price,
-            regular_price_in_cents=regular,
-            valid_until=validation.future_time(b, "valid_until"),
+        return msgspec.structs.replace(
+            price,
+            store_name=validation.name(price.store_name, "store_name"),
+            item_name=validation.name(price.item_name, "item_name"),
         )
 
 

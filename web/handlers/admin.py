@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
@@ -15,6 +14,7 @@ from notifier.storage.writes import apply_async
 from web import stats
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
+from web.shapes import AnnouncementCreated, Job, PriceCreated
 
 CHECK_DEALS = "tasks.deals.check_deals"
 IMPORT_PRICES = "tasks.prices.import_prices"
@@ -65,7 +65,7 @@ async def import_prices(handler: BaseHandler, raw: bytes, user_id: str, filename
     )
 
 
-async def connection_stats(handler: BaseHandler) -> dict[str, Any]:
+async def connection_stats(handler: BaseHandler) -> stats.Stats:
     """Connections and users across every web process."""
     return await stats.gather(handler.redis, handler.settings["process"], handler.registry)
 
@@ -78,7 +78,7 @@ class PricesApiHandler(ApiHandler):
     async def post(self) -> None:
         """Record a store's price."""
         price_id = await post_price(self, PriceInput.parse(self.json_body()))
-        self.write_json({"price_id": price_id}, status=201)
+        self.write_json(PriceCreated(price_id), status=201)
 
 
 class DealChecksApiHandler(ApiHandler):
@@ -88,7 +88,7 @@ class DealChecksApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Run a deal check now."""
-        self.write_json({"job_id": await run_deal_check(self, self.user.user_id)}, status=202)
+        self.write_json(Job(await run_deal_check(self, self.user.user_id)), status=202)
 
 
 class AnnouncementsApiHandler(ApiHandler):
@@ -98,7 +98,7 @@ class AnnouncementsApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Broadcast a system message."""
-        self.write_json({"id": await announce(self, self.json_body())}, status=202)
+        self.write_json(AnnouncementCreated(await announce(self, self.json_body())), status=202)
 
 
 class PriceImportsApiHandler(ApiHandler):
@@ -109,7 +109,7 @@ class PriceImportsApiHandler(ApiHandler):
     async def post(self) -> None:
         """Queue a price import."""
         job_id = await import_prices(self, self.request.body, self.user.user_id, "api upload")
-        self.write_json({"job_id": job_id}, status=202)
+        self.write_json(Job(job_id), status=202)
 
 
 class StatsApiHandler(ApiHandler):
@@ -151,8 +151,8 @@ class AdminPriceFragmentHandler(PageHandler):
         valid_until = arg("valid_until", "").strip()
         price = PriceInput.parse(
             {
-                "store_name": arg("store_name", ""),
-                "item_name": arg("item_name", ""),
+                "store_name": self.form_text("store_name"),
+                "item_name": self.form_text("item_name"),
                 "price_in_cents": form_cents(arg("price", ""), "Price"),
                 "regular_price_in_cents": form_cents(arg("regular_price", ""), "Regular price"),
                 "valid_until": valid_until or None,

@@ -8,15 +8,16 @@ from typing import Any
 from redis import RedisError
 
 from notifier import validation
-from notifier.accounts.auth import issue_token
+from notifier.accounts.auth import Credentials, issue_token
 from notifier.accounts.login_limit import LoginLimit
 from notifier.accounts.revocation import TokenVersions
 from notifier.accounts.users import UserRepository
-from notifier.errors import InputError, TooManyAttempts
+from notifier.errors import TooManyAttempts, Unauthorized
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
-from web.handlers.base import COOKIE, ApiError, ApiHandler, BaseHandler
+from web.handlers.base import COOKIE, ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
+from web.shapes import Me, Token
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,11 @@ class LoginHandler(PageHandler):
             try:
                 user = await check_password(self, username, password)
             except TooManyAttempts as e:
-                self.set_header("Retry-After", str(e.retry_after))
+                for name, value in e.headers.items():  # Retry-After
+                    self.set_header(name, value)
                 self.render_page(
                     "pages/login.html",
-                    status=429,
+                    status=e.status,
                     next=nxt,
                     username=username,
                     error=e.message[0].upper() + e.message[1:] + ".",
@@ -162,19 +164,13 @@ class TokenHandler(ApiHandler):
 
     async def post(self) -> None:
         """Exchange credentials for a token."""
-        body = validation.body_object(self.json_body(), ("username", "password"))
-        username = validation.text(body, "username", validation.NAME_LENGTH)
-        password = body.get("password")
-        if not isinstance(password, str) or not password:
-            raise ApiError(400, "invalid_input", "password is required and must be a string")
-        if len(password) > validation.PASSWORD_LENGTH:
-            raise InputError(f"password must be at most {validation.PASSWORD_LENGTH} characters")
-        user = await check_password(self, username, password)
+        given = Credentials.parse(self.json_body())
+        user = await check_password(self, given.username, given.password)
         if user is None:
-            raise ApiError(401, "invalid_credentials", "wrong username or password")
+            raise Unauthorized("wrong username or password", "invalid_credentials")
         token = issue_for(self, user)
         ttl = self.config.token_ttl
-        self.write_json({"token": token, "token_type": "Bearer", "expires_in": ttl})
+        self.write_json(Token(token, "Bearer", ttl))
 
 
 class MeHandler(ApiHandler):
@@ -183,7 +179,7 @@ class MeHandler(ApiHandler):
     def get(self) -> None:
         """Who the token speaks for."""
         u = self.user
-        self.write_json({"user_id": u.user_id, "username": u.username, "role": u.role})
+        self.write_json(Me(u.user_id, u.username, u.role))  # type: ignore[arg-type]
 
 
 default_handlers = [

@@ -9,6 +9,7 @@ import re
 import uuid
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
 from celery import Celery
@@ -20,7 +21,14 @@ from tornado.web import HTTPError, RequestHandler
 
 from notifier.accounts.auth import Identity, InvalidToken, read_token
 from notifier.accounts.revocation import GONE, TokenVersions
-from notifier.errors import InputError, NotifierError, TooManyAttempts
+from notifier.errors import (
+    Forbidden,
+    InputError,
+    NotifierError,
+    Unauthorized,
+    Unavailable,
+    error_body,
+)
 from notifier.logs import REQUEST_ID, USER_ID
 from notifier.realtime.bus import AsyncBusClient
 from notifier.realtime.registry import ConnectionRegistry
@@ -37,7 +45,6 @@ OUTAGES = (
     redis.exceptions.TimeoutError,
     OperationalError,
 )
-RETRY_AFTER_OUTAGE = 5  # seconds
 
 log = logging.getLogger(__name__)
 
@@ -52,18 +59,6 @@ def security_headers(handler: RequestHandler) -> None:
     config: Settings = handler.settings["config"]
     handler.set_header("Content-Security-Policy", content_security_policy(config.base_url))
     handler.set_header("Server", "notifier")  # not Tornado's name and version
-
-
-class ApiError(HTTPError):
-    """An HTTP error with a machine-readable code, rendered as the contract's JSON error."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__(status, reason=None, log_message=message)
-        self.code = code
-        self.message = message
-        self.headers = headers or {}  # set on the error response (send_error clears others)
 
 
 class BaseHandler(RequestHandler):
@@ -215,22 +210,18 @@ class BaseHandler(RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Errors as the contract's JSON; subclasses for pages override this."""
-        code, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
-        self.set_error_headers(kwargs.get("exc_info"))
+        error = self.error_of(status_code, kwargs.get("exc_info"))
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": {"code": code, "message": message}}))
+        self.finish(error_body(error))
 
-    def set_error_headers(self, exc_info: Any) -> None:
-        """Headers an ApiError asks for (Retry-After, say); Allow on a 405."""
-        if self.get_status() == 405:
+    def error_of(self, status: int, exc_info: Any) -> NotifierError:
+        """What failed, in the one vocabulary, with its headers set on the answer."""
+        error = as_error(status, exc_info[1] if exc_info else None, self._reason)
+        if status == 405:
             self.set_header("Allow", ", ".join(self.allowed_methods()))
-        exc = exc_info[1] if exc_info else None
-        for name, value in getattr(exc, "headers", {}).items():
+        for name, value in error.headers.items():  # set here: send_error cleared the rest
             self.set_header(name, value)
-        if isinstance(exc, TooManyAttempts):
-            self.set_header("Retry-After", str(exc.retry_after))
-        elif isinstance(exc, OUTAGES):
-            self.set_header("Retry-After", str(RETRY_AFTER_OUTAGE))
+        return error
 
     @classmethod
     def allowed_methods(cls) -> list[str]:
@@ -254,6 +245,8 @@ class BaseHandler(RequestHandler):
         """Finish with a JSON answer."""
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
+        if isinstance(value, msgspec.Struct):  # a shape of the API (web/shapes.py, the core's)
+            value = msgspec.to_builtins(value)
         self.finish(json.dumps(value, separators=(",", ":")))
 
 
@@ -275,9 +268,9 @@ class ApiHandler(BaseHandler):
         if self.public:
             return
         if self.identity is None:
-            raise ApiError(401, "unauthorized", "a valid token is required")
+            raise Unauthorized("a valid token is required")
         if self.admin_only and not self.identity.is_admin:
-            raise ApiError(403, "forbidden", "this needs the admin role")
+            raise Forbidden("this needs the admin role")
 
     @property
     def user(self) -> Identity:
@@ -286,19 +279,17 @@ class ApiHandler(BaseHandler):
         return self.identity
 
 
-def _describe(status: int, exc_info: Any, reason: str) -> tuple[str, str]:
-    exc = exc_info[1] if exc_info else None
-    if isinstance(exc, ApiError):
-        return exc.code, exc.message
+def as_error(status: int, exc: BaseException | None, reason: str) -> NotifierError:
+    """Any failure as a NotifierError: the core's own, an outage, or Tornado's HTTPError."""
     if isinstance(exc, NotifierError):
-        return exc.code, exc.message
+        return exc
     if isinstance(exc, OUTAGES):
-        return "unavailable", f"{_outage(exc)}; try again shortly"
+        return Unavailable(f"{_outage(exc)}; try again shortly")
     if isinstance(exc, HTTPError) and exc.log_message and status < 500:
         message = exc.log_message % exc.args if exc.args else exc.log_message
         code = "xsrf" if "_xsrf" in message or "XSRF" in message else _CODES.get(status, "error")
-        return code, message
-    return _CODES.get(status, "error"), reason
+        return NotifierError(message, code)
+    return NotifierError(reason, _CODES.get(status, "error"))
 
 
 def _outage(exc: BaseException) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from bson import ObjectId
 
 from notifier.email.service import InvalidLink, read_unsubscribe_token
-from web.handlers.base import ApiError
+from notifier.errors import NotFound
 from web.handlers.pages import PageHandler
 
 
@@ -74,7 +74,7 @@ class OutboxHandler(PageHandler):
     def check_access(self) -> None:
         """Only in development, and only without an SMTP server."""
         if self.config.production or self.config.smtp_url:
-            raise ApiError(404, "not_found", "there is nothing at this address")
+            raise NotFound("there is nothing at this address")
         super().check_access()
 
     async def get(self, name: str | None = None) -> None:
@@ -84,7 +84,7 @@ class OutboxHandler(PageHandler):
         if name:
             path = outbox / Path(name).name
             if path.suffix != ".eml" or not path.is_file() or not _to(read_headers(path), mine):
-                raise ApiError(404, "not_found", "no such email")
+                raise NotFound("no such email")
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(path.read_bytes())
             return

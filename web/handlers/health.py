@@ -10,8 +10,10 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from notifier import metrics
+from notifier.errors import NotFound, Unauthorized
 from notifier.realtime.subscriber import Subscription
-from web.handlers.base import ApiError, BaseHandler
+from web.handlers.base import BaseHandler
+from web.shapes import Readiness
 
 CHECK_TIMEOUT = 2.0
 
@@ -57,7 +59,7 @@ class ReadyHandler(ProbeHandler):
         now = asyncio.get_running_loop().time()
         checks["subscriber"] = "ok" if subscription.live(now) else "down: not subscribed"
         down = [name for name, result in checks.items() if result != "ok"]
-        report = {"status": "unavailable" if down else "ok", "down": down, "checks": checks}
+        report = Readiness("unavailable" if down else "ok", down, checks)
         self.set_header("Cache-Control", "no-store")
         self.write_json(report, status=503 if down else 200)
 
@@ -74,15 +76,13 @@ class MetricsHandler(ProbeHandler):
         token = self.config.metrics_token
         if token is None:
             if self.config.production:
-                raise ApiError(404, "not_found", "set METRICS_TOKEN to serve /metrics")
+                raise NotFound("set METRICS_TOKEN to serve /metrics")
             return
         given = self.request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise ApiError(
-                401,
-                "unauthorized",
+            raise Unauthorized(
                 "/metrics needs the METRICS_TOKEN bearer token",
-                {"WWW-Authenticate": 'Bearer realm="metrics"'},
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
             )
 
     def get(self) -> None:

@@ -7,12 +7,13 @@ from datetime import datetime
 from typing import Any
 
 from notifier import validation
+from notifier.errors import NotFound
 from notifier.kinds import NotificationType
 from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.store import NotificationRepository
 from notifier.shopping.charts import Alert, price_chart
 from notifier.shopping.history import PriceHistoryRepository
-from web.handlers.base import ApiError
+from notifier.shopping.watchlist import WatchlistRepository
 from web.handlers.pages import PageHandler
 
 DEALS_SHOWN = 20
@@ -41,16 +42,14 @@ class ItemHandler(PageHandler):
         days = self.config.price_window_days
         item = (await PriceHistoryRepository(self.db).items([key], days))[key]
         if not item.current and not item.by_store:
-            raise ApiError(404, "not_found", "no store has a price for this item")
+            raise NotFound("no store has a price for this item")
         uid = self.user.user_id
         # Archived ones too: the chart shows every alert, the list what there is.
         filters = NotificationFilter(item=key, archived=None)
         deals = await NotificationRepository(self.db).page(
             uid, ALERTS_CHARTED, state=self.notification_state, filters=filters
         )
-        watch = await self.db.watchlists.find_one(
-            {"user_id": uid, "item_key": key}, {"target_price_in_cents": 1}
-        )
+        watch = await WatchlistRepository(self.db).get(uid, key)
         target = (watch or {}).get("target_price_in_cents")
         chart = price_chart(
             item.by_store, item.days, item.item_name, target, alerts_on(key, deals.items), days
@@ -66,6 +65,7 @@ class ItemHandler(PageHandler):
             more_deals=f"/history{NotificationFilter(item=key).url()}" if more else None,
             unread_count=deals.unread_count,
             watched=watch is not None,
+            watch=watch,
             days=days,
         )
 

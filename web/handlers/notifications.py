@@ -7,13 +7,14 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
-from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, parse_ids
+from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, ReadRequest, parse_ids
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
-from notifier.notifications.store import NotificationRepository, parse_id
+from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 from web.handlers.watchlist import watchlist_context
+from web.shapes import BulkOutcome, UnreadCount
 
 PAGE_SIZE = 20
 
@@ -34,23 +35,12 @@ async def tell_read(handler: BaseHandler, user_id: str, changed: list[str]) -> i
     return unread
 
 
-async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> dict[str, Any]:
+async def bulk(handler: BaseHandler, user_id: str, request: BulkRequest) -> BulkOutcome:
     """Apply a bulk action (notifier/notifications/bulk.py); every tab hears of the ones
     that went read. `{"changed", "more", "unread_count"}`."""
     result = await request.apply(NotificationRepository(handler.db), user_id)
     unread = await tell_read(handler, user_id, result.read)
-    return {"changed": result.changed, "more": result.more, "unread_count": unread}
-
-
-def parse_read_request(body: object) -> list[int] | None:
-    """`{"ids": [...]}` or `{"all": true}` -> the seqs, or None for all."""
-    b = validation.body_object(body, ("ids", "all"))
-    if b == {"all": True}:
-        return None
-    ids = b.get("ids")
-    if len(b) != 1 or not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
-        raise InputError(f'give "ids" (a list of 1 to {MAX_IDS} notification ids) or "all": true')
-    return [parse_id(i, "ids") for i in ids]
+    return BulkOutcome(result.changed, result.more, unread)
 
 
 def form_read_request(handler: PageHandler) -> list[int] | None:
@@ -76,14 +66,22 @@ class NotificationsApiHandler(ApiHandler):
         limit = validation.whole_number(
             self.get_query_argument("limit", str(PAGE_SIZE)), "limit", 1, 100
         )
-        before = self.get_query_argument("before", None)
+        before = self.get_query_argument("before", None, strip=False)
         page = await NotificationRepository(self.db).page(
             self.user.user_id,
             limit=limit,
             before=parse_id(before, "before") if before is not None else None,
             filters=query_filters(self),
         )
-        self.write_json({"items": page.items, "next": page.next, "unread_count": page.unread_count})
+        self.write_json(
+            {
+                "items": page.items,
+                "next": page.next,
+                "unread_count": page.unread_count,
+                "partial": page.partial,
+                "searched": page.searched,
+            }
+        )
 
 
 class NotificationsBulkApiHandler(ApiHandler):
@@ -100,8 +98,8 @@ class NotificationsReadApiHandler(ApiHandler):
 
     async def post(self) -> None:
         """Mark some or all read."""
-        seqs = parse_read_request(self.json_body())
-        self.write_json({"unread_count": await mark_read(self, self.user.user_id, seqs)})
+        seqs = ReadRequest.parse(self.json_body())
+        self.write_json(UnreadCount(await mark_read(self, self.user.user_id, seqs)))
 
 
 class DashboardHandler(PageHandler):
@@ -171,15 +169,23 @@ class HistoryHandler(PageHandler):
         repo = NotificationRepository(self.db)
         uid = self.user.user_id
         before, after = (
-            self.get_query_argument("before", None),
-            self.get_query_argument("after", None),
+            self.get_query_argument("before", None, strip=False),
+            self.get_query_argument("after", None, strip=False),
         )
         items: list[dict[str, Any]]
+        searched = 0  # the search gave up after this many (CANDIDATES) before filling the page
+        newer_from = None
         if after is not None:
-            items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE, filters)
-            has_newer = bool(items) and bool(
-                await repo.newer_page(uid, int(items[0]["id"]), 1, filters)
+            items, stopped = await repo.newer_page(
+                uid, parse_id(after, "after"), PAGE_SIZE, filters
             )
+            if stopped is not None:  # gave up: newer ones may match; search on from there
+                has_newer, newer_from = True, format_id(stopped)
+                searched = stopped - parse_id(after, "after")
+            else:
+                has_newer = bool(items) and bool(
+                    (await repo.newer_page(uid, int(items[0]["id"]), 1, filters))[0]
+                )
             older = items[-1]["id"] if items else None
         else:
             page = await repo.page(
@@ -191,10 +197,15 @@ class HistoryHandler(PageHandler):
             )
             items, older = page.items, page.next
             has_newer = before is not None and bool(page.items)
+            searched = page.searched if page.partial else 0
+        if has_newer and newer_from is None and items:
+            newer_from = items[0]["id"]
         return {
             "notifications": items,
             "older": filters.url(before=older) if older else None,
-            "newer": filters.url(after=items[0]["id"]) if has_newer and items else None,
+            "newer": filters.url(after=newer_from) if has_newer and newer_from else None,
+            "searched": searched,
+            "direction": "newer" if after is not None else "older",
             # Live rows go only to the newest page of everything (a filter would not match).
             "first_page": not has_newer and filters.empty,
         }
@@ -232,8 +243,8 @@ class HistoryBulkHandler(PageHandler):
         back = validation.safe_path(arg("back", "/history"), "/history")
         path, _, query = back.partition("?")
         kept = [(k, v) for k, v in urllib.parse.parse_qsl(query) if k not in DONE_PARAMS]
-        done = {"done": action, "count": str(result["changed"])}
-        if result["more"]:
+        done = {"done": action, "count": str(result.changed)}
+        if result.more:
             done["more"] = "1"
         self.redirect(f"{path}?{urllib.parse.urlencode([*kept, *done.items()])}", status=303)
 

@@ -7,11 +7,11 @@ import urllib.parse
 from typing import Any
 
 from notifier.accounts.auth import Identity
-from notifier.errors import InputError
+from notifier.errors import Forbidden, InputError, NotFound, Unauthorized
 from notifier.notifications.state import UserState
 from notifier.notifications.store import NotificationRepository, format_id
 from notifier.realtime import progress
-from web.handlers.base import ApiError, BaseHandler, _describe
+from web.handlers.base import BaseHandler
 
 _DOLLARS, _CENTS = re.compile(r"[0-9]{1,7}"), re.compile(r"[0-9]{1,2}")
 
@@ -50,19 +50,28 @@ class PageHandler(BaseHandler):
             target = "/login?" + urllib.parse.urlencode({"next": self.request.uri or "/"})
             if self.request.headers.get("HX-Request"):
                 # On the error itself: send_error clears the headers set before it.
-                raise ApiError(401, "unauthorized", "please log in again", {"HX-Redirect": target})
+                raise Unauthorized("please log in again", headers={"HX-Redirect": target})
             if self.request.method in ("GET", "HEAD"):
                 self.redirect(target)
                 return
-            raise ApiError(401, "unauthorized", "please log in")
+            raise Unauthorized("please log in")
         if self.admin_only and not self.identity.is_admin:
-            raise ApiError(403, "forbidden", "this page is for admins")
+            raise Forbidden("this page is for admins")
 
     @property
     def user(self) -> Identity:
         """The logged-in user (prepare guarantees one)."""
         assert self.identity is not None
         return self.identity
+
+    def form_text(self, name: str) -> str:
+        """A form field as it was sent ("" when absent).
+
+        Tornado's get_body_argument turns control characters into spaces without a word;
+        names go through validation.name instead, which refuses them with a message.
+        """
+        values = self.request.body_arguments.get(name)
+        return self.decode_argument(values[-1], name=name) if values else ""
 
     def render_page(self, template: str, status: int = 200, **context: Any) -> None:
         """Render a page or fragment with what every template may use."""
@@ -88,8 +97,7 @@ class PageHandler(BaseHandler):
         if self.request.path.startswith("/api/"):
             super().write_error(status_code, **kwargs)
             return
-        _, message = _describe(status_code, kwargs.get("exc_info"), self._reason)
-        self.set_error_headers(kwargs.get("exc_info"))
+        message = self.error_of(status_code, kwargs.get("exc_info")).message
         if self.request.headers.get("HX-Request"):
             self.finish(self.renderer.render("fragments/result.html", error=message))
             return
@@ -114,4 +122,4 @@ class NotFoundHandler(PageHandler):
 
     async def prepare(self) -> None:
         """Nothing lives here."""
-        raise ApiError(404, "not_found", "there is nothing at this address")
+        raise NotFound("there is nothing at this address")

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import validation
+from notifier import validation, vapid
+from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
-from notifier.push import endpoints, keys
-from notifier.push.acks import read_ack_token
-from notifier.push.subscriptions import Subscription, SubscriptionRepository, parse_removal
-from web.handlers.base import ApiError, ApiHandler
+from notifier.push import endpoints
+from notifier.push.acks import PushAck, read_ack_token
+from notifier.push.subscriptions import PushRemoval, Subscription, SubscriptionRepository
+from web.handlers.base import ApiHandler
 from web.handlers.static import STATIC, NotifierStaticFileHandler
+from web.shapes import PushPublicKey, PushSubscribed
 
 
 class PushApiHandler(ApiHandler):
@@ -20,7 +22,7 @@ class PushApiHandler(ApiHandler):
         """Authenticate as every API call does, then check that push is on."""
         await super().prepare()
         if not self.config.push_enabled:
-            raise ApiError(404, "push_disabled", "Web Push is not configured on this server")
+            raise NotFound("Web Push is not configured on this server", "push_disabled")
 
 
 class PushPublicKeyHandler(PushApiHandler):
@@ -31,7 +33,7 @@ class PushPublicKeyHandler(PushApiHandler):
     def get(self) -> None:
         """The VAPID public key, base64url."""
         assert self.config.vapid_private_key is not None
-        self.write_json({"public_key": keys.public_key(self.config.vapid_private_key)})
+        self.write_json(PushPublicKey(vapid.public_key(self.config.vapid_private_key)))
 
 
 class PushSubscriptionsHandler(PushApiHandler):
@@ -44,11 +46,11 @@ class PushSubscriptionsHandler(PushApiHandler):
         endpoint = endpoints.parse(sub.endpoint, allow_loopback)
         await endpoints.check_resolved(endpoint, allow_loopback)
         await SubscriptionRepository(self.db).add(self.user.user_id, sub, self.user.version)
-        self.write_json({"endpoint": sub.endpoint}, status=201)
+        self.write_json(PushSubscribed(sub.endpoint), status=201)
 
     async def delete(self) -> None:
         """Remove `{"endpoint": url}`, or every one of the caller's with `{"all": true}`: 204."""
-        endpoint = parse_removal(self.json_body())
+        endpoint = PushRemoval.parse(self.json_body())
         await SubscriptionRepository(self.db).remove(self.user.user_id, endpoint)
         self.set_status(204)
         self.finish()
@@ -68,8 +70,8 @@ class PushAckHandler(PushApiHandler):
 
     async def post(self) -> None:
         """Acknowledge the user's notifications up to the token's: 204."""
-        body = validation.body_object(self.json_body(), ("token",))
-        ack = read_ack_token(self.config.jwt_secret, body.get("token"))
+        given = validation.decode(PushAck, self.json_body())
+        ack = read_ack_token(self.config.jwt_secret, given.token)
         await NotificationRepository(self.db).acknowledge(ack.user_id, ack.seq)
         self.set_status(204)
         self.finish()

@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from notifier import validation
-from notifier.errors import InputError
+from notifier.errors import InputError, NotFound
+from notifier.shopping.alerts import MAX_REALERT_HOURS
 from notifier.shopping.charts import changes, sparkline
 from notifier.shopping.history import PriceHistoryRepository
-from notifier.shopping.watchlist import WatchInput, WatchlistRepository
+from notifier.shopping.watchlist import (
+    MAX_DISCOUNT_PERCENT,
+    WatchInput,
+    WatchItem,
+    WatchlistRepository,
+    parse_rules,
+)
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler, form_cents
 
@@ -37,7 +44,13 @@ async def watchlist_context(handler: BaseHandler, user_id: str) -> dict[str, Any
     if not items:
         names = await handler.db.prices.distinct("item_name")
         suggestions = sorted(names, key=str.casefold)[:SUGGESTIONS]
-    return {"watchlist": items, "suggestions": suggestions, "days": days}
+    return {
+        "watchlist": items,
+        "suggestions": suggestions,
+        "days": days,
+        "rules_for": None,
+        "rules_error": None,
+    }
 
 
 class WatchlistApiHandler(ApiHandler):
@@ -52,14 +65,17 @@ class WatchlistApiHandler(ApiHandler):
         """Watch an item (again: updates its target price)."""
         item = WatchInput.parse(self.json_body())
         await WatchlistRepository(self.db).add(self.user.user_id, item)
-        self.write_json(
-            {"item_name": item.item_name, "target_price_in_cents": item.target_price_in_cents},
-            status=201,
-        )
+        self.write_json(WatchItem(item_name=item.item_name, **item.rules()), status=201)
 
 
 class WatchlistItemApiHandler(ApiHandler):
-    """DELETE /api/watchlist/<item_name>."""
+    """PATCH and DELETE /api/watchlist/<item_name>."""
+
+    async def patch(self, item_name: str) -> None:
+        """Change the watch's alert rules (those given; null clears one)."""
+        rules = parse_rules(self.json_body())
+        watch = await WatchlistRepository(self.db).change_rules(self.user.user_id, item_name, rules)
+        self.write_json(watch)
 
     async def delete(self, item_name: str) -> None:
         """Stop watching an item."""
@@ -82,7 +98,7 @@ class WatchlistFragmentHandler(PageHandler):
             target = form_cents(self.get_body_argument("target_price", None), "Target")
             item = WatchInput.parse(
                 {
-                    "item_name": self.get_body_argument("item_name", ""),
+                    "item_name": self.form_text("item_name"),
                     "target_price_in_cents": target,
                 }
             )
@@ -99,9 +115,12 @@ class WatchlistFragmentHandler(PageHandler):
         status: int = 200,
         added: str | None = None,
         removed: dict[str, str] | None = None,
+        rules_for: str | None = None,
+        rules_error: str | None = None,
     ) -> None:
-        """The #watchlist fragment."""
+        """The #watchlist fragment (`rules_for`: the item whose alert settings stay open)."""
         context = await watchlist_context(self, self.user.user_id)
+        context.update(rules_for=rules_for, rules_error=rules_error)
         self.render_page(
             "fragments/watchlist.html",
             status=status,
@@ -140,10 +159,69 @@ class WatchlistUndoFragmentHandler(WatchlistFragmentHandler):
         await self.render_watchlist(repo, added=name)
 
 
+def form_rules(handler: BaseHandler) -> dict[str, int | None]:
+    """The alert rules typed in a watch's form (an empty field: no such rule)."""
+
+    def whole(name: str, label: str, high: int) -> int | None:
+        raw = handler.get_body_argument(name, "").strip()
+        return validation.whole_number(raw, label, 1, high) if raw else None
+
+    return {
+        "target_price_in_cents": form_cents(
+            handler.get_body_argument("target_price", None), "Target"
+        ),
+        "min_discount_percent": whole("min_discount", "Min. % off", MAX_DISCOUNT_PERCENT),
+        "realert_hours": whole("realert_hours", "At most every … hours", MAX_REALERT_HOURS),
+    }
+
+
+class WatchRulesFragmentHandler(WatchlistFragmentHandler):
+    """POST /fragments/watch-rules: change a watch's alert rules inline."""
+
+    async def post(self) -> None:
+        """Save them; the watchlist (or, from the item page, the settings alone) again."""
+        repo = WatchlistRepository(self.db)
+        name = self.get_body_argument("item_name", "")
+        key = validation.item_key(name)
+        error, status = None, 200
+        try:
+            await repo.change_rules(self.user.user_id, name, form_rules(self))
+        except InputError as e:
+            error, status = e.message, e.status
+        if self.get_body_argument("view", "") != "item":
+            await self.render_watchlist(repo, status=status, rules_for=key, rules_error=error)
+            return
+        watch = await repo.get(self.user.user_id, key)
+        if watch is None:
+            raise NotFound(f"{name!r} is not on your watchlist")
+        self.render_page(
+            "fragments/alert_rules.html",
+            status=status,
+            w=watch,
+            rules_id="rules-item",
+            view="item",
+            rules_open=True,
+            rules_saved=error is None,
+            rules_error=error,
+        )
+
+
+class WatchRulesHandler(PageHandler):
+    """POST /watchlist/rules: the same form without script; back to the page it came from."""
+
+    async def post(self) -> None:
+        """Save the rules (an error page says what was wrong), then go back."""
+        name = self.get_body_argument("item_name", "")
+        await WatchlistRepository(self.db).change_rules(self.user.user_id, name, form_rules(self))
+        self.redirect(validation.safe_path(self.get_body_argument("next", None)), status=303)
+
+
 default_handlers = [
     (r"/api/watchlist", WatchlistApiHandler),
     (r"/api/watchlist/([^/]+)", WatchlistItemApiHandler),
     (r"/fragments/watchlist", WatchlistFragmentHandler),
     (r"/fragments/watchlist-undo", WatchlistUndoFragmentHandler),
+    (r"/fragments/watch-rules", WatchRulesFragmentHandler),
+    (r"/watchlist/rules", WatchRulesHandler),
     (r"/fragments/watchlist/([^/]+)", WatchlistItemFragmentHandler),
 ]

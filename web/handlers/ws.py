@@ -20,23 +20,20 @@ from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol
 
 from notifier.accounts.auth import Identity
-from notifier.errors import InputError
+from notifier.errors import InputError, RateLimited, Unauthorized
 from notifier.notifications.announcements import AnnouncementRepository
+from notifier.notifications.bulk import ReadRequest
 from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus, messages
-from notifier.realtime.delivery import (
-    STORAGE_UNAVAILABLE,
-    TOO_MANY_SOCKETS,
-    Flushing,
-    OrderedDelivery,
-)
+from notifier.realtime.delivery import Flushing, OrderedDelivery
+from notifier.realtime.disconnect import STORAGE_UNAVAILABLE, TOO_MANY_SOCKETS
 from notifier.realtime.events import EvictEvent
 from notifier.realtime.socket_limit import BUDGET_REFILL, SocketLimit
 from notifier.realtime.subscriber import Subscriber
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import PING, text_frame, write_frame
 from web.handlers.base import BaseHandler
-from web.handlers.notifications import mark_read, parse_read_request
+from web.handlers.notifications import mark_read
 from web.lean import detach_receive, release_handshake
 
 log = logging.getLogger(__name__)
@@ -89,12 +86,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """Authenticate before the upgrade: no valid, current token, no socket (401)."""
         identity = self.identity
         if identity is None:
-            self.write_json(_error("unauthorized", "a valid token is required"), 401)
-            return
+            raise Unauthorized("a valid token is required")
         fmt = self.get_query_argument("format", "html")
         if fmt not in FORMATS:
-            self.write_json(_error("invalid_input", "format must be html or json"), 400)
-            return
+            raise InputError("format must be html or json")
         self.user_id, self.format = identity.user_id, fmt
         self.socket_id = f"{self.settings['process']}:{uuid.uuid4().hex[:12]}"
         self._expires_at = identity.expires_at
@@ -117,13 +112,10 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         try:
             refused = await self._arrive(identity)
             if refused == "revoked":
-                self.write_json(_error("unauthorized", "a valid token is required"), 401)
-                return
+                raise Unauthorized("a valid token is required")
             if refused == "limited":
-                self.set_header("Retry-After", str(math.ceil(1 / BUDGET_REFILL)))
                 message = "too many connections and resumes: wait a moment"
-                self.write_json(_error("rate_limited", message), 429)
-                return
+                raise RateLimited(message, math.ceil(1 / BUDGET_REFILL))
             await super().get(*args, **kwargs)
         finally:
             if not self._opened:  # refused: revoked, not an upgrade, a foreign origin...
@@ -187,7 +179,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # closed meanwhile (evicted, or the client left): on_close has run
         self._expiry = self.settings["expiry"].add(self._expires_at, self)  # web/expiry.py
-        last_id = self.get_query_argument("last_id", None)
+        last_id = self.get_query_argument("last_id", None, strip=False)
         announcements = AnnouncementRepository(self.db)
         latest = self.settings["announcements"]
         try:
@@ -208,7 +200,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self._acked = state.acked_seq  # what a page showed already: acks below it are no news
         except PyMongoError:
             log.exception("could not read the user's notifications")
-            self.close(STORAGE_UNAVAILABLE, "storage unavailable")
+            self.close(*STORAGE_UNAVAILABLE)
             return
         if self.ws_connection is None or self.ws_connection.is_closing():
             return  # the client left while its history was read: on_close has run
@@ -254,8 +246,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
             self.registry.close_sockets(
                 self.user_id,
                 {s for s in arrival.evicted if s.startswith(here)},
-                TOO_MANY_SOCKETS,
-                "too many connections",
+                *TOO_MANY_SOCKETS,
             )
             elsewhere = [s for s in arrival.evicted if not s.startswith(here)]
             if elsewhere:
@@ -352,7 +343,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         Every tab of the user, this one included, hears of it through the bus.
         """
         try:
-            await mark_read(self, self.user_id, parse_read_request(frame.body()))
+            await mark_read(self, self.user_id, ReadRequest.parse(frame.body()))
         except InputError as e:
             self.delivery.send(messages.error(e.code, e.message))
         except (PyMongoError, RedisError, OSError):
@@ -420,10 +411,6 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         except StreamClosedError:
             return False
         return True if pending is None else pending
-
-
-def _error(code: str, message: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}}
 
 
 default_handlers = [(r"/ws", NotificationsWebSocketHandler)]
