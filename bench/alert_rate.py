@@ -35,7 +35,7 @@ from pymongo import MongoClient  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.dev.seed import seed  # noqa: E402
-from notifier.storage.migrations import migrate  # noqa: E402
+from notifier.migrations import migrate  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 
 DEMO = {"DEMO_FEED_INTERVAL": 8.0, "DEAL_CHECK_INTERVAL": 10.0, "EMAIL_ACK_WAIT": 60.0}

@@ -1,13 +1,16 @@
-"""The history's filters at 100,000 stored notifications of one user: one page per filter.
+"""The history's filters at 20,000 or 100,000 stored notifications of one user.
 
-Seeds one user with 100,000 notifications (half deals over six items and four stores, a
+Seeds one user with COUNT notifications (half deals over six items and four stores, a
 quarter announcements, a quarter job results; a third unread; one an hour apart), then
 times NotificationRepository.page (what GET /api/notifications and /history run) for
-each filter, at the top and 50,000 deep (`before=`), median of 5 runs after one warm-up.
-Runs against the embedded SecantusDB kept in var/bench/history-100k (or MONGODB_URI):
-seeding takes a few minutes once; later runs reuse it and take under a minute.
+each filter, at the top and half way down (`before=`), median of 11 runs after one
+warm-up. The filters include every combination of issue 23's red-team list (#2:
+`q=b zzzz`, `item=…&unread=1`, `q=m&type=jobs`), which read every match of their first
+filter before the candidate budget. Runs against the embedded SecantusDB kept in
+var/bench/history-<N>k (or MONGODB_URI): seeding takes a few minutes once; later runs
+reuse it and take under a minute.
 
-    .venv/bin/python bench/history_filters.py
+    .venv/bin/python bench/history_filters.py [--count 20000|100000]
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from notifier.notifications.state import recount  # noqa: E402
 from notifier.notifications.store import NotificationRepository, format_id  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 
-COUNT = 100_000
+COUNT = int(sys.argv[sys.argv.index("--count") + 1]) if "--count" in sys.argv else 100_000
+RUNS = 11
 USER = "bench-history-user"
 ITEMS = ["Milk 1L", "Bananas", "Coffee beans 500g", "Bread", "Apples 1kg", "Greek yogurt"]
 STORES = [
@@ -100,20 +104,32 @@ FILTERS = {
     "q+unread": NotificationFilter(unread=True, q="milk"),
     # The worst case: a combination nothing matches reads every match of its first filter.
     "item+unread (matches nothing)": NotificationFilter(unread=True, item="bananas"),
+    # Issue 23 #2's red-team list, and the other pairs a shopper can make on the page.
+    "q=b zzzz (matches nothing)": NotificationFilter(q="b zzzz"),
+    "item=milk 1l+unread": NotificationFilter(unread=True, item="milk 1l"),
+    "q=m+type=job-complete (matches nothing)": NotificationFilter(q="m", type="job-complete"),
+    "type=job-complete+unread": NotificationFilter(unread=True, type="job-complete"),
+    "store+unread": NotificationFilter(unread=True, store="green-grocer"),
+    "q=coff+store": NotificationFilter(q="coff", store="fresh-mart"),
+    "item+since/until (one week)": NotificationFilter(
+        item="bread",
+        since=START + timedelta(hours=COUNT // 2),
+        until=START + timedelta(hours=COUNT // 2 + 168),
+    ),
 }
 
 
 async def measure(uri: str) -> list[tuple[str, float, float, int]]:
-    """(filter, top page ms, 50,000-deep page ms, rows on the top page) per filter."""
+    """(filter, top page ms, half-way page ms, rows on the top page) per filter."""
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     repo = NotificationRepository(client.get_default_database())
     rows = []
     for name, filters in FILTERS.items():
         timings = []
-        for before in (None, 50_000):
+        for before in (None, COUNT // 2):
             await repo.page(USER, 20, before, filters=filters)  # warm-up
             runs = []
-            for _ in range(5):
+            for _ in range(RUNS):
                 started = time.perf_counter()
                 page = await repo.page(USER, 20, before, filters=filters)
                 runs.append((time.perf_counter() - started) * 1000)
@@ -130,7 +146,7 @@ def main() -> None:
     uri = os.environ.get("MONGODB_URI")
     server = None
     if not uri:
-        var = ROOT / "var" / "bench" / "history-100k"
+        var = ROOT / "var" / "bench" / f"history-{COUNT // 1000}k"
         var.mkdir(parents=True, exist_ok=True)
         server = start_mongo(var / "mongo", var / "mongo.log")
         uri = server.url + "/history_bench"
@@ -152,7 +168,10 @@ def main() -> None:
             took = time.perf_counter() - started
             print(f"seeded {COUNT:,} notifications in {took:.1f} s", flush=True)
         ensure_indexes(db)
-        print("| filter | first page (ms) | 50,000 deep (ms) | rows |\n|---|---:|---:|---:|")
+        print(f"{COUNT:,} notifications, p50 of {RUNS} runs")
+        print(
+            f"| filter | first page (ms) | {COUNT // 2:,} deep (ms) | rows |\n|---|---:|---:|---:|"
+        )
         for name, top, deep, shown in asyncio.run(measure(uri)):
             print(f"| {name} | {top:.1f} | {deep:.1f} | {shown} |", flush=True)
         sync.close()

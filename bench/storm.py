@@ -338,8 +338,9 @@ def write(users_file: str) -> None:
 
     import redis
 
-    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
 
     users = Path(users_file).read_text().split()
     client: MongoClient[dict[str, Any]] = MongoClient(os.environ["MONGODB_URI"])

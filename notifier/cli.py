@@ -18,22 +18,22 @@ from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from pymongo.synchronous.database import Database
 
-from notifier import validation
+from notifier import validation, vapid
 from notifier.accounts.auth import hash_password
 from notifier.accounts.revocation import revoke_sync
 from notifier.accounts.users import ROLES, create_user
 from notifier.email.service import EmailService
 from notifier.errors import CommandFailed, InputError
+from notifier.migrations import add_search_fields, migrate
 from notifier.notifications.state import recount
-from notifier.notifications.store import NotificationService, NotificationWriter
-from notifier.push import keys as push_keys
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import make_publisher
 from notifier.realtime.events import LogoutEvent
 from notifier.realtime.presence import STATS_KEY, STATS_STALE_AFTER
+from notifier.realtime.publishing import NotificationService
 from notifier.settings import ConfigurationError, Settings
 from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import parse_price_csv, record_price
-from notifier.storage.migrations import add_search_fields, migrate
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 
@@ -220,10 +220,10 @@ def cmd_stats(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_vapid_keys(args: argparse.Namespace) -> None:
     """Print a new VAPID key pair for Web Push (set VAPID_PRIVATE_KEY to the private one)."""
-    private = push_keys.new_private_key()
+    private = vapid.new_private_key()
     print(
         f"# public key (derived from the private one; browsers subscribe with it): "
-        f"{push_keys.public_key(private)}"
+        f"{vapid.public_key(private)}"
     )
     print(f"VAPID_PRIVATE_KEY={private}")
 

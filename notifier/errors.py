@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
+import msgspec
+
 RETRY_AFTER_OUTAGE = 5  # seconds: MongoDB or Redis is usually back by then
 
 
@@ -122,6 +124,20 @@ class CommandFailed(NotifierError):
     code = "failed"
 
 
-def error_body(error: NotifierError) -> str:
+class ErrorDetail(msgspec.Struct):
+    """What went wrong: a machine-readable code and a one-line message."""
+
+    code: str
+    message: str
+
+
+class ErrorBody(msgspec.Struct):
     """The contract's JSON error: `{"error": {"code": ..., "message": ...}}`."""
-    return json.dumps({"error": {"code": error.code, "message": error.message}})
+
+    error: ErrorDetail
+
+
+def error_body(error: NotifierError) -> str:
+    """The contract's JSON error for `error`, as sent (json.dumps: a lone surrogate in a
+    message is escaped, never an encoding error)."""
+    return json.dumps(msgspec.to_builtins(ErrorBody(ErrorDetail(error.code, error.message))))

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from notifier import vapid
 from notifier.errors import ConfigurationError
 from notifier.proxies import TrustedProxies
-from notifier.push import keys as push_keys
 
 Number = TypeVar("Number", int, float)
 MIN_SECRET_LENGTH = 32
@@ -189,9 +189,9 @@ def _vapid(env: Mapping[str, str], mode: str, var_dir: Path) -> tuple[str | None
                 "Web Push off); `python -m notifier vapid-keys` prints a key pair"
             )
     if key is None:
-        key = _generated_once(var_dir / "vapid-private-key", push_keys.new_private_key)
-    push_keys.signer(key)  # refuse a key that cannot sign, at start rather than at a push
-    return key, push_keys.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
+        key = _generated_once(var_dir / "vapid-private-key", vapid.new_private_key)
+    vapid.signer(key)  # refuse a key that cannot sign, at start rather than at a push
+    return key, vapid.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
 
 
 def _generated_once(path: Path, make: Callable[[], str]) -> str:

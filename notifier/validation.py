@@ -158,7 +158,9 @@ def name(value: object, field: str, max_length: int = NAME_LENGTH) -> str:
     """
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"{field} is required and must be a non-empty string")
-    if len(value) > 4 * max_length:  # bounded before any work is done on it
+    # Counted as sent, as the schema's maxLength counts (before trimming), and before any
+    # work is done on it.
+    if len(value) > max_length:
         raise InputError(f"{field} must be at most {max_length} characters")
     storable(value, field)
     return clean_name(value, field, max_length)

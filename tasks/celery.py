@@ -16,10 +16,11 @@ from pymongo.synchronous.database import Database
 
 from notifier import logs
 from notifier.email.service import EmailService
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.push.service import PushService
 from notifier.realtime import progress
 from notifier.realtime.bus import make_publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.settings import ConfigurationError, Settings
 from tasks import metrics
 

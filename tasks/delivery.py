@@ -11,8 +11,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier.accounts.revocation import sync_uncached_sync
-from notifier.notifications.announcements import AnnouncementHistory
-from notifier.notifications.batch import republish_batches
+from notifier.realtime.publishing import AnnouncementHistory, republish_batches
 from tasks import celery
 
 OUTBOX_AGE = timedelta(seconds=5)  # younger batches may still be publishing

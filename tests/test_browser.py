@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.storage.writes import apply
 from tests.conftest import ROOT, User

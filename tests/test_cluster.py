@@ -16,9 +16,10 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import websocket_connect
 
 from notifier.dev.embedded import Server, free_port, start_redis_cluster
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime import bus
 from notifier.realtime.events import LogoutEvent
+from notifier.realtime.publishing import NotificationService
 from notifier.realtime.subscriber import Subscriber, Topology
 from tests.helpers import read_until, resubscriptions_while_idle, spawn, wait_subscribed
 

@@ -14,11 +14,11 @@ import redis
 from bson import ObjectId
 
 from notifier.dev.embedded import free_port
-from notifier.notifications.batch import republish_batches
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime import bus, presence
 from notifier.realtime.bus import Publisher
 from notifier.realtime.presence import online_users
+from notifier.realtime.publishing import NotificationService, republish_batches
 from notifier.shopping import deals
 from notifier.shopping.checks import DealCheckJobs
 from notifier.shopping.deals import DealCheck

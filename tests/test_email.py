@@ -296,8 +296,8 @@ async def test_preferences_api(fetch, db, alice):
 
 
 def test_a_minimum_discount_filters_deals(db, sync_redis, alice, item):
-    from notifier.notifications.store import NotificationService
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
     from notifier.shopping.deals import DealCheck
     from notifier.shopping.prices import PriceInput, record_price
     from notifier.shopping.watchlist import WatchInput, watch

@@ -17,9 +17,10 @@ import redis
 from tornado.httpclient import HTTPClientError
 
 from notifier.dev.embedded import Server, start_redis
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
 from notifier.realtime.disconnect import LOGGED_OUT
+from notifier.realtime.publishing import NotificationService
 from tests.helpers import announcement_message, collect, login, restartable
 
 

@@ -8,8 +8,9 @@ import dataclasses
 import pytest
 
 from notifier.dev.embedded import free_port
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.realtime.subscriber import Topology
 from tests.helpers import collect, resubscriptions_while_idle
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 
 operations = st.lists(
     st.tuples(

@@ -9,8 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from tests.helpers import collect, post_price, watch
 
 METRICS_TOKEN = "scrape-" + "s" * 30

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from notifier.notifications.store import NotificationService, NotificationWriter, format_id
+from notifier.notifications.store import NotificationWriter, format_id
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping.deals import DealCheck, deal_headline
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
@@ -295,7 +296,7 @@ async def test_filtered_history_pages_keep_their_filter_both_ways(fetch, db, ali
 
 
 def test_the_release_step_gives_older_deal_notifications_their_search_keys(db, alice, tag):
-    from notifier.storage.migrations import add_search_fields
+    from notifier.migrations import add_search_fields
 
     deal = {"item_name": f"Oat milk {tag}", "best_price_in_cents": 1, "store_name": "S",
             "store_id": "s"}  # fmt: skip

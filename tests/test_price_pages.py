@@ -15,13 +15,14 @@ import pytest
 from pymongo import AsyncMongoClient, monitoring
 
 import web.app
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.migrations import summarise_price_days
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping import charts
 from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
-from notifier.storage.migrations import summarise_price_days
 from notifier.storage.writes import apply, apply_bulk
 from tests.helpers import login
 

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -146,8 +147,9 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 ):
     import threading
 
-    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
 
     port = free_port()
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
@@ -212,8 +214,9 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
     env, db, sync_redis, alice, io_loop
 ):
-    from notifier.notifications.store import NotificationService, NotificationWriter
+    from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
+    from notifier.realtime.publishing import NotificationService
 
     ports = [free_port(), free_port()]
     procs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]
@@ -264,3 +267,24 @@ def test_two_web_processes_behind_one_redis_each_tab_gets_everything_once(
             if proc.poll() is None:
                 proc.terminate()
             proc.communicate(timeout=10)
+
+
+@pytest.mark.parametrize("start", ["start_redis", "start_mongo"])
+def test_a_server_whose_free_port_was_taken_meanwhile_starts_on_another(
+    start: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs side by side pick free ports at once: one taken between pick and bind is picked
+    again, not a failed fixture."""
+    from notifier.dev import embedded
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        picks = iter([taken.getsockname()[1]])
+        monkeypatch.setattr(embedded, "free_port", lambda: next(picks, None) or free_port())
+        server = getattr(embedded, start)(tmp_path / "data", tmp_path / "server.log")
+        try:
+            assert server.url.rsplit(":", 1)[1] != str(taken.getsockname()[1])
+            assert "Address already in use" in (tmp_path / "server.log").read_text()
+        finally:
+            server.stop()

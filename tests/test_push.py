@@ -29,11 +29,12 @@ from celery import Celery
 from playwright.sync_api import sync_playwright
 from tornado.httpclient import HTTPRequest
 
+from notifier import vapid
 from notifier.accounts.preferences import Preferences
 from notifier.dev.embedded import worker_argv
 from notifier.errors import ConfigurationError
 from notifier.notifications import state
-from notifier.push import endpoints, keys
+from notifier.push import endpoints
 from notifier.push.acks import InvalidAck, ack_token, read_ack_token
 from notifier.push.endpoints import PinnedTransport, UnsafeEndpoint
 from notifier.push.payloads import deal_payload
@@ -137,7 +138,7 @@ def test_vapid_settings_production_needs_both_or_runs_without_push(tmp_path):
     }
     off = Settings.from_env(base)
     assert not off.push_enabled and not (tmp_path / "vapid-private-key").exists()
-    key = keys.new_private_key()
+    key = vapid.new_private_key()
     on = Settings.from_env(
         {**base, "VAPID_PRIVATE_KEY": key, "VAPID_SUBJECT": "mailto:a@b.example"}
     )
@@ -170,8 +171,8 @@ def test_the_vapid_keys_command_prints_a_pair_without_any_settings():
     )
     [comment, setting] = result.stdout.splitlines()
     private = setting.removeprefix("VAPID_PRIVATE_KEY=")
-    assert comment.endswith(keys.public_key(private))
-    assert len(keys.unb64url(keys.public_key(private))) == 65
+    assert comment.endswith(vapid.public_key(private))
+    assert len(vapid.unb64url(vapid.public_key(private))) == 65
 
 
 def test_a_deal_payload_names_the_headline_the_items_page_and_the_id():
@@ -315,7 +316,7 @@ def test_a_push_is_encrypted_for_the_browser_and_signed_with_vapid(config, db, a
     assert service.send(push_id, "task-1") == "sent"
     [received] = standin.to(f"ok-{alice.user_id}")
     assert received.headers["Ttl"] == "86400" and received.headers["Urgency"] == "high"
-    claims = vapid_claims(received, keys.public_key(config.vapid_private_key))
+    claims = vapid_claims(received, vapid.public_key(config.vapid_private_key))
     assert claims["sub"] == config.vapid_subject
     payload = open_push(received, subscriber)
     assert payload["id"] == f"{note['seq']:012d}" and payload["headline"]
@@ -410,8 +411,8 @@ async def test_the_public_key_is_public_and_signs_the_pushes(fetch, config):
     response = await fetch("/api/push/public-key")
     assert response.code == 200
     key = json.loads(response.body)["public_key"]
-    assert key == keys.public_key(config.vapid_private_key)
-    assert len(keys.unb64url(key)) == 65
+    assert key == vapid.public_key(config.vapid_private_key)
+    assert len(vapid.unb64url(key)) == 65
 
 
 @pytest.mark.parametrize("app_config", ["production without push"], indirect=True)

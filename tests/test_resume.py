@@ -15,8 +15,9 @@ from pymongo import AsyncMongoClient, monitoring
 from notifier.notifications.announcements import AnnouncementRepository, SeenMarks
 from notifier.notifications.state import UserState
 from notifier.notifications.state import from_doc as state_from_doc
-from notifier.notifications.store import NotificationService, NotificationWriter, format_id
+from notifier.notifications.store import NotificationWriter, format_id
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from tests.helpers import collect, wait_announcement_stored, wait_stored
 
 

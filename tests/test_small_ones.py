@@ -11,8 +11,9 @@ from urllib.parse import quote
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping.watchlist import MAX_ITEMS, WatchInput, watch
 from notifier.storage.writes import apply
 from tests.helpers import login

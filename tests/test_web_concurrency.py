@@ -21,8 +21,9 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from notifier.dev.embedded import free_port, start_redis
-from notifier.notifications.store import NotificationService, NotificationWriter
+from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher, user_channel
+from notifier.realtime.publishing import NotificationService
 from notifier.realtime.socket_limit import KEY as SOCKETS_KEY
 from tests.helpers import read_until, restartable, spawn
 

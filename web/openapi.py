@@ -15,18 +15,20 @@ import msgspec
 
 from notifier.accounts.auth import Credentials
 from notifier.accounts.preferences import Preferences
+from notifier.errors import ErrorBody
 from notifier.kinds import TYPE_NAMES, NotificationType
 from notifier.notifications.announcements import AnnouncementInput
 from notifier.notifications.bulk import BulkInput, ReadRequest
 from notifier.notifications.filters import MAX_QUERY, TIME_PATTERN
-from notifier.notifications.store import NotificationPage
+from notifier.notifications.store import CANDIDATES, NotificationPage
 from notifier.push.acks import PushAck
 from notifier.push.subscriptions import PushRemoval, PushSubscription
 from notifier.shopping.deals import DealData
 from notifier.shopping.prices import PriceInput
-from notifier.shopping.watchlist import AlertRules, WatchInput
+from notifier.shopping.watchlist import AlertRules, WatchInput, WatchItem, Watchlist
 from notifier.validation import NOTIFICATION_ID
 from web.shapes import RESPONSES
+from web.stats import Stats
 
 JSON = "application/json"
 ID = {"type": "string", "pattern": NOTIFICATION_ID, "description": "a notification id"}
@@ -56,7 +58,7 @@ def body(schema: dict[str, Any], status: str, description: str) -> dict[str, Any
 
 def error(status: str, description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
     """An error response: the contract's `{"error": {"code", "message"}}`."""
-    response: dict[str, Any] = body(ref("Error"), status, description)
+    response: dict[str, Any] = body(ref("ErrorBody"), status, description)
     if headers:
         response[status]["headers"] = headers
     return response
@@ -116,47 +118,25 @@ REQUEST_BODIES = [
     PushRemoval,
     PushAck,
 ]
-RESPONSE_BODIES = [*RESPONSES, NotificationPage, DealData]
+RESPONSE_BODIES = [
+    *RESPONSES,
+    ErrorBody,
+    WatchItem,
+    Watchlist,
+    NotificationPage,
+    DealData,
+    Stats,
+]
 _, GENERATED = msgspec.json.schema_components(
     REQUEST_BODIES + RESPONSE_BODIES, ref_template="#/components/schemas/{name}"
 )
 
 SCHEMAS: dict[str, Any] = {
     **GENERATED,
-    "Error": obj(
-        ["error"],
-        error=obj(["code", "message"], code={"type": "string"}, message={"type": "string"}),
-    ),
-    "WatchItem": obj(
-        ["item_name", "target_price_in_cents"],
-        item_name={"type": "string"},
-        **GENERATED["AlertRules"]["properties"],
-    ),
-    "Watchlist": obj(["items"], items={"type": "array", "items": ref("WatchItem")}),
-    "Stats": obj(
-        ["connections", "users", "processes"],
-        connections={"type": "integer"},
-        users={"type": "integer"},
-        processes={
-            "type": "array",
-            "items": obj(
-                ["process", "connections", "users"],
-                process={"type": "string"},
-                connections={"type": "integer"},
-                users={"type": "integer"},
-            ),
-        },
-    ),
     "Health": {
         **obj(["status"], status={"enum": ["ok", "unavailable"]}),
         "additionalProperties": {"type": "string"},
     },
-    "Readiness": obj(
-        ["status", "down", "checks"],
-        status={"enum": ["ok", "unavailable"]},
-        down={"type": "array", "items": {"type": "string"}},
-        checks={"type": "object", "additionalProperties": {"type": "string"}},
-    ),
 }
 
 PATHS: dict[str, Any] = {
@@ -217,7 +197,8 @@ PATHS: dict[str, Any] = {
     },
     "/api/notifications": {
         "get": operation(
-            "The caller's notifications, newest first",
+            "The caller's notifications, newest first; a filtered page reads at most "
+            f"{CANDIDATES} notifications to fill itself (see `partial`)",
             body(ref("NotificationPage"), "200", "one page"),
             parameters=[
                 query(

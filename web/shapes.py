@@ -78,6 +78,14 @@ class PushSubscribed(msgspec.Struct):
     endpoint: str
 
 
+class Readiness(msgspec.Struct):
+    """Whether this process can serve sockets (GET /readyz), and what is not ready."""
+
+    status: Literal["ok", "unavailable"]
+    down: list[str]
+    checks: dict[str, str]
+
+
 RESPONSES = [
     Token,
     Me,
@@ -88,4 +96,5 @@ RESPONSES = [
     BulkOutcome,
     PushPublicKey,
     PushSubscribed,
+    Readiness,
 ]

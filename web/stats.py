@@ -8,6 +8,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import redis
 import redis.asyncio as aioredis
 
@@ -45,9 +46,23 @@ async def report(client: aioredis.Redis, process: str, registry: ConnectionRegis
             pass
 
 
-async def gather(
-    client: aioredis.Redis, process: str, registry: ConnectionRegistry
-) -> dict[str, Any]:
+class ProcessStats(msgspec.Struct):
+    """One web process's sockets and users."""
+
+    process: str
+    connections: int
+    users: int
+
+
+class Stats(msgspec.Struct):
+    """Connections and users across web processes (GET /api/stats, the admin page)."""
+
+    connections: int
+    users: int
+    processes: list[ProcessStats]
+
+
+async def gather(client: aioredis.Redis, process: str, registry: ConnectionRegistry) -> Stats:
     """Totals and per-process figures; this process's own are always current."""
     raw = await client.hgetall(KEY)
     now = time.time()
@@ -66,11 +81,8 @@ async def gather(
         ):
             processes[p["process"]] = p
     rows = sorted(processes.values(), key=lambda p: p["process"])
-    return {
-        "connections": sum(p["connections"] for p in rows),
-        "users": sum(p["users"] for p in rows),
-        "processes": [
-            {"process": p["process"], "connections": p["connections"], "users": p["users"]}
-            for p in rows
-        ],
-    }
+    return Stats(
+        connections=sum(p["connections"] for p in rows),
+        users=sum(p["users"] for p in rows),
+        processes=[ProcessStats(p["process"], p["connections"], p["users"]) for p in rows],
+    )

@@ -22,8 +22,8 @@ from notifier.dev.embedded import (
     start_redis,
 )
 from notifier.dev.seed import seed
+from notifier.migrations import migrate
 from notifier.settings import ConfigurationError, Settings
-from notifier.storage.migrations import migrate
 from notifier.storage.schema import ensure_indexes
 
 DEMO_FEED_INTERVAL = "8"

@@ -64,6 +64,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortTaken(ServerError):
+    """The server could not bind its port: another process took it."""
+
+
+def on_a_free_port(start: Callable[[int], Server], port: int | None) -> Server:
+    """`start(port)`, or on a free port: one taken by another process between the pick and
+    the bind (runs side by side pick ports at once) is picked again, up to three times."""
+    if port is not None:
+        return start(port)
+    for _ in range(2):
+        try:
+            return start(free_port())
+        except PortTaken:
+            continue
+    return start(free_port())
+
+
 def die_with_parent() -> None:
     """In the child: receive SIGTERM when the parent dies, so no server outlives its runner."""
     try:
@@ -93,7 +110,8 @@ def _wait_ready(server: Server, ready: Callable[[], bool], timeout: float) -> Se
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             tail = server.log_path.read_text(errors="replace")[-2000:]
-            raise ServerError(f"{server.name} exited with {server.process.returncode}:\n{tail}")
+            error = PortTaken if "Address already in use" in tail else ServerError
+            raise error(f"{server.name} exited with {server.process.returncode}:\n{tail}")
         if ready():
             return server
         time.sleep(0.05)
@@ -112,28 +130,30 @@ def start_mongo(
     binary = str(exe) if exe.exists() else shutil.which("secantusd-py")
     if binary is None:
         raise ServerError("secantusd-py is missing: pip install 'SecantusDB>=0.7.0b3,<0.8'")
-    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data_dir)]
-    if test_commands:
-        argv.append("--enable-test-commands")
-    server = Server(
-        "secantusd", _spawn("secantusd", argv, log_path), f"mongodb://127.0.0.1:{port}", log_path
-    )
 
-    def ready() -> bool:
-        client: MongoClient[dict[str, object]] = MongoClient(
-            server.url, serverSelectionTimeoutMS=250, connectTimeoutMS=250
-        )
-        try:
-            client.admin.command("ping")
-            return True
-        except PyMongoError:
-            return False
-        finally:
-            client.close()
+    def start(port: int) -> Server:
+        argv = [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(data_dir)]
+        if test_commands:
+            argv.append("--enable-test-commands")
+        url = f"mongodb://127.0.0.1:{port}"
+        server = Server("secantusd", _spawn("secantusd", argv, log_path), url, log_path)
 
-    return _wait_ready(server, ready, 60)
+        def ready() -> bool:
+            client: MongoClient[dict[str, object]] = MongoClient(
+                server.url, serverSelectionTimeoutMS=250, connectTimeoutMS=250
+            )
+            try:
+                client.admin.command("ping")
+                return True
+            except PyMongoError:
+                return False
+            finally:
+                client.close()
+
+        return _wait_ready(server, ready, 60)
+
+    return on_a_free_port(start, port)
 
 
 def start_redis(
@@ -143,8 +163,13 @@ def start_redis(
     binary = shutil.which("redis-server")
     if binary is None:
         raise ServerError("redis-server is missing: apt-get install redis-server, or set REDIS_URL")
-    port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
+    return on_a_free_port(lambda port: _start_redis(binary, data_dir, log_path, port, extra), port)
+
+
+def _start_redis(
+    binary: str, data_dir: Path, log_path: Path, port: int, extra: tuple[str, ...]
+) -> Server:
     argv = [
         binary,
         "--bind",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, get_args
 
@@ -22,14 +21,10 @@ from bson.errors import InvalidId
 from pymongo import UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
-from pymongo.synchronous.database import Database
 
 from notifier import validation
 from notifier.formatting import iso
-from notifier.kinds import NotificationType
 from notifier.notifications import state
-from notifier.notifications.batch import NewNotification, notify_many
-from notifier.notifications.store import NotificationService
 from notifier.storage.batches import batched
 
 log = logging.getLogger(__name__)
@@ -38,7 +33,6 @@ Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = get_args(Severity)
 WRITE_BATCH = 1000  # updates per bulk write
 CATCH_UP = timedelta(hours=24)  # how far back a returning user is shown what they missed
-HISTORY_CHUNK = 1000  # users whose history copies one task writes in one batch
 
 
 def to_json(doc: dict[str, Any]) -> dict[str, Any]:
@@ -239,64 +233,6 @@ class LatestAnnouncement:
     def forget(self) -> None:
         """Events may have been missed: load from MongoDB on next use."""
         self._known = False
-
-
-class AnnouncementHistory:
-    """Copies of an announcement in every user's history (workers, synchronous client).
-
-    Every user whose account existed when it was made gets one, whether or not a page of
-    theirs was open: History is where a user who was away finds what was announced. The
-    copy's dedupe key is the announcement's id, so a chunk that runs twice (its worker
-    died) writes nothing twice.
-    """
-
-    def __init__(self, db: Database[Any], notifications: NotificationService) -> None:
-        self._db = db
-        self._notifications = notifications
-
-    def chunks(
-        self, announcement: dict[str, Any], size: int = HISTORY_CHUNK
-    ) -> Iterator[list[str]]:
-        """The ids of the users who existed when it was made, in id order, chunk by chunk."""
-        made = datetime.fromisoformat(str(announcement["created_at"]).replace("Z", "+00:00"))
-        # An ObjectId starts with its creation second; `created_at` (users made since it was
-        # stored) tells the accounts of that second apart.
-        newest = ObjectId.from_datetime(made + timedelta(seconds=1))
-        cursor = self._db.users.find({"_id": {"$lt": newest}}, {"created_at": 1}).sort("_id", 1)
-        chunk: list[str] = []
-        for user in cursor:
-            created = state.utc(user.get("created_at"))
-            if created is not None and created > made:
-                continue
-            chunk.append(str(user["_id"]))
-            if len(chunk) == size:
-                yield chunk
-                chunk = []
-        if chunk:
-            yield chunk
-
-    def store_chunk(self, announcement: dict[str, Any], user_ids: list[str], index: int) -> int:
-        """Store (and publish) these users' copies in one batch, then note the chunk done;
-        returns how many were new."""
-        data = {
-            "message": announcement["message"],
-            "severity": announcement["severity"],
-            "announcement_id": str(announcement["id"]),
-        }
-        dedupe = f"announcement:{announcement['id']}"
-        wanted = [NewNotification(u, NotificationType.SYSTEM, data, dedupe) for u in user_ids]
-        stored = len(notify_many(self._db, self._notifications, wanted).docs)
-        self._progress(announcement, {"$addToSet": {"history_chunks_done": index}})
-        return stored
-
-    def planned(self, announcement: dict[str, Any], chunks: int) -> None:
-        """Note how many chunks its copies take: it is in every history once all are done
-        (`history_done`)."""
-        self._progress(announcement, {"$set": {"history_chunks": chunks}})
-
-    def _progress(self, announcement: dict[str, Any], update: dict[str, Any]) -> None:
-        if ObjectId.is_valid(str(announcement["id"])):
-            self._db.announcements.update_one({"_id": ObjectId(str(announcement["id"]))}, update)
 
 
 def history_done(doc: dict[str, Any]) -> bool:

@@ -10,27 +10,26 @@ is reported, so the caller can recompute what is still new for that user.
 The outbox of a batch is one document listing its notifications, written before them
 and deleted once they are published, instead of a flag on each one: clearing a thousand
 flags costs more than storing the thousand notifications on SecantusDB. The sweep
-(`republish_batches`, with the single notifications' outbox) publishes what a failed
-publish or a dead worker left listed.
+(`republish_batches` in notifier/realtime/publishing.py, with the single notifications'
+outbox) publishes what a failed publish or a dead worker left listed.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
 from pymongo import DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.synchronous.database import Database
-from redis import RedisError
 
 from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import search_fields
-from notifier.notifications.store import NotificationService, format_id, to_json
+from notifier.notifications.store import format_id
 from notifier.storage.batches import DUPLICATE_KEY, find_in
 
 log = logging.getLogger(__name__)
@@ -104,26 +103,6 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
     return result
 
 
-def republish_batches(
-    db: Database[Any], service: NotificationService, older_than: timedelta
-) -> int:
-    """Publish the notifications of batches whose publish failed; returns how many."""
-    cutoff = datetime.now(UTC) - older_than
-    sent = 0
-    for record in list(db.outbox.find({"created_at": {"$lt": cutoff}}).limit(100)):
-        docs = sorted(find_in(db.notifications, "_id", record["ids"]), key=lambda d: d["seq"])
-        events = [
-            service.renderer.notification_event(
-                d["user_id"], to_json(d), service.unread_count(d["user_id"])
-            )
-            for d in docs
-        ]
-        service.publisher.publish_many(events)  # raises while Redis is down: kept for later
-        db.outbox.delete_one({"_id": record["_id"]})
-        sent += len(events)
-    return sent
-
-
 _STATE_FIELDS = {"seq": 1, "unread": 1}
 
 
@@ -187,28 +166,3 @@ def _insert_alone(db: Database[Any], doc: dict[str, Any]) -> dict[str, Any] | No
 def _highest_stored(db: Database[Any], user_id: str) -> int:
     last = db.notifications.find_one({"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)])
     return int(last["seq"]) if last else 0
-
-
-def notify_many(
-    db: Database[Any], service: NotificationService, wanted: list[NewNotification]
-) -> Stored:
-    """Store one notification each for many users, then publish them in one pipeline.
-
-    Storage first, always: what fails to publish stays in the outbox for the sweep.
-    """
-    stored = store_batch(db, wanted)
-    if not stored.docs:
-        return stored
-    events = [
-        service.renderer.notification_event(
-            doc["user_id"], to_json(doc), stored.unread[doc["user_id"]]
-        )
-        for doc in stored.docs
-    ]
-    try:
-        service.publisher.publish_many(events)
-    except (RedisError, OSError) as e:
-        log.warning("publishing %d notification(s) failed (the sweep retries): %s", len(events), e)
-        return stored
-    db.outbox.delete_one({"_id": stored.outbox_id})
-    return stored

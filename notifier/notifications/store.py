@@ -15,7 +15,6 @@ from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
-from redis import RedisError
 
 from notifier import validation
 from notifier.errors import InputError
@@ -24,14 +23,16 @@ from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import NotificationFilter, search_fields
 from notifier.notifications.state import UserState
-from notifier.realtime.bus import Publisher
-from notifier.realtime.render import PayloadRenderer
 from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
 
 _ID = re.compile(r"[0-9]{12}")  # fullmatch: "$" would allow a trailing newline
 MAX_SEQ_RACES = 50
+# The most notifications a filtered page reads to fill itself (issue 23 #2): past them it
+# returns what it found and a cursor to search on from, so a combination that matches
+# little costs a page's worth of reads, not every match of its first filter.
+CANDIDATES = 300
 
 
 def format_id(seq: int) -> str:
@@ -93,6 +94,10 @@ class Page:
     items: list[dict[str, Any]]
     next: str | None
     unread_count: int
+    # True when the search stopped after CANDIDATES notifications before filling the page:
+    # `next` (as `before`) searches on from where it stopped; `searched` says how far it got.
+    partial: bool = False
+    searched: int = 0
 
 
 class NotificationPage(msgspec.Struct):
@@ -100,9 +105,26 @@ class NotificationPage(msgspec.Struct):
 
     items: list[Notification]
     next: Annotated[
-        validation.NotificationId | None, msgspec.Meta(description="pass as `before` for older")
+        validation.NotificationId | None,
+        msgspec.Meta(description="pass as `before` for older (or to search on, when `partial`)"),
     ]
     unread_count: Annotated[int, msgspec.Meta(ge=0)]
+    partial: Annotated[
+        bool,
+        msgspec.Meta(
+            description=f"true when a filtered page stopped after reading {CANDIDATES} "
+            "notifications before it was full: `items` holds what matched among them (maybe "
+            "none) and `next` is where to search on from (more may match below it)"
+        ),
+    ] = False
+    searched: Annotated[
+        int,
+        msgspec.Meta(
+            ge=0,
+            description="when `partial`: how many notifications (the newest, or those just "
+            "below `before`) the search went through; else 0",
+        ),
+    ] = 0
 
 
 class NotificationRepository:
@@ -152,8 +174,11 @@ class NotificationRepository:
         filters = filters or NotificationFilter()
         if unread_only:
             filters = replace(filters, unread=True)
+        stopped = None
         if not filters.empty:
-            docs = await self._filtered(user_id, filters, state, limit, before=before)
+            docs, stopped = await self._filtered(
+                user_id, filters, state, limit, before=before, budget=CANDIDATES
+            )
         else:
             # The state's seq is never ahead, so from `top - limit` up there are at least
             # limit + 1 seqs (no holes), plus the few a dead writer left past it: with no
@@ -165,10 +190,17 @@ class NotificationRepository:
             cursor = self._notifications.find(query).sort("seq", DESCENDING).limit(limit + 1)
             docs = [d async for d in cursor]
             if any(d.get("archived") for d in docs):  # archived ones leave the default view
-                docs = await self._filtered(user_id, filters, state, limit, before=before)
+                docs, stopped = await self._filtered(
+                    user_id, filters, state, limit, before=before, budget=CANDIDATES
+                )
         items = [to_json(d) for d in docs[:limit]]
-        more = len(docs) > limit
-        return Page(items, items[-1]["id"] if more else None, state.unread_count)
+        if len(docs) > limit:
+            return Page(items, items[-1]["id"], state.unread_count)
+        if stopped is not None:  # gave up: search on below the last one read
+            top = state.max_seq if before is None else min(state.max_seq, before - 1)
+            searched = max(0, top - stopped + 1)
+            return Page(items, format_id(stopped), state.unread_count, True, searched)
+        return Page(items, None, state.unread_count)
 
     async def newer_page(
         self,
@@ -176,16 +208,20 @@ class NotificationRepository:
         after: int,
         limit: int = 20,
         filters: NotificationFilter | None = None,
-    ) -> list[dict[str, Any]]:
-        """The `limit` notifications just newer than `after`, newest first (a previous page)."""
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """The `limit` notifications just newer than `after`, newest first (a previous page),
+        and the seq the search stopped at when it gave up after CANDIDATES (else None)."""
         filters = filters or NotificationFilter()
         if filters.empty:
             docs = await self.after(user_id, after, limit)
             if not any(d.get("archived") for d in docs):
-                return [to_json(d) for d in docs][::-1]
+                return [to_json(d) for d in docs][::-1], None
         state = await self.state(user_id)
-        docs = await self._filtered(user_id, filters, state, limit, after=after)
-        return [to_json(d) for d in docs[:limit]][::-1]
+        docs, stopped = await self._filtered(
+            user_id, filters, state, limit, after=after, budget=CANDIDATES
+        )
+        partial = stopped if len(docs) <= limit else None
+        return [to_json(d) for d in docs[:limit]][::-1], partial
 
     async def _filtered(
         self,
@@ -195,8 +231,11 @@ class NotificationRepository:
         limit: int,
         before: int | None = None,
         after: int | None = None,
-    ) -> list[dict[str, Any]]:
-        """Up to limit + 1 matches next to `before` (newest first) or `after` (oldest first).
+        budget: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Up to limit + 1 matches next to `before` (newest first) or `after` (oldest first),
+        and, when it read `budget` notifications without finding limit + 1, the seq of the
+        last one it read (where to search on from); else None.
 
         Every filter is an equality ahead of seq in an index, so each query is a bounded
         seq range read through it: windows of seqs from the starting point, growing
@@ -218,6 +257,7 @@ class NotificationRepository:
             low = max(low, after + 1)
         query = filters.index_query(user_id)
         found: list[dict[str, Any]] = []
+        read = 0
         window = 4 * (limit + 1)
         descending = after is None
         edge = (state.max_seq if high is None else high) if descending else low
@@ -237,9 +277,18 @@ class NotificationRepository:
             cursor = self._notifications.find({**query, "seq": seq}).sort(
                 "seq", DESCENDING if descending else 1
             )
+            cap = None
             if filters.single:  # the server's query is the whole filter: it may stop early
-                cursor = cursor.limit(limit + 1 - len(found))
-            found += [d async for d in cursor if filters.matches(d)][: limit + 1 - len(found)]
+                cap = limit + 1 - len(found)
+            if budget is not None:
+                cap = budget - read if cap is None else min(cap, budget - read)
+            if cap is not None:
+                cursor = cursor.limit(cap)
+            docs = [d async for d in cursor]
+            read += len(docs)
+            found += [d for d in docs if filters.matches(d)][: limit + 1 - len(found)]
+            if budget is not None and read >= budget and len(found) <= limit:
+                return found, int(docs[-1]["seq"])  # gave up: a window was cut at the budget
             if descending:
                 if lo <= low:
                     break
@@ -249,7 +298,7 @@ class NotificationRepository:
                     break
                 edge = hi + 1
             window *= 4
-        return found
+        return found, None
 
     async def _created(self, user_id: str, seq: int) -> datetime | None:
         doc = await self._notifications.find_one(
@@ -344,7 +393,7 @@ class NotificationRepository:
         """The seqs of the newest `limit` notifications matching `filters`, and whether more
         match (what a bulk action on "all matching these filters" works through)."""
         state = await self.state(user_id)
-        docs = await self._filtered(user_id, filters, state, limit)
+        docs, _ = await self._filtered(user_id, filters, state, limit)
         return [int(d["seq"]) for d in docs[:limit]], len(docs) > limit
 
     async def archive(self, user_id: str, seqs: list[int]) -> tuple[list[str], int]:
@@ -487,69 +536,3 @@ class NotificationWriter:
         if doc is None:  # data from before the state documents
             return self._db.notifications.count_documents({"user_id": user_id, "read": False})
         return max(0, int(doc.get("unread", 0)))
-
-
-class NotificationService:
-    """Write a notification to MongoDB, then publish it: MongoDB first, always."""
-
-    def __init__(
-        self,
-        writer: NotificationWriter,
-        publisher: Publisher,
-        renderer: PayloadRenderer | None = None,
-    ) -> None:
-        self._writer = writer
-        self._publisher = publisher
-        # Both socket formats are rendered here, once, so web processes only forward them.
-        self._renderer = renderer or PayloadRenderer()
-
-    @property
-    def publisher(self) -> Publisher:
-        """Where this service publishes (batches publish there too)."""
-        return self._publisher
-
-    @property
-    def renderer(self) -> PayloadRenderer:
-        """What renders the events it publishes (batches render with it too)."""
-        return self._renderer
-
-    def notify(
-        self,
-        user_id: str,
-        type: NotificationType,
-        data: dict[str, Any],
-        *,
-        dedupe_key: str | None = None,
-        deal_keys: list[str] | None = None,
-    ) -> dict[str, Any] | None:
-        """Store and publish one notification; None when it was stored before."""
-        doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
-        if doc is not None:
-            self.publish(doc)
-        return doc
-
-    def publish(self, doc: dict[str, Any]) -> bool:
-        """Publish a stored notification; on failure it stays in the outbox for the sweep."""
-        notification = to_json(doc)
-        unread = self._writer.unread_count(doc["user_id"])
-        event = self._renderer.notification_event(doc["user_id"], notification, unread)
-        try:
-            self._publisher.publish(event)
-        except (RedisError, OSError) as e:
-            log.warning(
-                "publishing notification %s of %s failed (the sweep retries): %s",
-                notification["id"],
-                doc["user_id"],
-                e,
-            )
-            return False
-        self._writer.mark_published(doc)
-        return True
-
-    def unread_count(self, user_id: str) -> int:
-        """The user's unread count (for events published outside the writer's path)."""
-        return self._writer.unread_count(user_id)
-
-    def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish what a failed publish left in the outbox; returns how many went out."""
-        return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))

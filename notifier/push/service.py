@@ -26,9 +26,10 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.synchronous.database import Database
 from pywebpush import WebPushException, webpush
 
+from notifier import vapid
 from notifier.accounts.preferences import Preferences
 from notifier.notifications import state as user_state
-from notifier.push import endpoints, keys
+from notifier.push import endpoints
 from notifier.push.acks import ack_token
 from notifier.push.payloads import announcement_payload, deal_payload
 from notifier.push.subscriptions import COLLECTION as SUBSCRIPTIONS
@@ -65,7 +66,7 @@ class PushService:
             allow_loopback=not settings.production
         )
         key = settings.vapid_private_key
-        self._signer = keys.signer(key) if key is not None else None
+        self._signer = vapid.signer(key) if key is not None else None
 
     # Deciding deal pushes -----------------------------------------------------------------
 

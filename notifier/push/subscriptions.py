@@ -23,7 +23,7 @@ from pymongo.errors import DuplicateKeyError
 from notifier import validation
 from notifier.errors import InputError
 from notifier.push import endpoints
-from notifier.push.keys import unb64url
+from notifier.vapid import unb64url
 
 COLLECTION = "push_subscriptions"
 MAX_PER_USER = 10

@@ -20,9 +20,9 @@ from notifier import validation
 from notifier.accounts.preferences import Preferences
 from notifier.formatting import money
 from notifier.kinds import NotificationType
-from notifier.notifications.batch import NewNotification, notify_many
-from notifier.notifications.store import NotificationService
+from notifier.notifications.batch import NewNotification
 from notifier.push import subscriptions as push_subscriptions
+from notifier.realtime.publishing import NotificationService, notify_many
 from notifier.shopping import alerts
 from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in

@@ -265,6 +265,23 @@ class WatchlistRepository:
         return str(watch["item_name"])
 
 
+class WatchItem(msgspec.Struct, kw_only=True):
+    """What the API and pages show of a watch: its name and rules, not what it remembers
+    (watching answers with the target and the rules that were given)."""
+
+    item_name: str
+    target_price_in_cents: Target
+    min_discount_percent: Discount | msgspec.UnsetType = msgspec.UNSET
+    realert_hours: Realert | msgspec.UnsetType = msgspec.UNSET
+
+
+class Watchlist(msgspec.Struct):
+    """A shopper's watched items, in the order they were added."""
+
+    items: list[WatchItem]
+
+
 def _shown(watch: dict[str, Any]) -> dict[str, Any]:
-    """What the API and pages show of a watch: its name and rules, not what it remembers."""
-    return {"item_name": watch["item_name"], **{k: watch.get(k) for k in ALERT_FIELDS}}
+    """A stored watch as a WatchItem (a plain dict: the handlers add its item key)."""
+    rules = {k: watch.get(k) for k in ALERT_FIELDS}
+    return msgspec.structs.asdict(WatchItem(item_name=watch["item_name"], **rules))

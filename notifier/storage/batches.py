@@ -4,6 +4,11 @@ SecantusDB (the embedded development server) evaluates `$in` against every liste
 for every candidate document, so one query with 1,000 values costs 80 times one with
 100 (3.2 s against 38 ms, measured); a real MongoDB answers either from its index. Short
 batches cost a real MongoDB a few more round trips and keep SecantusDB linear.
+
+SecantusDB also picks its index by the filter's first field: a deal check's live chunk,
+`{item_key: {$in: [k]}, user_id: {$in: <100 users>}}`, walked every watcher of the item
+(12.5 s at 20,000 watchers) where `user_id` first takes the (user_id, item_key) index
+(95 ms). So the listed field goes first.
 """
 
 from __future__ import annotations
@@ -48,9 +53,13 @@ def find_in(
     query: dict[str, Any] | None = None,
     projection: dict[str, Any] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """The documents whose `field` is one of `values` (and match `query`), batch by batch."""
+    """The documents whose `field` is one of `values` (and match `query`), batch by batch.
+
+    `field` leads the filter: SecantusDB looks up the first field's index (see above).
+    """
+    rest = {k: v for k, v in (query or {}).items() if k != field}
     for batch in batched(sorted(set(values))):
-        yield from collection.find({**(query or {}), field: {"$in": list(batch)}}, projection)
+        yield from collection.find({field: {"$in": list(batch)}, **rest}, projection)
 
 
 class ReadsTogether:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError
@@ -66,7 +65,7 @@ async def import_prices(handler: BaseHandler, raw: bytes, user_id: str, filename
     )
 
 
-async def connection_stats(handler: BaseHandler) -> dict[str, Any]:
+async def connection_stats(handler: BaseHandler) -> stats.Stats:
     """Connections and users across every web process."""
     return await stats.gather(handler.redis, handler.settings["process"], handler.registry)
 

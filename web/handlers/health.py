@@ -13,6 +13,7 @@ from notifier import metrics
 from notifier.errors import NotFound, Unauthorized
 from notifier.realtime.subscriber import Subscription
 from web.handlers.base import BaseHandler
+from web.shapes import Readiness
 
 CHECK_TIMEOUT = 2.0
 
@@ -58,7 +59,7 @@ class ReadyHandler(ProbeHandler):
         now = asyncio.get_running_loop().time()
         checks["subscriber"] = "ok" if subscription.live(now) else "down: not subscribed"
         down = [name for name, result in checks.items() if result != "ok"]
-        report = {"status": "unavailable" if down else "ok", "down": down, "checks": checks}
+        report = Readiness("unavailable" if down else "ok", down, checks)
         self.set_header("Cache-Control", "no-store")
         self.write_json(report, status=503 if down else 200)
 

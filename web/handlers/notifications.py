@@ -9,7 +9,7 @@ from notifier import validation
 from notifier.errors import InputError
 from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, ReadRequest, parse_ids
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
-from notifier.notifications.store import NotificationRepository, parse_id
+from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
@@ -73,7 +73,15 @@ class NotificationsApiHandler(ApiHandler):
             before=parse_id(before, "before") if before is not None else None,
             filters=query_filters(self),
         )
-        self.write_json({"items": page.items, "next": page.next, "unread_count": page.unread_count})
+        self.write_json(
+            {
+                "items": page.items,
+                "next": page.next,
+                "unread_count": page.unread_count,
+                "partial": page.partial,
+                "searched": page.searched,
+            }
+        )
 
 
 class NotificationsBulkApiHandler(ApiHandler):
@@ -165,11 +173,19 @@ class HistoryHandler(PageHandler):
             self.get_query_argument("after", None, strip=False),
         )
         items: list[dict[str, Any]]
+        searched = 0  # the search gave up after this many (CANDIDATES) before filling the page
+        newer_from = None
         if after is not None:
-            items = await repo.newer_page(uid, parse_id(after, "after"), PAGE_SIZE, filters)
-            has_newer = bool(items) and bool(
-                await repo.newer_page(uid, int(items[0]["id"]), 1, filters)
+            items, stopped = await repo.newer_page(
+                uid, parse_id(after, "after"), PAGE_SIZE, filters
             )
+            if stopped is not None:  # gave up: newer ones may match; search on from there
+                has_newer, newer_from = True, format_id(stopped)
+                searched = stopped - parse_id(after, "after")
+            else:
+                has_newer = bool(items) and bool(
+                    (await repo.newer_page(uid, int(items[0]["id"]), 1, filters))[0]
+                )
             older = items[-1]["id"] if items else None
         else:
             page = await repo.page(
@@ -181,10 +197,15 @@ class HistoryHandler(PageHandler):
             )
             items, older = page.items, page.next
             has_newer = before is not None and bool(page.items)
+            searched = page.searched if page.partial else 0
+        if has_newer and newer_from is None and items:
+            newer_from = items[0]["id"]
         return {
             "notifications": items,
             "older": filters.url(before=older) if older else None,
-            "newer": filters.url(after=items[0]["id"]) if has_newer and items else None,
+            "newer": filters.url(after=newer_from) if has_newer and newer_from else None,
+            "searched": searched,
+            "direction": "newer" if after is not None else "older",
             # Live rows go only to the newest page of everything (a filter would not match).
             "first_page": not has_newer and filters.empty,
         }

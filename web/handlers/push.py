@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from notifier import validation
+from notifier import validation, vapid
 from notifier.errors import NotFound
 from notifier.notifications.store import NotificationRepository
-from notifier.push import endpoints, keys
+from notifier.push import endpoints
 from notifier.push.acks import PushAck, read_ack_token
 from notifier.push.subscriptions import PushRemoval, Subscription, SubscriptionRepository
 from web.handlers.base import ApiHandler
@@ -33,7 +33,7 @@ class PushPublicKeyHandler(PushApiHandler):
     def get(self) -> None:
         """The VAPID public key, base64url."""
         assert self.config.vapid_private_key is not None
-        self.write_json(PushPublicKey(keys.public_key(self.config.vapid_private_key)))
+        self.write_json(PushPublicKey(vapid.public_key(self.config.vapid_private_key)))
 
 
 class PushSubscriptionsHandler(PushApiHandler):

@@ -12,6 +12,7 @@ from notifier.shopping.history import PriceHistoryRepository
 from notifier.shopping.watchlist import (
     MAX_DISCOUNT_PERCENT,
     WatchInput,
+    WatchItem,
     WatchlistRepository,
     parse_rules,
 )
@@ -64,7 +65,7 @@ class WatchlistApiHandler(ApiHandler):
         """Watch an item (again: updates its target price)."""
         item = WatchInput.parse(self.json_body())
         await WatchlistRepository(self.db).add(self.user.user_id, item)
-        self.write_json({"item_name": item.item_name, **item.rules()}, status=201)
+        self.write_json(WatchItem(item_name=item.item_name, **item.rules()), status=201)
 
 
 class WatchlistItemApiHandler(ApiHandler):

@@ -4,6 +4,8 @@ VAPID_PRIVATE_KEY is the raw 32-byte private scalar in base64url (what `python -
 notifier vapid-keys` prints, and what the web-push tools of other languages use; a
 base64url DER key is read too). The public key is derived from it: browsers subscribe
 with it (GET /api/push/public-key) and push services check each push's signature with it.
+A module of its own that imports nothing of notifier's but its errors: settings checks
+the key at start and notifier.push signs with it, so neither needs the other.
 """
 
 from __future__ import annotations
