@@ -18,6 +18,7 @@ from notifier.kinds import NotificationType
 from notifier.notifications import state
 from notifier.notifications.filters import search_fields
 from notifier.shopping import history
+from notifier.shopping.items import backfill_known_items
 
 
 def counter_id(user_id: str) -> str:
@@ -120,6 +121,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
     (2, "build user state documents by recount", build_user_states),
     (3, "summarise the price history by store and day", summarise_price_days),
+    (4, "make every priced item known (the watch form's suggestions)", backfill_known_items),
 ]
 
 

@@ -52,12 +52,20 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
             ]
             + [{"user_id": "u2", "seq": 1, "type": "system-message", "read": False, "data": {}}]
         )
+        # A price stored before known items existed (issue 20 #4).
+        db.prices.insert_one(
+            {"store_id": "s", "item_key": "oats 1kg", "item_name": "Oats 1kg", "updated_at": None}
+        )
         env = {**cli_env, "MONGODB_URI": f"{mongo_server.url}/{name}"}
         first = run(env, "migrate")
         assert first.returncode == 0, first.stderr
         assert "backfill notification counters (2 changed)" in first.stdout
         assert "build user state documents by recount (2 changed)" in first.stdout
         assert "summarise the price history by store and day (0 changed)" in first.stdout
+        assert "make every priced item known (the watch form's suggestions) (1 changed)" in (
+            first.stdout
+        )
+        assert db["items"].find_one({"_id": "oats 1kg"})["name"] == "Oats 1kg"
         assert db.user_state.find_one({"_id": "u1"}) == {"_id": "u1", "seq": 3, "unread": 3}
         assert db.user_state.find_one({"_id": "u2"}) == {"_id": "u2", "seq": 1, "unread": 1}
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 3
@@ -67,7 +75,7 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         second = run(env, "migrate")
         assert second.returncode == 0 and "migrations run: none pending" in second.stdout
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 7  # not run again
-        assert [m["_id"] for m in db.migrations.find()] == [1, 2, 3]
+        assert [m["_id"] for m in db.migrations.find()] == [1, 2, 3, 4]
     finally:
         client.drop_database(name)
         client.close()

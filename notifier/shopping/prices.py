@@ -17,6 +17,7 @@ from notifier import validation
 from notifier.errors import InputError
 from notifier.shopping.checks import changed
 from notifier.shopping.history import daily_low, history_entry
+from notifier.shopping.items import known
 from notifier.storage.writes import Upsert
 
 RegularCents = Annotated[int, validation.CENTS, msgspec.Meta(description="at least price_in_cents")]
@@ -99,6 +100,7 @@ def record_price(
             },
         ),
         changed(key, now),  # the next check of changed items looks at this one
+        known(key, price.item_name, now),  # the watch form suggests it from now on
         history_entry(
             price_id,
             store_id,

@@ -22,6 +22,7 @@ from pymongo.errors import DuplicateKeyError
 from notifier import validation
 from notifier.errors import InputError, NotFound
 from notifier.shopping import alerts
+from notifier.shopping import items as known_items
 from notifier.storage.writes import Upsert
 
 MAX_ITEMS = 200
@@ -119,8 +120,8 @@ def set_rules(rules: dict[str, int | None]) -> dict[str, Any]:
 def watch(user_id: str, item: WatchInput) -> Upsert:
     """The write that adds an item to a watchlist, or updates its target and rules."""
     update = set_rules(item.rules())
-    update["$set"]["item_name"] = item.item_name
-    update["$setOnInsert"] = {"created_at": datetime.now(UTC)}
+    # Watching again (in other case or spacing) keeps the name the watch was made with.
+    update["$setOnInsert"] = {"item_name": item.item_name, "created_at": datetime.now(UTC)}
     return Upsert(
         "watchlists", {"user_id": user_id, "item_key": validation.item_key(item.item_name)}, update
     )
@@ -138,13 +139,22 @@ class WatchlistRepository:
         cursor = self._watchlists.find({"user_id": user_id}).sort([("created_at", 1), ("_id", 1)])
         return [_shown(d) async for d in cursor]
 
-    async def add(self, user_id: str, item: WatchInput) -> None:
-        """Watch an item (idempotent: watching it again updates the target price)."""
-        write = watch(user_id, item)
-        if (await self._watchlists.update_one(write.filter, write.update)).matched_count:
-            return  # watched already: a new target, no new place
+    async def add(self, user_id: str, item: WatchInput) -> tuple[str, bool]:
+        """Watch an item (idempotent: watching it again updates the target price).
+
+        Returns the name it is watched under (a known item's display name when a store
+        has priced one of that key: known_items.display_name) and whether it is priced.
+        """
+        name, priced = await known_items.display_name(self._db, item.item_name)
+        write = watch(user_id, msgspec.structs.replace(item, item_name=name))
+        found = await self._watchlists.find_one_and_update(
+            write.filter, write.update, {"item_name": 1}
+        )
+        if found is not None:  # watched already: a new target, no new place, same name
+            return str(found["item_name"]), priced
         await self._take_place(user_id)
         await self._write_in_place(user_id, write.filter, write.update)
+        return name, priced
 
     async def _write_in_place(
         self, user_id: str, key: dict[str, Any], update: dict[str, Any]

@@ -11,6 +11,7 @@ from notifier.notifications.bulk import ACTIONS, MAX_IDS, BulkRequest, ReadReque
 from notifier.notifications.filters import FILTER_NAMES, NotificationFilter
 from notifier.notifications.store import NotificationRepository, format_id, parse_id
 from notifier.realtime import bus
+from notifier.shopping import items as known_items
 from web.handlers.base import ApiHandler, BaseHandler
 from web.handlers.pages import PageHandler
 from web.handlers.watchlist import watchlist_context
@@ -118,6 +119,7 @@ class DashboardHandler(PageHandler):
             unread_count=page.unread_count,
             has_live_list=True,
             error=None,
+            known_items=await known_items.suggestions(self.db),  # the watch form's <datalist>
             **await watchlist_context(self, uid),
         )
 

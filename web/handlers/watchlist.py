@@ -6,6 +6,7 @@ from typing import Any
 
 from notifier import validation
 from notifier.errors import InputError, NotFound
+from notifier.shopping import items as known_items
 from notifier.shopping.alerts import MAX_REALERT_HOURS
 from notifier.shopping.charts import changes, sparkline
 from notifier.shopping.history import PriceHistoryRepository
@@ -26,24 +27,25 @@ async def watchlist_context(handler: BaseHandler, user_id: str) -> dict[str, Any
     """What fragments/watchlist.html shows: each item's prices, its low and sparkline over
     PRICE_WINDOW_DAYS.
 
-    Three reads whatever the number of items (the watches, the current prices, the daily
-    lows: at most one per item, store and day); an empty watchlist suggests items that
-    have prices.
+    Four reads whatever the number of items (the watches, the current prices, the daily
+    lows: at most one per item, store and day, and which items a store has priced: the
+    others are marked not yet priced); an empty watchlist suggests known items.
     """
     days = handler.config.price_window_days
     items = await WatchlistRepository(handler.db).items(user_id)
     for w in items:
         w["item_key"] = validation.item_key(w["item_name"])
     prices = await PriceHistoryRepository(handler.db).items([w["item_key"] for w in items], days)
+    priced = await known_items.priced(handler.db, [w["item_key"] for w in items])
     for w in items:
+        w["priced"] = w["item_key"] in priced
         p = prices[w["item_key"]]
         w["prices"] = p
         w["sparkline"] = sparkline(p.best_by_day, p.days, "Best price")
         w["price_count"] = len(changes(p.best_by_day))
     suggestions: list[str] = []
-    if not items:
-        names = await handler.db.prices.distinct("item_name")
-        suggestions = sorted(names, key=str.casefold)[:SUGGESTIONS]
+    if not items:  # known items, in key order: a bounded index read
+        suggestions = await known_items.suggestions(handler.db, SUGGESTIONS)
     return {
         "watchlist": items,
         "suggestions": suggestions,
@@ -64,8 +66,8 @@ class WatchlistApiHandler(ApiHandler):
     async def post(self) -> None:
         """Watch an item (again: updates its target price)."""
         item = WatchInput.parse(self.json_body())
-        await WatchlistRepository(self.db).add(self.user.user_id, item)
-        self.write_json(WatchItem(item_name=item.item_name, **item.rules()), status=201)
+        name, _ = await WatchlistRepository(self.db).add(self.user.user_id, item)
+        self.write_json(WatchItem(item_name=name, **item.rules()), status=201)
 
 
 class WatchlistItemApiHandler(ApiHandler):
@@ -102,11 +104,11 @@ class WatchlistFragmentHandler(PageHandler):
                     "target_price_in_cents": target,
                 }
             )
-            await repo.add(self.user.user_id, item)
+            name, priced = await repo.add(self.user.user_id, item)
         except InputError as e:
             await self.render_watchlist(repo, error=e.message, status=e.status)
             return
-        await self.render_watchlist(repo, added=item.item_name)
+        await self.render_watchlist(repo, added=name, added_priced=priced)
 
     async def render_watchlist(
         self,
@@ -114,6 +116,7 @@ class WatchlistFragmentHandler(PageHandler):
         error: str | None = None,
         status: int = 200,
         added: str | None = None,
+        added_priced: bool = True,
         removed: dict[str, str] | None = None,
         rules_for: str | None = None,
         rules_error: str | None = None,
@@ -126,6 +129,7 @@ class WatchlistFragmentHandler(PageHandler):
             status=status,
             error=error,
             added=added,
+            added_priced=added_priced,
             removed=removed,
             **context,
         )
