@@ -22,7 +22,7 @@ test: $(STAMP) redis-server chromium
 	WS_TRANSPORT=stock $(PY) -m pytest -q $(STOCK_TESTS)
 
 # notifier's web process against the Node ws peer (bench/suite.py), issue 19's scenarios
-# included; about 12 minutes on 2 cores. bench/many_sockets.py runs apart (README).
+# included (26 minutes on this loaded 2-core machine). bench/many_sockets.py runs apart.
 bench: $(STAMP) redis-server
 	$(PY) -m pip install --quiet -e '.[bench]'
 	cd bench/peers/node-ws && npm ci --no-audit --no-fund --loglevel=error

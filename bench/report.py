@@ -539,6 +539,17 @@ def _connects_and_storm(
     return lines
 
 
+def _load_line(result: dict[str, Any]) -> str:
+    """The load average the run started and ended with (other work makes it noisier)."""
+    load = result.get("load_average")
+    if not load:
+        return ""
+    return (
+        f" Load average (1 min) at the start {load['start'][0]:.1f}, at the end "
+        f"{load['end'][0]:.1f}, on {result['machine']['nproc']} cores."
+    )
+
+
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
         return "–"
@@ -558,7 +569,8 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         f"(ws {m['ws']}, ioredis {m['ioredis']}). Server on core 0; Redis and the load "
         f"generator on core 1. {result['config']['reps']} repetition(s), interleaved; medians "
         "shown. This is a shared virtual machine: whole runs differ by up to about 20%, so "
-        "compare the two servers within a run (the ratios), not figures across runs.",
+        "compare the two servers within a run (the ratios), not figures across runs."
+        + _load_line(result),
         "",
         "## Targets",
         "",

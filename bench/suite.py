@@ -15,7 +15,7 @@ other work on the machine makes every figure noisier); bench/report.py turns it 
 the markdown report and plots. bench/many_sockets.py (114,000 sockets, several minutes)
 runs apart and merges its row into a results file (`--merge`).
 
-    taskset -c 1 .venv/bin/python bench/suite.py            # make bench: about 12 min
+    taskset -c 1 .venv/bin/python bench/suite.py            # make bench (26 min under load)
     BENCH_QUICK=1 taskset -c 1 .venv/bin/python bench/suite.py   # every scenario, small
 
 BENCH_FANOUT=1 adds issue 13's deal-check fan-out (bench/fanout.py, about 15 minutes);
