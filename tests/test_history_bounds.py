@@ -69,6 +69,22 @@ def app_config(config, reads):
     return config
 
 
+@pytest.fixture
+def make_user(make_user, db):
+    """Users whose seeded history is removed after the test: thousands of notifications
+    would slow every later test that reads whole collections (test_bad_input's snapshot)."""
+    made = []
+
+    def make(*args, **kwargs):
+        made.append(user := make_user(*args, **kwargs))
+        return user
+
+    yield make
+    ids = [u.user_id for u in made]
+    db.notifications.delete_many({"user_id": {"$in": ids}})
+    db.user_state.delete_many({"_id": {"$in": ids}})
+
+
 def seed(db, user_id: str, tag: str) -> None:
     """STORED notifications, all read but seq 5 (a bananas deal, deep below the rest):
     every fourth a bananas deal, every fourth a milk deal, every other a job result."""
