@@ -183,11 +183,15 @@ async def test_a_deeply_nested_frame_gets_an_error_envelope_and_the_socket_stays
 )
 @given(batch=st.lists(frames, min_size=1, max_size=20))
 def test_random_frames_get_error_envelopes_and_never_break_the_socket(
-    io_loop, http_server, base_url, fresh_user, batch
+    io_loop, http_server, base_url, make_user, batch
 ):
+    # A user per example: its resumes spend the user's budget (up to 20 here, under 40), so
+    # sharing a user across examples would soon refuse the handshake with a 429.
+    user = make_user(prefix="fuzz")
+
     async def scenario() -> None:
         conn = await websocket_connect(
-            base_url.replace("http", "ws") + f"/ws?format=json&token={fresh_user().token}"
+            base_url.replace("http", "ws") + f"/ws?format=json&token={user.token}"
         )
         try:
             assert json.loads(await conn.read_message())["type"] == "connection-established"
