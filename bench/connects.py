@@ -7,10 +7,11 @@ by default; point it at an export of an older commit to compare), then:
 
 1. opens --sequential sockets one after another (connect, read the greeting, close);
 2. opens --concurrent sockets at once and waits for every greeting;
+(the sockets are opened as --users users in turn: one user may make 40 handshakes at once)
 3. times GET /history (the first page) a few times.
 
     .venv/bin/python bench/connects.py [--history 66000] [--sequential 200]
-        [--concurrent 500] [--code DIR]
+        [--concurrent 500] [--users 20] [--code DIR]
 """
 
 from __future__ import annotations
@@ -51,16 +52,18 @@ async def connect_once(url: str) -> None:
         await sock.recv()  # connection-established
 
 
-async def sequential(url: str, n: int) -> float:
+async def sequential(urls: list[str], n: int) -> float:
     started = time.perf_counter()
-    for _ in range(n):
-        await connect_once(url)
+    for i in range(n):
+        await connect_once(urls[i % len(urls)])
     return n / (time.perf_counter() - started)
 
 
-async def concurrent(url: str, n: int) -> float:
+async def concurrent(urls: list[str], n: int) -> float:
     started = time.perf_counter()
-    socks = await asyncio.gather(*(ws_client.connect(url, open_timeout=120) for _ in range(n)))
+    socks = await asyncio.gather(
+        *(ws_client.connect(urls[i % len(urls)], open_timeout=120) for i in range(n))
+    )
     await asyncio.gather(*(s.recv() for s in socks))
     rate = n / (time.perf_counter() - started)
     await asyncio.gather(*(s.close() for s in socks))
@@ -88,6 +91,9 @@ def main() -> None:
     args.add_argument("--history", type=int, default=66_000)
     args.add_argument("--sequential", type=int, default=200)
     args.add_argument("--concurrent", type=int, default=500)
+    # Each user may make 40 handshakes at once (notifier/realtime/socket_limit.py): the
+    # concurrent round opens its sockets as this many users, each with the same history.
+    args.add_argument("--users", type=int, default=20)
     args.add_argument("--code", type=Path, default=ROOT, help="the tree `python -m web` runs")
     opts = args.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="notifier-connects-"))
@@ -108,10 +114,12 @@ def main() -> None:
     try:
         db = client.get_default_database()
         ensure_indexes(db)
-        apply(db, [create_user("historian", "x")])
-        user_id = str(db.users.find_one({"username": "historian"})["_id"])  # type: ignore[index]
+        names = [f"historian{n}" for n in range(opts.users)]
+        apply(db, [create_user(name, "x") for name in names])
+        user_ids = [str(u["_id"]) for u in db.users.find({"username": {"$in": names}})]
         started = time.monotonic()
-        store_notifications(db, user_id, opts.history, unread=opts.history)
+        for user_id in user_ids:
+            store_notifications(db, user_id, opts.history, unread=opts.history)
         stored_s = time.monotonic() - started
         log = tmp / "web.log"
         with log.open("wb") as out:
@@ -123,11 +131,12 @@ def main() -> None:
             if web.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"the web process did not start; see {log}")
             time.sleep(0.05)
-        known_users(env["REDIS_URL"], [user_id])
-        token = issue_token(secret, user_id, "historian", "shopper", 3600)
-        url = f"ws://127.0.0.1:{port}/ws?format=json&token={token}"
-        seq_rate = asyncio.run(sequential(url, opts.sequential))
-        conc_rate = asyncio.run(concurrent(url, opts.concurrent))
+        known_users(env["REDIS_URL"], user_ids)
+        tokens = [issue_token(secret, u, "historian", "shopper", 3600) for u in user_ids]
+        urls = [f"ws://127.0.0.1:{port}/ws?format=json&token={t}" for t in tokens]
+        seq_rate = asyncio.run(sequential(urls, opts.sequential))
+        conc_rate = asyncio.run(concurrent(urls, opts.concurrent))
+        token = tokens[0]
         page_ms = asyncio.run(first_page_ms(port, token))
     finally:
         if web is not None:
@@ -137,7 +146,8 @@ def main() -> None:
         redis.stop()
         mongo.stop()
     print(
-        f"code {opts.code}: {opts.history} unread stored ({stored_s:.1f}s to insert)\n"
+        f"code {opts.code}: {opts.users} users with {opts.history} unread stored each"
+        f" ({stored_s:.1f}s to insert)\n"
         f"  {opts.sequential} sequential connects: {seq_rate:.1f}/s\n"
         f"  {opts.concurrent} concurrent connects: {conc_rate:.1f}/s\n"
         f"  /history first page: {page_ms:.1f} ms (median of {PAGE_SAMPLES})"
