@@ -108,6 +108,7 @@ def main() -> None:
         "PORT": str(port),
         "VAR_DIR": str(tmp),
         "CONNECTIONS_PER_USER": str(opts.concurrent + 10),  # measure connects, not evictions
+        "CONNECTIONS_PER_ADDRESS": str(opts.concurrent + opts.sequential + 10),  # one client host
     }
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     web = None
