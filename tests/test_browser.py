@@ -486,7 +486,7 @@ def test_the_watchlist_shows_prices_and_a_sparkline_with_a_text_alternative(
     api(web, alice, "/api/watchlist", {"item_name": item})
     tab = open_tab().login(alice)
     row = tab.page.locator("#watchlist li.watch", has_text=item)
-    assert "No history yet" in row.inner_text()
+    assert "Not yet priced" in row.inner_text()  # no store has priced it (issue 20 #4)
     # A day's prices are one point of the sparkline (its lowest): one price so far.
     for cents in (329, 289):
         api(
