@@ -94,6 +94,7 @@ def main() -> None:
     # Each user may make 40 handshakes at once (notifier/realtime/socket_limit.py): the
     # concurrent round opens its sockets as this many users, each with the same history.
     args.add_argument("--users", type=int, default=20)
+    args.add_argument("--format", choices=("json", "html"), default="json")
     args.add_argument("--code", type=Path, default=ROOT, help="the tree `python -m web` runs")
     opts = args.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="notifier-connects-"))
@@ -134,7 +135,7 @@ def main() -> None:
             time.sleep(0.05)
         known_users(env["REDIS_URL"], user_ids)
         tokens = [issue_token(secret, u, "historian", "shopper", 3600) for u in user_ids]
-        urls = [f"ws://127.0.0.1:{port}/ws?format=json&token={t}" for t in tokens]
+        urls = [f"ws://127.0.0.1:{port}/ws?format={opts.format}&token={t}" for t in tokens]
         seq_rate = asyncio.run(sequential(urls, opts.sequential))
         conc_rate = asyncio.run(concurrent(urls, opts.concurrent))
         token = tokens[0]

@@ -15,12 +15,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pymongo import AsyncMongoClient, MongoClient
 
-from notifier.notifications.announcements import LatestAnnouncement
+from notifier.notifications.announcements import AnnouncementRepository, LatestAnnouncement
 from notifier.notifications.batch import NewNotification, store_batch
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
-from tests.helpers import login, wait_stored
+from tests.helpers import CommandLog, login, wait_stored
 
 USERS = 2
 # One step: up to four operations started together and all finished before the check.
@@ -165,6 +165,33 @@ def test_latest_announcement_says_when_a_connect_may_skip_the_query():
     latest._known, latest._newest = True, None
     latest.saw({"created_at": "now"})  # unreadable: load again before trusting it
     assert latest.may_be_news(seen)
+
+
+@pytest.mark.gen_test
+async def test_handshakes_arriving_together_share_one_load_of_the_newest_announcement(config):
+    """A reconnect storm after a start or a bus gap: one query, not one per handshake."""
+    log = CommandLog()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        config.mongodb_uri, event_listeners=[log]
+    )
+    try:
+        repo = AnnouncementRepository(client.get_default_database())
+        latest = LatestAnnouncement()
+
+        def loads() -> int:
+            return sum(
+                1 for name, coll, _ in log.events if (name, coll) == ("find", "announcements")
+            )
+
+        answers = await asyncio.gather(*(latest.newest(repo) for _ in range(50)))
+        assert loads() == 1 and len(set(answers)) == 1
+        await latest.newest(repo)
+        assert loads() == 1  # known now: no query at all
+        latest.forget()  # a gap on the bus: load again, once
+        await asyncio.gather(*(latest.newest(repo) for _ in range(50)))
+        assert loads() == 2
+    finally:
+        await client.close()
 
 
 @pytest.mark.parametrize("path", ["create", "store_batch"])

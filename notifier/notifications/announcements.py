@@ -204,14 +204,29 @@ class LatestAnnouncement:
     def __init__(self) -> None:
         self._newest: datetime | None = None
         self._known = False
+        self._loading: asyncio.Future[None] | None = None
+        self._generation = 0  # moved on by forget(): a load begun before it is stale
 
     async def newest(self, repo: AnnouncementRepository) -> datetime | None:
-        """The newest announcement's time (one query the first time, and after a gap)."""
-        if not self._known:
-            loaded = await repo.newest()
-            self._newest = _later(self._newest, loaded)
-            self._known = True
+        """The newest announcement's time (one query the first time, and after a gap).
+
+        One query, not one per handshake: the sockets that arrive together after a start
+        or a gap (a reconnect storm) wait for the same load.
+        """
+        while not self._known:
+            if self._loading is None:
+                self._loading = asyncio.ensure_future(self._load(repo))
+            await asyncio.shield(self._loading)
         return self._newest
+
+    async def _load(self, repo: AnnouncementRepository) -> None:
+        generation = self._generation
+        try:
+            loaded = await repo.newest()
+        finally:
+            self._loading = None
+        self._newest = _later(self._newest, loaded)
+        self._known = generation == self._generation
 
     def may_be_news(self, seen: datetime | None) -> bool:
         """Whether an announcement newer than `seen` may exist (True when unsure)."""
@@ -233,6 +248,7 @@ class LatestAnnouncement:
     def forget(self) -> None:
         """Events may have been missed: load from MongoDB on next use."""
         self._known = False
+        self._generation += 1
 
 
 def history_done(doc: dict[str, Any]) -> bool:
