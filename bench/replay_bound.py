@@ -70,7 +70,7 @@ async def ping_round_trips(url: str, n: int) -> list[float]:
         for _ in range(n):
             started = time.perf_counter()
             await sock.send('{"type":"ping"}')
-            while '"pong"' not in str(await sock.recv()):
+            while '"pong"' not in str(await asyncio.wait_for(sock.recv(), 30)):
                 pass
             samples.append((time.perf_counter() - started) * 1000)
         return samples
@@ -128,11 +128,14 @@ def main() -> None:
                 raise SystemExit(f"the web process did not start; see {log}")
             time.sleep(0.05)
         known_users(env["REDIS_URL"], users)
-        base = f"ws://127.0.0.1:{port}/ws?format=html"
+        base = f"ws://127.0.0.1:{port}/ws"
 
         def url(user_id: str, everything: bool) -> str:
+            """The hoarders' html sockets ask for everything; the prober's json one pings."""
             token = issue_token(secret, user_id, "bench", "shopper", 3600)
-            return f"{base}&token={token}" + ("&last_id=000000000000" if everything else "")
+            if everything:
+                return f"{base}?format=html&token={token}&last_id=000000000000"
+            return f"{base}?format=json&token={token}"
 
         alone = asyncio.run(ping_round_trips(url(users[-1], False), PINGS))
         cpu0 = cpu_seconds(web.pid)
