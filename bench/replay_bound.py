@@ -10,7 +10,7 @@ default; point it at a worktree of an older commit to compare), then:
 
 1. one html socket with last_id=000000000000 reads until nothing comes for a second:
    the frames it got and the web process's CPU seconds meanwhile;
-2. SOCKETS such sockets (of SOCKETS users) that never read, while another user's socket
+2. SOCKETS such sockets of that user that never read, while another user's socket
    sends PINGS pings one after another: that user's p50 and p99 round trip, and the web
    CPU over the whole round (the peer, in the same run: the same pings with nobody else).
 
@@ -21,13 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -37,18 +33,14 @@ from websockets.asyncio import client as ws_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from handshake_ladder import cpu_seconds, start_web  # noqa: E402
 from seed import known_users, store_notifications  # noqa: E402
+from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
+from notifier.dev.embedded import free_port  # noqa: E402
 
 PINGS = 200
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def read_everything(url: str) -> int:
@@ -97,36 +89,17 @@ def main() -> None:
     args.add_argument("--sockets", type=int, default=20)
     args.add_argument("--code", type=Path, default=ROOT, help="the tree `python -m web` runs")
     opts = args.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-replay-"))
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    port, secret = free_port(), "bench-" + uuid.uuid4().hex * 2
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "PORT": str(port),
-        "VAR_DIR": str(tmp),
-        "PYTHONPATH": str(opts.code),
-    }
+    tmp, env, servers = start_servers("replay")
+    port, secret = free_port(), env["JWT_SECRET"]
+    # The sockets that ask for everything are one user's (as in the finding): let them all in.
+    env |= {"PORT": str(port), "PYTHONPATH": str(opts.code), "CONNECTIONS_PER_USER": "100"}
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     web = None
     try:
         db = client.get_default_database()
-        users = [f"{n:024x}" for n in range(1, opts.sockets + 3)]  # hoarders, a reader, a prober
-        for user_id in users[:-1]:
-            store_notifications(db, user_id, opts.history, unread=opts.history)
-        log = tmp / "web.log"
-        with log.open("wb") as out:
-            web = subprocess.Popen(
-                [sys.executable, "-m", "web"], cwd=opts.code, env=env, stdout=out, stderr=out
-            )
-        deadline = time.monotonic() + 60
-        while b"listening on port" not in log.read_bytes():
-            if web.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the web process did not start; see {log}")
-            time.sleep(0.05)
+        users = [f"{n:024x}" for n in (1, 2)]  # the one with a history, and a prober
+        store_notifications(db, users[0], opts.history, unread=opts.history)
+        web = start_web(opts.code, env, tmp / "web.log", pin=False)
         known_users(env["REDIS_URL"], users)
         base = f"ws://127.0.0.1:{port}/ws"
 
@@ -139,9 +112,9 @@ def main() -> None:
 
         alone = asyncio.run(ping_round_trips(url(users[-1], False), PINGS))
         cpu0 = cpu_seconds(web.pid)
-        frames = asyncio.run(read_everything(url(users[-2], True)))
+        frames = asyncio.run(read_everything(url(users[0], True)))
         reader_cpu = cpu_seconds(web.pid) - cpu0
-        hoarders = [url(u, True) for u in users[: opts.sockets]]
+        hoarders = [url(users[0], True) for _ in range(opts.sockets)]
         cpu0, started = cpu_seconds(web.pid), time.monotonic()
         beside = asyncio.run(with_hoarders(hoarders, url(users[-1], False)))
         round_cpu, round_s = cpu_seconds(web.pid) - cpu0, time.monotonic() - started
@@ -150,8 +123,7 @@ def main() -> None:
             web.terminate()
             web.wait(30)
         client.close()
-        redis.stop()
-        mongo.stop()
+        stop_servers(servers)
     print(
         f"code {opts.code}: {opts.history} stored per user\n"
         f"  one socket with last_id=000000000000 (html): {frames} frames,"

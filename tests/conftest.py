@@ -42,8 +42,12 @@ from notifier.dev.embedded import (
     start_redis,
     worker_argv,
 )
+from notifier.notifications.store import NotificationWriter
+from notifier.realtime.bus import Publisher
+from notifier.realtime.publishing import NotificationService
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import Settings
+from notifier.shopping.deals import DealCheck
 from notifier.storage.schema import ensure_indexes
 from notifier.storage.writes import apply
 from web.app import live_path, make_app, mongo_client
@@ -431,3 +435,9 @@ def iostream_as_found() -> Iterator[None]:
         undo_lazy_stream_buffers()
     elif not getattr(iostream.BaseIOStream, "_lean", False):
         lazy_stream_buffers()
+
+
+@pytest.fixture
+def check(db: Any, sync_redis: redis.Redis) -> Any:
+    """A deal check that stores in the session's MongoDB and publishes on its Redis."""
+    return DealCheck(db, NotificationService(NotificationWriter(db), Publisher(sync_redis)))

@@ -26,11 +26,6 @@ REGULAR = 899
 
 
 @pytest.fixture
-def check(db, sync_redis):
-    return DealCheck(db, NotificationService(NotificationWriter(db), Publisher(sync_redis)))
-
-
-@pytest.fixture
 def names():
     tag = uuid.uuid4().hex[:8]
     return {"item": f"Coffee beans {tag}", "other": f"Tea {tag}", "a": f"A {tag}", "b": f"B {tag}"}

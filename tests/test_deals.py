@@ -20,11 +20,6 @@ from tests.helpers import CommandLog, logged_db
 
 
 @pytest.fixture
-def check(db, sync_redis):
-    return DealCheck(db, NotificationService(NotificationWriter(db), Publisher(sync_redis)))
-
-
-@pytest.fixture
 def names():
     tag = uuid.uuid4().hex[:8]
     return {

@@ -11,18 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from notifier.notifications.store import NotificationWriter, format_id
-from notifier.realtime.bus import Publisher
-from notifier.realtime.publishing import NotificationService
-from notifier.shopping.deals import DealCheck, deal_headline
+from notifier.shopping.deals import deal_headline
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from tests.helpers import login
-
-
-@pytest.fixture
-def check(db, sync_redis):
-    return DealCheck(db, NotificationService(NotificationWriter(db), Publisher(sync_redis)))
 
 
 @pytest.fixture
