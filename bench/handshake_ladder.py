@@ -81,6 +81,19 @@ def open_step(port: int, paths: list[str], pin: bool) -> tuple[subprocess.Popen[
     return child, float(line.split()[1])
 
 
+def close_helpers(helpers: list[subprocess.Popen[bytes]]) -> None:
+    """Let every helper of open_step close its sockets and exit (killed after a minute)."""
+    for helper in helpers:
+        if helper.stdin is not None:
+            helper.stdin.close()
+    for helper in helpers:
+        try:
+            helper.wait(60)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
+
+
 def ladder(opts: argparse.Namespace) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="notifier-ladder-"))
     mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
@@ -137,11 +150,7 @@ def ladder(opts: argparse.Namespace) -> list[dict[str, Any]]:
         if spy is not None:
             spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
             spy.wait()
-        for helper in helpers:
-            assert helper.stdin is not None
-            helper.stdin.close()
-        for helper in helpers:
-            helper.wait()
+        close_helpers(helpers)
         web.terminate()
         web.wait(60)
         redis.stop()

@@ -34,6 +34,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+from handshake_ladder import close_helpers  # noqa: E402
 from scale import rss_kib, tree  # noqa: E402
 from seed import known_users  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
@@ -172,15 +173,7 @@ def run(sockets: int, procs: int) -> dict[str, Any]:
         )
         return result
     finally:
-        for helper in helpers:
-            if helper.stdin is not None:
-                helper.stdin.close()
-        for helper in helpers:
-            try:
-                helper.wait(60)
-            except subprocess.TimeoutExpired:
-                helper.kill()
-                helper.wait()
+        close_helpers(helpers)
         if web is not None:
             web.send_signal(signal.SIGTERM)
             try:

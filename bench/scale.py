@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
-from handshake_ladder import open_step  # noqa: E402
+from handshake_ladder import close_helpers, open_step  # noqa: E402
 from seed import known_users  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
@@ -342,14 +342,7 @@ def handshake_ladder(env: dict[str, str], tmp: Path, quick: bool) -> dict[str, A
             )
         rss = server.rss_kib()
     finally:
-        for helper in helpers:
-            assert helper.stdin is not None
-            helper.stdin.close()
-        for helper in helpers:
-            try:
-                helper.wait(60)
-            except subprocess.TimeoutExpired:
-                helper.kill()
+        close_helpers(helpers)
         server.stop()
     return {
         "top": top,
