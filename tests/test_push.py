@@ -813,6 +813,16 @@ def test_chromium_shows_nothing_while_a_tab_of_the_app_is_in_view(chromium, push
         first = {"type": "deal", "id": "000000000001", "headline": "In view", "tag": "deal:a"}
         tab.deliver(json.dumps(first))  # the page shows its deals itself
         tab.page.goto("about:blank")
+        # The worker asks for the app's visible windows; the tab that left may be listed a
+        # moment longer, so the next push goes once the worker no longer sees it.
+        tab.context.service_workers[0].evaluate(
+            """() => new Promise(done => {
+                const look = () => clients.matchAll({type: "window", includeUncontrolled: true})
+                    .then(tabs => tabs.some(t => t.visibilityState === "visible")
+                        ? setTimeout(look, 50) : done());
+                look();
+            })"""
+        )
         second = {**first, "id": "000000000002", "headline": "Out of view", "tag": "deal:b"}
         tab.deliver(json.dumps(second))
         tab.context.service_workers[0].evaluate(
