@@ -4,13 +4,13 @@ Issue 23 #3's finding: a socket opened with `last_id=000000000000` on a user wit
 stored was sent all 20,000 (2.1 s of web CPU for html), and twenty such sockets that never
 read kept the web process busy and took another user's p50 from 3.5 to 100 ms.
 
-Starts its own SecantusDB and redis-server, stores HISTORY notifications for each of a
-few users (as the writers would), starts `python -m web` from --code (this tree by
-default; point it at a worktree of an older commit to compare), then:
+Starts its own SecantusDB and redis-server, stores --history notifications for one user
+(as the writers would), starts `python -m web` from --code (this tree by default; point
+it at a worktree of an older commit to compare), then:
 
 1. one html socket with last_id=000000000000 reads until nothing comes for a second:
    the frames it got and the web process's CPU seconds meanwhile;
-2. SOCKETS such sockets of that user that never read, while another user's socket
+2. --sockets such sockets of that user that never read, while another user's socket
    sends PINGS pings one after another: that user's p50 and p99 round trip, and the web
    CPU over the whole round (the peer, in the same run: the same pings with nobody else).
 
