@@ -438,19 +438,13 @@ class NotificationWriter:
         return batch.store_batch(self._db, wanted)
 
     def create(
-        self,
-        user_id: str,
-        type: NotificationType,
-        data: dict[str, Any],
-        *,
-        dedupe_key: str | None = None,
-        deal_keys: list[str] | None = None,
+        self, user_id: str, type: NotificationType, data: dict[str, Any], **keys: Any
     ) -> dict[str, Any] | None:
-        """Store one notification, listed in the outbox until published (the sweep's, unless
-        NotificationService.notify publishes it); None when it was stored before (its
-        dedupe_key or one of its deal_keys)."""
+        """Store one notification, listed in the outbox until published (by the sweep, when
+        not by NotificationService.notify); None when it was stored before. `keys` are
+        NewNotification's (`dedupe_key`, `deal_keys`)."""
         type = NotificationType(type)  # a ValueError for a type nobody knows
-        stored = self.store([NewNotification(user_id, type, data, dedupe_key, deal_keys)])
+        stored = self.store([NewNotification(user_id, type, data, **keys)])
         return stored.docs[0] if stored.docs else None
 
     def published(self, outbox_id: ObjectId) -> None:
