@@ -247,7 +247,7 @@ def main() -> None:
         type=Path,
         action="append",
         help="the tree `python -m web` runs (this one by default); given more than once, "
-        "each is measured in turn on the same data, --pairs times",
+        "each runs a server of its own on the same data, measured in turn --pairs times",
     )
     args.add_argument("--pairs", type=int, default=1, help="times each --code is measured")
     opts = args.parse_args()
@@ -267,7 +267,7 @@ def main() -> None:
         "CONNECTIONS_PER_ADDRESS": str(opts.concurrent + opts.sequential + 10),  # one client host
     }
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
-    web = None
+    webs: dict[Path, subprocess.Popen[bytes]] = {}
     figures: dict[Path, list[tuple[float, float]]] = {code: [] for code in codes}
     try:
         db = client.get_default_database()
@@ -282,19 +282,20 @@ def main() -> None:
         tokens = [issue_token(secret, u, "historian", "shopper", 3600) for u in user_ids]
         urls = [f"ws://127.0.0.1:{port}/ws?format={opts.format}&token={t}" for t in tokens]
         others = {"redis": redis.process.pid, "mongo": mongo.process.pid}
+        # Every tree's server runs from the start, each on its port, and they are measured
+        # in turn: a shared machine's load drifts, and this way it drifts for all alike.
+        ports = {code: port if i == 0 else free_port() for i, code in enumerate(codes)}
+        for code in codes:
+            webs[code] = start_web(code, {**env, "PORT": str(ports[code])}, tmp / "web.log")
         for _ in range(opts.pairs):
             for code in codes:
                 load = os.getloadavg()[0]
                 print(f"code {code} (load average {load:.2f}):", flush=True)
-                web = start_web(code, env, tmp / "web.log")
-                figures[code].append(measure(opts, web, others, port, urls))
-                if code == codes[-1]:
-                    page_ms = asyncio.run(first_page_ms(port, tokens[0], opts.history))
-                web.terminate()
-                web.wait(30)
-                web = None
+                here = [u.replace(f":{port}/", f":{ports[code]}/") for u in urls]
+                figures[code].append(measure(opts, webs[code], others, ports[code], here))
+        page_ms = asyncio.run(first_page_ms(port, tokens[0], opts.history))
     finally:
-        if web is not None:
+        for web in webs.values():
             web.terminate()
             web.wait(30)
         client.close()
