@@ -10,8 +10,14 @@ by default; point it at an export of an older commit to compare), then:
 (the sockets are opened as --users users in turn: one user may make 40 handshakes at once)
 3. times GET /history (the first page) a few times.
 
+Each round also says the CPU it cost per handshake: the web process's, Redis's,
+SecantusDB's and this client's own (its share of a core: near 100% means the client, not
+the server, bounds the rate). --rounds repeats the concurrent round on the same server
+(the median is printed); --client lean opens the sockets with the raw-protocol load
+generator of `make bench` (bench/loadgen.py) instead of the `websockets` library.
+
     .venv/bin/python bench/connects.py [--history 66000] [--sequential 200]
-        [--concurrent 500] [--users 20] [--code DIR]
+        [--concurrent 500] [--users 20] [--rounds 1] [--client websockets] [--code DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +42,8 @@ from websockets.asyncio import client as ws_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seed import known_users, store_notifications  # noqa: E402
+import loadgen  # noqa: E402
+from seed import known_users, store_histories  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
@@ -45,6 +53,49 @@ from notifier.storage.schema import ensure_indexes  # noqa: E402
 from notifier.storage.writes import apply  # noqa: E402
 
 PAGE_SAMPLES = 5
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen queue was full (all ports)."""
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for names, values in zip(lines[::2], lines[1::2], strict=True):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True))["ListenOverflows"])
+    return 0
+
+
+class Meter:
+    """CPU per handshake of each process taking part, over one round."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def __enter__(self) -> Meter:
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.mine, self.started = time.process_time(), time.perf_counter()
+        self.overflows = listen_overflows()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.started
+        self.spent = {n: cpu_seconds(p) - self.before[n] for n, p in self.pids.items()}
+        self.spent["client"] = time.process_time() - self.mine
+        self.overflows = listen_overflows() - self.overflows
+
+    def line(self, n: int, rate: float) -> str:
+        per = ", ".join(f"{name} {s * 1000 / n:.2f}" for name, s in self.spent.items())
+        return (
+            f"{rate:.1f}/s; CPU ms per handshake: {per};"
+            f" client at {100 * self.spent['client'] / self.wall:.0f}% of a core;"
+            f" {self.overflows} listen queue overflows"
+        )
 
 
 async def connect_once(url: str) -> None:
@@ -70,7 +121,17 @@ async def concurrent(urls: list[str], n: int) -> float:
     return rate
 
 
-async def first_page_ms(port: int, token: str) -> float:
+async def concurrent_lean(port: int, paths: list[str]) -> float:
+    hub = loadgen.Hub()
+    started = time.perf_counter()
+    clients = await loadgen.connect(hub, port, paths, batch=len(paths))
+    rate = len(paths) / (time.perf_counter() - started)
+    for c in clients:
+        c.close()
+    return rate
+
+
+async def first_page_ms(port: int, token: str, history: int) -> float:
     http = AsyncHTTPClient()
     samples = []
     for _ in range(PAGE_SAMPLES):
@@ -82,7 +143,8 @@ async def first_page_ms(port: int, token: str) -> float:
         started = time.perf_counter()
         response = await http.fetch(request)
         samples.append((time.perf_counter() - started) * 1000)
-        assert format_id(1) not in response.body.decode()  # the newest page, not the oldest
+        if history > 20:  # the newest page, not the oldest
+            assert format_id(1) not in response.body.decode()
     return statistics.median(samples)
 
 
@@ -95,6 +157,9 @@ def main() -> None:
     # concurrent round opens its sockets as this many users, each with the same history.
     args.add_argument("--users", type=int, default=20)
     args.add_argument("--format", choices=("json", "html"), default="json")
+    args.add_argument("--rounds", type=int, default=1, help="concurrent rounds (median printed)")
+    args.add_argument("--client", choices=("websockets", "lean"), default="websockets")
+    args.add_argument("--profile", type=Path, help="py-spy's raw profile of the concurrent rounds")
     args.add_argument("--code", type=Path, default=ROOT, help="the tree `python -m web` runs")
     opts = args.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="notifier-connects-"))
@@ -120,8 +185,7 @@ def main() -> None:
         apply(db, [create_user(name, "x") for name in names])
         user_ids = [str(u["_id"]) for u in db.users.find({"username": {"$in": names}})]
         started = time.monotonic()
-        for user_id in user_ids:
-            store_notifications(db, user_id, opts.history, unread=opts.history)
+        store_histories(db, user_ids, opts.history, unread=opts.history)
         stored_s = time.monotonic() - started
         log = tmp / "web.log"
         with log.open("wb") as out:
@@ -136,10 +200,46 @@ def main() -> None:
         known_users(env["REDIS_URL"], user_ids)
         tokens = [issue_token(secret, u, "historian", "shopper", 3600) for u in user_ids]
         urls = [f"ws://127.0.0.1:{port}/ws?format={opts.format}&token={t}" for t in tokens]
-        seq_rate = asyncio.run(sequential(urls, opts.sequential))
-        conc_rate = asyncio.run(concurrent(urls, opts.concurrent))
+        pids = {"web": web.pid, "redis": redis.process.pid, "mongo": mongo.process.pid}
+        with Meter(pids) as seq_cpu:
+            seq_rate = asyncio.run(sequential(urls, opts.sequential))
+        print(f"  sequential: {seq_cpu.line(opts.sequential, seq_rate)}", flush=True)
+        rates: list[float] = []
+        spy = None
+        if opts.profile:  # py-spy on the web process through the concurrent rounds
+            spy = subprocess.Popen(
+                [
+                    Path(sys.executable).parent / "py-spy",
+                    "record",
+                    "--pid",
+                    str(web.pid),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "-o",
+                    str(opts.profile),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+        for _ in range(opts.rounds):
+            time.sleep(1.5)  # the server forgets the last round's sockets (and lingers)
+            with Meter(pids) as conc_cpu:
+                if opts.client == "lean":
+                    paths = [u.split(f":{port}", 1)[1] for u in urls]
+                    paths = [paths[i % len(paths)] for i in range(opts.concurrent)]
+                    rates.append(asyncio.run(concurrent_lean(port, paths)))
+                else:
+                    rates.append(asyncio.run(concurrent(urls, opts.concurrent)))
+            print(f"  concurrent: {conc_cpu.line(opts.concurrent, rates[-1])}", flush=True)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
+        conc_rate = statistics.median(rates)
         token = tokens[0]
-        page_ms = asyncio.run(first_page_ms(port, token))
+        page_ms = asyncio.run(first_page_ms(port, token, opts.history))
     finally:
         if web is not None:
             web.terminate()
@@ -151,7 +251,8 @@ def main() -> None:
         f"code {opts.code}: {opts.users} users with {opts.history} unread stored each"
         f" ({stored_s:.1f}s to insert)\n"
         f"  {opts.sequential} sequential connects: {seq_rate:.1f}/s\n"
-        f"  {opts.concurrent} concurrent connects: {conc_rate:.1f}/s\n"
+        f"  {opts.concurrent} concurrent connects: {conc_rate:.1f}/s"
+        f" (median of {opts.rounds}, {opts.client} client)\n"
         f"  /history first page: {page_ms:.1f} ms (median of {PAGE_SAMPLES})"
     )
 

@@ -108,7 +108,6 @@ def raw_insert_rate(db: Any, n: int) -> float:
                 "message": "You have 1 new deal(s) on your watched items!",
                 "notification_id": "000000000001",
             },
-            "unpublished": True,
             "email_pending": True,
             "deal_keys": [f"k|{i}"],
             "dedupe_key": f"d{i}",

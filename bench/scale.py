@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
-from handshake_ladder import close_helpers, open_step  # noqa: E402
+from handshake_ladder import SOURCES, close_helpers, open_step  # noqa: E402
 from seed import known_users  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
@@ -326,7 +326,8 @@ def handshake_ladder(env: dict[str, str], tmp: Path, quick: bool) -> dict[str, A
         steps = []
         for lo, hi in plan:
             c0 = server.cpu_ns()
-            helper, secs = open_step(port, paths[lo:hi], pin=True)
+            source = SOURCES[len(helpers) % len(SOURCES)]  # see handshake_ladder.SOURCES
+            helper, secs = open_step(port, paths[lo:hi], pin=True, source=source)
             helpers.append(helper)
             steps.append(
                 {

@@ -25,30 +25,38 @@ def store_notifications(
 
     Like NotificationWriter: seqs without holes, then the state document in step.
     """
+    store_histories(db, [user_id], count, unread, message)
+
+
+def store_histories(
+    db: Any, user_ids: list[str], count: int, unread: int, message: str = "Old notification"
+) -> None:
+    """store_notifications for each of many users, in a few large inserts and one recount."""
     now = datetime.now(UTC)
     read_up_to = count - unread  # older ones read, as a person reading top-down leaves them
     docs = []
-    for seq in range(1, count + 1):
-        docs.append(
-            {
-                "user_id": user_id,
-                "seq": seq,
-                "type": "system-message",
-                "created_at": now - timedelta(seconds=count - seq),
-                "read": seq <= read_up_to,
-                "data": {
-                    "message": f"{message} {seq}",
-                    "severity": "info",
-                    "notification_id": format_id(seq),
-                },
-            }
-        )
-        if len(docs) == BATCH:
-            db.notifications.insert_many(docs, ordered=False)
-            docs = []
+    for user_id in user_ids:
+        for seq in range(1, count + 1):
+            docs.append(
+                {
+                    "user_id": user_id,
+                    "seq": seq,
+                    "type": "system-message",
+                    "created_at": now - timedelta(seconds=count - seq),
+                    "read": seq <= read_up_to,
+                    "data": {
+                        "message": f"{message} {seq}",
+                        "severity": "info",
+                        "notification_id": format_id(seq),
+                    },
+                }
+            )
+            if len(docs) == BATCH:
+                db.notifications.insert_many(docs, ordered=False)
+                docs = []
     if docs:
         db.notifications.insert_many(docs, ordered=False)
-    recount(db, [user_id])
+    recount(db, user_ids)
 
 
 def known_users(redis_url: str, user_ids: list[str], version: int = 0) -> None:

@@ -579,7 +579,7 @@ def seed_history_users(env: dict[str, str]) -> list[str]:
     """CONNECT_USERS users with CONNECT_HISTORY stored notifications each; their tokens."""
     from bson import ObjectId
     from pymongo import MongoClient
-    from seed import store_notifications
+    from seed import store_histories
 
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
@@ -587,8 +587,7 @@ def seed_history_users(env: dict[str, str]) -> list[str]:
     from seed import known_users
 
     known_users(env["REDIS_URL"], users)
-    for user in users:
-        store_notifications(db, user, CONNECT_HISTORY, CONNECT_HISTORY * 2 // 3)
+    store_histories(db, users, CONNECT_HISTORY, CONNECT_HISTORY * 2 // 3)
     client.close()
     return [issue_token(env["JWT_SECRET"], u, "history", "shopper", 7200) for u in users]
 

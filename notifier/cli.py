@@ -197,8 +197,7 @@ def cmd_stats(ctx: Context, args: argparse.Namespace) -> None:
         "watched_items": db.watchlists.count_documents({}),
         "notifications": db.notifications.count_documents({}),
         "unread": db.notifications.count_documents({"read": False}),
-        "outbox": db.notifications.count_documents({"unpublished": True})
-        + sum(len(r["ids"]) for r in db.outbox.find({}, {"ids": 1})),
+        "outbox": sum(len(r["ids"]) for r in db.outbox.find({}, {"ids": 1})),
         "emails_pending": db.emails.count_documents({"status": {"$in": ["pending", "sending"]}}),
         "emails_sent": db.emails.count_documents({"status": "sent"}),
         "push_subscriptions": db.push_subscriptions.count_documents({}),

@@ -10,8 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from bson import ObjectId
 from pymongo import UpdateOne
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, OperationFailure
 from pymongo.synchronous.database import Database
 
 from notifier.kinds import NotificationType
@@ -19,6 +20,7 @@ from notifier.notifications import state
 from notifier.notifications.filters import search_fields
 from notifier.shopping import history
 from notifier.shopping.items import backfill_known_items
+from notifier.storage.batches import batched, unset_each
 
 
 def counter_id(user_id: str) -> str:
@@ -116,12 +118,38 @@ def _written(db: Database[Any], writes: list[UpdateOne]) -> int:
     return result.modified_count + result.upserted_count
 
 
+INDEX_NOT_FOUND = 27
+
+
+def list_flagged_in_outbox(db: Database[Any]) -> int:
+    """Move what the old outbox flag left waiting into the outbox collection, and drop
+    the flag's index.
+
+    Single notifications were once flagged `unpublished` until published, with a sweep
+    of their own; now every notification is listed in the outbox collection (a single
+    one is a batch of one). Each thousand flagged ones become one outbox record, listed
+    before their flags go, so the sweep publishes them; run again after dying in between,
+    some are listed twice and published twice, which a page shows once (ids are stable).
+    """
+    flagged = [d["_id"] for d in db.notifications.find({"unpublished": True}, {"_id": 1})]
+    for ids in batched(flagged, BACKFILL_BATCH):
+        db.outbox.insert_one({"_id": ObjectId(), "ids": list(ids), "created_at": datetime.now(UTC)})
+        unset_each(db.notifications, ids, "unpublished")
+    try:
+        db.notifications.drop_index("outbox")
+    except OperationFailure as e:
+        if e.code != INDEX_NOT_FOUND:
+            raise
+    return len(flagged)
+
+
 # (number, name, migration); numbers only ever grow, and a released one never changes.
 MIGRATIONS: list[tuple[int, str, Callable[[Database[Any]], int]]] = [
     (1, "backfill notification counters", backfill_notification_counters),
     (2, "build user state documents by recount", build_user_states),
     (3, "summarise the price history by store and day", summarise_price_days),
     (4, "make every priced item known (the watch form's suggestions)", backfill_known_items),
+    (5, "list flagged unpublished notifications in the outbox", list_flagged_in_outbox),
 ]
 
 

@@ -11,7 +11,7 @@ from pymongo.errors import PyMongoError
 from redis import RedisError
 
 from notifier.accounts.revocation import sync_uncached_sync
-from notifier.realtime.publishing import AnnouncementHistory, republish_batches
+from notifier.realtime.publishing import AnnouncementHistory
 from tasks import celery
 
 OUTBOX_AGE = timedelta(seconds=5)  # younger batches may still be publishing
@@ -23,8 +23,7 @@ log = logging.getLogger(__name__)
 def republish_pending() -> int:
     """Republish stored notifications whose publish failed (beat runs this often)."""
     res = celery.resources
-    sent = res.notifications.republish_pending()
-    sent += republish_batches(res.db, res.notifications, OUTBOX_AGE)
+    sent = res.notifications.republish_pending(OUTBOX_AGE)
     if sent:
         log.info("republished %d notification(s) from the outbox", sent)
     if synced := sync_uncached_sync(res.db, res.redis):

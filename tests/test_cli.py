@@ -65,6 +65,7 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         assert "make every priced item known (the watch form's suggestions) (1 changed)" in (
             first.stdout
         )
+        assert "list flagged unpublished notifications in the outbox (0 changed)" in first.stdout
         assert db["items"].find_one({"_id": "oats 1kg"})["name"] == "Oats 1kg"
         assert db.user_state.find_one({"_id": "u1"}) == {"_id": "u1", "seq": 3, "unread": 3}
         assert db.user_state.find_one({"_id": "u2"}) == {"_id": "u2", "seq": 1, "unread": 1}
@@ -75,7 +76,7 @@ def test_release_step_creates_indexes_and_runs_each_migration_once(cli_env, mong
         second = run(env, "migrate")
         assert second.returncode == 0 and "migrations run: none pending" in second.stdout
         assert db.counters.find_one({"_id": "notifications:u1"})["seq"] == 7  # not run again
-        assert [m["_id"] for m in db.migrations.find()] == [1, 2, 3, 4]
+        assert [m["_id"] for m in db.migrations.find()] == [1, 2, 3, 4, 5]
     finally:
         client.drop_database(name)
         client.close()

@@ -12,6 +12,7 @@ import redis
 from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
+from notifier.migrations import list_flagged_in_outbox
 from notifier.notifications.announcements import AnnouncementRepository, SeenMarks
 from notifier.notifications.state import UserState
 from notifier.notifications.state import from_doc as state_from_doc
@@ -91,10 +92,38 @@ async def test_a_failed_publish_is_delivered_by_the_outbox_sweep(ws_connect, db,
     dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     broken = NotificationService(NotificationWriter(db), Publisher(dead))
     doc = note(broken, alice, "published while redis was unreachable")
-    assert db.notifications.find_one({"_id": doc["_id"]})["unpublished"] is True
+    assert db.outbox.find_one({"ids": doc["_id"]}) is not None  # a batch of one, listed
     assert service.republish_pending(older_than=timedelta(0)) >= 1
     assert await collect(sock, 1) == [doc["data"]["notification_id"]]
+    assert db.outbox.find_one({"ids": doc["_id"]}) is None
+    # Swept once: the next sweep leaves it be, and the next message is the next one.
+    service.republish_pending(older_than=timedelta(0))
+    later = note(service, alice, "after the sweep")
+    assert await collect(sock, 1) == [later["data"]["notification_id"]]
+    dead.close()
+
+
+@pytest.mark.gen_test
+async def test_one_left_in_the_old_flag_outbox_is_published_after_the_migration(
+    ws_connect, db, service, alice
+):
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    # As the writer of before left a notification whose publish failed: flagged, with the
+    # flag's index, and in no outbox record.
+    doc = NotificationWriter(db).create(
+        alice.user_id, "system-message", {"message": "flagged", "severity": "info"}
+    )
+    db.outbox.delete_one({"ids": doc["_id"]})
+    db.notifications.update_one({"_id": doc["_id"]}, {"$set": {"unpublished": True}})
+    db.notifications.create_index(
+        [("created_at", 1)], name="outbox", partialFilterExpression={"unpublished": True}
+    )
+    assert list_flagged_in_outbox(db) >= 1
+    assert "outbox" not in db.notifications.index_information()
     assert "unpublished" not in db.notifications.find_one({"_id": doc["_id"]})
+    assert service.republish_pending(older_than=timedelta(0)) >= 1
+    assert await collect(sock, 1) == [doc["data"]["notification_id"]]
+    assert list_flagged_in_outbox(db) == 0  # run again (a release that died): nothing to do
 
 
 @pytest.mark.gen_test(timeout=120)

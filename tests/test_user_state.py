@@ -204,13 +204,14 @@ def test_a_mark_read_between_a_first_insert_and_its_state_update_is_counted(db, 
     slow: MongoClient[dict[str, Any]] = MongoClient(config.mongodb_uri, appName=app)
     slow_db = slow.get_default_database()
     data = {"message": "m", "severity": "info"}
-    # Every state update of this writer (not of the mark-read) waits 1.5 s at the server.
+    # Every state update of this writer (not of the mark-read) waits 1.5 s at the server
+    # (a batch of one updates its state with findAndModify, to read its unread count).
     db.client.admin.command(
         {
             "configureFailPoint": "failCommand",
             "mode": "alwaysOn",
             "data": {
-                "failCommands": ["update"],
+                "failCommands": ["update", "findAndModify"],
                 "appName": app,
                 "blockConnection": True,
                 "blockTimeMS": 1500,

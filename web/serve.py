@@ -41,6 +41,11 @@ from web.server import NotifierHTTPServer
 log = logging.getLogger("web")
 
 SHUTDOWN_GRACE = 5.0
+# Connections the kernel queues while the loop is busy (the kernel caps it at
+# net.core.somaxconn). Tornado's default of 128 overflows when a reconnect storm's
+# handshakes arrive during one turn of the loop: the kernel then drops them, and each
+# client waits a second or more to retry its SYN.
+LISTEN_BACKLOG = 4096
 REDIS_CONNECTIONS = 100
 
 
@@ -170,7 +175,7 @@ async def stop_tasks(tasks: list[asyncio.Task[None]], grace: float) -> None:
 def serve(config: Settings, reuse_port: bool = False) -> int:
     """Run one web process until it is told to stop; its exit status."""
     try:
-        sockets = bind_sockets(config.port, reuse_port=reuse_port)
+        sockets = bind_sockets(config.port, reuse_port=reuse_port, backlog=LISTEN_BACKLOG)
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(main(config, sockets))
     except ConfigurationError as e:  # WS_TRANSPORT=fast on a Tornado it does not fit

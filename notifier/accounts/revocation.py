@@ -24,11 +24,11 @@ import redis
 import redis.asyncio as aioredis
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.synchronous.database import Database
 
 from notifier.storage.batches import batched
+from notifier.storage.plans import Eval, Find, FindOneAndUpdate, Plan, UpdateOne, run, run_async
 
 CACHE_SECONDS = 3600
 GONE = -1  # a deleted user: no token of theirs is current
@@ -60,6 +60,7 @@ class TokenVersions:
     """Current token versions for the web process (asyncio clients)."""
 
     def __init__(self, db: AsyncDatabase[Any], client: aioredis.Redis) -> None:
+        self._db = db
         self._users = db.users
         self._redis = client
 
@@ -86,18 +87,7 @@ class TokenVersions:
         Stored in MongoDB first; raises RedisError/OSError when Redis could not be told,
         and the version stays marked for `sync_uncached`.
         """
-        user = await self._users.find_one_and_update(
-            {"_id": _oid(user_id)},
-            BUMP,
-            projection={"token_version": 1},
-            return_document=ReturnDocument.AFTER,
-        )
-        if user is None:
-            return GONE
-        version = int(user["token_version"])
-        await self._redis.eval(RAISE, 1, key(user_id), version, CACHE_SECONDS)
-        await self._users.update_one(*_cached(user["_id"], version))
-        return version
+        return await run_async(_revoke(user_id), self._db, self._redis)
 
     async def current_many(self, user_ids: Iterable[str]) -> dict[str, int]:
         """Each user's version now, as `current` answers it, for many users at once.
@@ -128,40 +118,39 @@ class TokenVersions:
 
     async def sync_uncached(self) -> int:
         """Give Redis the versions it may have missed; returns how many."""
-        marked = [u async for u in self._users.find({UNCACHED: True}, {"token_version": 1})]
-        for user in marked:
-            version = int(user.get("token_version", 0))
-            await self._redis.eval(RAISE, 1, key(str(user["_id"])), version, CACHE_SECONDS)
-            await self._users.update_one(*_cached(user["_id"], version))
-        return len(marked)
-
-
-def _cached(oid: ObjectId, version: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The update that clears the mark, unless a later revocation bumped the version again."""
-    return {"_id": oid, "token_version": version}, {"$unset": {UNCACHED: ""}}
+        return await run_async(_sync_uncached(), self._db, self._redis)
 
 
 def revoke_sync(db: Database[Any], client: redis.Redis, user_id: str) -> int:
-    """The same revocation from a synchronous process (the CLI)."""
-    user = db.users.find_one_and_update(
-        {"_id": _oid(user_id)},
-        BUMP,
-        projection={"token_version": 1},
-        return_document=ReturnDocument.AFTER,
-    )
-    if user is None:
-        return GONE
-    version = int(user["token_version"])
-    client.eval(RAISE, 1, key(user_id), version, CACHE_SECONDS)
-    db.users.update_one(*_cached(user["_id"], version))
-    return version
+    """`TokenVersions.revoke` for a synchronous process (the CLI)."""
+    return run(_revoke(user_id), db, client)
 
 
 def sync_uncached_sync(db: Database[Any], client: redis.Redis) -> int:
     """`TokenVersions.sync_uncached` for a synchronous process (the beat's sweep)."""
-    marked = list(db.users.find({UNCACHED: True}, {"token_version": 1}))
+    return run(_sync_uncached(), db, client)
+
+
+def _revoke(user_id: str) -> Plan[int]:
+    """Bump the version (MongoDB first, marked uncached), then cache it and clear the mark."""
+    user = yield FindOneAndUpdate("users", {"_id": _oid(user_id)}, BUMP, {"token_version": 1})
+    if user is None:
+        return GONE
+    version = int(user["token_version"])
+    yield from _cache(user["_id"], version)
+    return version
+
+
+def _sync_uncached() -> Plan[int]:
+    """Cache the version of every user still marked; returns how many."""
+    marked = yield Find("users", {UNCACHED: True}, {"token_version": 1})
     for user in marked:
-        version = int(user.get("token_version", 0))
-        client.eval(RAISE, 1, key(str(user["_id"])), version, CACHE_SECONDS)
-        db.users.update_one(*_cached(user["_id"], version))
+        yield from _cache(user["_id"], int(user.get("token_version", 0)))
     return len(marked)
+
+
+def _cache(oid: ObjectId, version: int) -> Plan[None]:
+    """Raise Redis's copy to `version`, then clear the mark, unless a later revocation bumped
+    the version again (it keeps its own mark)."""
+    yield Eval(RAISE, (key(str(oid)),), (version, CACHE_SECONDS))
+    yield UpdateOne("users", {"_id": oid, "token_version": version}, {"$unset": {UNCACHED: ""}})

@@ -1,35 +1,41 @@
-"""Storing many users' notifications at once: what a deal check's chunk writes.
+"""Storing notifications: the one write path, for a single notification (a batch of one)
+as for a deal check's chunk of many users.
 
-The same rules as NotificationWriter.create, paid once per batch instead of once per
-notification: one read of the users' state documents to claim seqs, one unordered
-insert_many, one bulk update of the states. A user gets at most one notification per
-batch, so a claimed seq is the state's plus one; an insert that loses its seq to another
-writer is retried alone, and one refused as already told (the dedupe or told-once index)
-is reported, so the caller can recompute what is still new for that user.
+A user's seq is the highest plus one, claimed by the insert itself (the (user_id, seq)
+index is unique), so a user's seqs have no holes and seq N+1 never exists before N: a
+connection that sees a jump knows it missed something. The users' state documents say
+where the seqs have got to (reading the maximum through the index is slow on some
+servers): one read of them claims the batch's seqs, one unordered insert_many stores
+the notifications, one update of the states moves their seqs on and counts each new
+notification as unread. A user gets at most one notification per batch, so a claimed
+seq is the state's plus one; an insert that loses its seq to another writer is retried
+alone, and one refused as already told (the dedupe or told-once index) is reported, so
+the caller can recompute what is still new for that user.
 
 The outbox of a batch is one document listing its notifications, written before them
-and deleted once they are published, instead of a flag on each one: clearing a thousand
-flags costs more than storing the thousand notifications on SecantusDB. The sweep
-(`republish_batches` in notifier/realtime/publishing.py, with the single notifications'
-outbox) publishes what a failed publish or a dead worker left listed.
+and deleted once they are published (NotificationService in
+notifier/realtime/publishing.py): clearing a flag on each of a thousand notifications
+costs more than storing them on SecantusDB. What a failed publish or a dead worker left
+listed is published by the sweep (`NotificationService.republish_pending`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import DESCENDING, UpdateOne
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
 from notifier.notifications.filters import search_fields
-from notifier.notifications.store import format_id
+from notifier.notifications.ids import format_id
 from notifier.storage.batches import DUPLICATE_KEY, find_in
 
 log = logging.getLogger(__name__)
@@ -61,34 +67,47 @@ class Stored:
 
 
 def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
-    """Store one notification per user (written before anything is published)."""
+    """Store one notification per user, listed in the outbox until published."""
     users = [n.user_id for n in wanted]
     assert len(set(users)) == len(users), "one notification per user per batch"
     states = {
-        d["_id"]: d for d in find_in(db[user_state.COLLECTION], "_id", users, None, _STATE_FIELDS)
+        d["_id"]: user_state.from_doc(d)
+        for d in find_in(db[user_state.COLLECTION], "_id", users, None, _STATE_FIELDS)
     }
     now = datetime.now(UTC)
     docs = []
     for n in wanted:
         NotificationType(n.type)  # a ValueError for a type nobody knows
-        known = states.get(n.user_id)
         # No state yet: a user's first notification, as a rule (migration 2 gave every user
         # of before one). If one was stored anyway, its seq refuses this insert, which then
         # claims the next free seq alone.
-        seq = (int(known.get("seq", 0)) if known else 0) + 1
-        docs.append(_document(n, seq, now))
+        known = states.get(n.user_id)
+        docs.append(_document(n, (known.max_seq if known else 0) + 1, now))
     result = Stored()
     if docs:  # listed before they exist: a worker dying in between leaves them listed
         db.outbox.insert_one(
             {"_id": result.outbox_id, "ids": [d["_id"] for d in docs], "created_at": now}
         )
     stored, lost_seq, refused = _insert(db, docs)
-    for doc in lost_seq:  # another writer took the seq: claim one alone, as create() does
+    for doc in lost_seq:  # another writer took the seq: claim the next free one alone
         again = _insert_alone(db, doc)
         (stored if again is not None else refused).append(again or doc)
     by_user = {n.user_id: n for n in wanted}
     result.refused = [by_user[d["user_id"]] for d in refused]
     result.docs = sorted(stored, key=lambda d: d["user_id"])
+    if len(result.docs) == 1:
+        # A single notification's exact count comes back with its update, in the round
+        # trip the bulk write would take.
+        (doc,) = result.docs
+        after = db[user_state.COLLECTION].find_one_and_update(
+            {"_id": doc["user_id"]},
+            user_state.inserted(doc["seq"]),
+            {"unread": 1},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        result.unread[doc["user_id"]] = user_state.unread(after)
+        return result
     if result.docs:
         db[user_state.COLLECTION].bulk_write(
             [
@@ -97,9 +116,9 @@ def store_batch(db: Database[Any], wanted: list[NewNotification]) -> Stored:
             ],
             ordered=False,
         )
-    for d in result.docs:
+    for d in result.docs:  # as of the read above: what another writer did meanwhile is not in
         known = states.get(d["user_id"])
-        result.unread[d["user_id"]] = max(0, int(known.get("unread", 0)) if known else 0) + 1
+        result.unread[d["user_id"]] = (known.unread_count if known else 0) + 1
     return result
 
 
@@ -151,7 +170,8 @@ def _insert(
 def _insert_alone(db: Database[Any], doc: dict[str, Any]) -> dict[str, Any] | None:
     """Claim the next free seq for one document; None when it is refused as told before."""
     for attempt in range(SEQ_RETRIES):
-        seq = _highest_stored(db, doc["user_id"]) + 1 if attempt else doc["seq"] + 1
+        # The seq just past the lost one; after another miss, the real maximum.
+        seq = highest_stored(db, doc["user_id"], doc["seq"]) + 1 if attempt else doc["seq"] + 1
         doc = {**doc, "seq": seq}  # the same _id: the batch's outbox lists it
         doc["data"] = {**doc["data"], "notification_id": format_id(seq)}
         try:
@@ -163,6 +183,25 @@ def _insert_alone(db: Database[Any], doc: dict[str, Any]) -> dict[str, Any] | No
     raise RuntimeError(f"could not claim a notification seq for user {doc['user_id']}")
 
 
-def _highest_stored(db: Database[Any], user_id: str) -> int:
-    last = db.notifications.find_one({"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)])
-    return int(last["seq"]) if last else 0
+def highest_stored(db: Database[Any], user_id: str, known: int = 0) -> int:
+    """The user's highest seq, 0 when they have none (from `known` on, a seq never ahead)."""
+    found = db.notifications.find_one(**user_state.newest_query(user_id, known))
+    return user_state.newest(found, known)
+
+
+def published(db: Database[Any], outbox_id: ObjectId) -> None:
+    """Take a batch whose notifications are published out of the outbox."""
+    db.outbox.delete_one({"_id": outbox_id})
+
+
+def waiting(
+    db: Database[Any], older_than: timedelta, limit: int = 1000
+) -> Iterator[tuple[ObjectId, list[dict[str, Any]]]]:
+    """Batches listed in the outbox for longer than `older_than` (younger ones may still be
+    publishing), each with its notifications in seq order."""
+    cutoff = datetime.now(UTC) - older_than
+    # Read as they are swept (a batch's record lists up to a thousand ids), a hundred a time.
+    with db.outbox.find({"created_at": {"$lt": cutoff}}).limit(limit).batch_size(100) as records:
+        for record in records:
+            docs = find_in(db.notifications, "_id", record["ids"])
+            yield record["_id"], sorted(docs, key=lambda d: int(d["seq"]))

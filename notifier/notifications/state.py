@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
+from pymongo import DESCENDING
 from pymongo.synchronous.database import Database
 
 COLLECTION = "user_state"
@@ -46,11 +47,32 @@ def from_doc(doc: dict[str, Any]) -> UserState:
     """A stored state document as a UserState (unread clamped at 0, times in UTC)."""
     return UserState(
         max_seq=int(doc.get("seq", 0)),
-        # A mark-read that ran between an insert and its $inc leaves it briefly at -1.
-        unread_count=max(0, int(doc.get("unread", 0))),
+        unread_count=unread(doc),
         announcements_seen_at=utc(doc.get("announcements_seen_at")),
         acked_seq=int(doc.get("acked_seq", 0)),
     )
+
+
+def unread(doc: dict[str, Any] | None) -> int:
+    """The unread count of a state document (0 without one)."""
+    # A mark-read that ran between an insert and its $inc leaves it briefly at -1.
+    return max(0, int((doc or {}).get("unread", 0)))
+
+
+def newest_query(user_id: str, known: int = 0) -> dict[str, Any]:
+    """find_one's arguments for the user's highest seq from `known` on; with the state's
+    seq (never ahead), a range of the few seqs a dead writer may have left past it, read
+    through the (user_id, seq) index. Both clients run it (`newest` reads the answer)."""
+    return {
+        "filter": {"user_id": user_id, "seq": {"$gte": known}},
+        "projection": {"seq": 1},
+        "sort": [("seq", DESCENDING)],
+    }
+
+
+def newest(found: dict[str, Any] | None, known: int = 0) -> int:
+    """The highest seq, from what newest_query found."""
+    return int(found["seq"]) if found else known
 
 
 def utc(when: datetime | None) -> datetime | None:

@@ -3,48 +3,35 @@
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import msgspec
 from bson import ObjectId
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
 from notifier import validation
-from notifier.errors import InputError
 from notifier.formatting import iso
 from notifier.kinds import NotificationType
+from notifier.notifications import batch
 from notifier.notifications import state as user_state
-from notifier.notifications.filters import NotificationFilter, search_fields
+from notifier.notifications.batch import NewNotification, Stored
+from notifier.notifications.filters import NotificationFilter
+from notifier.notifications.ids import format_id
+from notifier.notifications.ids import parse_id as parse_id  # (long imported from here)
 from notifier.notifications.state import UserState
 from notifier.storage.batches import ReadsTogether
 
 log = logging.getLogger(__name__)
 
-_ID = re.compile(r"[0-9]{12}")  # fullmatch: "$" would allow a trailing newline
-MAX_SEQ_RACES = 50
 # The most notifications a filtered page reads to fill itself (issue 23 #2): past them it
 # returns what it found and a cursor to search on from, so a combination that matches
 # little costs a page's worth of reads, not every match of its first filter.
 CANDIDATES = 300
-
-
-def format_id(seq: int) -> str:
-    """The public id of a user's seq-th notification: a string that sorts in creation order."""
-    return f"{seq:012d}"
-
-
-def parse_id(value: object, name: str = "id") -> int:
-    """The seq behind a public id; InputError when it is not one of ours."""
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise InputError(f"{name} must be a notification id")
-    return int(value)
 
 
 class Notification(msgspec.Struct, omit_defaults=True):
@@ -338,10 +325,8 @@ class NotificationRepository:
         on (a range read through the index).
         """
         known = (await self.state(user_id)).max_seq
-        last = await self._notifications.find_one(
-            {"user_id": user_id, "seq": {"$gte": known}}, {"seq": 1}, sort=[("seq", DESCENDING)]
-        )
-        return int(last["seq"]) if last else known
+        found = await self._notifications.find_one(**user_state.newest_query(user_id, known))
+        return user_state.newest(found, known)
 
     async def unread_count(self, user_id: str) -> int:
         """How many of the user's notifications are unread (from the state, no counting)."""
@@ -442,97 +427,39 @@ async def _users_seen_mark(db: AsyncDatabase[Any], user_id: str) -> datetime | N
 
 
 class NotificationWriter:
-    """Creating notifications (workers, synchronous client)."""
+    """Storing notifications (workers, synchronous client): the batch writes of batch.py,
+    for one notification (a batch of one) or a chunk of users, and their outbox."""
 
     def __init__(self, db: Database[Any]) -> None:
         self._db = db
 
-    def create(
-        self,
-        user_id: str,
-        type: NotificationType,
-        data: dict[str, Any],
-        *,
-        dedupe_key: str | None = None,
-        deal_keys: list[str] | None = None,
-    ) -> dict[str, Any] | None:
-        """Store one notification; None when one with this dedupe_key already exists.
+    def store(self, wanted: list[NewNotification]) -> Stored:
+        """Store one notification per user, listed in the outbox until published."""
+        return batch.store_batch(self._db, wanted)
 
-        Its seq is the user's highest plus one, claimed by the insert itself (the
-        (user_id, seq) index is unique), so a user's seqs have no holes and seq N+1
-        never exists before N: a connection that sees a jump knows it missed something.
-        The user's state document says where to start looking (reading the maximum
-        through the index is slow on some servers); after the insert, one update moves
-        its seq on and counts the new notification as unread.
-        """
+    def create(
+        self, user_id: str, type: NotificationType, data: dict[str, Any], **keys: Any
+    ) -> dict[str, Any] | None:
+        """Store one notification, listed in the outbox until published (by the sweep, when
+        not by NotificationService.notify); None when it was stored before. `keys` are
+        NewNotification's (`dedupe_key`, `deal_keys`)."""
         type = NotificationType(type)  # a ValueError for a type nobody knows
-        states = self._db[user_state.COLLECTION]
-        known = states.find_one({"_id": user_id}, {"seq": 1})
-        seq = (int(known["seq"]) if known else self._highest_stored(user_id)) + 1
-        for attempt in range(MAX_SEQ_RACES):
-            doc: dict[str, Any] = {
-                "user_id": user_id,
-                "seq": seq,
-                "type": type,
-                "created_at": datetime.now(UTC),
-                "read": False,
-                "data": {**data, "notification_id": format_id(seq)},
-                # Cleared once published; a sweep republishes what stays set (the outbox).
-                "unpublished": True,
-            }
-            if type == NotificationType.DEAL:
-                doc["email_pending"] = True  # cleared once the email is decided (or swept)
-            if dedupe_key:
-                doc["dedupe_key"] = dedupe_key
-            if deal_keys:
-                doc["deal_keys"] = deal_keys
-            doc.update(search_fields(type, data))
-            try:
-                self._db.notifications.insert_one(doc)
-            except DuplicateKeyError as e:
-                if "dedupe_key" in (e.details or {}).get("keyPattern", {}):
-                    return None  # stored before (a retry, or a concurrent run)
-                # Another writer holds this seq. The state is only ever behind, never
-                # ahead: step up, and after a few misses ask for the real maximum.
-                seq = seq + 1 if attempt < 3 else self._highest_stored(user_id) + 1
-                continue
-            states.update_one({"_id": user_id}, user_state.inserted(seq), upsert=True)
-            return doc
-        raise RuntimeError(f"could not claim a notification seq for user {user_id}")
+        stored = self.store([NewNotification(user_id, type, data, **keys)])
+        return stored.docs[0] if stored.docs else None
+
+    def published(self, outbox_id: ObjectId) -> None:
+        """Take a batch whose notifications are published out of the outbox."""
+        batch.published(self._db, outbox_id)
+
+    def waiting(self, older_than: timedelta) -> Iterator[tuple[ObjectId, list[dict[str, Any]]]]:
+        """The outbox's batches older than `older_than`, each with its notifications."""
+        return batch.waiting(self._db, older_than)
 
     def max_seq(self, user_id: str) -> int:
         """The user's highest seq, 0 when they have none (the state's, then just past it)."""
         known = self._db[user_state.COLLECTION].find_one({"_id": user_id}, {"seq": 1})
-        if known is None:
-            return self._highest_stored(user_id)
-        last = self._db.notifications.find_one(
-            {"user_id": user_id, "seq": {"$gte": known["seq"]}},
-            {"seq": 1},
-            sort=[("seq", DESCENDING)],
-        )
-        return int(last["seq"]) if last else int(known["seq"])
-
-    def _highest_stored(self, user_id: str) -> int:
-        last = self._db.notifications.find_one(
-            {"user_id": user_id}, {"seq": 1}, sort=[("seq", DESCENDING)]
-        )
-        return int(last["seq"]) if last else 0
-
-    def mark_published(self, doc: dict[str, Any]) -> None:
-        """Take a published notification out of the outbox."""
-        self._db.notifications.update_one({"_id": doc["_id"]}, {"$unset": {"unpublished": ""}})
-
-    def unpublished(self, older_than: timedelta) -> list[dict[str, Any]]:
-        """Notifications stored but not (known to be) published, oldest first."""
-        cutoff = datetime.now(UTC) - older_than
-        cursor = self._db.notifications.find(
-            {"unpublished": True, "created_at": {"$lt": cutoff}}
-        ).sort("created_at", 1)
-        return list(cursor.limit(1000))
+        return batch.highest_stored(self._db, user_id, user_state.from_doc(known or {}).max_seq)
 
     def unread_count(self, user_id: str) -> int:
         """How many of the user's notifications are unread (from the state, no counting)."""
-        doc = self._db[user_state.COLLECTION].find_one({"_id": user_id}, {"unread": 1})
-        if doc is None:  # data from before the state documents
-            return self._db.notifications.count_documents({"user_id": user_id, "read": False})
-        return max(0, int(doc.get("unread", 0)))
+        return user_state.unread(self._db[user_state.COLLECTION].find_one({"_id": user_id}))

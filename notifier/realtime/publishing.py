@@ -3,15 +3,15 @@
 The storage is notifier.notifications' (the writer, the batch writes, the outbox); the
 bus and the payloads are this package's. Publishing lives here, not beside the storage,
 so that `notifications` never imports `realtime` (the live path reads notifications, the
-other way round): a publish that fails leaves the notification in the outbox, and the
-sweep (`republish_pending`, `republish_batches`) puts it on the bus later.
+other way round): a publish that fails leaves the notifications in the outbox, and the
+sweep (`republish_pending`) puts them on the bus later.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -20,17 +20,21 @@ from redis import RedisError
 
 from notifier.kinds import NotificationType
 from notifier.notifications import state
-from notifier.notifications.batch import NewNotification, Stored, store_batch
+from notifier.notifications.batch import NewNotification, Stored
 from notifier.notifications.store import NotificationWriter, to_json
 from notifier.realtime.bus import Publisher
 from notifier.realtime.render import PayloadRenderer
-from notifier.storage.batches import find_in
 
 log = logging.getLogger(__name__)
 
+SWEEP_MOST = 1000  # notifications one sweep publishes at the most
+
 
 class NotificationService:
-    """Write a notification to MongoDB, then publish it: MongoDB first, always."""
+    """Write notifications to MongoDB, then publish them: MongoDB first, always.
+
+    One path for one notification and for many: a notification is a batch of one.
+    """
 
     def __init__(
         self,
@@ -45,12 +49,12 @@ class NotificationService:
 
     @property
     def publisher(self) -> Publisher:
-        """Where this service publishes (batches publish there too)."""
+        """Where this service publishes."""
         return self._publisher
 
     @property
     def renderer(self) -> PayloadRenderer:
-        """What renders the events it publishes (batches render with it too)."""
+        """What renders the events it publishes."""
         return self._renderer
 
     def notify(
@@ -63,81 +67,48 @@ class NotificationService:
         deal_keys: list[str] | None = None,
     ) -> dict[str, Any] | None:
         """Store and publish one notification; None when it was stored before."""
-        doc = self._writer.create(user_id, type, data, dedupe_key=dedupe_key, deal_keys=deal_keys)
-        if doc is not None:
-            self.publish(doc)
-        return doc
+        wanted = NewNotification(user_id, NotificationType(type), data, dedupe_key, deal_keys)
+        stored = self.notify_many([wanted])
+        return stored.docs[0] if stored.docs else None
 
-    def publish(self, doc: dict[str, Any]) -> bool:
-        """Publish a stored notification; on failure it stays in the outbox for the sweep."""
-        notification = to_json(doc)
-        unread = self._writer.unread_count(doc["user_id"])
-        event = self._renderer.notification_event(doc["user_id"], notification, unread)
+    def notify_many(self, wanted: list[NewNotification]) -> Stored:
+        """Store one notification each for many users, then publish them in one pipeline.
+
+        What fails to publish stays in the outbox for the sweep.
+        """
+        stored = self._writer.store(wanted)
         try:
-            self._publisher.publish(event)
+            self._publish(stored.outbox_id, stored.docs, stored.unread)
         except (RedisError, OSError) as e:
             log.warning(
-                "publishing notification %s of %s failed (the sweep retries): %s",
-                notification["id"],
-                doc["user_id"],
-                e,
+                "publishing %d notification(s) failed (the sweep retries): %s", len(stored.docs), e
             )
-            return False
-        self._writer.mark_published(doc)
-        return True
-
-    def unread_count(self, user_id: str) -> int:
-        """The user's unread count (for events published outside the writer's path)."""
-        return self._writer.unread_count(user_id)
+        return stored
 
     def republish_pending(self, older_than: timedelta = timedelta(seconds=5)) -> int:
-        """Publish what a failed publish left in the outbox; returns how many went out."""
-        return sum(self.publish(doc) for doc in self._writer.unpublished(older_than))
+        """Publish what a failed publish or a dead worker left in the outbox; returns how
+        many went out. Raises while Redis is down: the rest stays listed for later."""
+        sent = 0
+        for outbox_id, docs in self._writer.waiting(older_than):
+            users = {d["user_id"] for d in docs}
+            self._publish(outbox_id, docs, {u: self._writer.unread_count(u) for u in users})
+            sent += len(docs)
+            if sent >= SWEEP_MOST:  # the rest at the next sweep
+                break
+        return sent
 
-
-def republish_batches(
-    db: Database[Any], service: NotificationService, older_than: timedelta
-) -> int:
-    """Publish the notifications of batches whose publish failed; returns how many."""
-    cutoff = datetime.now(UTC) - older_than
-    sent = 0
-    for record in list(db.outbox.find({"created_at": {"$lt": cutoff}}).limit(100)):
-        docs = sorted(find_in(db.notifications, "_id", record["ids"]), key=lambda d: d["seq"])
-        events = [
-            service.renderer.notification_event(
-                d["user_id"], to_json(d), service.unread_count(d["user_id"])
-            )
-            for d in docs
-        ]
-        service.publisher.publish_many(events)  # raises while Redis is down: kept for later
-        db.outbox.delete_one({"_id": record["_id"]})
-        sent += len(events)
-    return sent
-
-
-def notify_many(
-    db: Database[Any], service: NotificationService, wanted: list[NewNotification]
-) -> Stored:
-    """Store one notification each for many users, then publish them in one pipeline.
-
-    Storage first, always: what fails to publish stays in the outbox for the sweep.
-    """
-    stored = store_batch(db, wanted)
-    if not stored.docs:
-        return stored
-    events = [
-        service.renderer.notification_event(
-            doc["user_id"], to_json(doc), stored.unread[doc["user_id"]]
+    def _publish(
+        self, outbox_id: ObjectId, docs: list[dict[str, Any]], unread: dict[str, int]
+    ) -> None:
+        """Publish stored notifications in one round trip, then take them out of the outbox
+        (with none, that is all: a batch whose every notification was stored before)."""
+        self._publisher.publish_many(
+            [
+                self._renderer.notification_event(d["user_id"], to_json(d), unread[d["user_id"]])
+                for d in docs
+            ]
         )
-        for doc in stored.docs
-    ]
-    try:
-        service.publisher.publish_many(events)
-    except (RedisError, OSError) as e:
-        log.warning("publishing %d notification(s) failed (the sweep retries): %s", len(events), e)
-        return stored
-    db.outbox.delete_one({"_id": stored.outbox_id})
-    return stored
+        self._writer.published(outbox_id)
 
 
 HISTORY_CHUNK = 1000  # users whose history copies one task writes in one batch
@@ -187,7 +158,7 @@ class AnnouncementHistory:
         }
         dedupe = f"announcement:{announcement['id']}"
         wanted = [NewNotification(u, NotificationType.SYSTEM, data, dedupe) for u in user_ids]
-        stored = len(notify_many(self._db, self._notifications, wanted).docs)
+        stored = len(self._notifications.notify_many(wanted).docs)
         self._progress(announcement, {"$addToSet": {"history_chunks_done": index}})
         return stored
 

@@ -22,7 +22,7 @@ from notifier.formatting import money
 from notifier.kinds import NotificationType
 from notifier.notifications.batch import NewNotification
 from notifier.push import subscriptions as push_subscriptions
-from notifier.realtime.publishing import NotificationService, notify_many
+from notifier.realtime.publishing import NotificationService
 from notifier.shopping import alerts
 from notifier.shopping.history import WINDOW_DAYS, lowest_before
 from notifier.storage.batches import IN_BATCH, find_in
@@ -294,7 +294,7 @@ class DealCheck:
             if not wanted:
                 break
             wanted = [replace(n, push_pending=True) if n.user_id in pushed else n for n in wanted]
-            stored = notify_many(self._db, self._notifications, wanted)
+            stored = self._notifications.notify_many(wanted)
             for doc in stored.docs:
                 result.users_notified += 1
                 result.deals_found += len(doc["deal_keys"])

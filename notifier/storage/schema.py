@@ -55,12 +55,6 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
         [("user_id", ASCENDING), ("dedupe_key", ASCENDING)],
         {"unique": True, "partialFilterExpression": {"dedupe_key": {"$exists": True}}},
     ),
-    # The outbox: notifications stored but not yet published.
-    (
-        "notifications",
-        [("created_at", ASCENDING)],
-        {"name": "outbox", "partialFilterExpression": {"unpublished": True}},
-    ),
     (
         "notifications",
         [("created_at", ASCENDING)],
