@@ -11,6 +11,7 @@ import pytest
 
 from notifier.accounts.auth import (
     InvalidToken,
+    _issued_claims,
     hash_password,
     issue_token,
     read_token,
@@ -103,6 +104,58 @@ def test_alg_none_and_other_algorithms_are_refused() -> None:
     long_secret = SECRET * 2  # HS512 wants 64 bytes; the point is that we refuse HS512
     with pytest.raises(InvalidToken):
         read_token(long_secret, jwt.encode(claims, long_secret, algorithm="HS512"))
+
+
+def test_issued_tokens_are_read_without_pyjwt_and_as_pyjwt_reads_them() -> None:
+    token = issue_token(SECRET, "u1", "alice", "admin", 60, version=3)
+    fast = _issued_claims(SECRET, token)
+    assert fast is not None  # the fast path is taken: PyJWT costs a tenth of a handshake
+    assert fast == jwt.decode(token, SECRET, algorithms=["HS256"])
+    who = read_token(SECRET, token)
+    assert (who.user_id, who.username, who.role, who.version) == ("u1", "alice", "admin", 3)
+
+
+def _tokens_pyjwt_judges() -> list[object]:
+    now = int(time.time())
+    good = {"sub": "u1", "username": "a", "role": "shopper", "iat": now, "exp": now + 60}
+    token = jwt.encode(good, SECRET, algorithm="HS256")
+    head, payload, sig = token.split(".")
+    other_header = jwt.encode(good, SECRET, algorithm="HS256", headers={"kid": "1"})
+    return [
+        pytest.param(token + "=", id="padded-signature"),
+        pytest.param(f"{head}.{payload}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}", id="bad-sig"),
+        pytest.param(jwt.encode(good, "another-" + SECRET, algorithm="HS256"), id="other-secret"),
+        pytest.param(jwt.encode({**good, "exp": now - 1}, SECRET, algorithm="HS256"), id="expired"),
+        pytest.param(jwt.encode({**good, "iat": now + 60}, SECRET, algorithm="HS256"), id="future"),
+        pytest.param(jwt.encode({**good, "aud": "x"}, SECRET, algorithm="HS256"), id="audience"),
+        pytest.param(
+            jwt.encode({**good, "jti": "j1"}, SECRET, algorithm="HS256"), id="more-claims"
+        ),
+        pytest.param(
+            jwt.encode({**good, "exp": str(now + 60)}, SECRET, algorithm="HS256"), id="str"
+        ),
+        pytest.param(jwt.encode({**good, "sub": 7}, SECRET, algorithm="HS256"), id="int-sub"),
+        pytest.param(other_header, id="other-header"),
+        pytest.param(jwt.encode(good, None, algorithm="none"), id="alg-none"),
+        pytest.param(f"{head}.{payload}.{payload}.{sig}", id="four-segments"),
+        pytest.param(token.replace(".", ".é", 1), id="not-ascii"),
+    ]
+
+
+@pytest.mark.parametrize("token", _tokens_pyjwt_judges())
+def test_any_other_token_is_left_to_pyjwt(token: str) -> None:
+    assert _issued_claims(SECRET, token) is None
+    try:
+        expected: object = jwt.decode(
+            token, SECRET, algorithms=["HS256"], options={"require": ["exp", "iat", "sub"]}
+        )
+    except jwt.PyJWTError:
+        expected = InvalidToken
+    try:
+        got: object = read_token(SECRET, token)
+    except InvalidToken:
+        got = InvalidToken
+    assert (got is InvalidToken) == (expected is InvalidToken)
 
 
 def test_production_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -183,7 +183,7 @@ class DealCheck:
         """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
         items = None if item_keys is None else sorted(set(item_keys))
         result = DealCheckResult()
-        for users in self.chunks(items):
+        for users in self.rest_chunks(items):
             result.add(self.run_chunk(users, items))
         return result
 
@@ -195,13 +195,14 @@ class DealCheck:
         """The watchers of these items (or of anything), chunk by chunk: live users first.
 
         With `online` (which of these users have a socket open anywhere), the users online
-        come first, in chunks of LIVE_CHUNK_USERS handed out as they are found, so they hear
-        of a deal in seconds whatever the item's size; then everyone else, in user order.
-        Streams the watches through an index (twice with `online`), so memory stays about
-        a chunk (and the online watchers) whatever the count.
+        come first, in chunks of LIVE_CHUNK_USERS handed out as they are found; then
+        everyone else, in user order. Streams the watches through an index (twice with
+        `online`), so memory stays about a chunk (and the online watchers) whatever the
+        count. (When every user online can be listed, `watching` finds the live ones
+        without reading any other watcher: see tasks/deals.py.)
         """
         if online is None:
-            yield from _chunked(self._watchers(item_keys), self.chunk_users)
+            yield from self.rest_chunks(item_keys)
             return
         live: set[str] = set()
         found: list[str] = []
@@ -214,7 +215,21 @@ class DealCheck:
                 found = found[LIVE_CHUNK_USERS:]
         if found:
             yield found
-        rest = (u for u in self._watchers(item_keys) if u not in live)
+        yield from self.rest_chunks(item_keys, live)
+
+    def live_chunks(self, user_ids: list[str], item_keys: list[str] | None) -> list[list[str]]:
+        """Those of these users (the ones online) who watch these items (or anything), in
+        chunks of LIVE_CHUNK_USERS: read from their own watches, one read per 100 users."""
+        items = None if item_keys is None else {"item_key": {"$in": item_keys}}
+        projection = {"user_id": 1, "_id": 0}
+        watches = find_in(self._db.watchlists, "user_id", user_ids, items, projection)
+        return list(_chunked(sorted({w["user_id"] for w in watches}), LIVE_CHUNK_USERS))
+
+    def rest_chunks(
+        self, item_keys: list[str] | None, skip: Collection[str] = ()
+    ) -> Iterator[list[str]]:
+        """Every watcher of these items (or of anything) not in `skip`, in user order."""
+        rest = (u for u in self._watchers(item_keys) if u not in skip)
         yield from _chunked(rest, self.chunk_users)
 
     def _watchers(self, item_keys: list[str] | None) -> Iterator[str]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
-import uuid
 from typing import Any
 
 import msgspec
@@ -71,7 +71,7 @@ class BaseHandler(RequestHandler):
         """The caller's X-Request-Id when it is sane (a proxy's), else a new one."""
         if self._request_id is None:
             given = self.request.headers.get("X-Request-Id", "")
-            self._request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+            self._request_id = given if _SANE_REQUEST_ID.fullmatch(given) else os.urandom(16).hex()
             # Set while the handler is built, so the request's task (and what it starts) sees it.
             REQUEST_ID.set(self._request_id)
         return self._request_id

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import urllib.parse
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -91,7 +91,7 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         if fmt not in FORMATS:
             raise InputError("format must be html or json")
         self.user_id, self.format = identity.user_id, fmt
-        self.socket_id = f"{self.settings['process']}:{uuid.uuid4().hex[:12]}"
+        self.socket_id = f"{self.settings['process']}:{os.urandom(6).hex()}"
         self._expires_at = identity.expires_at
         self._expiry: object | None = None
         self._bucket = TokenBucket(MESSAGES_PER_MINUTE)
