@@ -135,7 +135,8 @@ def start(env: dict[str, str], log: Path, workers: int) -> list[subprocess.Popen
             subprocess.Popen(
                 worker_argv(
                     concurrency=WORKER_CONCURRENCY,
-                    loglevel="WARNING",
+                    # BENCH_WORKER_LOGLEVEL=INFO logs when each chunk was received and done.
+                    loglevel=os.environ.get("BENCH_WORKER_LOGLEVEL", "WARNING"),
                     name=f"fanout{n}-{os.getpid()}@%h",
                 ),
                 cwd=ROOT,

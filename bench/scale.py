@@ -487,6 +487,8 @@ def live_first(quick: bool) -> dict[str, Any]:
         fanout.watch_all(db, users, item)
         seeded = time.monotonic() - t0
         online = users[:: watchers // online_n][:online_n]
+        port = free_port()  # picked after the seeding's minutes: another may have the first
+        env["PORT"] = str(port)
         procs = fanout.start(env, tmp / "livefirst.log", 1)
         last = asyncio.run(_last_online(port, env, online, item))
     finally:

@@ -3,6 +3,7 @@ no lock, only what changed, and jobs completed exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -11,7 +12,9 @@ from datetime import UTC, timedelta
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from bson import ObjectId
+from celery import Celery
 
 from notifier.dev.embedded import free_port
 from notifier.notifications.store import NotificationWriter
@@ -26,7 +29,7 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from notifier.validation import item_key
-from tests.helpers import CommandLog, logged_db
+from tests.helpers import CommandLog, logged_db, wait_stored
 
 
 @pytest.fixture
@@ -88,6 +91,42 @@ def test_users_online_come_first_in_small_chunks_then_the_rest_in_order(
     post(db, item, 150)
     result = DealCheck(db, service).run_chunk(live, [item_key(item)])  # read by $in
     assert sorted(n["user_id"] for n in result.notifications) == sorted(live)
+
+
+def test_users_listed_online_are_found_from_their_own_watches_and_the_rest_skips_them(
+    db, config, service, item, monkeypatch
+):
+    """With every user online listed (presence's online set), a check reads the live
+    watchers from those users' watches, not by streaming every watcher first."""
+    monkeypatch.setattr(deals, "LIVE_CHUNK_USERS", 3)
+    users = shoppers(db, 25)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    live = users[3::5]
+    elsewhere = shoppers(db, 2)  # online, but watching something else
+    apply(db, [watch(u, WatchInput(f"Other {item}")) for u in elsewhere])
+    check = DealCheck(db, service, chunk_users=10)
+    log = CommandLog()
+    with logged_db(config.mongodb_uri, log) as watched:
+        chunks = DealCheck(watched, service).live_chunks([*live, *elsewhere], [item_key(item)])
+    assert chunks == [live[:3], live[3:]]
+    assert [c for c in log.events if c[1] == "watchlists"] == [("find", "watchlists", 5)]
+    rest = [u for u in users if u not in live]
+    assert list(check.rest_chunks([item_key(item)], set(live))) == [rest[:10], rest[10:]]
+
+
+def test_a_chunk_can_leave_its_watches_memory_to_be_written_later(db, service, item):
+    users = shoppers(db, 3)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 150)
+    check = DealCheck(db, service)
+    result = check.run_chunk(users, [item_key(item)], remember_later=True)
+    assert result.users_notified == 3
+    assert not any("last_alert" in w for w in db.watchlists.find({"user_id": {"$in": users}}))
+    check.remember(deals.memory_from_text(deals.memory_to_text(result.memory)))  # as the task
+    watches = list(db.watchlists.find({"user_id": {"$in": users}}))
+    assert [w["last_alert"]["price_in_cents"] for w in watches] == [150, 150, 150]
+    again = check.run_chunk(users, [item_key(item)])
+    assert again.users_notified == 0 and again.memory == []  # nothing new; written at once
 
 
 def test_chunks_write_one_notification_per_user_with_seqs_after_the_last(db, service, item):
@@ -303,3 +342,53 @@ def test_a_user_without_a_state_document_still_gets_the_next_seq(db, service, it
     [deal] = db.notifications.find({"user_id": user, "type": "deal-notification"})
     assert deal["seq"] == 4 and deal["data"]["notification_id"] == "000000000004"
     assert db.user_state.find_one({"_id": user})["seq"] == 4
+
+
+@pytest.mark.gen_test(timeout=120)
+@pytest.mark.usefixtures("worker")
+async def test_a_check_stores_its_online_watchers_before_it_reads_the_others(db, config, item):
+    """Live first on the workers (issue 19): the online watchers' chunk is handed out at
+    once; the other watchers are read, chunked and stored only after it finished, so they
+    do not hold the database meanwhile. Everyone hears once and the job completes."""
+    users = shoppers(db, 9)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    live = users[1::4]
+    heartbeat = aioredis.Redis.from_url(config.redis_url)
+    try:
+        await presence.Presence(heartbeat, "test-process").here(live)
+    finally:
+        await heartbeat.aclose()
+    post(db, item, 150)
+    job_id = str(uuid.uuid4())
+    control = Celery(broker=config.redis_url, set_as_current=False)
+    try:
+        control.send_task(
+            "tasks.deals.check_deals", kwargs={"item_keys": [item_key(item)]}, task_id=job_id
+        )
+    finally:
+        control.close()
+
+    def completed() -> bool:
+        return bool(db.deal_check_jobs.find_one({"_id": job_id, "completed": True}))
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, wait_stored, db.deal_check_jobs, completed, "the deal check completed", 60
+    )
+    job = db.deal_check_jobs.find_one({"_id": job_id})
+    rest = [u for u in users if u not in live]
+    assert job["live_users"] == live and job["rest_planned"] is True
+    assert job["total"] == 1 + -(-len(rest) // config.deal_check_chunk_users)
+    assert told(db, users, item) == {u: [150] for u in users}
+    stored = {
+        n["user_id"]: n["created_at"] for n in db.notifications.find({"user_id": {"$in": users}})
+    }
+    assert max(stored[u] for u in live) <= min(stored[u] for u in rest)
+    # The live chunk left its watches' memory to a task queued behind it: it is written.
+
+    def remembered() -> bool:
+        watches = db.watchlists.find({"user_id": {"$in": users}, "item_key": item_key(item)})
+        return all(w.get("last_alert", {}).get("price_in_cents") == 150 for w in watches)
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, wait_stored, db.watchlists, remembered, "every watch remembers the deal", 30
+    )

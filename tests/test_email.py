@@ -14,7 +14,7 @@ from bson import ObjectId
 from notifier.accounts.preferences import Preferences
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
-from notifier.realtime.presence import KEY, is_online
+from notifier.realtime.presence import KEY, ONLINE_KEY, is_online, online_now
 from tests.helpers import wait_email_decided
 
 
@@ -322,6 +322,27 @@ async def test_presence_follows_sockets_and_expires(ws_connect, sync_redis, alic
     # A crashed process's entry stops counting once its time is up.
     sync_redis.hset(KEY.format(bob.user_id), "crashed-process", datetime.now(UTC).timestamp() - 1)
     assert not is_online(sync_redis, bob.user_id)
+    sock.conn.close()
+    await sock.closed()
+
+
+@pytest.mark.gen_test
+async def test_every_user_online_is_listed_until_there_are_too_many(
+    ws_connect, sync_redis, alice, bob
+):
+    """A deal check lists the users online (issue 19, live first): the handshake puts its
+    user on the list; a user whose entries have all run out is not listed though still a
+    candidate; more candidates than asked for is None (the check then asks per watcher)."""
+    sock = await ws_connect(f"?format=json&token={alice.token}")
+    later = datetime.now(UTC).timestamp() + 60
+    sync_redis.zadd(ONLINE_KEY, {bob.user_id: later})  # a candidate...
+    sync_redis.hset(
+        KEY.format(bob.user_id), "crashed-process", later - 61
+    )  # ...whose entry ran out
+    listed = online_now(sync_redis, 100_000)
+    assert listed is not None and alice.user_id in listed and bob.user_id not in listed
+    assert listed == sorted(listed)
+    assert online_now(sync_redis, 0) is None  # alice, at least, is a candidate
     sock.conn.close()
     await sock.closed()
 

@@ -20,6 +20,7 @@ from notifier.notifications.batch import NewNotification, store_batch
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
+from notifier.storage.batches import SameReadsTogether
 from tests.helpers import CommandLog, login, wait_stored
 
 USERS = 2
@@ -192,6 +193,62 @@ async def test_handshakes_arriving_together_share_one_load_of_the_newest_announc
         assert loads() == 2
     finally:
         await client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_users_tabs_replaying_together_share_one_query_and_miss_nothing(db, config):
+    """A user's tabs resume from the same notification at once (a deploy): one query. A
+    replay asked once that query went out reads again, and sees what was stored since."""
+    user = f"tabs-{uuid.uuid4().hex[:10]}"
+    writer = NotificationWriter(db)
+    for n in range(3):
+        writer.create(user, "system-message", {"message": f"m{n}", "severity": "info"})
+    log = CommandLog()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        config.mongodb_uri, event_listeners=[log]
+    )
+    try:
+        repo = NotificationRepository(client.get_default_database())
+
+        def reads() -> int:
+            return sum(
+                1 for name, coll, _ in log.events if (name, coll) == ("find", "notifications")
+            )
+
+        tabs = await asyncio.gather(*(repo.after(user, 1, 50) for _ in range(5)))
+        assert reads() == 1
+        assert all([d["seq"] for d in tab] == [2, 3] for tab in tabs)
+        first = asyncio.ensure_future(repo.after(user, 1, 50))
+        await asyncio.sleep(0)  # it asks...
+        await asyncio.sleep(0)  # ...and its query is sent
+        writer.create(user, "system-message", {"message": "m3", "severity": "info"})
+        later = await repo.after(user, 1, 50)
+        assert [d["seq"] for d in later] == [2, 3, 4]
+        assert [d["seq"] for d in await first][:2] == [2, 3] and reads() == 3
+    finally:
+        await client.close()
+
+
+@pytest.mark.gen_test
+async def test_a_shared_read_that_fails_fails_each_caller_and_a_cancelled_one_leaves_the_rest():
+    calls: list[str] = []
+
+    async def read(key: str) -> str:
+        calls.append(key)
+        await asyncio.sleep(0)
+        if key == "bad":
+            raise OSError("the server went away")
+        return key.upper()
+
+    reads = SameReadsTogether(read)
+    gone = asyncio.ensure_future(reads.get("ok"))
+    waiting = [reads.get("ok"), reads.get("ok"), reads.get("bad"), reads.get("bad")]
+    together = asyncio.gather(*waiting, return_exceptions=True)
+    await asyncio.sleep(0)
+    gone.cancel()  # a socket that closed while its replay was read
+    answers = await together
+    assert answers[:2] == ["OK", "OK"] and calls == ["ok", "bad"]
+    assert all(isinstance(a, OSError) for a in answers[2:])
 
 
 @pytest.mark.parametrize("path", ["create", "store_batch"])

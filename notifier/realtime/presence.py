@@ -5,6 +5,11 @@ users it holds and refreshes it every few seconds; when a user's last socket the
 closes, the entry is kept LINGER seconds more, for a page that is only reconnecting. An
 entry whose time has passed does not count, so a crashed process leaves nobody online
 for longer than TTL.
+
+Beside the hashes, `notifier:online` ranks every user by the latest time any process
+said they are here until. It is a list of candidates (a user who left can stay on it up
+to TTL; the hashes decide), and it lets a deal check find an item's online watchers
+without reading every watcher first (`online_now`).
 """
 
 from __future__ import annotations
@@ -16,16 +21,22 @@ import redis
 import redis.asyncio as aioredis
 
 KEY = "notifier:presence:{}"
+ONLINE_KEY = "notifier:online"  # user -> the latest expires_at any process wrote: candidates
 # Each web process's connection figures (JSON by process), refreshed every few seconds.
 STATS_KEY = "notifier:stats"
 STATS_STALE_AFTER = 15.0
 TTL = 60.0
 LINGER = 15.0  # after the last socket closes: a tab that is only reconnecting stays online
+ONLINE_BATCH = 1000  # users whose entries one pipeline reads
 HERE_BATCH = 1000  # users per heartbeat script (each holds Redis for about a millisecond)
+# KEYS: the online set, then each user's presence. ARGV: process, expires_at, TTL, now,
+# then the user ids (in the order of their keys).
 _HERE = """
-for _, key in ipairs(KEYS) do
-  redis.call('HSET', key, ARGV[1], ARGV[2])
-  redis.call('EXPIRE', key, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+for i = 2, #KEYS do
+  redis.call('HSET', KEYS[i], ARGV[1], ARGV[2])
+  redis.call('EXPIRE', KEYS[i], ARGV[3])
+  redis.call('ZADD', KEYS[1], 'GT', ARGV[2], ARGV[i + 3])
 end
 """
 
@@ -44,12 +55,13 @@ class Presence:
         web process about 15 us a user every heartbeat, and held its loop (and so every
         delivery) for a third of a second at 10,000 users.
         """
-        keys = [KEY.format(user_id) for user_id in user_ids]
-        args = (self._process, time.time() + TTL, int(TTL))
-        for i in range(0, len(keys), HERE_BATCH):
-            await self._redis.eval(
-                _HERE, len(keys[i : i + HERE_BATCH]), *keys[i : i + HERE_BATCH], *args
-            )
+        users = list(user_ids)
+        now = time.time()
+        args = (self._process, now + TTL, int(TTL), now)
+        for i in range(0, len(users), HERE_BATCH):
+            batch = users[i : i + HERE_BATCH]
+            keys = [ONLINE_KEY, *(KEY.format(user_id) for user_id in batch)]
+            await self._redis.eval(_HERE, len(keys), *keys, *args, *batch)
 
     async def gone(self, user_id: str) -> None:
         """The user's last socket on this process closed: online for LINGER seconds more."""
@@ -69,3 +81,20 @@ def online_users(client: redis.Redis, user_ids: list[str]) -> set[str]:
             pipe.hvals(KEY.format(user_id))
         entries = pipe.execute()
     return {u for u, e in zip(user_ids, entries, strict=True) if any(float(x) > now for x in e)}
+
+
+def online_now(client: redis.Redis, at_most: int) -> list[str] | None:
+    """Every user with a live socket on any web process (sorted), or None when more than
+    `at_most` may be: the caller then asks `online_users` of the users it has instead.
+
+    One round trip for the candidates, then one per ONLINE_BATCH of them for their entries.
+    """
+    now = time.time()
+    found = client.zrangebyscore(ONLINE_KEY, now, "+inf", start=0, num=at_most + 1)
+    if len(found) > at_most:
+        return None
+    candidates = [m.decode() for m in found if isinstance(m, bytes)]
+    online: set[str] = set()
+    for i in range(0, len(candidates), ONLINE_BATCH):
+        online |= online_users(client, candidates[i : i + ONLINE_BATCH])
+    return sorted(online)

@@ -47,11 +47,11 @@ _SPENT = Script(
     _SPEND + "return spend(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), "
     "tonumber(ARGV[3]), tonumber(ARGV[4])) and 1 or 0"
 )
-# KEYS: sockets, presence, token version, budget. ARGV: socket id, now, sockets TTL,
-# per-user limit, process, presence expires_at, presence TTL, the token's version,
-# budget capacity, refill. Returns {cached version or '', status, evicted socket ids
-# (oldest first)}: status 'ok', 'revoked' (the version is newer, or the user is gone) or
-# 'limited' (out of budget); nothing is recorded unless 'ok'.
+# KEYS: sockets, presence, token version, budget, the online set. ARGV: socket id, now,
+# sockets TTL, per-user limit, process, presence expires_at, presence TTL, the token's
+# version, budget capacity, refill, user id. Returns {cached version or '', status,
+# evicted socket ids (oldest first)}: status 'ok', 'revoked' (the version is newer, or
+# the user is gone) or 'limited' (out of budget); nothing is recorded unless 'ok'.
 _ARRIVED = Script(
     _SPEND
     + """
@@ -70,6 +70,7 @@ if #over > 0 then
 end
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
+redis.call('ZADD', KEYS[5], 'GT', ARGV[6], ARGV[11])
 return {version or '', 'ok', over}
 """
 )
@@ -115,10 +116,13 @@ class SocketLimit:
             presence.KEY.format(user_id),
             revocation.key(user_id),
             BUDGET_KEY.format(user_id),
+            presence.ONLINE_KEY,
         ]
         expires, ttl = now + presence.TTL, int(presence.TTL)
         args = [socket_id, now, TTL, self.per_user, process, expires, ttl, token_version]
-        version, status, over = await self._link.run(_ARRIVED, keys, [*args, BUDGET, BUDGET_REFILL])
+        version, status, over = await self._link.run(
+            _ARRIVED, keys, [*args, BUDGET, BUDGET_REFILL, user_id]
+        )
         return Arrival(
             revoked=status == b"revoked",
             limited=status == b"limited",

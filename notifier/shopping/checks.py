@@ -7,7 +7,10 @@ nothing changed it costs two small reads, whatever the number of watches.
 A check is a job split into chunks of users that any worker may run. The job document
 records each finished chunk by its index (so a chunk run twice, after a worker died,
 counts once); whoever records the last one, or sets the total after the last one
-finished, completes the job exactly once.
+finished, completes the job exactly once. A check that starts with its online watchers
+hands out their chunks first and records who they were (`live_planned`); the chunk that
+finishes the last of them has the rest planned, once (`rest_due`), so the read of every
+other watcher does not hold the database while the live ones are stored.
 
 No item key is ever a field name (an item's name is user text: a NUL byte or a "." in it
 would make the document unstorable or mean a path): the job lists its changes and its
@@ -30,6 +33,9 @@ from notifier.storage.writes import Upsert
 
 CLAIM = timedelta(minutes=10)  # a claimed change is left to its check for this long
 SCHEDULE_ID = "scheduled"
+# A job's online watchers (up to tasks.deals.LIST_ONLINE_UP_TO ids), read by the task that
+# plans the rest only: the others read a job without them.
+WITHOUT_LIVE = {"live_users": 0}
 MAX_FAILURES = 5  # a change whose check failed this often is no longer retried
 ERROR_LENGTH = 200  # of a failure's reason, as kept for the admin page
 
@@ -169,14 +175,36 @@ class DealCheckJobs:
 
     def get(self, job_id: str) -> Job:
         """A job as it stands."""
-        doc = self._db.deal_check_jobs.find_one({"_id": job_id})
+        doc = self._db.deal_check_jobs.find_one({"_id": job_id}, WITHOUT_LIVE)
         assert doc is not None, "start() records the job first"
         return Job.from_doc(doc)
+
+    def live_planned(self, job_id: str, users: list[str]) -> None:
+        """The job's first chunks, of these users (those online), are handed out."""
+        self._db.deal_check_jobs.update_one({"_id": job_id}, {"$set": {"live_users": users}})
+
+    def live_users(self, job_id: str) -> list[str]:
+        """The users of the job's live chunks (none if it had none)."""
+        doc = self._db.deal_check_jobs.find_one({"_id": job_id}, {"live_users": 1})
+        return list((doc or {}).get("live_users") or ())
+
+    def rest_due(self, job: Job, live_chunks: int) -> bool:
+        """True for the one caller that has the rest of a job planned: its `live_chunks`
+        live chunks have all finished and nobody planned the rest yet."""
+        if job.total is not None or job.done < live_chunks:
+            return False
+        won = self._db.deal_check_jobs.update_one(
+            {"_id": job.id, "rest_planned": {"$ne": True}}, {"$set": {"rest_planned": True}}
+        )
+        return bool(won.modified_count)
 
     def planned(self, job_id: str, total: int) -> Job:
         """The job was split into `total` chunks."""
         doc = self._db.deal_check_jobs.find_one_and_update(
-            {"_id": job_id}, {"$set": {"total": total}}, return_document=ReturnDocument.AFTER
+            {"_id": job_id},
+            {"$set": {"total": total}},
+            WITHOUT_LIVE,
+            return_document=ReturnDocument.AFTER,
         )
         assert doc is not None, "start() records the job first"
         return Job.from_doc(doc)
@@ -202,7 +230,7 @@ class DealCheckJobs:
         if new:
             update["$push"] = {"failed": {"$each": new}}
         doc = self._db.deal_check_jobs.find_one_and_update(
-            {"_id": job_id}, update, return_document=ReturnDocument.AFTER
+            {"_id": job_id}, update, WITHOUT_LIVE, return_document=ReturnDocument.AFTER
         )
         assert doc is not None, "start() records the job first"
         return Job.from_doc(doc)

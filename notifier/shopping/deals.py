@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -139,6 +140,8 @@ class DealCheckResult:
     deals_found: int = 0
     notifications: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # item key -> why it was skipped
+    # What the watches are to remember (watch id, update), when left to the caller to write.
+    memory: list[Memory] = field(default_factory=list)
 
     def add(self, other: DealCheckResult) -> None:
         """Count another chunk's results in."""
@@ -154,6 +157,16 @@ class DealCheckResult:
 
 
 Pair = tuple[dict[str, Any], dict[str, Any]]  # (watch, best price)
+Memory = tuple[Any, dict[str, Any]]  # (a watch's _id, the update that remembers a deal)
+
+
+def memory_to_text(memory: list[Memory]) -> str:
+    """Watch updates as a task argument (BSON keeps their ids and dates as they are)."""
+    return base64.b64encode(bson.encode({"w": [[i, u] for i, u in memory]})).decode()
+
+
+def memory_from_text(text: str) -> list[Memory]:
+    return [(i, u) for i, u in bson.decode(base64.b64decode(text))["w"]]
 
 
 class DealCheck:
@@ -183,7 +196,7 @@ class DealCheck:
         """Check every watched item (or only `item_keys`) here, chunk after chunk; idempotent."""
         items = None if item_keys is None else sorted(set(item_keys))
         result = DealCheckResult()
-        for users in self.chunks(items):
+        for users in self.rest_chunks(items):
             result.add(self.run_chunk(users, items))
         return result
 
@@ -195,13 +208,14 @@ class DealCheck:
         """The watchers of these items (or of anything), chunk by chunk: live users first.
 
         With `online` (which of these users have a socket open anywhere), the users online
-        come first, in chunks of LIVE_CHUNK_USERS handed out as they are found, so they hear
-        of a deal in seconds whatever the item's size; then everyone else, in user order.
-        Streams the watches through an index (twice with `online`), so memory stays about
-        a chunk (and the online watchers) whatever the count.
+        come first, in chunks of LIVE_CHUNK_USERS handed out as they are found; then
+        everyone else, in user order. Streams the watches through an index (twice with
+        `online`), so memory stays about a chunk (and the online watchers) whatever the
+        count. (When every user online can be listed, `watching` finds the live ones
+        without reading any other watcher: see tasks/deals.py.)
         """
         if online is None:
-            yield from _chunked(self._watchers(item_keys), self.chunk_users)
+            yield from self.rest_chunks(item_keys)
             return
         live: set[str] = set()
         found: list[str] = []
@@ -214,7 +228,21 @@ class DealCheck:
                 found = found[LIVE_CHUNK_USERS:]
         if found:
             yield found
-        rest = (u for u in self._watchers(item_keys) if u not in live)
+        yield from self.rest_chunks(item_keys, live)
+
+    def live_chunks(self, user_ids: list[str], item_keys: list[str] | None) -> list[list[str]]:
+        """Those of these users (the ones online) who watch these items (or anything), in
+        chunks of LIVE_CHUNK_USERS: read from their own watches, one read per 100 users."""
+        items = None if item_keys is None else {"item_key": {"$in": item_keys}}
+        projection = {"user_id": 1, "_id": 0}
+        watches = find_in(self._db.watchlists, "user_id", user_ids, items, projection)
+        return list(_chunked(sorted({w["user_id"] for w in watches}), LIVE_CHUNK_USERS))
+
+    def rest_chunks(
+        self, item_keys: list[str] | None, skip: Collection[str] = ()
+    ) -> Iterator[list[str]]:
+        """Every watcher of these items (or of anything) not in `skip`, in user order."""
+        rest = (u for u in self._watchers(item_keys) if u not in skip)
         yield from _chunked(rest, self.chunk_users)
 
     def _watchers(self, item_keys: list[str] | None) -> Iterator[str]:
@@ -227,8 +255,15 @@ class DealCheck:
                 last = watch["user_id"]
                 yield last
 
-    def run_chunk(self, user_ids: list[str], item_keys: list[str] | None = None) -> DealCheckResult:
-        """Check these users' watches (of `item_keys`, or all) and notify, in one batch."""
+    def run_chunk(
+        self, user_ids: list[str], item_keys: list[str] | None = None, remember_later: bool = False
+    ) -> DealCheckResult:
+        """Check these users' watches (of `item_keys`, or all) and notify, in one batch.
+
+        The watches then remember what they were told; with `remember_later` the updates
+        are left in the result's `memory` for the caller to write (`remember`) when the
+        database is less busy. Lost, they are caught up by the next check (see below).
+        """
         now = datetime.now(UTC)
         users = set(user_ids)
         items: dict[str, Any] = {} if item_keys is None else {"item_key": {"$in": item_keys}}
@@ -241,12 +276,12 @@ class DealCheck:
         best = self._best_prices({w["item_key"] for w in watches}, now, failed)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
-        remember: list[UpdateOne] = []  # what each watch was told, written with the chunk
+        remember: list[Memory] = []  # what each watch was told, written after the chunk
         for w in watches:
             price = best.get(w["item_key"])
             try:
                 if (armed := alerts.rearm(w, price)) is not None:
-                    remember.append(UpdateOne({"_id": w["_id"]}, armed))
+                    remember.append((w["_id"], armed))
                 if price and _wants(w, price, prefs[w["user_id"]], now, self.memory_days):
                     candidates[w["user_id"]].append((w, price))
             except BAD_DATA as e:  # this watch's data: the others are checked
@@ -294,16 +329,26 @@ class DealCheck:
             refused = {n.user_id for n in stored.refused}
             candidates = {u: pairs for u, pairs in candidates.items() if u in refused}
             told = self._already_told(candidates)
-        if remember:  # after the notifications: a crash in between is caught up next time
-            self._db.watchlists.bulk_write(remember, ordered=False)
+        # After the notifications: a crash in between is caught up next time (the told
+        # deals are read back from the notifications, `_already_told`).
+        if remember_later:
+            result.memory = remember
+        else:
+            self.remember(remember)
         return result
+
+    def remember(self, memory: list[Memory]) -> None:
+        """Write what the watches remember (one unordered bulk write)."""
+        if memory:
+            ops = [UpdateOne({"_id": watch_id}, update) for watch_id, update in memory]
+            self._db.watchlists.bulk_write(ops, ordered=False)
 
     def _remember(
         self, pairs: dict[str, list[Pair]], told: dict[str, set[str]], now: datetime
-    ) -> list[UpdateOne]:
+    ) -> list[Memory]:
         """The watch updates that remember which of these deals each user was told of."""
         return [
-            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now))
+            (w["_id"], alerts.told(w, p, now))
             for user_id, user_pairs in pairs.items()
             for w, p in user_pairs
             if deal_key(p) in told.get(user_id, ())

@@ -14,8 +14,9 @@ SecantusDB also picks its index by the filter's first field: a deal check's live
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
 
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -108,7 +109,54 @@ class ReadsTogether:
                     future.set_result(found.get(key))
 
 
-_READING: set[asyncio.Task[None]] = set()  # the running reads (a task needs a reference)
+_READING: set[asyncio.Task[Any]] = set()  # the running reads (a task needs a reference)
+
+K = TypeVar("K")
+
+
+class SameReadsTogether(Generic[K, T]):
+    """Identical reads asked in the same turn of the loop: one query, every caller its answer.
+
+    The tabs of a user reconnect together (a deploy, a network blip) and each replays
+    from the same notification: their reads are one query instead of one each. Only
+    reads asked before the query goes out share it, so each caller's answer is read
+    after it asked, and sees everything stored before then. Event loop only.
+    """
+
+    def __init__(self, read: Callable[[K], Awaitable[T]]) -> None:
+        self._read = read
+        self._asked: dict[K, list[asyncio.Future[T]]] = {}
+
+    async def get(self, key: K) -> T:
+        """What `read(key)` returns (or raises)."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        if not self._asked:
+            asyncio.get_running_loop().call_soon(self._send)
+        self._asked.setdefault(key, []).append(future)
+        return await future
+
+    def _send(self) -> None:
+        asked, self._asked = self._asked, {}
+        for key, futures in asked.items():
+            task = asyncio.ensure_future(self._read(key))
+            _READING.add(task)
+            task.add_done_callback(_READING.discard)
+            task.add_done_callback(functools.partial(_answer, futures))
+
+
+def _answer(futures: list[asyncio.Future[T]], task: asyncio.Task[T]) -> None:
+    """Each caller still waiting gets the read's answer (a cancelled read: an error)."""
+    if task.cancelled():
+        error: BaseException | None = asyncio.CancelledError()
+    else:
+        error = task.exception()  # retrieved here, so never "never retrieved"
+    for future in futures:
+        if future.done():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(task.result())
 
 
 def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
