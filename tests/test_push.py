@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from celery import Celery
 from playwright.sync_api import sync_playwright
 from tornado.httpclient import HTTPRequest
 
@@ -41,7 +40,7 @@ from notifier.push.payloads import deal_payload
 from notifier.push.service import PushService
 from notifier.push.subscriptions import Subscription
 from notifier.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, celery_worker
 from tests.helpers import WebProcess, post_price, wait_email_decided, wait_stored, watch
 from tests.pushing import PushServiceStandIn, Subscriber, open_push, vapid_claims
 from tests.test_browser import CHROMIUM, api, post_deal
@@ -541,33 +540,9 @@ def push_env(env, redis_server) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def push_worker(push_env, var_dir) -> Iterator[subprocess.Popen[bytes]]:
     """A Celery worker of this module's own, on its own broker database."""
-    log_path = var_dir / "push-worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            worker_argv(name="push@%h"),
-            cwd=ROOT,
-            env={**os.environ, **push_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    control = Celery(broker=push_env["REDIS_URL"], set_as_current=False)
-    try:
-        for _ in range(60):  # each ping waits up to a second for the answer
-            if proc.poll() is not None:
-                raise RuntimeError(log_path.read_text()[-3000:])
-            if control.control.ping(timeout=1.0):
-                break
-        else:
-            raise RuntimeError("the push worker did not answer pings within 60 s")
+    argv, log = worker_argv(name="push@%h"), var_dir / "push-worker.log"
+    with celery_worker(argv, push_env, push_env["REDIS_URL"], log) as proc:
         yield proc
-    finally:
-        control.close()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_push_decided(db, user_id: str) -> None:
