@@ -194,6 +194,23 @@ async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Ma
     return json.loads(response.body)["price_id"]
 
 
+async def deal_on_socket(fetch, ws_connect, user, admin, item):
+    """The user watches `item`, a price makes it a deal: the user's JSON socket and the
+    deal notification it received."""
+    await watch(fetch, user, item)
+    sock = await ws_connect(f"?format=json&token={user.token}")
+    await post_price(fetch, admin, item)
+    return sock, await sock.recv_type("deal-notification", timeout=20)
+
+
+async def acknowledge(sock, last_id: str) -> None:
+    """Acknowledge up to `last_id` as the page does; the pong after it says the server has
+    handled the ack (a socket's messages are handled one at a time)."""
+    sock.send_json({"type": "ack", "last_id": last_id})
+    sock.send_json({"type": "ping"})
+    await sock.recv_type("pong")
+
+
 class WebProcess:
     """`python -m web` on a fixed port, stopped and started at will.
 

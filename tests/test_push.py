@@ -41,7 +41,15 @@ from notifier.push.service import PushService
 from notifier.push.subscriptions import Subscription
 from notifier.settings import Settings
 from tests.conftest import ROOT, celery_worker
-from tests.helpers import WebProcess, post_price, wait_email_decided, wait_stored, watch
+from tests.helpers import (
+    WebProcess,
+    acknowledge,
+    deal_on_socket,
+    post_price,
+    wait_email_decided,
+    wait_stored,
+    watch,
+)
 from tests.pushing import PushServiceStandIn, Subscriber, open_push, vapid_claims
 from tests.test_browser import CHROMIUM, api, post_deal
 from tests.test_email import deal, set_prefs
@@ -600,13 +608,8 @@ async def test_a_shopper_whose_page_acknowledges_gets_no_push(
     fetch, ws_connect, db, standin, alice, admin, item
 ):
     await subscribe(fetch, alice, Subscriber(standin.url(f"ok-{alice.user_id}")))
-    await watch(fetch, alice, item)
-    sock = await ws_connect(f"?format=json&token={alice.token}")
-    await post_price(fetch, admin, item)
-    note = await sock.recv_type("deal-notification", timeout=20)
-    sock.send_json({"type": "ack", "last_id": note["data"]["id"]})
-    sock.send_json({"type": "ping"})
-    await sock.recv_type("pong")
+    sock, note = await deal_on_socket(fetch, ws_connect, alice, admin, item)
+    await acknowledge(sock, note["data"]["id"])
     await in_thread(wait_push_decided, db, alice.user_id)
     assert db.pushes.count_documents({"user_id": alice.user_id}) == 0
     assert standin.to(f"ok-{alice.user_id}") == []
