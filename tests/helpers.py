@@ -176,6 +176,28 @@ async def one_loop_turn() -> None:
     await turned
 
 
+async def tick_until_dropped(registry, sync_redis, user_id: str, healthy, most: int) -> None:
+    """Broadcast numbered announcements until `user_id` holds no socket (a send is where a
+    broken one is noticed); `healthy`, another user's JSON socket, gets every one in turn."""
+    tick = 0
+    while registry.connections_for_user(user_id):
+        tick += 1
+        assert tick < most, f"{user_id}'s socket was never dropped"
+        sync_redis.publish(
+            bus.BROADCAST,
+            announcement_message(
+                {
+                    "id": f"tick{tick}",
+                    "message": f"tick {tick}",
+                    "severity": "info",
+                    "created_at": "now",
+                }
+            ),
+        )
+        assert (await healthy.recv_json())["data"]["message"] == f"tick {tick}"
+        await one_loop_turn()
+
+
 async def watch(fetch, user, item, target=None):
     body = {"item_name": item} | ({"target_price_in_cents": target} if target else {})
     response = await fetch("/api/watchlist", "POST", body, headers=user.auth)
