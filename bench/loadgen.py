@@ -191,6 +191,35 @@ class Publisher(asyncio.Protocol):
         )
 
 
+async def send_at(
+    pub: Publisher,
+    template: str,
+    users: list[str],
+    chans: list[bytes],
+    seqs: list[int],
+    rate: int,
+    total: int,
+) -> int:
+    """`total` targeted events at `rate`/s (open loop), users in turn, each on its user's
+    channel; `template` gets the user (u), its next seq (s) and the scheduled send time
+    (t, monotonic ns). Returns the schedule's start (monotonic ns)."""
+    start = time.monotonic_ns() + 2_000_000
+    sent = 0
+    while sent < total:
+        due = min(total, max(0, (time.monotonic_ns() - start) * rate // 1_000_000_000 + 1))
+        if due > sent:
+            batch = []
+            for k in range(sent, due):
+                u = k % len(users)
+                seqs[u] += 1
+                event = template % {"u": users[u], "s": seqs[u], "t": start + k * 10**9 // rate}
+                batch.append((chans[u], event.encode()))
+            pub.publish_to(batch)
+            sent = due
+        await asyncio.sleep(0.001)
+    return start
+
+
 def channels(users: list[str]) -> list[bytes]:
     """Each user's channel, as notifier's workers name it."""
     from notifier.realtime.bus import user_channel
