@@ -26,7 +26,6 @@ counts in 10 ms ticks, too coarse for a process that should spend almost nothing
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -405,7 +404,7 @@ async def memory_after_messages(
 
 async def _last_online(port: int, env: dict[str, str], online: list[str], item: str) -> float:
     """Post a new best price for `item`; seconds until every online watcher heard of it."""
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    import fanout
 
     secret = env["JWT_SECRET"]
     from bson import ObjectId
@@ -416,21 +415,8 @@ async def _last_online(port: int, env: dict[str, str], online: list[str], item: 
     toks = [issue_token(secret, u, "fan", "shopper", 3600) for u in online]
     clients = await loadgen.connect(hub, port, [f"/ws?format=json&token={t}" for t in toks])
     admin = issue_token(secret, admin_id, "fan-admin", "admin", 3600)
-    body = {
-        "store_name": "Fan Mart",
-        "item_name": item,
-        "price_in_cents": 500,
-        "regular_price_in_cents": 1000,
-    }
     started = time.monotonic()
-    await AsyncHTTPClient().fetch(
-        HTTPRequest(
-            f"http://127.0.0.1:{port}/api/prices",
-            "POST",
-            body=json.dumps(body),
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-    )
+    await fanout.post_price(port, admin, item, 500)
     if not await hub.wait(lambda: hub.received >= len(online), 120):
         raise RuntimeError(f"live first: {hub.received} of {len(online)} online sockets heard")
     last = (hub.last_ns / 1e9) - started
