@@ -20,7 +20,7 @@ from notifier import metrics
 from notifier.kinds import NotificationType
 from notifier.realtime.presence import online_now, online_users
 from notifier.shopping.checks import DealCheckJobs, Job
-from notifier.shopping.deals import DealCheck
+from notifier.shopping.deals import DealCheck, memory_from_text, memory_to_text
 from tasks import celery
 from tasks.email import decide_later, send_email
 from tasks.push import push_later
@@ -84,6 +84,15 @@ def check_deals(
 
 
 @celery.app.task(**RETRY)
+def remember_watches(memory: str) -> int:
+    """What a live chunk's watches were told, written once the live chunks were handed out."""
+    res = celery.resources
+    updates = memory_from_text(memory)
+    DealCheck(res.db, res.notifications).remember(updates)
+    return len(updates)
+
+
+@celery.app.task(**RETRY)
 def plan_rest(job_id: str, first_index: int, item_keys: list[str] | None) -> dict[str, Any]:
     """Hand out the chunks of every watcher but the job's live ones, then count them all."""
     res = celery.resources
@@ -138,7 +147,9 @@ def check_deal_chunk(
             window_days=res.settings.price_window_days,
             memory_days=res.settings.alert_memory_days,
         )
-        result = check.run_chunk(user_ids, item_keys)
+        # A live chunk leaves its watches' memory for later: the other live chunks are
+        # still storing (about a third of a chunk's writes on the embedded store).
+        result = check.run_chunk(user_ids, item_keys, remember_later=live_chunks > 0)
     metrics.DEALS_FOUND.inc(result.deals_found)
     metrics.DEAL_CHECK_ITEM_FAILURES.inc(len(result.failed))
     pending = [n for n in result.notifications if n.get("email_pending")]
@@ -152,6 +163,8 @@ def check_deal_chunk(
     jobs = DealCheckJobs(res.db)
     job = jobs.chunk_done(job_id, index, result.users_notified, result.deals_found, result.failed)
     _progress(job)
+    if result.memory:
+        remember_watches.delay(memory_to_text(result.memory))
     if live_chunks and jobs.rest_due(job, live_chunks):
         plan_rest.delay(job_id, live_chunks, item_keys)
     _finish(jobs, job)

@@ -114,6 +114,21 @@ def test_users_listed_online_are_found_from_their_own_watches_and_the_rest_skips
     assert list(check.rest_chunks([item_key(item)], set(live))) == [rest[:10], rest[10:]]
 
 
+def test_a_chunk_can_leave_its_watches_memory_to_be_written_later(db, service, item):
+    users = shoppers(db, 3)
+    apply(db, [watch(u, WatchInput(item)) for u in users])
+    post(db, item, 150)
+    check = DealCheck(db, service)
+    result = check.run_chunk(users, [item_key(item)], remember_later=True)
+    assert result.users_notified == 3
+    assert not any("last_alert" in w for w in db.watchlists.find({"user_id": {"$in": users}}))
+    check.remember(deals.memory_from_text(deals.memory_to_text(result.memory)))  # as the task
+    watches = list(db.watchlists.find({"user_id": {"$in": users}}))
+    assert [w["last_alert"]["price_in_cents"] for w in watches] == [150, 150, 150]
+    again = check.run_chunk(users, [item_key(item)])
+    assert again.users_notified == 0 and again.memory == []  # nothing new; written at once
+
+
 def test_chunks_write_one_notification_per_user_with_seqs_after_the_last(db, service, item):
     users = shoppers(db, 30)
     apply(db, [watch(u, WatchInput(item)) for u in users])
@@ -368,3 +383,12 @@ async def test_a_check_stores_its_online_watchers_before_it_reads_the_others(db,
         n["user_id"]: n["created_at"] for n in db.notifications.find({"user_id": {"$in": users}})
     }
     assert max(stored[u] for u in live) <= min(stored[u] for u in rest)
+    # The live chunk left its watches' memory to a task queued behind it: it is written.
+
+    def remembered() -> bool:
+        watches = db.watchlists.find({"user_id": {"$in": users}, "item_key": item_key(item)})
+        return all(w.get("last_alert", {}).get("price_in_cents") == 150 for w in watches)
+
+    await asyncio.get_running_loop().run_in_executor(
+        None, wait_stored, db.watchlists, remembered, "every watch remembers the deal", 30
+    )

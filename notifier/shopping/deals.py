@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 from collections import defaultdict
@@ -139,6 +140,8 @@ class DealCheckResult:
     deals_found: int = 0
     notifications: list[dict[str, Any]] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # item key -> why it was skipped
+    # What the watches are to remember (watch id, update), when left to the caller to write.
+    memory: list[Memory] = field(default_factory=list)
 
     def add(self, other: DealCheckResult) -> None:
         """Count another chunk's results in."""
@@ -154,6 +157,16 @@ class DealCheckResult:
 
 
 Pair = tuple[dict[str, Any], dict[str, Any]]  # (watch, best price)
+Memory = tuple[Any, dict[str, Any]]  # (a watch's _id, the update that remembers a deal)
+
+
+def memory_to_text(memory: list[Memory]) -> str:
+    """Watch updates as a task argument (BSON keeps their ids and dates as they are)."""
+    return base64.b64encode(bson.encode({"w": [[i, u] for i, u in memory]})).decode()
+
+
+def memory_from_text(text: str) -> list[Memory]:
+    return [(i, u) for i, u in bson.decode(base64.b64decode(text))["w"]]
 
 
 class DealCheck:
@@ -242,8 +255,15 @@ class DealCheck:
                 last = watch["user_id"]
                 yield last
 
-    def run_chunk(self, user_ids: list[str], item_keys: list[str] | None = None) -> DealCheckResult:
-        """Check these users' watches (of `item_keys`, or all) and notify, in one batch."""
+    def run_chunk(
+        self, user_ids: list[str], item_keys: list[str] | None = None, remember_later: bool = False
+    ) -> DealCheckResult:
+        """Check these users' watches (of `item_keys`, or all) and notify, in one batch.
+
+        The watches then remember what they were told; with `remember_later` the updates
+        are left in the result's `memory` for the caller to write (`remember`) when the
+        database is less busy. Lost, they are caught up by the next check (see below).
+        """
         now = datetime.now(UTC)
         users = set(user_ids)
         items: dict[str, Any] = {} if item_keys is None else {"item_key": {"$in": item_keys}}
@@ -256,12 +276,12 @@ class DealCheck:
         best = self._best_prices({w["item_key"] for w in watches}, now, failed)
         prefs, emailed = self._preferences({w["user_id"] for w in watches})
         candidates: dict[str, list[Pair]] = defaultdict(list)
-        remember: list[UpdateOne] = []  # what each watch was told, written with the chunk
+        remember: list[Memory] = []  # what each watch was told, written after the chunk
         for w in watches:
             price = best.get(w["item_key"])
             try:
                 if (armed := alerts.rearm(w, price)) is not None:
-                    remember.append(UpdateOne({"_id": w["_id"]}, armed))
+                    remember.append((w["_id"], armed))
                 if price and _wants(w, price, prefs[w["user_id"]], now, self.memory_days):
                     candidates[w["user_id"]].append((w, price))
             except BAD_DATA as e:  # this watch's data: the others are checked
@@ -309,16 +329,26 @@ class DealCheck:
             refused = {n.user_id for n in stored.refused}
             candidates = {u: pairs for u, pairs in candidates.items() if u in refused}
             told = self._already_told(candidates)
-        if remember:  # after the notifications: a crash in between is caught up next time
-            self._db.watchlists.bulk_write(remember, ordered=False)
+        # After the notifications: a crash in between is caught up next time (the told
+        # deals are read back from the notifications, `_already_told`).
+        if remember_later:
+            result.memory = remember
+        else:
+            self.remember(remember)
         return result
+
+    def remember(self, memory: list[Memory]) -> None:
+        """Write what the watches remember (one unordered bulk write)."""
+        if memory:
+            ops = [UpdateOne({"_id": watch_id}, update) for watch_id, update in memory]
+            self._db.watchlists.bulk_write(ops, ordered=False)
 
     def _remember(
         self, pairs: dict[str, list[Pair]], told: dict[str, set[str]], now: datetime
-    ) -> list[UpdateOne]:
+    ) -> list[Memory]:
         """The watch updates that remember which of these deals each user was told of."""
         return [
-            UpdateOne({"_id": w["_id"]}, alerts.told(w, p, now))
+            (w["_id"], alerts.told(w, p, now))
             for user_id, user_pairs in pairs.items()
             for w, p in user_pairs
             if deal_key(p) in told.get(user_id, ())
