@@ -17,7 +17,8 @@ the server, bounds the rate). --rounds repeats the concurrent round on the same 
 generator of `make bench` (bench/loadgen.py) instead of the `websockets` library.
 
     .venv/bin/python bench/connects.py [--history 66000] [--sequential 200]
-        [--concurrent 500] [--users 20] [--rounds 1] [--client websockets] [--code DIR]
+        [--concurrent 500] [--users 20] [--rounds 1] [--client websockets]
+        [--code DIR [--code OTHER_DIR --pairs 3]]  # trees measured in turn, same data
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def listen_overflows() -> int:
     return 0
 
 
+def run_queue_wait(pid: int) -> float:
+    """Seconds the process's threads have waited, runnable, for a CPU (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that just ended
+    return total / 1e9
+
+
 class Meter:
     """CPU per handshake of each process taking part, over one round."""
 
@@ -81,6 +93,7 @@ class Meter:
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
         self.mine, self.started = time.process_time(), time.perf_counter()
         self.overflows = listen_overflows()
+        self.waited = run_queue_wait(self.pids["web"])
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -88,13 +101,16 @@ class Meter:
         self.spent = {n: cpu_seconds(p) - self.before[n] for n, p in self.pids.items()}
         self.spent["client"] = time.process_time() - self.mine
         self.overflows = listen_overflows() - self.overflows
+        self.waited = run_queue_wait(self.pids["web"]) - self.waited
 
     def line(self, n: int, rate: float) -> str:
         per = ", ".join(f"{name} {s * 1000 / n:.2f}" for name, s in self.spent.items())
         return (
             f"{rate:.1f}/s; CPU ms per handshake: {per};"
             f" client at {100 * self.spent['client'] / self.wall:.0f}% of a core;"
-            f" {self.overflows} listen queue overflows"
+            f" {self.overflows} listen queue overflows;"
+            f" the web process busy {100 * self.spent['web'] / self.wall:.0f}% of the time,"
+            f" waiting for a CPU {100 * self.waited / self.wall:.0f}%"
         )
 
 
@@ -148,6 +164,72 @@ async def first_page_ms(port: int, token: str, history: int) -> float:
     return statistics.median(samples)
 
 
+def start_web(code: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`python -m web` from `code`, once it listens (the log is shared by every start)."""
+    ready = (log.read_bytes().count(b"listening on port") if log.exists() else 0) + 1
+    with log.open("ab") as out:
+        web = subprocess.Popen(
+            [sys.executable, "-m", "web"], cwd=code, env=env, stdout=out, stderr=out
+        )
+    deadline = time.monotonic() + 60
+    while log.read_bytes().count(b"listening on port") < ready:
+        if web.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the web process did not start; see {log}")
+        time.sleep(0.05)
+    return web
+
+
+def measure(
+    opts: argparse.Namespace,
+    web: subprocess.Popen[bytes],
+    pids: dict[str, int],
+    port: int,
+    urls: list[str],
+) -> tuple[float, float]:
+    """The sequential round, then --rounds concurrent ones: their rates (median of these)."""
+    pids = {"web": web.pid, **pids}
+    idle = cpu_seconds(web.pid)
+    time.sleep(3)
+    print(f"  idle web process: {100 * (cpu_seconds(web.pid) - idle) / 3:.1f}% of a core")
+    with Meter(pids) as seq_cpu:
+        seq_rate = asyncio.run(sequential(urls, opts.sequential))
+    print(f"  sequential: {seq_cpu.line(opts.sequential, seq_rate)}", flush=True)
+    rates: list[float] = []
+    spy = None
+    if opts.profile:  # py-spy on the web process through the concurrent rounds
+        spy = subprocess.Popen(
+            [
+                Path(sys.executable).parent / "py-spy",
+                "record",
+                "--pid",
+                str(web.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "-o",
+                str(opts.profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(1)
+    for _ in range(opts.rounds):
+        time.sleep(1.5)  # the server forgets the last round's sockets (and lingers)
+        with Meter(pids) as conc_cpu:
+            if opts.client == "lean":
+                paths = [u.split(f":{port}", 1)[1] for u in urls]
+                paths = [paths[i % len(paths)] for i in range(opts.concurrent)]
+                rates.append(asyncio.run(concurrent_lean(port, paths)))
+            else:
+                rates.append(asyncio.run(concurrent(urls, opts.concurrent)))
+        print(f"  concurrent: {conc_cpu.line(opts.concurrent, rates[-1])}", flush=True)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
+    return seq_rate, statistics.median(rates)
+
+
 def main() -> None:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--history", type=int, default=66_000)
@@ -160,8 +242,16 @@ def main() -> None:
     args.add_argument("--rounds", type=int, default=1, help="concurrent rounds (median printed)")
     args.add_argument("--client", choices=("websockets", "lean"), default="websockets")
     args.add_argument("--profile", type=Path, help="py-spy's raw profile of the concurrent rounds")
-    args.add_argument("--code", type=Path, default=ROOT, help="the tree `python -m web` runs")
+    args.add_argument(
+        "--code",
+        type=Path,
+        action="append",
+        help="the tree `python -m web` runs (this one by default); given more than once, "
+        "each runs a server of its own on the same data, measured in turn --pairs times",
+    )
+    args.add_argument("--pairs", type=int, default=1, help="times each --code is measured")
     opts = args.parse_args()
+    codes = opts.code or [ROOT]
     tmp = Path(tempfile.mkdtemp(prefix="notifier-connects-"))
     mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
     redis = start_redis(tmp / "redis", tmp / "redis.log")
@@ -177,7 +267,8 @@ def main() -> None:
         "CONNECTIONS_PER_ADDRESS": str(opts.concurrent + opts.sequential + 10),  # one client host
     }
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
-    web = None
+    webs: dict[Path, subprocess.Popen[bytes]] = {}
+    figures: dict[Path, list[tuple[float, float]]] = {code: [] for code in codes}
     try:
         db = client.get_default_database()
         ensure_indexes(db)
@@ -187,74 +278,39 @@ def main() -> None:
         started = time.monotonic()
         store_histories(db, user_ids, opts.history, unread=opts.history)
         stored_s = time.monotonic() - started
-        log = tmp / "web.log"
-        with log.open("wb") as out:
-            web = subprocess.Popen(
-                [sys.executable, "-m", "web"], cwd=opts.code, env=env, stdout=out, stderr=out
-            )
-        deadline = time.monotonic() + 60
-        while b"listening on port" not in log.read_bytes():
-            if web.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the web process did not start; see {log}")
-            time.sleep(0.05)
         known_users(env["REDIS_URL"], user_ids)
         tokens = [issue_token(secret, u, "historian", "shopper", 3600) for u in user_ids]
         urls = [f"ws://127.0.0.1:{port}/ws?format={opts.format}&token={t}" for t in tokens]
-        pids = {"web": web.pid, "redis": redis.process.pid, "mongo": mongo.process.pid}
-        with Meter(pids) as seq_cpu:
-            seq_rate = asyncio.run(sequential(urls, opts.sequential))
-        print(f"  sequential: {seq_cpu.line(opts.sequential, seq_rate)}", flush=True)
-        rates: list[float] = []
-        spy = None
-        if opts.profile:  # py-spy on the web process through the concurrent rounds
-            spy = subprocess.Popen(
-                [
-                    Path(sys.executable).parent / "py-spy",
-                    "record",
-                    "--pid",
-                    str(web.pid),
-                    "--rate",
-                    "250",
-                    "--format",
-                    "raw",
-                    "-o",
-                    str(opts.profile),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            time.sleep(1)
-        for _ in range(opts.rounds):
-            time.sleep(1.5)  # the server forgets the last round's sockets (and lingers)
-            with Meter(pids) as conc_cpu:
-                if opts.client == "lean":
-                    paths = [u.split(f":{port}", 1)[1] for u in urls]
-                    paths = [paths[i % len(paths)] for i in range(opts.concurrent)]
-                    rates.append(asyncio.run(concurrent_lean(port, paths)))
-                else:
-                    rates.append(asyncio.run(concurrent(urls, opts.concurrent)))
-            print(f"  concurrent: {conc_cpu.line(opts.concurrent, rates[-1])}", flush=True)
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
-            spy.wait(30)
-        conc_rate = statistics.median(rates)
-        token = tokens[0]
-        page_ms = asyncio.run(first_page_ms(port, token, opts.history))
+        others = {"redis": redis.process.pid, "mongo": mongo.process.pid}
+        # Every tree's server runs from the start, each on its port, and they are measured
+        # in turn: a shared machine's load drifts, and this way it drifts for all alike.
+        ports = {code: port if i == 0 else free_port() for i, code in enumerate(codes)}
+        for code in codes:
+            webs[code] = start_web(code, {**env, "PORT": str(ports[code])}, tmp / "web.log")
+        for _ in range(opts.pairs):
+            for code in codes:
+                load = os.getloadavg()[0]
+                print(f"code {code} (load average {load:.2f}):", flush=True)
+                here = [u.replace(f":{port}/", f":{ports[code]}/") for u in urls]
+                figures[code].append(measure(opts, webs[code], others, ports[code], here))
+        page_ms = asyncio.run(first_page_ms(port, tokens[0], opts.history))
     finally:
-        if web is not None:
+        for web in webs.values():
             web.terminate()
             web.wait(30)
         client.close()
         redis.stop()
         mongo.stop()
-    print(
-        f"code {opts.code}: {opts.users} users with {opts.history} unread stored each"
-        f" ({stored_s:.1f}s to insert)\n"
-        f"  {opts.sequential} sequential connects: {seq_rate:.1f}/s\n"
-        f"  {opts.concurrent} concurrent connects: {conc_rate:.1f}/s"
-        f" (median of {opts.rounds}, {opts.client} client)\n"
-        f"  /history first page: {page_ms:.1f} ms (median of {PAGE_SAMPLES})"
-    )
+    print(f"{opts.users} users with {opts.history} unread stored each ({stored_s:.1f}s to insert)")
+    for code, runs in figures.items():
+        seq = statistics.median(r[0] for r in runs)
+        conc = [f"{r[1]:.1f}" for r in runs]
+        print(
+            f"code {code}:\n  {opts.sequential} sequential connects: {seq:.1f}/s (median)\n"
+            f"  {opts.concurrent} concurrent connects: {', '.join(conc)}/s"
+            f" (each the median of {opts.rounds} rounds, {opts.client} client)"
+        )
+    print(f"/history first page: {page_ms:.1f} ms (median of {PAGE_SAMPLES})")
 
 
 if __name__ == "__main__":

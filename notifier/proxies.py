@@ -89,6 +89,8 @@ def _is_address(text: str) -> bool:
 
 
 def _within(address: str, networks: tuple[Network, ...]) -> bool:
+    if not networks:  # the default: asked three times a connection, parsing nothing
+        return False
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -21,6 +21,7 @@ from notifier.errors import InputError
 from notifier.formatting import money, relative_time
 from notifier.notifications.store import format_id, parse_id
 from notifier.realtime.registry import ConnectionRegistry
+from notifier.realtime.render import GREETINGS
 from notifier.settings import ConfigurationError, Settings
 from notifier.shopping.alerts import is_deal
 from notifier.shopping.deals import deal_key, deal_message
@@ -28,6 +29,7 @@ from notifier.shopping.prices import PriceInput, store_id_for
 from notifier.validation import item_key
 from web.handlers.pages import form_cents
 from web.logs import redact
+from web.render import Renderer
 
 SECRET = "unit-test-secret-" + "y" * 32
 
@@ -156,6 +158,18 @@ def test_any_other_token_is_left_to_pyjwt(token: str) -> None:
     except InvalidToken:
         got = InvalidToken
     assert (got is InvalidToken) == (expected is InvalidToken)
+
+
+def test_the_html_greeting_is_rendered_once_per_unread_count_and_stays_bounded() -> None:
+    renderer = Renderer()
+    me = {"user_id": "u1", "username": "alice", "role": "shopper"}
+    for unread in (0, 3, 0, 3, 12):
+        greeting = renderer.connected(me, unread, "html")
+        assert greeting == renderer.render("fragments/live_connected.html", unread_count=unread)
+        assert f'aria-label="{unread} unread"' in greeting
+    for unread in range(GREETINGS + 10):
+        renderer.connected(me, unread, "html")
+    assert len(renderer._greetings) <= GREETINGS
 
 
 def test_production_refuses_to_start_without_its_secrets(tmp_path: Path) -> None:
