@@ -45,7 +45,7 @@ def decide_deal_emails(notification_ids: list[str] | None = None) -> int:
     chunk whose delayed task was lost.
     """
     service = celery.resources.email
-    due = service.decide_ids(notification_ids) if notification_ids else service.decide_due()
+    due = service.decide_now(notification_ids)
     for email_id in due:
         send_email.delay(email_id)
     return len(due)

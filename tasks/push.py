@@ -44,7 +44,7 @@ def decide_pushes(notification_ids: list[str] | None = None) -> int:
     them (a countdown). Without: beat's sweep every few seconds, the backstop.
     """
     service = celery.resources.push
-    due = service.decide_ids(notification_ids) if notification_ids else service.decide_due()
+    due = service.decide_now(notification_ids)
     for push_id in due:
         send_push.delay(push_id)
     return len(due)

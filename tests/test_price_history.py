@@ -204,6 +204,9 @@ async def test_the_api_filters_page_through_every_match(fetch, db, alice, tag):
         # Found by schemathesis: offsets that push a time past year 1 or 9999 in UTC.
         ("since=0001-01-01T00%3A00%3A00%2B23%3A59", "since is out of range"),
         ("until=9999-12-31T23%3A59%3A59-23%3A59", "until is out of range"),
+        # Found by schemathesis: Tornado strips "\x1c" as a space, which left no filter.
+        ("type=%1C", "type must be one of"),
+        ("unread=%1C", "unread must be"),
     ],
 )
 async def test_bad_filters_are_a_400_never_a_500(fetch, alice, query, message):

@@ -44,6 +44,7 @@ from notifier.errors import InvalidLink
 from notifier.formatting import money
 from notifier.kinds import NotificationType
 from notifier.notifications import state as user_state
+from notifier.notifications.decisions import AfterAckWait
 from notifier.notifications.store import to_json
 from notifier.settings import Settings
 from notifier.shopping.deals import deal_headline
@@ -182,11 +183,12 @@ def _smtp_send(url: str, message: EmailMessage) -> None:
 
 
 LEASE = 300.0  # seconds: a claim older than this, by another task, is taken over
-DECIDE_BATCH = 500  # deal notifications decided per query
 
 
-class EmailService:
+class EmailService(AfterAckWait):
     """Planning and sending emails (workers, synchronous clients)."""
+
+    PENDING = "email_pending"
 
     def __init__(self, settings: Settings, db: Database[Any], redis_client: redis.Redis) -> None:
         self._settings = settings
@@ -202,42 +204,14 @@ class EmailService:
         """What a deal check decides at once for its batch; the email ids due now.
 
         `always` is emailed at once, and `never`/digest modes need no email of their own;
-        `offline` stays pending until EMAIL_ACK_WAIT has passed (see decide_due).
+        `offline` stays pending until EMAIL_ACK_WAIT has passed (see AfterAckWait.decide_due).
         """
         users = self._users(notifications)
         settled = [n for n in notifications if _mode(users.get(n["user_id"])) != "offline"]
         return self._decide(settled, users)
 
-    def undecided(self, older_than: timedelta | None = None) -> list[dict[str, Any]]:
-        """Deal notifications still waiting for their email to be decided, oldest first."""
-        wait = (
-            older_than
-            if older_than is not None
-            else timedelta(seconds=self._settings.email_ack_wait)
-        )
-        query = {"email_pending": True, "created_at": {"$lt": datetime.now(UTC) - wait}}
-        return list(self._db.notifications.find(query).sort("created_at", 1).limit(DECIDE_BATCH))
-
-    def decide_due(self, max_batches: int = 20) -> list[str]:
-        """Decide every deal email whose acknowledgement wait is over; the ids due now.
-
-        What beat runs every few seconds, and the backstop for a decision whose worker
-        died: a batch at a time, so a burst of deals is worked through in one run.
-        """
-        due: list[str] = []
-        for _ in range(max_batches):
-            batch = self.undecided()
-            due += self.decide(batch)
-            if len(batch) < DECIDE_BATCH:
-                break
-        return due
-
-    def decide_ids(self, notification_ids: list[str]) -> list[str]:
-        """Decide these deal notifications' emails (those still pending); the ids due now."""
-        ids = [ObjectId(i) for i in notification_ids if ObjectId.is_valid(i)]
-        return self.decide(
-            list(find_in(self._db.notifications, "_id", ids, {"email_pending": True}))
-        )
+    def ack_wait(self) -> float:
+        return self._settings.email_ack_wait
 
     def decide(self, notifications: list[dict[str, Any]]) -> list[str]:
         """Plan the emails these deal notifications call for, now; the ids due now.

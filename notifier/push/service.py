@@ -29,6 +29,7 @@ from pywebpush import WebPushException, webpush
 from notifier import vapid
 from notifier.accounts.preferences import Preferences
 from notifier.notifications import state as user_state
+from notifier.notifications.decisions import AfterAckWait
 from notifier.push import endpoints
 from notifier.push.acks import ack_token
 from notifier.push.payloads import announcement_payload, deal_payload
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 COLLECTION = "pushes"
 TTL = 86400  # seconds a push service keeps a push for a browser that is offline
 URGENCY = "high"
-DECIDE_BATCH = 500  # deal notifications decided per query
 ANNOUNCE_BATCH = 500  # users whose announcement pushes one task plans
 LEASE = 120.0  # seconds: a claim older than this, by another task, is taken over
 
@@ -51,8 +51,10 @@ class PushFailed(Exception):
     """Some subscriptions could not be reached this time; the task retries them."""
 
 
-class PushService:
+class PushService(AfterAckWait):
     """Deciding deal pushes, planning announcement pushes, and sending them."""
+
+    PENDING = "push_pending"
 
     def __init__(
         self,
@@ -70,31 +72,8 @@ class PushService:
 
     # Deciding deal pushes -----------------------------------------------------------------
 
-    def undecided(self, older_than: timedelta | None = None) -> list[dict[str, Any]]:
-        """Deal notifications still waiting for their push to be decided, oldest first."""
-        wait = older_than if older_than is not None else timedelta(seconds=self._wait)
-        query = {"push_pending": True, "created_at": {"$lt": datetime.now(UTC) - wait}}
-        found = self._db.notifications.find(query).sort("created_at", ASCENDING)
-        return list(found.limit(DECIDE_BATCH))
-
-    def decide_due(self, max_batches: int = 20) -> list[str]:
-        """Decide every push whose acknowledgement wait is over; the push ids to send.
-
-        Beat's sweep, and the backstop for a round whose delayed task was lost.
-        """
-        due: list[str] = []
-        for _ in range(max_batches):
-            batch = self.undecided()
-            due += self.decide(batch)
-            if len(batch) < DECIDE_BATCH:
-                break
-        return due
-
-    def decide_ids(self, notification_ids: list[str]) -> list[str]:
-        """Decide these deal notifications' pushes (those still pending); the push ids."""
-        ids = [ObjectId(i) for i in notification_ids if ObjectId.is_valid(i)]
-        pending = find_in(self._db.notifications, "_id", ids, {"push_pending": True})
-        return self.decide(list(pending))
+    def ack_wait(self) -> float:
+        return self._settings.push_ack_wait
 
     def decide(self, notifications: list[dict[str, Any]]) -> list[str]:
         """Plan the pushes these deal notifications call for, now; the push ids to send.
@@ -155,10 +134,6 @@ class PushService:
             "done": [],
             "created_at": now,
         }
-
-    @property
-    def _wait(self) -> float:
-        return self._settings.push_ack_wait
 
     # Announcements -------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ once. `run` executes the steps with the synchronous clients (workers, the CLI),
 `run_async` with the asyncio ones (web processes): a step calls the same method on
 either, and the asyncio client's call returns something to await. An error raised by a
 step ends the plan there and reaches the caller. storage/writes.py's Upsert is the same
-idea for writes that need no answer.
+idea for writes that need no answer. Used by token revocation and the index set-up.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class FindOneAndUpdate:
     update: dict[str, Any]
     projection: dict[str, Any] | None = None
 
-    def call(self, db: Db, client: Redis) -> Any:
+    def call(self, db: Db, client: Redis | None) -> Any:
         return db[self.collection].find_one_and_update(
             self.filter,
             self.update,
@@ -52,7 +52,7 @@ class UpdateOne:
     filter: dict[str, Any]
     update: dict[str, Any]
 
-    def call(self, db: Db, client: Redis) -> Any:
+    def call(self, db: Db, client: Redis | None) -> Any:
         return db[self.collection].update_one(self.filter, self.update)
 
 
@@ -64,8 +64,40 @@ class Find:
     filter: dict[str, Any]
     projection: dict[str, Any] | None = None
 
-    def call(self, db: Db, client: Redis) -> Any:
+    def call(self, db: Db, client: Redis | None) -> Any:
         return db[self.collection].find(self.filter, self.projection).to_list()
+
+
+@dataclass(frozen=True)
+class CreateIndex:
+    """Create an index (nothing happens when it exists with these options)."""
+
+    collection: str
+    keys: list[tuple[str, int]]
+    options: dict[str, Any]
+
+    def call(self, db: Db, client: Redis | None) -> Any:
+        return db[self.collection].create_index(self.keys, **self.options)
+
+
+@dataclass(frozen=True)
+class IndexInformation:
+    """A collection's indexes, by name (each with its `key`, as a list of pairs)."""
+
+    collection: str
+
+    def call(self, db: Db, client: Redis | None) -> Any:
+        return db[self.collection].index_information()
+
+
+@dataclass(frozen=True)
+class Command:
+    """A database command."""
+
+    command: dict[str, Any]
+
+    def call(self, db: Db, client: Redis | None) -> Any:
+        return db.command(self.command)
 
 
 @dataclass(frozen=True)
@@ -76,15 +108,16 @@ class Eval:
     keys: tuple[str, ...]
     args: tuple[Any, ...] = ()
 
-    def call(self, db: Db, client: Redis) -> Any:
+    def call(self, db: Db, client: Redis | None) -> Any:
+        assert client is not None, "a plan that uses Redis is run with a Redis client"
         return client.eval(self.script, len(self.keys), *self.keys, *self.args)
 
 
-Step = FindOneAndUpdate | UpdateOne | Find | Eval
+Step = FindOneAndUpdate | UpdateOne | Find | CreateIndex | IndexInformation | Command | Eval
 Plan = Generator[Step, Any, T]
 
 
-def run(plan: Plan[T], db: Database[Any], client: redis.Redis) -> T:
+def run(plan: Plan[T], db: Database[Any], client: redis.Redis | None = None) -> T:
     """Run a plan with the synchronous clients; returns what the plan returns."""
     try:
         step = next(plan)
@@ -94,7 +127,9 @@ def run(plan: Plan[T], db: Database[Any], client: redis.Redis) -> T:
         return done.value
 
 
-async def run_async(plan: Plan[T], db: AsyncDatabase[Any], client: aioredis.Redis) -> T:
+async def run_async(
+    plan: Plan[T], db: AsyncDatabase[Any], client: aioredis.Redis | None = None
+) -> T:
     """Run a plan with the asyncio clients; returns what the plan returns."""
     try:
         step = next(plan)

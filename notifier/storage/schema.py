@@ -6,8 +6,9 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import OperationFailure
 from pymongo.synchronous.database import Database
+
+from notifier.storage.plans import Command, CreateIndex, IndexInformation, Plan, run, run_async
 
 # (collection, keys, options)
 INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
@@ -92,7 +93,6 @@ INDEXES: list[tuple[str, list[tuple[str, int]], dict[str, Any]]] = [
 
 HISTORY_TTL_KEYS = [("at", ASCENDING)]
 MONTHS_TTL_KEYS = [("month", ASCENDING)]
-INDEX_OPTIONS_CONFLICT = (85, 86)  # the index exists with other options (another TTL)
 
 
 def _ttls(history_days: int) -> list[tuple[str, list[tuple[str, int]], int]]:
@@ -114,25 +114,22 @@ def ttl_change(collection: str, keys: list[tuple[str, int]], seconds: int) -> di
 
 def ensure_indexes(db: Database[Any], history_days: int = 180) -> None:
     """Create every index (a no-op for those that exist); set the history's TTLs."""
-    for collection, keys, options in INDEXES:
-        db[collection].create_index(keys, **options)
-    for collection, keys, seconds in _ttls(history_days):
-        try:
-            db[collection].create_index(keys, expireAfterSeconds=seconds)
-        except OperationFailure as e:
-            if e.code not in INDEX_OPTIONS_CONFLICT:
-                raise
-            db.command(ttl_change(collection, keys, seconds))  # PRICE_HISTORY_DAYS changed
+    run(_indexes(history_days), db)
 
 
 async def ensure_indexes_async(db: AsyncDatabase[Any], history_days: int = 180) -> None:
-    """Create every index with the asyncio client; set the history's TTLs."""
+    """`ensure_indexes` with the asyncio client (a web process at start)."""
+    await run_async(_indexes(history_days), db)
+
+
+def _indexes(history_days: int) -> Plan[None]:
+    """Every index, then each TTL index: created, or its expiry changed when it differs."""
     for collection, keys, options in INDEXES:
-        await db[collection].create_index(keys, **options)
+        yield CreateIndex(collection, keys, options)
     for collection, keys, seconds in _ttls(history_days):
-        try:
-            await db[collection].create_index(keys, expireAfterSeconds=seconds)
-        except OperationFailure as e:
-            if e.code not in INDEX_OPTIONS_CONFLICT:
-                raise
-            await db.command(ttl_change(collection, keys, seconds))
+        indexes = yield IndexInformation(collection)
+        found = [i for i in indexes.values() if i["key"] == keys]
+        if not found:
+            yield CreateIndex(collection, keys, {"expireAfterSeconds": seconds})
+        elif found[0].get("expireAfterSeconds") != seconds:  # PRICE_HISTORY_DAYS changed
+            yield Command(ttl_change(collection, keys, seconds))

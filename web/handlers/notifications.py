@@ -55,8 +55,14 @@ def form_read_request(handler: PageHandler) -> list[int] | None:
 
 
 def query_filters(handler: BaseHandler) -> NotificationFilter:
-    """The history filters in the request's query (unread, type, item, store, q, since, until)."""
-    return NotificationFilter.parse(lambda name: handler.get_query_argument(name, None))
+    """The history filters in the request's query (unread, type, item, store, q, since, until).
+
+    Not stripped by Tornado (which takes "\\x1c" for a space): free text is trimmed by the
+    parser, and anything else is taken as given, so a stray control character is a 400.
+    """
+    return NotificationFilter.parse(
+        lambda name: handler.get_query_argument(name, None, strip=False)
+    )
 
 
 class NotificationsApiHandler(ApiHandler):
@@ -164,7 +170,7 @@ class HistoryHandler(PageHandler):
 
     def form_values(self) -> dict[str, str]:
         """What the filter form shows: the query as typed."""
-        return {n: self.get_query_argument(n, "") or "" for n in FILTER_NAMES}
+        return {n: self.get_query_argument(n, "", strip=False) or "" for n in FILTER_NAMES}
 
     async def results(self, filters: NotificationFilter) -> dict[str, Any]:
         """The page of rows and the links to the pages around it."""
