@@ -31,7 +31,13 @@ sys.path.insert(0, str(ROOT))
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis, worker_argv  # noqa: E402
+from notifier.dev.embedded import (  # noqa: E402
+    Server,
+    free_port,
+    start_mongo,
+    start_redis,
+    worker_argv,
+)
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 from notifier.storage.writes import apply  # noqa: E402
 
@@ -115,34 +121,44 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(30)
 
 
-def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-"))
+def start_stack(prefix: str) -> tuple[Path, dict[str, str], list[Server]]:
+    """A scratch folder with SecantusDB and redis-server in it, and the environment a web
+    process (on a free PORT) and a worker get: a fresh JWT secret, default settings."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"notifier-{prefix}-"))
     mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
     redis = start_redis(tmp / "redis", tmp / "redis.log")
-    port = free_port()
-    secret = "bench-" + uuid.uuid4().hex * 2
     env = {
         **os.environ,
         "MONGODB_URI": mongo.url + "/bench",
         "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "PORT": str(port),
+        "JWT_SECRET": "bench-" + uuid.uuid4().hex * 2,
+        "PORT": str(free_port()),
         "VAR_DIR": str(tmp),
     }
-    client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
-    db = client.get_default_database()
+    return tmp, env, [redis, mongo]
+
+
+def shopper_and_admin(db: Any) -> dict[str, str]:
+    """Store a shopper and an admin (password "x"); username -> user id."""
     ensure_indexes(db)
     apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin")])
-    users = {u["username"]: str(u["_id"]) for u in db.users.find()}
+    return {u["username"]: str(u["_id"]) for u in db.users.find()}
+
+
+def main() -> None:
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    tmp, env, servers = start_stack("bench")
+    port, secret = int(env["PORT"]), env["JWT_SECRET"]
+    client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
+    users = shopper_and_admin(client.get_default_database())
     procs = start_web_and_worker(env, tmp / "procs.log")
     try:
         samples = asyncio.run(measure(port, secret, users, rounds))
     finally:
         stop(procs)
         client.close()
-        redis.stop()
-        mongo.stop()
+        for server in servers:
+            server.stop()
     q = statistics.quantiles(samples, n=100)
     print(
         f"posted price -> deal-notification on the socket, {rounds} rounds (ms): "

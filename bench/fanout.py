@@ -176,11 +176,30 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+async def post_price(port: int, admin: str, item: str, price: int) -> None:
+    """The admin (a token) posts `item` at `price` cents, regular $10.00, at Fan Mart."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    body = {
+        "store_name": "Fan Mart",
+        "item_name": item,
+        "price_in_cents": price,
+        "regular_price_in_cents": 1000,
+    }
+    await AsyncHTTPClient().fetch(
+        HTTPRequest(
+            f"http://127.0.0.1:{port}/api/prices",
+            "POST",
+            body=json.dumps(body),
+            headers={"Authorization": f"Bearer {admin}"},
+        )
+    )
+
+
 async def one_check(
     port: int, env: dict[str, str], online: list[str], item: str, price: int, watchers: int
 ) -> dict[str, float]:
     """Post one price; time the check's completion and the last online socket's message."""
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
     from tornado.websocket import websocket_connect
 
     secret = env["JWT_SECRET"]
@@ -193,12 +212,6 @@ async def one_check(
         await sock.read_message()  # connection-established
         sockets.append(sock)
     admin = issue_token(secret, admin_id, "fan-admin", "admin", 3600)
-    body = {
-        "store_name": "Fan Mart",
-        "item_name": item,
-        "price_in_cents": price,
-        "regular_price_in_cents": 1000,
-    }
     import redis.asyncio as aioredis
 
     from notifier.realtime import bus
@@ -209,14 +222,7 @@ async def one_check(
     await pubsub.psubscribe("notifier:u:*")  # every user channel (bus.user_channel)
     await pubsub.get_message(timeout=5)  # the subscription's confirmation
     started = time.perf_counter()
-    await AsyncHTTPClient().fetch(
-        HTTPRequest(
-            f"http://127.0.0.1:{port}/api/prices",
-            "POST",
-            body=json.dumps(body),
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-    )
+    await post_price(port, admin, item, price)
 
     async def receive(sock: Any) -> float:
         while True:

@@ -57,20 +57,30 @@ class Hub:
         return True
 
 
-class WsClient(asyncio.Protocol):
-    """One WebSocket client that only reads."""
+class FrameReader(asyncio.Protocol):
+    """A client socket: sends its upgrade request, then splits the server's (unmasked)
+    frames and hands each to `frame`; `opened` and `refused` say how the upgrade went."""
 
-    __slots__ = ("buf", "greeted", "hub", "request", "transport", "upgraded")
+    __slots__ = ("buf", "request", "transport", "upgraded")
 
-    def __init__(self, hub: Hub, request: bytes) -> None:
-        self.hub, self.request = hub, request
+    def __init__(self, request: bytes) -> None:
+        self.request = request
         self.buf = b""
-        self.upgraded = self.greeted = False
+        self.upgraded = False
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         transport.write(self.request)  # type: ignore[attr-defined]
+
+    def opened(self) -> None:
+        """The server answered 101."""
+
+    def refused(self) -> None:
+        """The server answered anything but 101."""
+
+    def frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        """One whole frame: its payload is buf[start:end]."""
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
@@ -80,13 +90,12 @@ class WsClient(asyncio.Protocol):
                 self.buf = buf
                 return
             if not buf.startswith(b"HTTP/1.1 101"):
-                self.hub.failed += 1
-                assert self.transport is not None
-                self.transport.close()
+                self.refused()
                 return
             self.upgraded = True
+            self.opened()
             buf = buf[head + 4 :]
-        hub, pos, n = self.hub, 0, len(buf)
+        pos, n = 0, len(buf)
         while n - pos >= 2:
             size = buf[pos + 1] & 0x7F
             if size < 126:
@@ -102,16 +111,32 @@ class WsClient(asyncio.Protocol):
             end = start + size
             if end > n:
                 break
-            opcode = buf[pos] & 0x0F
-            if opcode in (1, 2):
-                hub.message(self, buf, start, end)
-            elif opcode == 9 and self.transport is not None:  # a ping: pong, as a browser does
-                # A client's frame is masked; the zero key leaves the payload as it is.
-                self.transport.write(
-                    bytes((0x8A, 0x80 | (end - start))) + ZERO_MASK + buf[start:end]
-                )
+            self.frame(buf[pos] & 0x0F, buf, start, end)
             pos = end
         self.buf = buf[pos:] if pos < n else b""
+
+
+class WsClient(FrameReader):
+    """One WebSocket client that only reads."""
+
+    __slots__ = ("greeted", "hub")
+
+    def __init__(self, hub: Hub, request: bytes) -> None:
+        super().__init__(request)
+        self.hub = hub
+        self.greeted = False
+
+    def refused(self) -> None:
+        self.hub.failed += 1
+        assert self.transport is not None
+        self.transport.close()
+
+    def frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        if opcode in (1, 2):
+            self.hub.message(self, buf, start, end)
+        elif opcode == 9 and self.transport is not None:  # a ping: pong, as a browser does
+            # A client's frame is masked; the zero key leaves the payload as it is.
+            self.transport.write(bytes((0x8A, 0x80 | (end - start))) + ZERO_MASK + buf[start:end])
 
     def close(self) -> None:
         if self.transport is not None:
@@ -189,6 +214,35 @@ class Publisher(asyncio.Protocol):
                 for c, e in pairs
             )
         )
+
+
+async def send_at(
+    pub: Publisher,
+    template: str,
+    users: list[str],
+    chans: list[bytes],
+    seqs: list[int],
+    rate: int,
+    total: int,
+) -> int:
+    """`total` targeted events at `rate`/s (open loop), users in turn, each on its user's
+    channel; `template` gets the user (u), its next seq (s) and the scheduled send time
+    (t, monotonic ns). Returns the schedule's start (monotonic ns)."""
+    start = time.monotonic_ns() + 2_000_000
+    sent = 0
+    while sent < total:
+        due = min(total, max(0, (time.monotonic_ns() - start) * rate // 1_000_000_000 + 1))
+        if due > sent:
+            batch = []
+            for k in range(sent, due):
+                u = k % len(users)
+                seqs[u] += 1
+                event = template % {"u": users[u], "s": seqs[u], "t": start + k * 10**9 // rate}
+                batch.append((chans[u], event.encode()))
+            pub.publish_to(batch)
+            sent = due
+        await asyncio.sleep(0.001)
+    return start
 
 
 def channels(users: list[str]) -> list[bytes]:

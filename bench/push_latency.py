@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -28,7 +26,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from e2e_latency import start_web_and_worker, stop
+from e2e_latency import shopper_and_admin, start_stack, start_web_and_worker, stop
 from pymongo import MongoClient
 from websockets.sync.client import connect
 
@@ -36,12 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.accounts.users import create_user  # noqa: E402
-from notifier.dev.embedded import free_port, start_mongo, start_redis  # noqa: E402
 from notifier.notifications.state import utc  # noqa: E402
 from notifier.settings import Settings  # noqa: E402
-from notifier.storage.schema import ensure_indexes  # noqa: E402
-from notifier.storage.writes import apply  # noqa: E402
 from tests.pushing import PushServiceStandIn, Subscriber, open_push  # noqa: E402
 
 
@@ -60,28 +54,15 @@ def main() -> None:
     parser.add_argument("rounds", nargs="?", type=int, default=10)
     parser.add_argument("--push-ack-wait", type=float, default=None)
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="notifier-bench-push-"))
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    port = free_port()
-    secret = "bench-" + uuid.uuid4().hex * 2
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": secret,
-        "PORT": str(port),
-        "VAR_DIR": str(tmp),
-    }
+    tmp, env, servers = start_stack("bench-push")
+    port, secret = int(env["PORT"]), env["JWT_SECRET"]
     env.pop("PUSH_ACK_WAIT", None)
     if args.push_ack_wait is not None:
         env["PUSH_ACK_WAIT"] = f"{args.push_ack_wait:g}"
     wait = Settings.from_env(env).push_ack_wait
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     db = client.get_default_database()
-    ensure_indexes(db)
-    apply(db, [create_user("shopper", "x"), create_user("admin", "x", "admin")])
-    users = {u["username"]: str(u["_id"]) for u in db.users.find()}
+    users = shopper_and_admin(db)
     shopper = issue_token(secret, users["shopper"], "shopper", "shopper", 3600)
     admin = issue_token(secret, users["admin"], "admin", "admin", 3600)
     standin = PushServiceStandIn()
@@ -132,8 +113,8 @@ def main() -> None:
         stop(procs)
         standin.stop()
         client.close()
-        redis.stop()
-        mongo.stop()
+        for server in servers:
+            server.stop()
     beyond = statistics.median(samples) - wait
     socket_p50 = statistics.median(sockets)
     print(

@@ -26,7 +26,6 @@ counts in 10 ms ticks, too coarse for a process that should spend almost nothing
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -175,32 +174,6 @@ def make_users(redis_url: str, secret: str, n: int, tag: str) -> tuple[list[str]
     return users, [issue_token(secret, u, u, "shopper", 7200) for u in users]
 
 
-async def send_at(
-    pub: loadgen.Publisher,
-    template: str,
-    users: list[str],
-    chans: list[bytes],
-    seqs: list[int],
-    rate: int,
-    total: int,
-) -> None:
-    """`total` targeted events at `rate`/s, users in turn, each on its user's channel."""
-    start = time.monotonic_ns() + 2_000_000
-    sent = 0
-    while sent < total:
-        due = min(total, max(0, (time.monotonic_ns() - start) * rate // 1_000_000_000 + 1))
-        if due > sent:
-            batch = []
-            for k in range(sent, due):
-                u = k % len(users)
-                seqs[u] += 1
-                event = template % {"u": users[u], "s": seqs[u], "t": start + k * 10**9 // rate}
-                batch.append((chans[u], event.encode()))
-            pub.publish_to(batch)
-            sent = due
-        await asyncio.sleep(0.001)
-
-
 async def routing(
     name: str, env: dict[str, str], tmp: Path, redis_port: int, template: str, seconds: float
 ) -> list[dict[str, Any]]:
@@ -222,7 +195,7 @@ async def routing(
             b_idle_per_s = (b.cpu_ns() - b0) / (time.monotonic() - t0)
             base = hub.received
             a0, b0, t0 = a.cpu_ns(), b.cpu_ns(), time.monotonic()
-            await send_at(pub, template, users, chans, seqs, rate, total)
+            await loadgen.send_at(pub, template, users, chans, seqs, rate, total)
             # A server that cannot keep up loses some (Redis drops a subscriber that falls
             # too far behind): counted, and the CPU is per message delivered.
             await hub.wait(lambda base=base, total=total: hub.received >= base + total, 20)  # type: ignore[misc]
@@ -278,7 +251,7 @@ async def scale_out(
             chans, seqs = loadgen.channels(users), [0] * len(users)
             total = int(SCALE_RATE * seconds)
             c0, t0 = servers.cpu_ns(), time.monotonic()
-            await send_at(pub, template, users, chans, seqs, SCALE_RATE, total)
+            await loadgen.send_at(pub, template, users, chans, seqs, SCALE_RATE, total)
             await hub.wait(lambda hub=hub, total=total: hub.received >= total, 20)  # type: ignore[misc]
             delivered = hub.received
             step = {
@@ -402,7 +375,7 @@ async def memory_after_messages(
         chans, seqs = loadgen.channels(users[100:]), [0] * n
         total = n * MESSAGES_PER_SOCKET
         # Well under what one process holds: this measures memory, not throughput.
-        await send_at(pub, template, users[100:], chans, seqs, MEMORY_RATE, total)
+        await loadgen.send_at(pub, template, users[100:], chans, seqs, MEMORY_RATE, total)
         await hub.wait(lambda: hub.received >= total, 30)
         await asyncio.sleep(2.0)  # the freeze and the sweeps settle
         after = server.rss_kib()
@@ -431,7 +404,7 @@ async def memory_after_messages(
 
 async def _last_online(port: int, env: dict[str, str], online: list[str], item: str) -> float:
     """Post a new best price for `item`; seconds until every online watcher heard of it."""
-    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    import fanout
 
     secret = env["JWT_SECRET"]
     from bson import ObjectId
@@ -442,21 +415,8 @@ async def _last_online(port: int, env: dict[str, str], online: list[str], item: 
     toks = [issue_token(secret, u, "fan", "shopper", 3600) for u in online]
     clients = await loadgen.connect(hub, port, [f"/ws?format=json&token={t}" for t in toks])
     admin = issue_token(secret, admin_id, "fan-admin", "admin", 3600)
-    body = {
-        "store_name": "Fan Mart",
-        "item_name": item,
-        "price_in_cents": 500,
-        "regular_price_in_cents": 1000,
-    }
     started = time.monotonic()
-    await AsyncHTTPClient().fetch(
-        HTTPRequest(
-            f"http://127.0.0.1:{port}/api/prices",
-            "POST",
-            body=json.dumps(body),
-            headers={"Authorization": f"Bearer {admin}"},
-        )
-    )
+    await fanout.post_price(port, admin, item, 500)
     if not await hub.wait(lambda: hub.received >= len(online), 120):
         raise RuntimeError(f"live first: {hub.received} of {len(online)} online sockets heard")
     last = (hub.last_ns / 1e9) - started

@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # run as a script (the writer), notifier must import
 
 from bson import ObjectId  # noqa: E402
-from loadgen import upgrade_request  # noqa: E402
+from loadgen import FrameReader, upgrade_request  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 from seed import known_users, store_notifications  # noqa: E402
 
@@ -130,57 +130,30 @@ class Page:
             storm.last_done_ns = time.monotonic_ns()
 
 
-class PageSocket(asyncio.Protocol):
+class PageSocket(FrameReader):
     """The socket under a Page: upgrade, then text frames and the close frame."""
 
     def __init__(self, page: Page, request: bytes) -> None:
-        self.page, self.request = page, request
-        self.buf = b""
-        self.upgraded = False
+        super().__init__(request)
+        self.page = page
         self.code = 1006  # no close frame: abnormal closure
-        self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
         self.page.sock = self
-        transport.write(self.request)  # type: ignore[attr-defined]
+        super().connection_made(transport)
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buf + data if self.buf else data
-        if not self.upgraded:
-            head = buf.find(b"\r\n\r\n")
-            if head < 0:
-                self.buf = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                assert self.transport is not None
-                self.transport.abort()  # the browser's onerror + onclose(1006)
-                return
-            self.upgraded = True
-            self.page.opened()
-            buf = buf[head + 4 :]
-        pos, n = 0, len(buf)
-        while n - pos >= 2:
-            size = buf[pos + 1] & 0x7F
-            start = pos + 2
-            if size == 126:
-                if n - pos < 4:
-                    break
-                size, start = int.from_bytes(buf[pos + 2 : pos + 4], "big"), pos + 4
-            elif size == 127:
-                if n - pos < 10:
-                    break
-                size, start = int.from_bytes(buf[pos + 2 : pos + 10], "big"), pos + 10
-            end = start + size
-            if end > n:
-                break
-            opcode = buf[pos] & 0x0F
-            if opcode == 1:
-                self.page.message(buf[start:end])
-            elif opcode == 8 and size >= 2:
-                self.code = int.from_bytes(buf[start : start + 2], "big")
-            pos = end
-        self.buf = buf[pos:] if pos < n else b""
+    def opened(self) -> None:
+        self.page.opened()
+
+    def refused(self) -> None:
+        assert self.transport is not None
+        self.transport.abort()  # the browser's onerror + onclose(1006)
+
+    def frame(self, opcode: int, buf: bytes, start: int, end: int) -> None:
+        if opcode == 1:
+            self.page.message(buf[start:end])
+        elif opcode == 8 and end - start >= 2:
+            self.code = int.from_bytes(buf[start : start + 2], "big")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.page.closed(self.code)

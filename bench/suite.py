@@ -351,21 +351,7 @@ async def targeted(
         hub.latencies_ns, base = [], hub.received
         total = int(rate * STEP_SECONDS)
         cpu0, mine0 = proc.cpu_seconds(), time.process_time()
-        start = time.monotonic_ns() + 2_000_000
-        sent = 0
-        while sent < total:
-            due = min(total, max(0, (time.monotonic_ns() - start) * rate // 1_000_000_000 + 1))
-            if due > sent:
-                batch = []
-                for k in range(sent, due):
-                    u = k % TARGET_USERS
-                    seqs[u] += 1
-                    sched = start + k * 1_000_000_000 // rate
-                    event = (template % {"u": users[u], "s": seqs[u], "t": sched}).encode()
-                    batch.append((chans[u], event))
-                pub.publish_to(batch)
-                sent = due
-            await asyncio.sleep(0.001)
+        start = await loadgen.send_at(pub, template, users, chans, seqs, rate, total)
         wall = (time.monotonic_ns() - start) / 1e9
         cpu, mine = proc.cpu_seconds() - cpu0, time.process_time() - mine0
         await hub.wait(lambda base=base, total=total: hub.received >= base + total, 5)  # type: ignore[misc]

@@ -8,6 +8,7 @@ a subprocess against them, and each test gets the Tornado app on its own IOLoop 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.message
 import email.policy
@@ -180,39 +181,49 @@ def worker_metrics_port() -> int:
     return free_port()
 
 
-@pytest.fixture(scope="session")
-def worker(
-    env: dict[str, str], config: Settings, var_dir: Path, worker_metrics_port: int
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker process on the test broker."""
-    log = (var_dir / "worker.log").open("wb")
-    proc = subprocess.Popen(
-        worker_argv(),
-        cwd=ROOT,
-        env={**os.environ, **env, "WORKER_METRICS_PORT": str(worker_metrics_port)},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    control = Celery(broker=config.redis_url, set_as_current=False)
+def wait_worker_ready(broker: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Return once the worker answers a ping on `broker`; raise with its log if it died."""
+    control = Celery(broker=broker, set_as_current=False)
     try:
-        # Each ping waits up to a second for the worker's reply.
-        for _ in range(60):
+        for _ in range(60):  # each ping waits up to a second for the worker's reply
             if proc.poll() is not None:
-                raise RuntimeError((var_dir / "worker.log").read_text()[-3000:])
+                raise RuntimeError(log.read_text()[-3000:])
             if control.control.ping(timeout=1.0):
-                break
-        else:
-            raise RuntimeError("the Celery worker did not answer pings within 60s")
-        yield proc
+                return
+        raise RuntimeError(f"the Celery worker ({log.name}) did not answer pings within 60 s")
     finally:
         control.close()
+
+
+@contextlib.contextmanager
+def celery_worker(
+    argv: list[str], env: dict[str, str], broker: str, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A Celery worker process, answering pings on `broker`, stopped on the way out."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_worker_ready(broker, proc, log)
+        yield proc
+    finally:
         proc.terminate()
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def worker(
+    env: dict[str, str], config: Settings, var_dir: Path, worker_metrics_port: int
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker process on the test broker."""
+    worker_env = {**env, "WORKER_METRICS_PORT": str(worker_metrics_port)}
+    with celery_worker(worker_argv(), worker_env, config.redis_url, var_dir / "worker.log") as proc:
+        yield proc
 
 
 @pytest.fixture(autouse=True)

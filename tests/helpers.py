@@ -176,6 +176,28 @@ async def one_loop_turn() -> None:
     await turned
 
 
+async def tick_until_dropped(registry, sync_redis, user_id: str, healthy, most: int) -> None:
+    """Broadcast numbered announcements until `user_id` holds no socket (a send is where a
+    broken one is noticed); `healthy`, another user's JSON socket, gets every one in turn."""
+    tick = 0
+    while registry.connections_for_user(user_id):
+        tick += 1
+        assert tick < most, f"{user_id}'s socket was never dropped"
+        sync_redis.publish(
+            bus.BROADCAST,
+            announcement_message(
+                {
+                    "id": f"tick{tick}",
+                    "message": f"tick {tick}",
+                    "severity": "info",
+                    "created_at": "now",
+                }
+            ),
+        )
+        assert (await healthy.recv_json())["data"]["message"] == f"tick {tick}"
+        await one_loop_turn()
+
+
 async def watch(fetch, user, item, target=None):
     body = {"item_name": item} | ({"target_price_in_cents": target} if target else {})
     response = await fetch("/api/watchlist", "POST", body, headers=user.auth)
@@ -192,6 +214,23 @@ async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Ma
     response = await fetch("/api/prices", "POST", body, headers=admin.auth)
     assert response.code == 201, response.body
     return json.loads(response.body)["price_id"]
+
+
+async def deal_on_socket(fetch, ws_connect, user, admin, item):
+    """The user watches `item`, a price makes it a deal: the user's JSON socket and the
+    deal notification it received."""
+    await watch(fetch, user, item)
+    sock = await ws_connect(f"?format=json&token={user.token}")
+    await post_price(fetch, admin, item)
+    return sock, await sock.recv_type("deal-notification", timeout=20)
+
+
+async def acknowledge(sock, last_id: str) -> None:
+    """Acknowledge up to `last_id` as the page does; the pong after it says the server has
+    handled the ack (a socket's messages are handled one at a time)."""
+    sock.send_json({"type": "ack", "last_id": last_id})
+    sock.send_json({"type": "ping"})
+    await sock.recv_type("pong")
 
 
 class WebProcess:

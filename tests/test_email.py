@@ -15,7 +15,7 @@ from notifier.accounts.preferences import Preferences
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime.presence import KEY, ONLINE_KEY, is_online, online_now
-from tests.helpers import wait_email_decided
+from tests.helpers import acknowledge, wait_email_decided
 
 
 def set_prefs(db, user, **prefs):
@@ -113,9 +113,7 @@ async def test_a_shopper_whose_page_acknowledged_the_deal_gets_no_email(
     # from when it was stored, so waiting for the job to finish first would race it.
     note = await sock.recv_type("deal-notification", timeout=30)
     assert note["data"]["deals"][0]["item_name"] == item
-    sock.send_json({"type": "ack", "last_id": note["data"]["id"]})
-    sock.send_json({"type": "ping"})
-    await sock.recv_type("pong")  # the ack is stored: one message at a time
+    await acknowledge(sock, note["data"]["id"])  # the ack is stored
     await admin_ws.recv_type("job-complete", timeout=30, skip=("job-progress",))
     # Undecided until EMAIL_ACK_WAIT has passed, then decided: no email.
     await in_thread(wait_email_decided, db, alice.user_id)

@@ -25,6 +25,8 @@ from notifier.storage.writes import apply
 from notifier.validation import item_key
 from tests.helpers import (
     WebProcess,
+    acknowledge,
+    deal_on_socket,
     post_price,
     raw_ws_open,
     wait_email_decided,
@@ -126,9 +128,7 @@ async def test_an_ack_is_stored_clamped_to_the_users_newest_and_bad_ones_get_err
     assert db.user_state.find_one({"_id": alice.user_id})["acked_seq"] == newest
     # Bob has nothing yet: acking an id of Alice's acknowledges nothing of his.
     theirs = await ws_connect(f"?format=json&token={bob.token}")
-    theirs.send_json({"type": "ack", "last_id": f"{newest:012d}"})
-    theirs.send_json({"type": "ping"})
-    await theirs.recv_type("pong")
+    await acknowledge(theirs, f"{newest:012d}")
     assert int((db.user_state.find_one({"_id": bob.user_id}) or {}).get("acked_seq", 0)) == 0
 
 
@@ -137,13 +137,8 @@ async def test_an_ack_is_stored_clamped_to_the_users_newest_and_bad_ones_get_err
 async def test_a_json_client_that_acknowledges_gets_no_email(
     fetch, ws_connect, db, mailbox, alice, admin, item
 ):
-    await watch(fetch, alice, item)
-    sock = await ws_connect(f"?format=json&token={alice.token}")
-    await post_price(fetch, admin, item)
-    note = await sock.recv_type("deal-notification", timeout=20)
-    sock.send_json({"type": "ack", "last_id": note["data"]["id"]})
-    sock.send_json({"type": "ping"})
-    await sock.recv_type("pong")
+    sock, note = await deal_on_socket(fetch, ws_connect, alice, admin, item)
+    await acknowledge(sock, note["data"]["id"])
     await in_thread(wait_email_decided, db, alice.user_id)
     assert db.emails.count_documents({"user_id": alice.user_id}) == 0
     assert mailbox[0].to(address(alice)) == []
@@ -159,9 +154,7 @@ async def test_acking_another_users_id_leaves_both_users_emails_alone(
     theirs = await ws_connect(f"?format=json&token={bob.token}")
     await post_price(fetch, admin, item)
     note = await mine.recv_type("deal-notification", timeout=20)
-    theirs.send_json({"type": "ack", "last_id": note["data"]["id"]})  # Alice's id, not Bob's
-    theirs.send_json({"type": "ping"})
-    await theirs.recv_type("pong")
+    await acknowledge(theirs, note["data"]["id"])  # Alice's id, not Bob's
     await in_thread(assert_emailed_once_in_time, config, db, mailbox[0], alice)
     # Bob's first deal gets the same id Alice's had: his earlier ack did not cover it.
     await watch(fetch, bob, item + " 2")
@@ -175,10 +168,7 @@ async def test_acking_another_users_id_leaves_both_users_emails_alone(
 async def test_marking_read_before_the_wait_ends_means_no_email(
     fetch, ws_connect, db, mailbox, alice, admin, item
 ):
-    await watch(fetch, alice, item)
-    sock = await ws_connect(f"?format=json&token={alice.token}")
-    await post_price(fetch, admin, item)
-    note = await sock.recv_type("deal-notification", timeout=20)
+    sock, note = await deal_on_socket(fetch, ws_connect, alice, admin, item)
     sock.send_json({"type": "mark-read", "ids": [note["data"]["id"]]})
     await sock.recv_type("notification-read")
     await in_thread(wait_email_decided, db, alice.user_id)

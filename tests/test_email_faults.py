@@ -27,7 +27,7 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from notifier.validation import item_key
-from tests.conftest import ROOT, Mailbox
+from tests.conftest import ROOT, Mailbox, wait_worker_ready
 
 
 class StallingMailbox(Mailbox):
@@ -67,15 +67,6 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def wait_ready(control: Celery, proc: subprocess.Popen[bytes], log: Path) -> None:
-    for _ in range(60):  # each ping waits up to a second for the worker's answer
-        if proc.poll() is not None:
-            raise RuntimeError(log.read_text()[-3000:])
-        if control.control.ping(timeout=1.0):
-            return
-    raise RuntimeError("the worker did not answer pings")
-
-
 @pytest.mark.timeout(120)
 def test_a_worker_killed_mid_send_is_retried_and_sends_once(
     env, config, db, sync_redis, redis_server, stalling_smtp, alice, tmp_path
@@ -105,7 +96,7 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
     first = start_worker(worker_env, log)
     second = None
     try:
-        wait_ready(control, first, log)
+        wait_worker_ready(broker, first, log)
         control.send_task("tasks.email.send_email", args=[email_id])
         assert box.stalled.wait(30), "the worker never started sending"
         first.kill()  # SIGKILL in the middle of the SMTP transaction
@@ -176,7 +167,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
     log = tmp_path / "worker.log"
     workers = [start_worker(worker_env, log)]
     try:
-        wait_ready(control, workers[0], log)
+        wait_worker_ready(broker, workers[0], log)
         control.send_task(
             "tasks.deals.check_deals",
             task_id=str(uuid.uuid4()),

@@ -10,7 +10,7 @@ import pytest
 from notifier.notifications.store import format_id
 from notifier.realtime import bus
 from notifier.realtime.events import NotificationEvent
-from tests.helpers import RENDERER, announcement_message, one_loop_turn, raw_ws_open
+from tests.helpers import RENDERER, one_loop_turn, raw_ws_open, tick_until_dropped
 from web.frames import text_frame
 
 
@@ -87,21 +87,5 @@ async def test_a_socket_reset_by_its_client_is_dropped_and_the_others_still_get_
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
 
-    tick = 0
-    while registry.connections_for_user(alice.user_id):
-        tick += 1
-        assert tick < 1000, "the reset socket was never dropped"
-        sync_redis.publish(
-            bus.BROADCAST,
-            announcement_message(
-                {
-                    "id": f"t{tick}",
-                    "message": f"tick {tick}",
-                    "severity": "info",
-                    "created_at": "now",
-                }
-            ),
-        )
-        assert (await healthy.recv_json())["data"]["message"] == f"tick {tick}"
-        await one_loop_turn()
+    await tick_until_dropped(registry, sync_redis, alice.user_id, healthy, 1000)
     assert registry.stats()["connections"] == 1

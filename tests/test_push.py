@@ -25,7 +25,6 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-from celery import Celery
 from playwright.sync_api import sync_playwright
 from tornado.httpclient import HTTPRequest
 
@@ -41,8 +40,16 @@ from notifier.push.payloads import deal_payload
 from notifier.push.service import PushService
 from notifier.push.subscriptions import Subscription
 from notifier.settings import Settings
-from tests.conftest import ROOT
-from tests.helpers import WebProcess, post_price, wait_email_decided, wait_stored, watch
+from tests.conftest import ROOT, celery_worker
+from tests.helpers import (
+    WebProcess,
+    acknowledge,
+    deal_on_socket,
+    post_price,
+    wait_email_decided,
+    wait_stored,
+    watch,
+)
 from tests.pushing import PushServiceStandIn, Subscriber, open_push, vapid_claims
 from tests.test_browser import CHROMIUM, api, post_deal
 from tests.test_email import deal, set_prefs
@@ -541,33 +548,9 @@ def push_env(env, redis_server) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def push_worker(push_env, var_dir) -> Iterator[subprocess.Popen[bytes]]:
     """A Celery worker of this module's own, on its own broker database."""
-    log_path = var_dir / "push-worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            worker_argv(name="push@%h"),
-            cwd=ROOT,
-            env={**os.environ, **push_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    control = Celery(broker=push_env["REDIS_URL"], set_as_current=False)
-    try:
-        for _ in range(60):  # each ping waits up to a second for the answer
-            if proc.poll() is not None:
-                raise RuntimeError(log_path.read_text()[-3000:])
-            if control.control.ping(timeout=1.0):
-                break
-        else:
-            raise RuntimeError("the push worker did not answer pings within 60 s")
+    argv, log = worker_argv(name="push@%h"), var_dir / "push-worker.log"
+    with celery_worker(argv, push_env, push_env["REDIS_URL"], log) as proc:
         yield proc
-    finally:
-        control.close()
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_push_decided(db, user_id: str) -> None:
@@ -625,13 +608,8 @@ async def test_a_shopper_whose_page_acknowledges_gets_no_push(
     fetch, ws_connect, db, standin, alice, admin, item
 ):
     await subscribe(fetch, alice, Subscriber(standin.url(f"ok-{alice.user_id}")))
-    await watch(fetch, alice, item)
-    sock = await ws_connect(f"?format=json&token={alice.token}")
-    await post_price(fetch, admin, item)
-    note = await sock.recv_type("deal-notification", timeout=20)
-    sock.send_json({"type": "ack", "last_id": note["data"]["id"]})
-    sock.send_json({"type": "ping"})
-    await sock.recv_type("pong")
+    sock, note = await deal_on_socket(fetch, ws_connect, alice, admin, item)
+    await acknowledge(sock, note["data"]["id"])
     await in_thread(wait_push_decided, db, alice.user_id)
     assert db.pushes.count_documents({"user_id": alice.user_id}) == 0
     assert standin.to(f"ok-{alice.user_id}") == []

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from tests.helpers import announcement_message, one_loop_turn, raw_ws_open
+from tests.helpers import announcement_message, raw_ws_open, tick_until_dropped
 
 
 @pytest.fixture
@@ -50,21 +50,5 @@ async def test_a_client_that_stops_reading_is_dropped_and_the_others_do_not_noti
             if (await healthy.recv_json(30))["type"] == "system-message":
                 got += 1
     # Ticks until the stalled socket is noticed (at a send, after WS_STALL_SECONDS).
-    tick = 0
-    while registry.connections_for_user(alice.user_id):
-        tick += 1
-        assert tick < 5000, "the stalled socket was never dropped"
-        sync_redis.publish(
-            bus.BROADCAST,
-            announcement_message(
-                {
-                    "id": f"tick{tick}",
-                    "message": "tick",
-                    "severity": "info",
-                    "created_at": "now",
-                }
-            ),
-        )
-        assert (await healthy.recv_json(10))["data"]["message"] == "tick"
-        await one_loop_turn()
+    await tick_until_dropped(registry, sync_redis, alice.user_id, healthy, 5000)
     writer.close()
