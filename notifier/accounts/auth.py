@@ -144,8 +144,8 @@ def _issued_claims(secret: str, token: str) -> dict[str, Any] | None:
         return None
     try:
         decoded = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))
-        claims = json.loads(decoded)
-    except (ValueError, RecursionError):
+        claims = msgspec.json.decode(decoded)
+    except (ValueError, RecursionError, msgspec.DecodeError):
         return None
     if _b64url(decoded) != payload or not isinstance(claims, dict):
         return None
