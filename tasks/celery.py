@@ -16,6 +16,7 @@ from pymongo.synchronous.database import Database
 
 from notifier import logs
 from notifier.email.service import EmailService
+from notifier.notifications.decisions import AfterAckWait
 from notifier.notifications.store import NotificationWriter
 from notifier.push.service import PushService
 from notifier.realtime import progress
@@ -166,3 +167,12 @@ if settings.production:
     @setup_logging.connect(weak=False)
     def _json_logs(**_: Any) -> None:
         logs.configure(production=True)
+
+
+def decide_and_send(service: AfterAckWait, notification_ids: list[str] | None, send: Any) -> int:
+    """Decide a channel's waiting deals (these, or every one due) and queue `send` for each
+    email or push that is due; how many."""
+    due = service.decide_now(notification_ids)
+    for planned_id in due:
+        send.delay(planned_id)
+    return len(due)

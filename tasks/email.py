@@ -44,11 +44,7 @@ def decide_deal_emails(notification_ids: list[str] | None = None) -> int:
     them (a countdown). Without: beat's sweep every few seconds, the backstop for a
     chunk whose delayed task was lost.
     """
-    service = celery.resources.email
-    due = service.decide_now(notification_ids)
-    for email_id in due:
-        send_email.delay(email_id)
-    return len(due)
+    return celery.decide_and_send(celery.resources.email, notification_ids, send_email)
 
 
 def decide_later(notifications: list[dict[str, Any]]) -> None:

@@ -43,11 +43,7 @@ def decide_pushes(notification_ids: list[str] | None = None) -> int:
     With ids: a deal check chunk's notifications, PUSH_ACK_WAIT seconds after storing
     them (a countdown). Without: beat's sweep every few seconds, the backstop.
     """
-    service = celery.resources.push
-    due = service.decide_now(notification_ids)
-    for push_id in due:
-        send_push.delay(push_id)
-    return len(due)
+    return celery.decide_and_send(celery.resources.push, notification_ids, send_push)
 
 
 def push_later(notifications: list[dict[str, Any]]) -> None:

@@ -34,7 +34,7 @@ from typing import Any
 import redis
 from bson import ObjectId
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError
 from pymongo.synchronous.database import Database
 
@@ -43,6 +43,7 @@ from notifier.accounts.preferences import DIGEST_PERIODS, Preferences
 from notifier.errors import InvalidLink
 from notifier.formatting import money
 from notifier.kinds import NotificationType
+from notifier.notifications import decisions
 from notifier.notifications import state as user_state
 from notifier.notifications.decisions import AfterAckWait
 from notifier.notifications.store import to_json
@@ -364,17 +365,8 @@ class EmailService(AfterAckWait):
     def send(self, email_id: str, task_id: str) -> str:
         """Claim, compose and send one planned email; returns what happened."""
         now = datetime.now(UTC)
-        claim = self._db.emails.find_one_and_update(
-            {
-                "_id": email_id,
-                "$or": [
-                    {"status": "pending", "send_after": {"$lte": now}},
-                    {"status": "sending", "task_id": task_id},  # this task, retried
-                    {"status": "sending", "claimed_at": {"$lt": now - timedelta(seconds=LEASE)}},
-                ],
-            },
-            {"$set": {"status": "sending", "task_id": task_id, "claimed_at": now}},
-            return_document=ReturnDocument.AFTER,
+        claim = decisions.claim(
+            self._db.emails, email_id, task_id, LEASE, ready={"send_after": {"$lte": now}}
         )
         if claim is None:
             return "skipped: sent, held, or being sent by another task"

@@ -1,8 +1,10 @@
-"""Deal notifications whose email or push is decided once their acknowledgement wait is over.
+"""Deal notifications whose email or push is decided once their acknowledgement wait is over,
+and the planned emails and pushes that tasks then claim to send.
 
 A deal check stores a deal with a pending flag (`email_pending`, `push_pending`) for each
 channel that waits to see whether a page acknowledged it. Both channels find and work
 through the waiting ones the same way, here; each says what deciding one means (`decide`).
+What they decide to send is planned as a document that one task at a time claims.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 from bson import ObjectId
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.database import Database
 
 from notifier.storage.batches import find_in
@@ -63,3 +66,30 @@ class AfterAckWait:
     def decide_now(self, notification_ids: list[str] | None) -> list[str]:
         """A chunk's notifications (its delayed task), or, without ids, every one due (beat)."""
         return self.decide_ids(notification_ids) if notification_ids else self.decide_due()
+
+
+def claim(
+    planned: Collection[Any],
+    planned_id: str,
+    task_id: str,
+    lease: float,
+    ready: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Take a planned email or push for this task to send; None if it is not to be sent now.
+
+    It is taken when pending (and `ready`), when this task holds it already (a retry),
+    or when another task's claim is older than `lease` seconds (that task died).
+    """
+    now = datetime.now(UTC)
+    return planned.find_one_and_update(
+        {
+            "_id": planned_id,
+            "$or": [
+                {"status": "pending", **(ready or {})},
+                {"status": "sending", "task_id": task_id},
+                {"status": "sending", "claimed_at": {"$lt": now - timedelta(seconds=lease)}},
+            ],
+        },
+        {"$set": {"status": "sending", "task_id": task_id, "claimed_at": now}},
+        return_document=ReturnDocument.AFTER,
+    )

@@ -18,16 +18,17 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from bson import ObjectId
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ASCENDING
 from pymongo.synchronous.database import Database
 from pywebpush import WebPushException, webpush
 
 from notifier import vapid
 from notifier.accounts.preferences import Preferences
+from notifier.notifications import decisions
 from notifier.notifications import state as user_state
 from notifier.notifications.decisions import AfterAckWait
 from notifier.push import endpoints
@@ -187,19 +188,7 @@ class PushService(AfterAckWait):
         Raises PushFailed when some could not be reached (the task retries: those done
         are not sent again), unless this is the last try. Returns what happened.
         """
-        now = datetime.now(UTC)
-        claim = self._db[COLLECTION].find_one_and_update(
-            {
-                "_id": push_id,
-                "$or": [
-                    {"status": "pending"},
-                    {"status": "sending", "task_id": task_id},  # this task, retried
-                    {"status": "sending", "claimed_at": {"$lt": now - timedelta(seconds=LEASE)}},
-                ],
-            },
-            {"$set": {"status": "sending", "task_id": task_id, "claimed_at": now}},
-            return_document=ReturnDocument.AFTER,
-        )
+        claim = decisions.claim(self._db[COLLECTION], push_id, task_id, LEASE)
         if claim is None:
             return "skipped: sent, or being sent by another task"
         if self._signer is None:

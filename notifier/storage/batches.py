@@ -63,100 +63,99 @@ def find_in(
         yield from collection.find({field: {"$in": list(batch)}, **rest}, projection)
 
 
-class ReadsTogether:
-    """Reads documents by _id for many concurrent callers: one query per turn of the loop.
-
-    A burst of handshakes each reads its user's state document. Asked in the same turn
-    of the event loop, those reads become one `find({_id: {$in: [...]}})` (IN_BATCH ids
-    a query) instead of a round trip each, so a reconnect storm costs the web process and
-    MongoDB a query per hundred sockets. A lone read is one query, as before. Each caller
-    gets its document (None when there is none) or the query's error. Event loop only.
-    """
-
-    def __init__(self, collection: AsyncCollection[Any]) -> None:
-        self._collection = collection
-        self._asked: dict[Any, list[asyncio.Future[dict[str, Any] | None]]] = {}
-
-    async def get(self, key: Any) -> dict[str, Any] | None:
-        """The document whose _id is `key`, or None."""
-        future: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
-        if not self._asked:
-            asyncio.get_running_loop().call_soon(self._read)
-        self._asked.setdefault(key, []).append(future)
-        return await future
-
-    def _read(self) -> None:
-        asked, self._asked = self._asked, {}
-        for keys in batched(list(asked)):
-            task = asyncio.ensure_future(self._find({k: asked[k] for k in keys}))
-            _READING.add(task)
-            task.add_done_callback(_READING.discard)
-
-    async def _find(self, asked: dict[Any, list[asyncio.Future[dict[str, Any] | None]]]) -> None:
-        try:
-            found = {
-                d["_id"]: d async for d in self._collection.find({"_id": {"$in": list(asked)}})
-            }
-        except Exception as e:  # each caller gets the error, as its own query would have
-            for futures in asked.values():
-                for future in futures:
-                    if not future.done():
-                        future.set_exception(e)
-            return
-        for key, futures in asked.items():
-            for future in futures:
-                if not future.done():
-                    future.set_result(found.get(key))
-
-
+K = TypeVar("K")
 _READING: set[asyncio.Task[Any]] = set()  # the running reads (a task needs a reference)
 
-K = TypeVar("K")
 
+class _AskedInOneTurn(Generic[K, T]):
+    """Reads asked by many callers during one turn of the event loop, sent together after it.
 
-class SameReadsTogether(Generic[K, T]):
-    """Identical reads asked in the same turn of the loop: one query, every caller its answer.
-
-    The tabs of a user reconnect together (a deploy, a network blip) and each replays
-    from the same notification: their reads are one query instead of one each. Only
-    reads asked before the query goes out share it, so each caller's answer is read
-    after it asked, and sees everything stored before then. Event loop only.
+    Each group of keys (`_groups`) is one read (`_read_many`); each caller gets its key's
+    answer, or the read's error, as its own query would have given it. Only reads asked
+    before a read goes out share it, so every answer was read after its caller asked.
+    Event loop only.
     """
 
-    def __init__(self, read: Callable[[K], Awaitable[T]]) -> None:
-        self._read = read
+    def __init__(self) -> None:
         self._asked: dict[K, list[asyncio.Future[T]]] = {}
 
     async def get(self, key: K) -> T:
-        """What `read(key)` returns (or raises)."""
+        """The answer for `key`."""
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         if not self._asked:
             asyncio.get_running_loop().call_soon(self._send)
         self._asked.setdefault(key, []).append(future)
         return await future
 
+    def _groups(self, keys: list[K]) -> Iterable[Sequence[K]]:
+        raise NotImplementedError
+
+    async def _read_many(self, keys: Sequence[K]) -> dict[K, T]:
+        raise NotImplementedError
+
     def _send(self) -> None:
         asked, self._asked = self._asked, {}
-        for key, futures in asked.items():
-            task = asyncio.ensure_future(self._read(key))
+        for keys in self._groups(list(asked)):
+            task = asyncio.ensure_future(self._read_many(keys))
             _READING.add(task)
             task.add_done_callback(_READING.discard)
-            task.add_done_callback(functools.partial(_answer, futures))
+            task.add_done_callback(functools.partial(_answer, {k: asked[k] for k in keys}))
 
 
-def _answer(futures: list[asyncio.Future[T]], task: asyncio.Task[T]) -> None:
-    """Each caller still waiting gets the read's answer (a cancelled read: an error)."""
+def _answer(asked: dict[K, list[asyncio.Future[T]]], task: asyncio.Task[dict[K, T]]) -> None:
+    """Each caller still waiting gets its answer (a cancelled read: an error)."""
     if task.cancelled():
         error: BaseException | None = asyncio.CancelledError()
     else:
         error = task.exception()  # retrieved here, so never "never retrieved"
-    for future in futures:
-        if future.done():
-            continue
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(task.result())
+    for key, futures in asked.items():
+        for future in futures:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(task.result()[key])
+
+
+class ReadsTogether(_AskedInOneTurn[Any, "dict[str, Any] | None"]):
+    """Reads documents by _id for many concurrent callers: one query per turn of the loop.
+
+    A burst of handshakes each reads its user's state document. Asked in the same turn
+    of the event loop, those reads become one `find({_id: {$in: [...]}})` (IN_BATCH ids
+    a query) instead of a round trip each, so a reconnect storm costs the web process and
+    MongoDB a query per hundred sockets. A lone read is one query, as before. Each caller
+    gets its document (None when there is none).
+    """
+
+    def __init__(self, collection: AsyncCollection[Any]) -> None:
+        super().__init__()
+        self._collection = collection
+
+    def _groups(self, keys: list[Any]) -> Iterable[Sequence[Any]]:
+        return batched(keys)
+
+    async def _read_many(self, keys: Sequence[Any]) -> dict[Any, dict[str, Any] | None]:
+        found = {d["_id"]: d async for d in self._collection.find({"_id": {"$in": list(keys)}})}
+        return {k: found.get(k) for k in keys}
+
+
+class SameReadsTogether(_AskedInOneTurn[K, T]):
+    """Identical reads asked in the same turn of the loop: one query, every caller its answer.
+
+    The tabs of a user reconnect together (a deploy, a network blip) and each replays
+    from the same notification: their reads are one query instead of one each.
+    """
+
+    def __init__(self, read: Callable[[K], Awaitable[T]]) -> None:
+        super().__init__()
+        self._read = read
+
+    def _groups(self, keys: list[K]) -> Iterable[Sequence[K]]:
+        return ([k] for k in keys)
+
+    async def _read_many(self, keys: Sequence[K]) -> dict[K, T]:
+        return {keys[0]: await self._read(keys[0])}
 
 
 def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
