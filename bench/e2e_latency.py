@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
+from servers import start_databases
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
@@ -31,13 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from notifier.accounts.auth import issue_token  # noqa: E402
 from notifier.accounts.users import create_user  # noqa: E402
-from notifier.dev.embedded import (  # noqa: E402
-    Server,
-    free_port,
-    start_mongo,
-    start_redis,
-    worker_argv,
-)
+from notifier.dev.embedded import free_port, worker_argv  # noqa: E402
 from notifier.storage.schema import ensure_indexes  # noqa: E402
 from notifier.storage.writes import apply  # noqa: E402
 
@@ -121,23 +114,6 @@ def stop(procs: list[subprocess.Popen[bytes]]) -> None:
         p.wait(30)
 
 
-def start_stack(prefix: str) -> tuple[Path, dict[str, str], list[Server]]:
-    """A scratch folder with SecantusDB and redis-server in it, and the environment a web
-    process (on a free PORT) and a worker get: a fresh JWT secret, default settings."""
-    tmp = Path(tempfile.mkdtemp(prefix=f"notifier-{prefix}-"))
-    mongo = start_mongo(tmp / "mongo", tmp / "mongo.log")
-    redis = start_redis(tmp / "redis", tmp / "redis.log")
-    env = {
-        **os.environ,
-        "MONGODB_URI": mongo.url + "/bench",
-        "REDIS_URL": redis.url + "/0",
-        "JWT_SECRET": "bench-" + uuid.uuid4().hex * 2,
-        "PORT": str(free_port()),
-        "VAR_DIR": str(tmp),
-    }
-    return tmp, env, [redis, mongo]
-
-
 def shopper_and_admin(db: Any) -> dict[str, str]:
     """Store a shopper and an admin (password "x"); username -> user id."""
     ensure_indexes(db)
@@ -147,8 +123,9 @@ def shopper_and_admin(db: Any) -> dict[str, str]:
 
 def main() -> None:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    tmp, env, servers = start_stack("bench")
-    port, secret = int(env["PORT"]), env["JWT_SECRET"]
+    tmp, env, servers = start_databases("bench")
+    port, secret = free_port(), env["JWT_SECRET"]
+    env["PORT"] = str(port)
     client: MongoClient[dict[str, Any]] = MongoClient(env["MONGODB_URI"])
     users = shopper_and_admin(client.get_default_database())
     procs = start_web_and_worker(env, tmp / "procs.log")

@@ -20,6 +20,16 @@ CHANNEL = b"notifier:events"
 ZERO_MASK = b"\0\0\0\0"
 
 
+async def until(done: Callable[[], bool], timeout: float, every: float = 0.002) -> bool:
+    """Poll `done()` every `every` seconds; False if `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(every)
+    return True
+
+
 class Hub:
     """What every client of the load generator received."""
 
@@ -49,12 +59,7 @@ class Hub:
 
     async def wait(self, done: Callable[[], bool], timeout: float) -> bool:
         """Poll until `done()` (receipt times are stamped on arrival, not here)."""
-        deadline = time.monotonic() + timeout
-        while not done():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.002)
-        return True
+        return await until(done, timeout)
 
 
 class FrameReader(asyncio.Protocol):

@@ -26,14 +26,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from e2e_latency import shopper_and_admin, start_stack, start_web_and_worker, stop
+from e2e_latency import shopper_and_admin, start_web_and_worker, stop
 from pymongo import MongoClient
+from servers import start_databases
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from notifier.accounts.auth import issue_token  # noqa: E402
+from notifier.dev.embedded import free_port  # noqa: E402
 from notifier.notifications.state import utc  # noqa: E402
 from notifier.settings import Settings  # noqa: E402
 from tests.pushing import PushServiceStandIn, Subscriber, open_push  # noqa: E402
@@ -54,8 +56,9 @@ def main() -> None:
     parser.add_argument("rounds", nargs="?", type=int, default=10)
     parser.add_argument("--push-ack-wait", type=float, default=None)
     args = parser.parse_args()
-    tmp, env, servers = start_stack("bench-push")
-    port, secret = int(env["PORT"]), env["JWT_SECRET"]
+    tmp, env, servers = start_databases("bench-push")
+    port, secret = free_port(), env["JWT_SECRET"]
+    env["PORT"] = str(port)
     env.pop("PUSH_ACK_WAIT", None)
     if args.push_ack_wait is not None:
         env["PUSH_ACK_WAIT"] = f"{args.push_ack_wait:g}"

@@ -35,7 +35,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))  # run as a script (the writer), notifier must import
 
 from bson import ObjectId  # noqa: E402
-from loadgen import FrameReader, upgrade_request  # noqa: E402
+from loadgen import FrameReader, until, upgrade_request  # noqa: E402
 from pymongo import MongoClient  # noqa: E402
 from seed import known_users, store_notifications  # noqa: E402
 
@@ -159,15 +159,6 @@ class PageSocket(FrameReader):
         self.page.closed(self.code)
 
 
-async def _until(done: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
 def _seed(mongodb_uri: str, users: list[str]) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(mongodb_uri)
     db = client.get_default_database()
@@ -212,7 +203,7 @@ async def _storm(
             for p in chunk:
                 p.connect()
             want = i + len(chunk)
-            if not await _until(lambda want=want: storm.greeted >= want, 120):  # type: ignore[misc]
+            if not await until(lambda want=want: storm.greeted >= want, 120, 0.005):  # type: ignore[misc]
                 raise RuntimeError(f"storm: only {storm.greeted} of {want} connected")
         connect_s = time.monotonic() - started
         await asyncio.sleep(1.0)  # the server's per-socket connect work settles
@@ -224,7 +215,7 @@ async def _storm(
         writer.stdin.write("go\n")
         writer.stdin.flush()
         asked, sockets = sockets, len(pages)
-        finished = await _until(lambda: storm.done >= sockets, timeout)
+        finished = await until(lambda: storm.done >= sockets, timeout, 0.005)
         elapsed = (time.monotonic_ns() - killed_ns) / 1e9
         written = await loop.run_in_executor(None, writer.stdout.readline)
         await asyncio.sleep(0.5)  # a late repeat would show up here
