@@ -353,6 +353,13 @@ def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
     )
 
 
+def assert_no_email(db: Any, mailbox: Any, user: Any) -> None:
+    """Once the user's deal notifications are decided: no email planned, none delivered."""
+    wait_email_decided(db, user.user_id)
+    assert db.emails.count_documents({"user_id": user.user_id}) == 0
+    assert mailbox.to(f"{user.username}@example.test") == []
+
+
 def wait_email_status(db: Any, email_id: str, status: str, timeout: float = 30) -> None:
     """Block until the planned email has this status."""
     wait_stored(
