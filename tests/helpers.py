@@ -6,6 +6,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import json
 import os
 import re
@@ -19,17 +20,19 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo import MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from tornado.httpclient import HTTPResponse
 
+import web.app
 from notifier.dev.embedded import Server, free_port
 from notifier.realtime import bus
 from notifier.realtime.render import PayloadRenderer
 from tests.conftest import ROOT
 
 RENDERER = PayloadRenderer()
+L = TypeVar("L", bound=monitoring.CommandListener)
 
 
 class CommandLog(monitoring.CommandListener):
@@ -66,6 +69,14 @@ def logged_db(uri: str, log: CommandLog) -> Iterator[Any]:
         yield client.get_default_database()
     finally:
         client.close()
+
+
+def listen_to_app_mongo(monkeypatch: Any, listener: L) -> L:
+    """The app's MongoDB client (web/app.py builds it) reports its commands to `listener`."""
+    monkeypatch.setattr(
+        web.app, "AsyncMongoClient", functools.partial(AsyncMongoClient, event_listeners=[listener])
+    )
+    return listener
 
 
 def announcement_message(announcement: dict[str, Any]) -> bytes:
