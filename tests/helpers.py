@@ -215,6 +215,11 @@ async def watch(fetch, user, item, target=None):
     assert response.code == 201, response.body
 
 
+async def watchlist(fetch, user) -> list[dict[str, Any]]:
+    """The user's watches as GET /api/watchlist lists them."""
+    return json.loads((await fetch("/api/watchlist", headers=user.auth)).body)["items"]
+
+
 async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
     body = {
         "store_name": store,

@@ -18,7 +18,7 @@ from notifier.email.service import compose
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationWriter
 from notifier.shopping.prices import parse_price_csv
-from tests.helpers import form, login, wait_announcement_stored
+from tests.helpers import form, login, wait_announcement_stored, watchlist
 
 
 def seed(db, user, count: int, kind: str = "system-message") -> list[str]:
@@ -281,11 +281,10 @@ async def test_a_removed_watch_can_be_put_back_only_by_its_owner(fetch, alice, b
         headers={**as_bob, "HX-Request": "true"},
     )
     assert stolen.code == 404
-    assert json.loads((await fetch("/api/watchlist", headers=bob.auth)).body)["items"] == []
+    assert await watchlist(fetch, bob) == []
     restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert restored.code == 200
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [
+    assert await watchlist(fetch, alice) == [
         {
             "item_name": item,
             "target_price_in_cents": 150,
