@@ -170,6 +170,21 @@ def spawn(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.
     )
 
 
+def numbered_notes(service: Any, user_id: str, count: int) -> tuple[threading.Thread, list[str]]:
+    """A thread (not yet started) that stores system messages #0..#count-1 for the user one
+    at a time through `service`, and the list that fills with their ids in order."""
+    created: list[str] = []
+
+    def publish() -> None:
+        for i in range(count):
+            doc = service.notify(
+                user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )
+            created.append(doc["data"]["notification_id"])
+
+    return threading.Thread(target=publish), created
+
+
 async def collect(sock, count, timeout=20):
     """The next `count` notification envelopes (other types are skipped)."""
     got = []
