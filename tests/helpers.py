@@ -235,6 +235,14 @@ async def watchlist(fetch, user) -> list[dict[str, Any]]:
     return json.loads((await fetch("/api/watchlist", headers=user.auth)).body)["items"]
 
 
+async def announce(fetch, admin, message, severity="info"):
+    """The admin posts an announcement; the API accepts it (202). Returns its answer."""
+    body = {"message": message, "severity": severity}
+    response = await fetch("/api/announcements", "POST", body, headers=admin.auth)
+    assert response.code == 202, response.body
+    return json.loads(response.body)
+
+
 async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
     body = {
         "store_name": store,
