@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -207,6 +208,7 @@ def ladder(opts: argparse.Namespace) -> list[dict[str, Any]]:
         web.wait(60)
         redis.stop()
         mongo.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     return steps
 
 

@@ -37,6 +37,7 @@ FULL_CHECK_PAST = 1000  # more changed items than this: stream every watch inste
 # Online users up to this many are listed, and a check finds its live watchers from their
 # watches (a read per 100 of them); with more, it asks presence of every watcher instead.
 LIST_ONLINE_UP_TO = 10_000
+REST_AT_THE_LATEST = 120  # seconds after the live chunks were handed out
 
 
 @celery.app.task(**RETRY)
@@ -80,6 +81,9 @@ def check_deals(
     # watchers are about 12 s of reads on the embedded store).
     jobs.live_planned(job_id, [u for users in live for u in users])
     total = _hand_out(job_id, 0, live, item_keys, live_chunks=len(live))
+    # The backstop: should a live chunk never finish (a bug, an outage past its retries),
+    # the rest is planned anyway; whichever comes first plans it, the other does nothing.
+    plan_rest.apply_async((job_id, total, item_keys), countdown=REST_AT_THE_LATEST)
     return {"job_id": job_id, "chunks": total}
 
 
@@ -92,11 +96,15 @@ def remember_watches(memory: str) -> int:
     return len(updates)
 
 
-@celery.app.task(**RETRY)
-def plan_rest(job_id: str, first_index: int, item_keys: list[str] | None) -> dict[str, Any]:
+@celery.app.task(bind=True, **RETRY)
+def plan_rest(
+    self: Task, job_id: str, first_index: int, item_keys: list[str] | None
+) -> dict[str, Any]:
     """Hand out the chunks of every watcher but the job's live ones, then count them all."""
     res = celery.resources
     jobs = DealCheckJobs(res.db)
+    if not jobs.claim_rest(job_id, self.request.id):
+        return {"job_id": job_id, "chunks": None}  # planned by the other one
     check = DealCheck(res.db, res.notifications, res.settings.deal_check_chunk_users)
     rest = check.rest_chunks(item_keys, set(jobs.live_users(job_id)))
     total = _hand_out(job_id, first_index, rest, item_keys)

@@ -250,6 +250,22 @@ def test_a_job_completes_once_whoever_finishes_last(db):
     assert jobs.complete(planned) is False  # exactly once
 
 
+def test_one_task_plans_the_rest_of_a_job_once_its_live_chunks_are_done(db):
+    """The last live chunk's task and the planner's backstop may both come: one plans,
+    and it plans again if it is handed out again after its worker died."""
+    jobs = DealCheckJobs(db)
+    job_id = str(uuid.uuid4())
+    jobs.start(job_id, None, ["x"], {})
+    jobs.live_planned(job_id, ["u1", "u2", "u3"])
+    assert not jobs.rest_due(jobs.chunk_done(job_id, 0, 1, 1), live_chunks=2)
+    assert jobs.rest_due(jobs.chunk_done(job_id, 1, 2, 2), live_chunks=2)
+    assert jobs.claim_rest(job_id, "last-chunk")
+    assert not jobs.claim_rest(job_id, "backstop")
+    assert jobs.claim_rest(job_id, "last-chunk")  # redelivered
+    assert jobs.live_users(job_id) == ["u1", "u2", "u3"]
+    assert not jobs.rest_due(jobs.planned(job_id, 5), live_chunks=2)  # planned: not again
+
+
 def test_the_scheduled_check_takes_changed_and_expired_items_once(db):
     jobs = DealCheckJobs(db)
     jobs.changes_to_check()  # whatever earlier tests left
@@ -376,7 +392,7 @@ async def test_a_check_stores_its_online_watchers_before_it_reads_the_others(db,
     )
     job = db.deal_check_jobs.find_one({"_id": job_id})
     rest = [u for u in users if u not in live]
-    assert job["live_users"] == live and job["rest_planned"] is True
+    assert job["live_users"] == live and job["rest_by"]
     assert job["total"] == 1 + -(-len(rest) // config.deal_check_chunk_users)
     assert told(db, users, item) == {u: [150] for u in users}
     stored = {

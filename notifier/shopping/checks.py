@@ -9,8 +9,9 @@ records each finished chunk by its index (so a chunk run twice, after a worker d
 counts once); whoever records the last one, or sets the total after the last one
 finished, completes the job exactly once. A check that starts with its online watchers
 hands out their chunks first and records who they were (`live_planned`); the chunk that
-finishes the last of them has the rest planned, once (`rest_due`), so the read of every
-other watcher does not hold the database while the live ones are stored.
+finishes the last of them has the rest planned (`rest_due`), by one task (`claim_rest`),
+so the read of every other watcher does not hold the database while the live ones are
+stored.
 
 No item key is ever a field name (an item's name is user text: a NUL byte or a "." in it
 would make the document unstorable or mean a path): the job lists its changes and its
@@ -188,15 +189,19 @@ class DealCheckJobs:
         doc = self._db.deal_check_jobs.find_one({"_id": job_id}, {"live_users": 1})
         return list((doc or {}).get("live_users") or ())
 
-    def rest_due(self, job: Job, live_chunks: int) -> bool:
-        """True for the one caller that has the rest of a job planned: its `live_chunks`
-        live chunks have all finished and nobody planned the rest yet."""
-        if job.total is not None or job.done < live_chunks:
-            return False
+    @staticmethod
+    def rest_due(job: Job, live_chunks: int) -> bool:
+        """Whether the rest of a job is to be planned now: its `live_chunks` live chunks
+        have all finished and it has no total yet."""
+        return job.total is None and job.done >= live_chunks
+
+    def claim_rest(self, job_id: str, task_id: str) -> bool:
+        """True for the one task that plans the rest of a job (and for it again, redelivered
+        after its worker died): the last live chunk's, or the planner's backstop."""
         won = self._db.deal_check_jobs.update_one(
-            {"_id": job.id, "rest_planned": {"$ne": True}}, {"$set": {"rest_planned": True}}
+            {"_id": job_id, "rest_by": {"$in": [None, task_id]}}, {"$set": {"rest_by": task_id}}
         )
-        return bool(won.modified_count)
+        return bool(won.matched_count)
 
     def planned(self, job_id: str, total: int) -> Job:
         """The job was split into `total` chunks."""
