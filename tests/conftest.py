@@ -195,15 +195,20 @@ def wait_worker_ready(broker: str, proc: subprocess.Popen[bytes], log: Path) -> 
         control.close()
 
 
+def start_worker(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A Celery worker process appending its output to `log` (a pipe could fill and block it)."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
 @contextlib.contextmanager
 def celery_worker(
     argv: list[str], env: dict[str, str], broker: str, log: Path
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A Celery worker process, answering pings on `broker`, stopped on the way out."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            argv, cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc = start_worker(argv, env, log)
     try:
         wait_worker_ready(broker, proc, log)
         yield proc

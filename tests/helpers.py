@@ -6,6 +6,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import functools
 import json
 import os
 import re
@@ -19,17 +20,19 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pymongo import MongoClient, monitoring
+from pymongo import AsyncMongoClient, MongoClient, monitoring
 from tornado.httpclient import HTTPResponse
 
+import web.app
 from notifier.dev.embedded import Server, free_port
 from notifier.realtime import bus
 from notifier.realtime.render import PayloadRenderer
 from tests.conftest import ROOT
 
 RENDERER = PayloadRenderer()
+L = TypeVar("L", bound=monitoring.CommandListener)
 
 
 class CommandLog(monitoring.CommandListener):
@@ -66,6 +69,14 @@ def logged_db(uri: str, log: CommandLog) -> Iterator[Any]:
         yield client.get_default_database()
     finally:
         client.close()
+
+
+def listen_to_app_mongo(monkeypatch: Any, listener: L) -> L:
+    """The app's MongoDB client (web/app.py builds it) reports its commands to `listener`."""
+    monkeypatch.setattr(
+        web.app, "AsyncMongoClient", functools.partial(AsyncMongoClient, event_listeners=[listener])
+    )
+    return listener
 
 
 def announcement_message(announcement: dict[str, Any]) -> bytes:
@@ -159,6 +170,21 @@ def spawn(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.
     )
 
 
+def numbered_notes(service: Any, user_id: str, count: int) -> tuple[threading.Thread, list[str]]:
+    """A thread (not yet started) that stores system messages #0..#count-1 for the user one
+    at a time through `service`, and the list that fills with their ids in order."""
+    created: list[str] = []
+
+    def publish() -> None:
+        for i in range(count):
+            doc = service.notify(
+                user_id, "system-message", {"message": f"#{i}", "severity": "info"}
+            )
+            created.append(doc["data"]["notification_id"])
+
+    return threading.Thread(target=publish), created
+
+
 async def collect(sock, count, timeout=20):
     """The next `count` notification envelopes (other types are skipped)."""
     got = []
@@ -202,6 +228,19 @@ async def watch(fetch, user, item, target=None):
     body = {"item_name": item} | ({"target_price_in_cents": target} if target else {})
     response = await fetch("/api/watchlist", "POST", body, headers=user.auth)
     assert response.code == 201, response.body
+
+
+async def watchlist(fetch, user) -> list[dict[str, Any]]:
+    """The user's watches as GET /api/watchlist lists them."""
+    return json.loads((await fetch("/api/watchlist", headers=user.auth)).body)["items"]
+
+
+async def announce(fetch, admin, message, severity="info"):
+    """The admin posts an announcement; the API accepts it (202). Returns its answer."""
+    body = {"message": message, "severity": severity}
+    response = await fetch("/api/announcements", "POST", body, headers=admin.auth)
+    assert response.code == 202, response.body
+    return json.loads(response.body)
 
 
 async def post_price(fetch, admin, item, price=199, regular=299, store="Fresh Mart"):
@@ -351,6 +390,13 @@ def wait_email_decided(db: Any, user_id: str, timeout: float = 30) -> None:
         "the email was never decided",
         timeout,
     )
+
+
+def assert_no_email(db: Any, mailbox: Any, user: Any) -> None:
+    """Once the user's deal notifications are decided: no email planned, none delivered."""
+    wait_email_decided(db, user.user_id)
+    assert db.emails.count_documents({"user_id": user.user_id}) == 0
+    assert mailbox.to(f"{user.username}@example.test") == []
 
 
 def wait_email_status(db: Any, email_id: str, status: str, timeout: float = 30) -> None:

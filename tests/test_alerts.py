@@ -21,6 +21,7 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from notifier.validation import item_key
+from tests.helpers import watchlist
 
 REGULAR = 899
 
@@ -189,5 +190,5 @@ async def test_the_api_sets_and_changes_a_watchs_rules(fetch, db, alice, names):
         "realert_hours": 6,
     }
     await fetch(path, "PATCH", {"min_discount_percent": None}, headers=alice.auth)
-    [shown] = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    [shown] = await watchlist(fetch, alice)
     assert (shown["min_discount_percent"], shown["realert_hours"]) == (None, 6)

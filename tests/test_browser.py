@@ -25,7 +25,7 @@ from notifier.realtime.publishing import NotificationService
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.storage.writes import apply
 from tests.conftest import ROOT, User
-from tests.helpers import WebProcess, wait_email_decided, wait_stored
+from tests.helpers import WebProcess, assert_no_email, wait_email_decided, wait_stored
 from tests.test_email_acks import assert_emailed_once_in_time
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -475,9 +475,7 @@ def test_a_hidden_page_with_desktop_notifications_shows_the_deal_and_sends_no_em
     shown = tab.page.evaluate("window.__desktop[0]")
     assert shown["title"] == "You have 1 new deal(s) on your watched items!"
     assert item in shown["body"] and "$1.99" in shown["body"]
-    wait_email_decided(db, alice.user_id)
-    assert db.emails.count_documents({"user_id": alice.user_id}) == 0
-    assert mailbox[0].to(f"{alice.username}@example.test") == []
+    assert_no_email(db, mailbox[0], alice)
 
 
 def test_the_watchlist_shows_prices_and_a_sparkline_with_a_text_alternative(

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.helpers import login, post_price, watch
+from tests.helpers import announce, login, post_price, watch
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -150,13 +150,7 @@ async def test_announcements_reach_everyone_connected(fetch, ws_connect, alice, 
     sockets = [await ws_connect(f"?format=json&token={u.token}") for u in (alice, bob)]
     html_sock = await ws_connect(f"?format=html&token={bob.token}")
     await html_sock.recv()
-    response = await fetch(
-        "/api/announcements",
-        "POST",
-        {"message": "Store hours <changed>", "severity": "warning"},
-        headers=admin.auth,
-    )
-    assert response.code == 202
+    await announce(fetch, admin, "Store hours <changed>", "warning")
     for sock in sockets:
         msg = await sock.recv_type("system-message")
         assert msg["data"]["message"] == "Store hours <changed>"

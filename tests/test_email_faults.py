@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +24,9 @@ from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply
 from notifier.validation import item_key
-from tests.conftest import ROOT, Mailbox, wait_worker_ready
+from tests.conftest import Mailbox, start_worker, wait_worker_ready
+
+SOLO = worker_argv(pool="solo")  # one task at a time: a kill lands mid-task
 
 
 class StallingMailbox(Mailbox):
@@ -53,18 +52,6 @@ def stalling_smtp() -> Iterator[tuple[StallingMailbox, int]]:
     controller.start()
     yield box, port
     controller.stop()
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    out = log.open("ab")
-    with out:
-        return subprocess.Popen(
-            worker_argv(pool="solo"),
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @pytest.mark.timeout(120)
@@ -93,7 +80,7 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
     email_id = EmailService(config, db, sync_redis).plan_for_deal(doc)
     assert email_id
 
-    first = start_worker(worker_env, log)
+    first = start_worker(SOLO, worker_env, log)
     second = None
     try:
         wait_worker_ready(broker, first, log)
@@ -103,7 +90,7 @@ def test_a_worker_killed_mid_send_is_retried_and_sends_once(
         first.wait()
         assert db.emails.find_one({"_id": email_id})["status"] == "sending"
 
-        second = start_worker(worker_env, log)  # the task comes back (acks_late)
+        second = start_worker(SOLO, worker_env, log)  # the task comes back (acks_late)
         [msg] = box.wait_for(f"{alice.username}@example.test", 1, timeout=60)
         assert msg["Subject"] == "You have 1 new deal(s) on your watched items!"
         # A second email through the same single-task worker: when it arrives, the first
@@ -165,7 +152,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
     events.psubscribe("notifier:u:*")  # every user's channel (pub/sub spans databases)
     control = Celery(broker=broker, set_as_current=False)
     log = tmp_path / "worker.log"
-    workers = [start_worker(worker_env, log)]
+    workers = [start_worker(SOLO, worker_env, log)]
     try:
         wait_worker_ready(broker, workers[0], log)
         control.send_task(
@@ -180,7 +167,7 @@ def test_a_worker_killed_mid_deal_check_leaves_one_notification_and_one_email_ea
         assert 0 < notified < SHOPPERS, "the worker was not killed mid-check"
         print(f"killed the worker after {notified} of {SHOPPERS} notifications")
 
-        workers.append(start_worker(worker_env, log))  # the check comes back (acks_late)
+        workers.append(start_worker(SOLO, worker_env, log))  # the check comes back (acks_late)
         done = next_event(events, told(requester), timeout=90)
         assert json.loads(done.payload("json"))["data"]["status"] == "succeeded"
         # What beat does every minute: emails the killed check never decided are sent now.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
 from notifier.realtime.disconnect import LOGGED_OUT
 from notifier.realtime.publishing import NotificationService
-from tests.helpers import announcement_message, collect, login, restartable
+from tests.helpers import announcement_message, collect, login, numbered_notes, restartable
 
 
 @pytest.fixture
@@ -64,16 +63,7 @@ async def test_redis_killed_and_restarted_while_1000_notifications_flow(
     port = int(server.url.rsplit(":", 1)[1])
     sock = await ws_connect(f"?format=json&token={alice.token}")
     service = NotificationService(NotificationWriter(db), publisher_for(server.url))
-    created: list[str] = []
-
-    def publish() -> None:
-        for i in range(1000):
-            doc = service.notify(
-                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
-            )
-            created.append(doc["data"]["notification_id"])
-
-    thread = threading.Thread(target=publish)
+    thread, created = numbered_notes(service, alice.user_id, 1000)
     thread.start()
     loop = asyncio.get_running_loop()
     got = await collect(sock, 200, timeout=30)

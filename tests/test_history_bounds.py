@@ -7,7 +7,6 @@ every match of their first filter: with 20,000 stored that was 227-400 ms a requ
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import urllib.parse
@@ -15,13 +14,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
-import web.app
 from notifier.notifications.filters import search_fields
 from notifier.notifications.state import recount
 from notifier.notifications.store import format_id
-from tests.helpers import login
+from tests.helpers import listen_to_app_mongo, login
 
 CANDIDATES = 300  # notifier.notifications.store.CANDIDATES, as the issue asks
 STORED = 2000
@@ -57,11 +55,7 @@ class NotificationReads(monitoring.CommandListener):
 
 @pytest.fixture
 def reads(monkeypatch) -> NotificationReads:
-    listener = NotificationReads()
-    monkeypatch.setattr(
-        web.app, "AsyncMongoClient", functools.partial(AsyncMongoClient, event_listeners=[listener])
-    )
-    return listener
+    return listen_to_app_mongo(monkeypatch, NotificationReads())
 
 
 @pytest.fixture

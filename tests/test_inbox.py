@@ -18,7 +18,7 @@ from notifier.email.service import compose
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationWriter
 from notifier.shopping.prices import parse_price_csv
-from tests.helpers import form, login, wait_announcement_stored
+from tests.helpers import announce, form, login, wait_announcement_stored, watchlist
 
 
 def seed(db, user, count: int, kind: str = "system-message") -> list[str]:
@@ -150,9 +150,7 @@ async def test_history_selects_and_archives_without_javascript(fetch, db, alice)
 async def test_an_announcement_is_in_the_history_of_every_user_who_existed(
     fetch, db, alice, admin, make_user
 ):
-    body = {"message": "Closed on Monday", "severity": "warning"}
-    response = await fetch("/api/announcements", "POST", body, headers=admin.auth)
-    assert response.code == 202
+    posted = await announce(fetch, admin, "Closed on Monday", "warning")
     later = make_user(prefix="later")  # an account made after it
     loop = asyncio.get_running_loop()
     for user in (alice, admin):
@@ -162,7 +160,7 @@ async def test_an_announcement_is_in_the_history_of_every_user_who_existed(
     page = await api(fetch, alice, "/api/notifications?type=announcements")
     [copy] = page["items"]
     assert copy["data"]["message"] == "Closed on Monday" and copy["data"]["severity"] == "warning"
-    assert copy["data"]["announcement_id"] == json.loads(response.body)["id"]
+    assert copy["data"]["announcement_id"] == posted["id"]
     assert page["unread_count"] == 1 and not copy["read"]
     assert db.notifications.count_documents({"user_id": later.user_id}) == 0
     # Its live fragment shows the row and the badge, but no second toast.
@@ -281,11 +279,10 @@ async def test_a_removed_watch_can_be_put_back_only_by_its_owner(fetch, alice, b
         headers={**as_bob, "HX-Request": "true"},
     )
     assert stolen.code == 404
-    assert json.loads((await fetch("/api/watchlist", headers=bob.auth)).body)["items"] == []
+    assert await watchlist(fetch, bob) == []
     restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert restored.code == 200
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [
+    assert await watchlist(fetch, alice) == [
         {
             "item_name": item,
             "target_price_in_cents": 150,

@@ -15,7 +15,7 @@ from notifier.realtime.bus import Publisher
 from notifier.realtime.publishing import NotificationService
 from notifier.shopping.deals import DealCheck
 from notifier.validation import item_key
-from tests.helpers import form, login, post_price
+from tests.helpers import form, login, post_price, watchlist
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -36,7 +36,7 @@ async def test_a_variant_of_a_known_item_is_watched_under_its_display_name(
         headers=alice.auth,
     )
     assert again.code == 201 and json.loads(again.body)["item_name"] == known
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    items = await watchlist(fetch, alice)
     assert [(i["item_name"], i["target_price_in_cents"]) for i in items] == [(known, 550)]
 
     # The alert says the display name too (the deal check reads the watch's name).

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from notifier.notifications.store import NotificationWriter, format_id
-from tests.helpers import form, login
+from tests.helpers import form, login, watchlist
 
 
 def row_ids(page: str) -> list[str]:
@@ -78,8 +78,7 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
         "/fragments/watchlist", "POST", form(item_name=item, target_price="cheap"), headers=htmx
     )
     assert bad.code == 400 and "Target must be an amount" in bad.body.decode()
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [
+    watched = [
         {
             "item_name": item,
             "target_price_in_cents": 250,
@@ -87,26 +86,19 @@ async def test_watchlist_fragment_adds_shows_errors_and_removes(fetch, alice, it
             "realert_hours": None,
         }
     ]
+    assert await watchlist(fetch, alice) == watched
     removed = await fetch(
         f"/fragments/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=htmx
     )
     page = removed.body.decode()
     assert removed.code == 200 and '<li class="watch"' not in page
-    assert json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"] == []
+    assert await watchlist(fetch, alice) == []
     # Undo puts it back as it was, target and all; a second undo has nothing left to do.
     assert f"Stopped watching {item}." in page
     undo = re.search(r'name="undo" value="([0-9a-f]{24})"', page).group(1)
     restored = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert restored.code == 200 and f"Watching {item}." in restored.body.decode()
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
-    assert items == [
-        {
-            "item_name": item,
-            "target_price_in_cents": 250,
-            "min_discount_percent": None,
-            "realert_hours": None,
-        }
-    ]
+    assert await watchlist(fetch, alice) == watched
     again = await fetch("/fragments/watchlist-undo", "POST", form(undo=undo), headers=htmx)
     assert again.code == 404 and "nothing to undo" in again.body.decode()
 
@@ -124,7 +116,7 @@ async def test_watchlist_api_round_trip(fetch, alice, item):
         "/api/watchlist", "POST", {"item_name": f"  {item.upper()} "}, headers=alice.auth
     )
     assert again.code == 201  # same item (case and spaces differ): updated, not duplicated
-    items = json.loads((await fetch("/api/watchlist", headers=alice.auth)).body)["items"]
+    items = await watchlist(fetch, alice)
     assert len(items) == 1 and items[0]["target_price_in_cents"] is None
     gone = await fetch(f"/api/watchlist/{item.replace(' ', '%20')}", "DELETE", headers=alice.auth)
     assert gone.code == 204

@@ -4,7 +4,6 @@ and reads bounded by stores x days however many times a price changed."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 import urllib.parse
 import uuid
@@ -12,9 +11,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
-from pymongo import AsyncMongoClient, monitoring
+from pymongo import monitoring
 
-import web.app
 from notifier.migrations import summarise_price_days
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
@@ -24,7 +22,7 @@ from notifier.shopping.deals import DealCheck
 from notifier.shopping.prices import PriceInput, record_price
 from notifier.shopping.watchlist import WatchInput, watch
 from notifier.storage.writes import apply, apply_bulk
-from tests.helpers import login
+from tests.helpers import listen_to_app_mongo, login
 
 PRICE_COLLECTIONS = ("prices", "price_history", "price_months")
 STORES = ("Fresh Mart", "Value Foods", "Corner Market")
@@ -66,11 +64,7 @@ class PriceReads(monitoring.CommandListener):
 @pytest.fixture
 def reads(monkeypatch) -> PriceReads:
     """The app's MongoDB client reports its commands here (web/app.py builds it)."""
-    listener = PriceReads()
-    monkeypatch.setattr(
-        web.app, "AsyncMongoClient", functools.partial(AsyncMongoClient, event_listeners=[listener])
-    )
-    return listener
+    return listen_to_app_mongo(monkeypatch, PriceReads())
 
 
 @pytest.fixture

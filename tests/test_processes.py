@@ -18,7 +18,7 @@ from tornado.websocket import websocket_connect
 
 from notifier.dev.embedded import free_port
 from tests.conftest import ROOT
-from tests.helpers import read_until, spawn
+from tests.helpers import numbered_notes, read_until, spawn
 
 
 def test_production_refuses_to_start_without_its_settings(tmp_path: Path) -> None:
@@ -145,7 +145,6 @@ def test_make_run_starts_everything_stops_everything_and_keeps_its_data(tmp_path
 def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
     env, db, sync_redis, alice, io_loop
 ):
-    import threading
 
     from notifier.notifications.store import NotificationWriter
     from notifier.realtime.bus import Publisher
@@ -153,14 +152,7 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 
     port = free_port()
     service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
-    created: list[str] = []
-
-    def publish() -> None:
-        for i in range(300):
-            doc = service.notify(
-                alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"}
-            )
-            created.append(doc["data"]["notification_id"])
+    publisher, created = numbered_notes(service, alice.user_id, 300)
 
     def start_web() -> subprocess.Popen:
         proc = spawn([sys.executable, "-m", "web"], {**env, "PORT": str(port)})
@@ -169,7 +161,6 @@ def test_a_client_reconnecting_after_a_web_restart_holds_everything_in_order(
 
     first = start_web()
     second: subprocess.Popen | None = None
-    publisher = threading.Thread(target=publish)
 
     async def scenario() -> list[str]:
         nonlocal second

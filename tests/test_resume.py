@@ -19,7 +19,7 @@ from notifier.notifications.state import from_doc as state_from_doc
 from notifier.notifications.store import NotificationWriter, format_id
 from notifier.realtime.bus import Publisher
 from notifier.realtime.publishing import NotificationService
-from tests.helpers import collect, wait_announcement_stored, wait_stored
+from tests.helpers import announce, collect, wait_announcement_stored, wait_stored
 
 
 @pytest.fixture
@@ -163,13 +163,7 @@ async def test_announcements_missed_in_the_last_day_are_shown_once_on_connect(
         "created_at": datetime.now(UTC) - timedelta(days=2),
     }
     db.announcements.insert_one(old)
-    response = await fetch(
-        "/api/announcements",
-        "POST",
-        {"message": "while you were away", "severity": "warning"},
-        headers=admin.auth,
-    )
-    assert response.code == 202
+    await announce(fetch, admin, "while you were away", "warning")
     # Its copy in alice's history (a worker's) is stored before she comes back, so the
     # sockets below hear it only as the catch-up, not also live.
     await asyncio.get_running_loop().run_in_executor(

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -23,23 +21,11 @@ from tornado.websocket import websocket_connect
 
 from notifier.dev.embedded import free_port, worker_argv
 from notifier.notifications.store import format_id
-from tests.conftest import ROOT
+from tests.conftest import start_worker
 from tests.helpers import read_until, spawn
 
 USERS = 6
 ITEMS = 8
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A second worker like the session's, logging to a file (a pipe could fill and block it)."""
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            worker_argv(name=f"scale-out-{free_port()}@%h"),
-            cwd=ROOT,
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @pytest.mark.timeout(180)
@@ -48,7 +34,9 @@ def test_two_web_processes_and_two_workers_deliver_each_notification_once_per_ta
 ):
     ports = [free_port(), free_port()]
     webs = [spawn([sys.executable, "-m", "web"], {**env, "PORT": str(p)}) for p in ports]
-    second_worker = start_worker(env, tmp_path / "worker2.log")
+    second_worker = start_worker(
+        worker_argv(name=f"scale-out-{free_port()}@%h"), env, tmp_path / "worker2.log"
+    )
     control = Celery(broker=config.redis_url, set_as_current=False)
     users = [make_user(prefix="scale") for _ in range(USERS)]
     run = f"{time.monotonic_ns():x}"
