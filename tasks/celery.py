@@ -39,6 +39,12 @@ EMAIL_DECIDE_INTERVAL = 5.0
 # chunk's delayed task is usually first).
 PUSH_DECIDE_INTERVAL = 5.0
 
+
+def every(seconds: float, task: str) -> dict[str, Any]:
+    """A beat schedule entry: `task` every `seconds`."""
+    return {"task": task, "schedule": timedelta(seconds=seconds)}
+
+
 app = Celery(
     "notifier",
     broker=settings.redis_url,
@@ -69,33 +75,17 @@ app.conf.update(
     timezone="UTC",
     beat_schedule={
         # Only what changed: items whose price was set or expired since the last run.
-        "check-changes": {
-            "task": "tasks.deals.check_changes",
-            "schedule": timedelta(seconds=settings.deal_check_interval),
-        },
-        "send-due-emails": {
-            "task": "tasks.email.send_due_emails",
-            "schedule": timedelta(seconds=EMAIL_SWEEP_INTERVAL),
-        },
-        "decide-deal-emails": {
-            "task": "tasks.email.decide_deal_emails",
-            "schedule": timedelta(seconds=EMAIL_DECIDE_INTERVAL),
-        },
-        "decide-pushes": {
-            "task": "tasks.push.decide_pushes",
-            "schedule": timedelta(seconds=PUSH_DECIDE_INTERVAL),
-        },
-        "republish-pending": {
-            "task": "tasks.delivery.republish_pending",
-            "schedule": timedelta(seconds=OUTBOX_SWEEP_INTERVAL),
-        },
+        "check-changes": every(settings.deal_check_interval, "tasks.deals.check_changes"),
+        "send-due-emails": every(EMAIL_SWEEP_INTERVAL, "tasks.email.send_due_emails"),
+        "decide-deal-emails": every(EMAIL_DECIDE_INTERVAL, "tasks.email.decide_deal_emails"),
+        "decide-pushes": every(PUSH_DECIDE_INTERVAL, "tasks.push.decide_pushes"),
+        "republish-pending": every(OUTBOX_SWEEP_INTERVAL, "tasks.delivery.republish_pending"),
     },
 )
 if settings.demo_feed_interval > 0:
-    app.conf.beat_schedule["demo-price-feed"] = {
-        "task": "tasks.feed.demo_price_feed",
-        "schedule": timedelta(seconds=settings.demo_feed_interval),
-    }
+    app.conf.beat_schedule["demo-price-feed"] = every(
+        settings.demo_feed_interval, "tasks.feed.demo_price_feed"
+    )
 
 
 class Resources:
