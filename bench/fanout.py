@@ -38,6 +38,7 @@ from seed import known_users  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
+from notifier.dev import embedded  # noqa: E402
 from notifier.dev.embedded import free_port, worker_argv  # noqa: E402
 from notifier.shopping.checks import DealCheckJobs  # noqa: E402
 from notifier.storage.schema import INDEXES, ensure_indexes  # noqa: E402
@@ -160,13 +161,9 @@ def start(env: dict[str, str], log: Path, workers: int) -> list[subprocess.Popen
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
     for proc in procs:
-        proc.terminate()
+        proc.terminate()  # all at once, then each waited for
     for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        embedded.stop(proc, 20)
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -38,7 +38,7 @@ from seed import known_users  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import free_port  # noqa: E402
+from notifier.dev.embedded import free_port, stop  # noqa: E402
 
 WARMUP = 100
 IN_FLIGHT = 200  # handshakes at once (the listen backlog is 128 per process)
@@ -208,12 +208,7 @@ async def measure(
             sock.close()
         return result
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 30)
 
 
 def main() -> None:

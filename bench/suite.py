@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ import scale  # noqa: E402
 from loadgen import Hub  # noqa: E402
 
 from notifier.accounts.auth import issue_token  # noqa: E402
-from notifier.dev.embedded import free_port  # noqa: E402
+from notifier.dev.embedded import free_port, stop  # noqa: E402
 from web.render import Renderer  # noqa: E402
 
 # BENCH_QUICK=1 (or --quick): every scenario at a small size, to check it works (< 2 min).
@@ -125,12 +124,7 @@ class Proc:
         raise RuntimeError("no VmRSS")
 
     def stop(self) -> None:
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(30)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            self.popen.wait()
+        stop(self.popen, 30)
 
 
 def start_server(name: str, env: dict[str, str], tmp: Path) -> tuple[Proc, int]:

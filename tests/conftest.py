@@ -41,6 +41,7 @@ from notifier.dev.embedded import (
     free_port,
     start_mongo,
     start_redis,
+    stop,
     worker_argv,
 )
 from notifier.notifications.store import NotificationWriter
@@ -213,12 +214,7 @@ def celery_worker(
         wait_worker_ready(broker, proc, log)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from notifier.dev.embedded import (
     die_with_parent,
     start_mongo,
     start_redis,
+    stop,
 )
 from notifier.dev.seed import seed
 from notifier.migrations import migrate
@@ -104,13 +105,8 @@ def main() -> int:
         print(f"notifier: {e}")
         return 1
     finally:
-        if procs is not None and procs.poll() is None:
-            procs.send_signal(signal.SIGTERM)
-            try:
-                procs.wait(20)
-            except subprocess.TimeoutExpired:
-                procs.kill()
-                procs.wait()
+        if procs is not None:
+            stop(procs, 20)
         for server in reversed(servers):
             server.stop()
         print("notifier: stopped", flush=True)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import redis
 from pymongo import MongoClient
@@ -36,13 +36,18 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Terminate the server and wait for it (kill it if it lingers)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, timeout)
+
+
+def stop(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM a process and wait up to `grace` seconds for it; then SIGKILL it."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def database_uri(server: Server, database: str) -> str:
