@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import re
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
@@ -61,6 +61,20 @@ def security_headers(handler: RequestHandler) -> None:
     handler.set_header("Server", "notifier")  # not Tornado's name and version
 
 
+T = TypeVar("T")
+
+
+class AppSetting(Generic[T]):
+    """A handler attribute that reads one of the application's settings (web/app.py), typed."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __get__(self, handler: RequestHandler, owner: type | None = None) -> T:
+        value: T = handler.settings[self.key]
+        return value
+
+
 class BaseHandler(RequestHandler):
     """Every handler: typed access to Application.settings and who is asking."""
 
@@ -81,41 +95,13 @@ class BaseHandler(RequestHandler):
         self.set_header("X-Request-Id", self.request_id)
         security_headers(self)
 
-    @property
-    def config(self) -> Settings:
-        """The notifier settings."""
-        settings: Settings = self.settings["config"]
-        return settings
-
-    @property
-    def db(self) -> AsyncDatabase[dict[str, Any]]:
-        """The MongoDB database (PyMongo asyncio API)."""
-        db: AsyncDatabase[dict[str, Any]] = self.settings["db"]
-        return db
-
-    @property
-    def redis(self) -> aioredis.Redis:
-        """The asyncio Redis client."""
-        client: aioredis.Redis = self.settings["redis"]
-        return client
-
-    @property
-    def bus(self) -> AsyncBusClient:
-        """The client the notification bus publishes through (see notifier.realtime.bus)."""
-        client: AsyncBusClient = self.settings["bus"]
-        return client
-
-    @property
-    def registry(self) -> ConnectionRegistry:
-        """This process's open sockets."""
-        registry: ConnectionRegistry = self.settings["registry"]
-        return registry
-
-    @property
-    def renderer(self) -> Renderer:
-        """Pages and fragments."""
-        renderer: Renderer = self.settings["renderer"]
-        return renderer
+    # Typed access to Application.settings (web/app.py).
+    config = AppSetting[Settings]("config")  # the notifier settings
+    db = AppSetting[AsyncDatabase[dict[str, Any]]]("db")  # MongoDB, PyMongo's asyncio API
+    redis = AppSetting[aioredis.Redis]("redis")  # the asyncio Redis client
+    bus = AppSetting[AsyncBusClient]("bus")  # what the bus publishes through (realtime.bus)
+    registry = AppSetting[ConnectionRegistry]("registry")  # this process's open sockets
+    renderer = AppSetting[Renderer]("renderer")  # pages and fragments
 
     @property
     def identity(self) -> Identity | None:

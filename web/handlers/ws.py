@@ -32,7 +32,7 @@ from notifier.realtime.socket_limit import BUDGET_REFILL, SocketLimit
 from notifier.realtime.subscriber import Subscriber
 from notifier.realtime.throttle import MESSAGES_PER_MINUTE, TokenBucket
 from web.frames import PING, text_frame, write_frame
-from web.handlers.base import BaseHandler
+from web.handlers.base import AppSetting, BaseHandler
 from web.handlers.notifications import mark_read
 from web.lean import detach_receive, release_handshake
 
@@ -146,17 +146,8 @@ class NotificationsWebSocketHandler(BaseHandler, WebSocketHandler):
         """No permessage-deflate: frames are small and compression costs CPU per socket."""
         return None
 
-    @property
-    def subscriber(self) -> Subscriber:
-        """This process's subscriptions to the bus (its users' channels)."""
-        subscriber: Subscriber = self.settings["subscriber"]
-        return subscriber
-
-    @property
-    def repo(self) -> NotificationRepository:
-        """Notifications in MongoDB (the process's one repository)."""
-        repo: NotificationRepository = self.settings["notifications"]
-        return repo
+    subscriber = AppSetting[Subscriber]("subscriber")  # this process's users' channels
+    repo = AppSetting[NotificationRepository]("notifications")  # the process's one
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         """Register, greet, then replay from `last_id` (or start fresh) and go live.
