@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 from pymongo import MongoClient
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from websockets.asyncio import client as ws_client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,19 +150,12 @@ async def concurrent_lean(port: int, paths: list[str]) -> float:
 
 
 async def first_page_ms(port: int, token: str, history: int) -> float:
-    http = AsyncHTTPClient()
     samples = []
     for _ in range(PAGE_SAMPLES):
-        request = HTTPRequest(
-            f"http://127.0.0.1:{port}/history",
-            request_timeout=300,
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        started = time.perf_counter()
-        response = await http.fetch(request)
-        samples.append((time.perf_counter() - started) * 1000)
+        ms, body = await loadgen.timed_get(port, "/history", token)
+        samples.append(ms)
         if history > 20:  # the newest page, not the oldest
-            assert format_id(1) not in response.body.decode()
+            assert format_id(1) not in body.decode()
     return statistics.median(samples)
 
 
@@ -174,11 +166,7 @@ def start_web(code: Path, env: dict[str, str], log: Path) -> subprocess.Popen[by
         web = subprocess.Popen(
             [sys.executable, "-m", "web"], cwd=code, env=env, stdout=out, stderr=out
         )
-    deadline = time.monotonic() + 60
-    while log.read_bytes().count(b"listening on port") < ready:
-        if web.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the web process did not start; see {log}")
-        time.sleep(0.05)
+    loadgen.wait_listening(web, log, ready, 60)
     return web
 
 

@@ -15,6 +15,7 @@ import base64
 import os
 import time
 from collections.abc import Callable
+from typing import Any
 
 CHANNEL = b"notifier:events"
 ZERO_MASK = b"\0\0\0\0"
@@ -260,3 +261,26 @@ def channels(users: list[str]) -> list[bytes]:
 async def publisher(port: int) -> Publisher:
     _, proto = await asyncio.get_running_loop().create_connection(Publisher, "127.0.0.1", port)
     return proto
+
+
+async def timed_get(port: int, path: str, token: str) -> tuple[float, bytes]:
+    """GET `path` as the token's user; (milliseconds, body)."""
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+
+    request = HTTPRequest(
+        f"http://127.0.0.1:{port}{path}",
+        request_timeout=300,
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    started = time.perf_counter()
+    response = await AsyncHTTPClient().fetch(request)
+    return (time.perf_counter() - started) * 1000, response.body
+
+
+def wait_listening(web: Any, log: Any, count: int, timeout: float) -> None:
+    """Until `log` says "listening on port" `count` times; SystemExit if `web` exits first."""
+    deadline = time.monotonic() + timeout
+    while log.read_bytes().count(b"listening on port") < count:
+        if web.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the web process did not start; see {log}")
+        time.sleep(0.05)

@@ -34,6 +34,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
+import loadgen  # noqa: E402
 from handshake_ladder import close_helpers  # noqa: E402
 from scale import rss_kib, tree  # noqa: E402
 from seed import known_users  # noqa: E402
@@ -62,11 +63,7 @@ def start_web(env: dict[str, str], procs: int, log: Path) -> subprocess.Popen[by
             stdout=out,
             stderr=out,
         )
-    deadline = time.monotonic() + 90
-    while log.read_bytes().count(b"listening on port") < procs:
-        if web.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the web processes did not start; see {log}")
-        time.sleep(0.1)
+    loadgen.wait_listening(web, log, procs, 90)
     return web
 
 

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import loadgen
 from e2e_latency import measure, start_web_and_worker, stop
 from pymongo import MongoClient
 from seed import store_notifications
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 
 from notifier.accounts.auth import issue_token
 from notifier.accounts.users import create_user
@@ -38,7 +38,6 @@ SAMPLE_SECONDS = 6.0  # per page: a slow page still leaves the suite in its time
 
 async def time_history(port: int, token: str, stored: int, samples: int) -> dict[str, Any]:
     """p50/p95 of the history page, the JSON API and the dashboard (the unread badge)."""
-    http = AsyncHTTPClient()
     deep = f"before={format_id(stored // 2)}"
     pages = (
         ("history_first", "/history", b"Old notification"),
@@ -52,15 +51,9 @@ async def time_history(port: int, token: str, stored: int, samples: int) -> dict
         times: list[float] = []
         deadline = time.monotonic() + SAMPLE_SECONDS
         while len(times) < samples and (len(times) < MIN_SAMPLES or time.monotonic() < deadline):
-            request = HTTPRequest(
-                f"http://127.0.0.1:{port}{path}",
-                request_timeout=300,
-                headers={"Authorization": f"Bearer {token}"},
-            )
-            started = time.perf_counter()
-            response = await http.fetch(request)
-            times.append((time.perf_counter() - started) * 1000)
-            assert needle in response.body, (name, response.body[:200])
+            ms, body = await loadgen.timed_get(port, path, token)
+            times.append(ms)
+            assert needle in body, (name, body[:200])
         ordered = sorted(times)
         out[name] = {
             "samples": len(times),
