@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +21,7 @@ from notifier.notifications.batch import NewNotification, store_batch
 from notifier.notifications.state import recount
 from notifier.notifications.store import NotificationRepository, NotificationWriter, format_id
 from notifier.realtime import presence, socket_limit
-from notifier.storage.batches import SameReadsTogether
+from notifier.storage.batches import AskedTogether
 from tests.helpers import CommandLog, login, wait_stored
 
 USERS = 2
@@ -196,13 +197,15 @@ async def test_handshakes_arriving_together_share_one_load_of_the_newest_announc
 
 
 @pytest.mark.gen_test
-async def test_a_users_tabs_replaying_together_share_one_query_and_miss_nothing(db, config):
-    """A user's tabs resume from the same notification at once (a deploy): one query. A
+async def test_replays_from_the_same_seq_share_one_query_and_miss_nothing(db, config):
+    """A reconnect storm: a user's tabs, and other users, resume from the same seq at once:
+    one query, each its own documents; a replay from another seq is a query of its own. A
     replay asked once that query went out reads again, and sees what was stored since."""
-    user = f"tabs-{uuid.uuid4().hex[:10]}"
+    user, other, third = (f"tabs-{uuid.uuid4().hex[:10]}" for _ in range(3))
     writer = NotificationWriter(db)
     for n in range(3):
-        writer.create(user, "system-message", {"message": f"m{n}", "severity": "info"})
+        for owner in (user, other, third):
+            writer.create(owner, "system-message", {"message": f"m{n}", "severity": "info"})
     log = CommandLog()
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         config.mongodb_uri, event_listeners=[log]
@@ -215,16 +218,21 @@ async def test_a_users_tabs_replaying_together_share_one_query_and_miss_nothing(
                 1 for name, coll, _ in log.events if (name, coll) == ("find", "notifications")
             )
 
-        tabs = await asyncio.gather(*(repo.after(user, 1, 50) for _ in range(5)))
-        assert reads() == 1
-        assert all([d["seq"] for d in tab] == [2, 3] for tab in tabs)
+        asked = [*(repo.after(user, 1, 50) for _ in range(5)), repo.after(other, 1, 50)]
+        *tabs, others, thirds = await asyncio.gather(*asked, repo.after(third, 2, 50))
+        assert reads() == 2  # seq 1 for two users, seq 2 for the third
+        assert all(
+            [(d["user_id"], d["seq"]) for d in tab] == [(user, 2), (user, 3)] for tab in tabs
+        )
+        assert [(d["user_id"], d["seq"]) for d in others] == [(other, 2), (other, 3)]
+        assert [(d["user_id"], d["seq"]) for d in thirds] == [(third, 3)]
         first = asyncio.ensure_future(repo.after(user, 1, 50))
         await asyncio.sleep(0)  # it asks...
         await asyncio.sleep(0)  # ...and its query is sent
         writer.create(user, "system-message", {"message": "m3", "severity": "info"})
         later = await repo.after(user, 1, 50)
         assert [d["seq"] for d in later] == [2, 3, 4]
-        assert [d["seq"] for d in await first][:2] == [2, 3] and reads() == 3
+        assert [d["seq"] for d in await first][:2] == [2, 3] and reads() == 4
     finally:
         await client.close()
 
@@ -240,7 +248,14 @@ async def test_a_shared_read_that_fails_fails_each_caller_and_a_cancelled_one_le
             raise OSError("the server went away")
         return key.upper()
 
-    reads = SameReadsTogether(read)
+    class OneByOne(AskedTogether[str, str]):
+        def _groups(self, keys: list[str]) -> list[list[str]]:
+            return [[k] for k in keys]
+
+        async def _read_many(self, keys: Sequence[str]) -> dict[str, str]:
+            return {keys[0]: await read(keys[0])}
+
+    reads = OneByOne()
     gone = asyncio.ensure_future(reads.get("ok"))
     waiting = [reads.get("ok"), reads.get("ok"), reads.get("bad"), reads.get("bad")]
     together = asyncio.gather(*waiting, return_exceptions=True)

@@ -24,7 +24,7 @@ from notifier.notifications.filters import NotificationFilter
 from notifier.notifications.ids import format_id
 from notifier.notifications.ids import parse_id as parse_id  # (long imported from here)
 from notifier.notifications.state import UserState
-from notifier.storage.batches import ReadsTogether, SameReadsTogether
+from notifier.storage.batches import RangesTogether, ReadsTogether
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class NotificationRepository:
         self._notifications = db.notifications
         self._states = db[user_state.COLLECTION]
         self._state_reads = ReadsTogether(self._states)  # a burst of connects: one query
-        self._replays = SameReadsTogether(self._after)  # a user's tabs resuming together
+        self._replays = RangesTogether(self._notifications, "user_id")  # a storm's replays
 
     async def state(self, user_id: str) -> UserState:
         """The user's newest seq, unread count and announcements mark: one read.
@@ -315,17 +315,10 @@ class NotificationRepository:
     async def after(self, user_id: str, seq: int, limit: int) -> list[dict[str, Any]]:
         """Up to `limit` stored notifications newer than `seq`, oldest first (for replay).
 
-        The same replay asked by several sockets at once is one query; callers share the
-        documents, which nobody changes.
+        Replays asked at once from the same seq are one query (RangesTogether); callers
+        share the documents, which nobody changes.
         """
         return await self._replays.get((user_id, seq, limit))
-
-    async def _after(self, key: tuple[str, int, int]) -> list[dict[str, Any]]:
-        user_id, seq, limit = key
-        cursor = self._notifications.find(
-            {"user_id": user_id, "seq": {"$gt": seq, "$lte": seq + limit}}
-        ).sort("seq", 1)
-        return [d async for d in cursor]
 
     async def max_seq(self, user_id: str) -> int:
         """The user's highest seq, 0 when they have none: exact, in two reads.

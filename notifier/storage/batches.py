@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 from pymongo import UpdateOne
@@ -67,7 +67,7 @@ K = TypeVar("K")
 _READING: set[asyncio.Task[Any]] = set()  # the running reads (a task needs a reference)
 
 
-class _AskedInOneTurn(Generic[K, T]):
+class AskedTogether(Generic[K, T]):
     """Reads asked by many callers during one turn of the event loop, sent together after it.
 
     Each group of keys (`_groups`) is one read (`_read_many`); each caller gets its key's
@@ -118,7 +118,7 @@ def _answer(asked: dict[K, list[asyncio.Future[T]]], task: asyncio.Task[dict[K, 
                 future.set_result(task.result()[key])
 
 
-class ReadsTogether(_AskedInOneTurn[Any, "dict[str, Any] | None"]):
+class ReadsTogether(AskedTogether[Any, "dict[str, Any] | None"]):
     """Reads documents by _id for many concurrent callers: one query per turn of the loop.
 
     A burst of handshakes each reads its user's state document. Asked in the same turn
@@ -140,22 +140,39 @@ class ReadsTogether(_AskedInOneTurn[Any, "dict[str, Any] | None"]):
         return {k: found.get(k) for k in keys}
 
 
-class SameReadsTogether(_AskedInOneTurn[K, T]):
-    """Identical reads asked in the same turn of the loop: one query, every caller its answer.
+class RangesTogether(AskedTogether[tuple[Any, int, int], list[dict[str, Any]]]):
+    """Reads of (owner, after, limit): the documents of `owner` whose `seq` is above `after`,
+    at most `limit` of them, oldest first; those asked in one turn of the loop go together.
 
-    The tabs of a user reconnect together (a deploy, a network blip) and each replays
-    from the same notification: their reads are one query instead of one each.
+    The sockets of a reconnect storm each replay what they missed from their user's
+    notifications. Asked together, the replays that start from the same seq become one
+    query for up to IN_BATCH owners (the same owner's tabs share one answer), instead of
+    a round trip each: most users resume from the newest they had, a few seqs back. Only
+    reads asked before a query goes out share it, so none misses what was stored before
+    its caller asked.
     """
 
-    def __init__(self, read: Callable[[K], Awaitable[T]]) -> None:
+    def __init__(self, collection: AsyncCollection[Any], owner: str) -> None:
         super().__init__()
-        self._read = read
+        self._collection = collection
+        self._owner = owner
 
-    def _groups(self, keys: list[K]) -> Iterable[Sequence[K]]:
-        return ([k] for k in keys)
+    def _groups(self, keys: list[tuple[Any, int, int]]) -> Iterable[Sequence[tuple[Any, int, int]]]:
+        by_range: dict[tuple[int, int], list[tuple[Any, int, int]]] = {}
+        for key in keys:
+            by_range.setdefault(key[1:], []).append(key)
+        return (batch for same in by_range.values() for batch in batched(same))
 
-    async def _read_many(self, keys: Sequence[K]) -> dict[K, T]:
-        return {keys[0]: await self._read(keys[0])}
+    async def _read_many(
+        self, keys: Sequence[tuple[Any, int, int]]
+    ) -> dict[tuple[Any, int, int], list[dict[str, Any]]]:
+        _, after, limit = keys[0]
+        owners = [owner for owner, _, _ in keys]
+        found: dict[tuple[Any, int, int], list[dict[str, Any]]] = {k: [] for k in keys}
+        query = {self._owner: {"$in": owners}, "seq": {"$gt": after, "$lte": after + limit}}
+        async for doc in self._collection.find(query).sort("seq", 1):
+            found[(doc[self._owner], after, limit)].append(doc)
+        return found
 
 
 def insert_new(collection: Collection[Any], docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
