@@ -226,13 +226,11 @@ async def test_replays_from_the_same_seq_share_one_query_and_miss_nothing(db, co
         )
         assert [(d["user_id"], d["seq"]) for d in others] == [(other, 2), (other, 3)]
         assert [(d["user_id"], d["seq"]) for d in thirds] == [(third, 3)]
-        first = asyncio.ensure_future(repo.after(user, 1, 50))
-        await asyncio.sleep(0)  # it asks...
-        await asyncio.sleep(0)  # ...and its query is sent
+        first = await repo.after(user, 1, 50)  # its query went out and came back
         writer.create(user, "system-message", {"message": "m3", "severity": "info"})
         later = await repo.after(user, 1, 50)
         assert [d["seq"] for d in later] == [2, 3, 4]
-        assert [d["seq"] for d in await first][:2] == [2, 3] and reads() == 4
+        assert [d["seq"] for d in first] == [2, 3] and reads() == 4
     finally:
         await client.close()
 
@@ -240,10 +238,12 @@ async def test_replays_from_the_same_seq_share_one_query_and_miss_nothing(db, co
 @pytest.mark.gen_test
 async def test_a_shared_read_that_fails_fails_each_caller_and_a_cancelled_one_leaves_the_rest():
     calls: list[str] = []
+    reading, answer = asyncio.Event(), asyncio.Event()
 
     async def read(key: str) -> str:
         calls.append(key)
-        await asyncio.sleep(0)
+        reading.set()
+        await answer.wait()
         if key == "bad":
             raise OSError("the server went away")
         return key.upper()
@@ -259,8 +259,9 @@ async def test_a_shared_read_that_fails_fails_each_caller_and_a_cancelled_one_le
     gone = asyncio.ensure_future(reads.get("ok"))
     waiting = [reads.get("ok"), reads.get("ok"), reads.get("bad"), reads.get("bad")]
     together = asyncio.gather(*waiting, return_exceptions=True)
-    await asyncio.sleep(0)
+    await reading.wait()  # the reads are out
     gone.cancel()  # a socket that closed while its replay was read
+    answer.set()
     answers = await together
     assert answers[:2] == ["OK", "OK"] and calls == ["ok", "bad"]
     assert all(isinstance(a, OSError) for a in answers[2:])
