@@ -190,7 +190,7 @@ def _vapid(env: Mapping[str, str], mode: str, var_dir: Path) -> tuple[str | None
             )
     if key is None:
         key = _generated_once(var_dir / "vapid-private-key", vapid.new_private_key)
-    vapid.signer(key)  # refuse a key that cannot sign, at start rather than at a push
+    vapid.check_private_key(key)  # refuse a key that cannot sign, at start, not at a push
     return key, vapid.check_subject(subject or DEVELOPMENT_VAPID_SUBJECT)
 
 

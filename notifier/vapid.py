@@ -6,6 +6,11 @@ base64url DER key is read too). The public key is derived from it: browsers subs
 with it (GET /api/push/public-key) and push services check each push's signature with it.
 A module of its own that imports nothing of notifier's but its errors: settings checks
 the key at start and notifier.push signs with it, so neither needs the other.
+
+cryptography and py-vapid are imported when a key is first used to sign or to derive
+the public key, not at start: they cost a web process 9 MB, which each of WEB_CONCURRENCY
+processes would carry until its first push subscription. A new key, and the start-up
+check of a raw key, need only the curve's order.
 """
 
 from __future__ import annotations
@@ -13,12 +18,17 @@ from __future__ import annotations
 import base64
 import functools
 import re
-
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from py_vapid import Vapid02
+import secrets
+from typing import TYPE_CHECKING
 
 from notifier.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from py_vapid import Vapid02
+
+# The order of P-256's base point (SEC 2, section 2.4.2): a private key is an integer in
+# [1, ORDER - 1], written as 32 bytes.
+ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
 # RFC 8292: the subject is a mailto: or https: URI the push service can reach us at.
 _SUBJECT = re.compile(r"(mailto:[^@\s]+@[^@\s]+|https://[^\s/]+(/\S*)?)", re.IGNORECASE)
@@ -37,13 +47,30 @@ def unb64url(text: str) -> bytes:
 
 
 def new_private_key() -> str:
-    """A fresh private key, as VAPID_PRIVATE_KEY takes it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    return b64url(key.private_numbers().private_value.to_bytes(32, "big"))
+    """A fresh private key, as VAPID_PRIVATE_KEY takes it: uniform in [1, ORDER - 1]."""
+    return b64url((1 + secrets.randbelow(ORDER - 1)).to_bytes(32, "big"))
+
+
+def check_private_key(private_key: str) -> None:
+    """ConfigurationError unless the key can sign (what `signer` would refuse).
+
+    A raw key as new_private_key writes it (43 characters of base64url for an integer in
+    [1, ORDER - 1]) is accepted here without cryptography; anything else, a DER key
+    included, goes to `signer`, which decides. This path only accepts, never refuses.
+    """
+    text = private_key.strip()
+    if re.fullmatch(r"[A-Za-z0-9_-]{43}", text):
+        raw = unb64url(text)
+        if b64url(raw) == text and 1 <= int.from_bytes(raw, "big") < ORDER:
+            return
+    signer(private_key)
 
 
 def signer(private_key: str) -> Vapid02:
     """py-vapid's signer for the key; ConfigurationError when it is not a P-256 key."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from py_vapid import Vapid02
+
     try:
         vapid = Vapid02.from_string(private_key.strip())
         if not isinstance(vapid.private_key.curve, ec.SECP256R1):
@@ -59,6 +86,8 @@ def signer(private_key: str) -> Vapid02:
 @functools.cache
 def public_key(private_key: str) -> str:
     """The public key (uncompressed point, base64url): the browsers' applicationServerKey."""
+    from cryptography.hazmat.primitives import serialization
+
     point = signer(private_key).public_key.public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )

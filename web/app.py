@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
-from celery import Celery
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -48,6 +47,7 @@ from web.handlers.static import STATIC, NotifierStaticFileHandler
 from web.logs import log_request
 from web.pings import PingSweep
 from web.render import Renderer
+from web.taskqueue import TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def make_app(
         announcements=LatestAnnouncement(),
         # Closed sockets' announcement marks, written together (a bulk write per 50 ms).
         seen_marks=SeenMarks(AnnouncementRepository(db)),
-        celery=Celery("notifier", broker=config.redis_url, set_as_current=False),
+        tasks=TaskQueue(config.redis_url),  # Celery, imported by the first send
         process=process,
         subscription=Subscription(),  # kept by this process's Subscriber, read by /readyz
         expiry=ExpirySweep(*TOKEN_EXPIRED),  # closes sockets at token expiry

@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import jwt
 import msgspec
 
 from notifier import validation
@@ -85,6 +84,8 @@ def issue_token(
         "exp": now + ttl,
         "ver": version,
     }
+    import jwt  # see _issued_claims
+
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
@@ -92,6 +93,8 @@ def read_token(secret: str, token: str) -> Identity:
     """Verify a token and return who it speaks for; raise InvalidToken otherwise."""
     claims = _issued_claims(secret, token)
     if claims is None:
+        import jwt  # see _issued_claims
+
         try:
             claims = jwt.decode(
                 token,
@@ -125,6 +128,9 @@ def _b64url(raw: bytes) -> bytes:
 # canonical base64url, only the claims it writes, each of its type) is checked here in a
 # few µs. Anything else, a bad signature included, goes to PyJWT, which decides: this
 # path only accepts, never refuses, and accepts nothing PyJWT would refuse.
+# PyJWT is imported at its first use, not at start: it imports cryptography when it is
+# installed, 10 MB in each web process, and a web process that only checks the tokens it
+# issued (its sockets' handshakes) never needs it.
 _HEADER = _b64url(json.dumps({"alg": ALGORITHM, "typ": "JWT"}, separators=(",", ":")).encode())
 _ISSUED = {"sub": str, "username": str, "role": str, "iat": int, "exp": int, "ver": int}
 

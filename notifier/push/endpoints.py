@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import urllib3
-
 from notifier.errors import InputError
 
 MAX_ENDPOINT = 2048  # characters; push services' endpoints are a few hundred
@@ -199,6 +197,8 @@ class PinnedTransport:
         self, url: str, data: bytes | None = None, headers: Any = None, timeout: Any = None
     ) -> Answer:
         """POST `data` to the endpoint, as requests' post would; raises UnsafeEndpoint."""
+        import urllib3  # here: the workers send, the web processes only check endpoints
+
         endpoint = parse(url, self.allow_loopback)
         address = resolve(endpoint, self.allow_loopback)
         pool: urllib3.HTTPConnectionPool

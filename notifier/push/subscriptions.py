@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
-from cryptography.hazmat.primitives.asymmetric import ec
 from pymongo import DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -101,6 +100,9 @@ class Subscription:
         given = validation.decode(PushSubscription, body)
         endpoint = endpoints.parse(given.endpoint, allow_loopback).url
         p256dh = _key(given.keys.p256dh, "keys.p256dh", P256DH_BYTES)
+        # Imported here, at the first subscription: a web process without any pays no 9 MB.
+        from cryptography.hazmat.primitives.asymmetric import ec
+
         try:
             ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), unb64url(p256dh))
         except ValueError:

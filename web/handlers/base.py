@@ -7,13 +7,11 @@ import json
 import logging
 import os
 import re
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeGuard, TypeVar
 
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions
-from celery import Celery
-from kombu.exceptions import OperationalError
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, PyMongoError
 from redis import RedisError
@@ -36,15 +34,22 @@ from notifier.settings import Settings
 from web.logs import redact
 from web.render import Renderer
 from web.server import SECURITY_HEADERS, content_security_policy
+from web.taskqueue import TaskQueue, broker_unreachable
 
-# MongoDB or Redis (or the task queue on it) could not be reached, or answered too late:
-# the request gets a 503, and the next one works once the server is back.
+# MongoDB or Redis could not be reached, or answered too late: the request gets a 503,
+# and the next one works once the server is back. So does the task queue (on Redis):
+# `is_outage` checks it too.
 OUTAGES = (
     ConnectionFailure,
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
-    OperationalError,
 )
+
+
+def is_outage(exc: BaseException | None) -> TypeGuard[BaseException]:
+    """True when `exc` is MongoDB, Redis or the task queue out of reach (a 503)."""
+    return isinstance(exc, OUTAGES) or (exc is not None and broker_unreachable(exc))
+
 
 log = logging.getLogger(__name__)
 
@@ -165,9 +170,8 @@ class BaseHandler(RequestHandler):
 
     async def enqueue(self, task: str, task_id: str | None = None, **kwargs: Any) -> str:
         """Send a Celery task by name (the web process does not import the tasks)."""
-        celery: Celery = self.settings["celery"]
-        result = await asyncio.to_thread(celery.send_task, task, kwargs=kwargs, task_id=task_id)
-        return str(result.id)
+        tasks: TaskQueue = self.settings["tasks"]
+        return await asyncio.to_thread(tasks.send, task, kwargs, task_id)
 
     # Errors ------------------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class BaseHandler(RequestHandler):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, NotifierError):
             status_code = exc.status
-        elif isinstance(exc, OUTAGES):
+        elif is_outage(exc):
             status_code = 503
         super().send_error(status_code, **kwargs)
 
@@ -185,7 +189,7 @@ class BaseHandler(RequestHandler):
         where = f"{self.request.method} {redact(self.request.uri or '')}"
         if isinstance(value, NotifierError):
             log.info("%s: %s", where, value.message)
-        elif isinstance(value, OUTAGES):
+        elif is_outage(value):
             log.warning("503 %s: %s (%s)", where, _outage(value), type(value).__name__)
         elif isinstance(value, HTTPError):
             if value.log_message:
@@ -269,7 +273,7 @@ def as_error(status: int, exc: BaseException | None, reason: str) -> NotifierErr
     """Any failure as a NotifierError: the core's own, an outage, or Tornado's HTTPError."""
     if isinstance(exc, NotifierError):
         return exc
-    if isinstance(exc, OUTAGES):
+    if is_outage(exc):
         return Unavailable(f"{_outage(exc)}; try again shortly")
     if isinstance(exc, HTTPError) and exc.log_message and status < 500:
         message = exc.log_message % exc.args if exc.args else exc.log_message
@@ -282,11 +286,7 @@ def _outage(exc: BaseException) -> str:
     """Which storage an outage is (never the driver's message: it may name hosts)."""
     if isinstance(exc, ConnectionFailure):
         return "MongoDB is unavailable"
-    return (
-        "the task queue is unavailable"
-        if isinstance(exc, OperationalError)
-        else ("Redis is unavailable")
-    )
+    return "the task queue is unavailable" if broker_unreachable(exc) else ("Redis is unavailable")
 
 
 _CODES = {
