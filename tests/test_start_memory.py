@@ -1,4 +1,5 @@
-"""A web process imports at start only what serving needs (issue 19: memory per process).
+"""A web process imports at start only what serving needs, and the parent of several
+imports nothing of the app (issue 19: memory per process).
 
 Celery, cryptography (with py-vapid and PyJWT, which imports it) and urllib3 cost a web
 process about 19 MB together; they are imported when first used: Celery at the first
@@ -8,16 +9,22 @@ first token the fast path does not decide.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 from notifier import vapid
+from notifier.dev.embedded import free_port
 from notifier.errors import ConfigurationError
 from tests.conftest import ROOT
+from tests.helpers import read_until, spawn
 from web.taskqueue import TaskQueue, broker_unreachable
 
 LATER = ("celery", "kombu", "cryptography.hazmat", "jwt", "py_vapid", "pywebpush", "urllib3")
@@ -103,3 +110,55 @@ def test_an_unreachable_broker_is_an_outage_once_celery_is_imported():
     with pytest.raises(Exception) as failure:
         TaskQueue("redis://127.0.0.1:1/0").send("tasks.nothing", {})
     assert broker_unreachable(failure.value)
+
+
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.add(int(entry.name))
+    return found
+
+
+def vm_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.timeout(120)
+def test_the_parent_of_web_processes_is_small_restarts_a_dead_one_and_stops_them_all(env):
+    port = free_port()
+    proc = spawn([sys.executable, "-m", "web"], {**env, "PORT": str(port), "WEB_CONCURRENCY": "2"})
+    seen: list[str] = []
+    try:
+        read_until(proc, f"supervising 2 web processes on port {port}", 30, seen)
+        for _ in range(2 - sum("web listening on port" in line for line in seen)):
+            read_until(proc, "web listening on port", 30, seen)
+        # The parent is web/supervisor.py now (exec): none of the app it forked them from.
+        assert "web.supervisor" in Path(f"/proc/{proc.pid}/cmdline").read_text()
+        assert vm_rss_mib(proc.pid) < 25
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        [metrics] = [v.split(b"=", 1)[1] for v in environ if v.startswith(b"PROMETHEUS_MULTI")]
+        assert Path(metrics.decode()).is_dir()
+        first = children_of(proc.pid)
+        assert len(first) == 2
+        dead = min(first)
+        os.kill(dead, signal.SIGKILL)
+        read_until(proc, f"(pid {dead}) exited (signal 9)", 30, seen)
+        read_until(proc, "web listening on port", 60, seen)  # imported the app itself
+        assert len(children_of(proc.pid) - first) == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
+            assert answer.status == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not Path(metrics.decode()).exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()

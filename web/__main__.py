@@ -41,7 +41,7 @@ def run() -> None:
     if config.web_concurrency == 1:
         sys.exit(serve.serve(config))
     try:
-        sys.exit(serve.supervise(config))
+        sys.exit(serve.supervise(config, remove_metrics_dir=created is not None))
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

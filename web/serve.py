@@ -8,7 +8,8 @@ web process: its own loop, registry, bus subscriptions and metrics (prometheus-c
 multiprocess files, so any child's /metrics sums them all). The
 parent forwards SIGTERM and SIGINT to every child, each closes its sockets with 1012 and
 exits, and the parent exits once they all have; a child that dies on its own is started
-again (a child that keeps dying stops them all).
+again (a child that keeps dying stops them all). Once the children are forked, the
+parent's waiting is web/supervisor.py's, in a process image of its own.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import os
 import signal
 import socket
 import sys
-import time
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
-from prometheus_client import multiprocess
 from tornado.netutil import bind_sockets
 
 from notifier.dev.embedded import die_with_parent
@@ -34,7 +33,7 @@ from notifier.realtime.disconnect import SERVICE_RESTART
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
-from web import stats
+from web import stats, supervisor
 from web.app import live_path, make_app, mongo_client
 from web.server import NotifierHTTPServer
 
@@ -187,67 +186,29 @@ def serve(config: Settings, reuse_port: bool = False) -> int:
     return 0
 
 
-RESTARTS_PER_MINUTE = 5  # a child that dies more often than this stops the whole group
+def supervise(config: Settings, remove_metrics_dir: bool = False) -> int:
+    """Fork config.web_concurrency web processes on one port (SO_REUSEPORT); wait for them.
 
-
-def supervise(config: Settings) -> int:
-    """Fork config.web_concurrency web processes on one port (SO_REUSEPORT); wait for them."""
+    The waiting is web/supervisor.py's, in a process of its own (exec) that leaves this
+    one's imports to the children. `remove_metrics_dir`: config.metrics_dir is removed
+    at exit.
+    """
     try:  # a port someone else holds: one line now, not children failing in turn
         for sock in bind_sockets(config.port, reuse_port=True):
             sock.close()
     except OSError as e:
         print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
         return 1
-    children: dict[int, int] = {}  # pid -> index
-    stopping = False
 
-    def start(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # the child: a web process of its own, until told to stop
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            die_with_parent()
-            os._exit(serve(config, reuse_port=True))
-        children[pid] = index
+    def child() -> int:
+        die_with_parent()
+        return serve(config, reuse_port=True)
 
-    def stop(signum: int, frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for index in range(config.web_concurrency):
-        start(index)
+    signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.STOP_SIGNALS)  # until watch()
+    children = {supervisor.start_child(child): index for index in range(config.web_concurrency)}
+    # Before the handover, as before it: whoever reads the log sees this line first.
     log.info("supervising %d web processes on port %d", len(children), config.port)
-    deaths: list[float] = []
-    status = 0
-    while children:
-        try:
-            pid, code = os.wait()
-        except ChildProcessError:
-            break
-        if pid not in children:
-            continue
-        index = children.pop(pid)
-        if config.metrics_dir:
-            multiprocess.mark_process_dead(pid, config.metrics_dir)
-        if stopping:
-            continue
-        deaths = [t for t in deaths if time.monotonic() - t < 60] + [time.monotonic()]
-        log.error("web process %d (pid %d) exited (%s)", index, pid, _status(code))
-        if len(deaths) > RESTARTS_PER_MINUTE:
-            log.error("web processes keep exiting: stopping them all")
-            status = 1
-            stop(signal.SIGTERM, None)
-            continue
-        start(index)
-    return status
-
-
-def _status(code: int) -> str:
-    if os.WIFSIGNALED(code):
-        return f"signal {os.WTERMSIG(code)}"
-    return f"status {os.WEXITSTATUS(code)}"
+    metrics_dir = config.metrics_dir
+    supervisor.handover(children, config.production, metrics_dir, remove_metrics_dir)
+    # The exec failed: this process watches them.
+    return supervisor.watch(children, lambda _: supervisor.start_child(child), metrics_dir)
