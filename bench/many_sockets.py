@@ -36,7 +36,7 @@ sys.path.insert(0, str(BENCH))
 
 import loadgen  # noqa: E402
 from handshake_ladder import close_helpers  # noqa: E402
-from scale import rss_kib, tree  # noqa: E402
+from scale import cpu_ns, rss_kib, tree  # noqa: E402
 from seed import known_users  # noqa: E402
 from servers import start_servers, stop_servers  # noqa: E402
 
@@ -138,6 +138,8 @@ def run(sockets: int, procs: int) -> dict[str, Any]:
 
         client = redis.Redis.from_url(env["REDIS_URL"])
         event = bus.encode(PayloadRenderer().announcement_event(announcement))
+        helper_pids = [helper.pid for helper in helpers]
+        cpu_before = cpu_ns(pids), cpu_ns(helper_pids)
         sent = time.monotonic_ns()
         client.publish(bus.BROADCAST, event)
         client.close()
@@ -147,6 +149,12 @@ def run(sockets: int, procs: int) -> dict[str, Any]:
             lasts.append(int(line.split()[1]))
             reached += int(line.split()[2])
         announcement_s = (max(lasts) - sent) / 1e9
+        # Whether the announcement is bounded by CPU: what the web processes and the client
+        # helpers ran meanwhile (read once every helper answered: a little after the last
+        # socket had it), against the cores' seconds of the same window.
+        web_cpu_s = (cpu_ns(pids) - cpu_before[0]) / 1e9
+        clients_cpu_s = (cpu_ns(helper_pids) - cpu_before[1]) / 1e9
+        window_s = (time.monotonic_ns() - sent) / 1e9
         result = {
             "sockets": sockets,
             "sockets_asked": len(paths),
@@ -160,6 +168,10 @@ def run(sockets: int, procs: int) -> dict[str, Any]:
             "kib_per_socket": rss / sockets,
             "announcement_s": announcement_s,
             "announcement_reached": reached,
+            "announcement_web_cpu_s": web_cpu_s,
+            "announcement_clients_cpu_s": clients_cpu_s,
+            "announcement_window_s": window_s,
+            "cores": os.cpu_count(),
             "load_average": os.getloadavg(),
         }
         print(
