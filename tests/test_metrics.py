@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 
@@ -9,8 +10,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from tornado.httpclient import AsyncHTTPClient
 
+from notifier.metrics import REGISTRY
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher
+from notifier.realtime.fanout import METRICS_EVERY
 from notifier.realtime.publishing import NotificationService
 from tests.helpers import collect, post_price, watch
 
@@ -69,6 +72,30 @@ async def test_metrics_count_sockets_deliveries_and_latency(
         "notifier_process_resident_memory_bytes",
     ):
         assert (name, ()) in after, name
+
+
+@pytest.mark.gen_test
+async def test_deliveries_are_written_to_the_metrics_without_a_scrape(
+    ws_connect, alice, db, sync_redis
+):
+    """Deliveries are counted in memory and written once per METRICS_EVERY window."""
+    name, labels = "notifier_messages_delivered_total", {"type": "system-message"}
+    before = REGISTRY.get_sample_value(name, labels) or 0.0
+    observed = REGISTRY.get_sample_value("notifier_delivery_latency_seconds_count") or 0.0
+    tab = await ws_connect(f"?format=json&token={alice.token}")
+    service = NotificationService(NotificationWriter(db), Publisher(sync_redis))
+    for i in range(3):
+        service.notify(alice.user_id, "system-message", {"message": f"#{i}", "severity": "info"})
+    await collect(tab, 3)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10 * METRICS_EVERY
+    while (REGISTRY.get_sample_value(name, labels) or 0.0) < before + 3:
+        assert loop.time() < deadline, "the window's deliveries were never written"
+        await asyncio.sleep(METRICS_EVERY / 5)
+    assert REGISTRY.get_sample_value(name, labels) == before + 3
+    # One latency per window with notifications: the three came in one or two windows.
+    count = REGISTRY.get_sample_value("notifier_delivery_latency_seconds_count")
+    assert count is not None and 1 <= count - observed <= 2
 
 
 @pytest.mark.gen_test

@@ -23,6 +23,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from notifier.dev.embedded import free_port, start_redis
 from notifier.notifications.store import NotificationWriter
 from notifier.realtime.bus import Publisher, user_channel
+from notifier.realtime.fanout import METRICS_EVERY
 from notifier.realtime.publishing import NotificationService
 from notifier.realtime.socket_limit import KEY as SOCKETS_KEY
 from tests.helpers import read_until, restartable, spawn
@@ -103,11 +104,17 @@ def test_two_processes_on_one_port_deliver_every_event_once_to_every_socket(
                 socks.append(await connect())
 
             await every_socket_gets(socks, await loop.run_in_executor(None, notify, 3))
-            # Whichever process answers /metrics, it sums every process's counters.
-            scraped = (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")).body
-            lines = scraped.decode().splitlines()
+            # Whichever process answers /metrics, it sums every process's counters (the
+            # other process writes its own within METRICS_EVERY).
             delivered = 'notifier_messages_delivered_total{type="system-message"}'
-            assert f"{delivered} {3.0 * len(socks)}" in lines
+            deadline = loop.time() + 10 * METRICS_EVERY
+            while True:
+                scraped = (await AsyncHTTPClient().fetch(f"http://127.0.0.1:{port}/metrics")).body
+                lines = scraped.decode().splitlines()
+                if f"{delivered} {3.0 * len(socks)}" in lines:
+                    break
+                assert loop.time() < deadline, [ln for ln in lines if ln.startswith(delivered)]
+                await asyncio.sleep(METRICS_EVERY / 5)
             pids = {ln.split('pid="')[1].split('"')[0] for ln in lines if 'pid="' in ln}
             assert len(pids) >= 2  # CPU and memory of each live web process, by pid
 

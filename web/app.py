@@ -141,6 +141,7 @@ def live_path(app: Application, **options: float) -> Subscriber:
         **options,
     )
     app.settings["subscriber"] = subscriber
+    app.settings["fanout"] = fanout  # /metrics writes its pending figures first
     return subscriber
 
 

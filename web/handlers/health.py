@@ -87,6 +87,9 @@ class MetricsHandler(ProbeHandler):
 
     def get(self) -> None:
         """The notifier registry's exposition, with this process's socket gauges fresh."""
+        fanout = self.settings.get("fanout")
+        if fanout is not None:  # deliveries since the last write, in this scrape
+            fanout.write_metrics()
         figures = self.registry.stats()
         metrics.OPEN_CONNECTIONS.set(figures["connections"])
         metrics.USERS_ONLINE.set(figures["users"])
