@@ -177,7 +177,9 @@ def run(sockets: int, procs: int) -> dict[str, Any]:
         print(
             f"  {sockets:,} sockets, {procs} processes: RSS {result['rss_mb']:,.0f} MB (PSS "
             f"{result['pss_mb']:,.0f}), an "
-            f"announcement reached all in {announcement_s:.2f} s",
+            f"announcement reached all in {announcement_s:.2f} s (meanwhile web CPU "
+            f"{web_cpu_s:.2f} s, clients {clients_cpu_s:.2f} s, in {window_s:.2f} s on "
+            f"{os.cpu_count()} cores)",
             flush=True,
         )
         return result
