@@ -1,7 +1,7 @@
 """`python -m web`: the web processes (HTTP, JSON API and /ws) on $PORT.
 
 WEB_CONCURRENCY (default 1) says how many: with more than one, this process binds the
-port and supervises that many children that share it (web/serve.py).
+port and supervises that many children that share it (web/supervisor.py).
 """
 
 from __future__ import annotations
@@ -36,12 +36,14 @@ def run() -> None:
         created = tempfile.mkdtemp(prefix="notifier-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = created
         config = dataclasses.replace(config, metrics_dir=created)
-    from web import serve
-
     if config.web_concurrency == 1:
+        from web import serve
+
         sys.exit(serve.serve(config))
+    from web import supervisor
+
     try:
-        sys.exit(serve.supervise(config, remove_metrics_dir=created is not None))
+        sys.exit(supervisor.supervise(config, remove_metrics_dir=created is not None))
     finally:
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)

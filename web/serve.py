@@ -1,15 +1,9 @@
-"""Serving $PORT: one web process (`serve`), or WEB_CONCURRENCY of them (`supervise`).
+"""Serving $PORT: one web process (`serve`), alone or as one of WEB_CONCURRENCY.
 
-With WEB_CONCURRENCY > 1 the parent forks that many children, each listening on the port
-with SO_REUSEPORT: the kernel spreads new connections evenly over them by address hash
-(a listening socket they all shared would let whichever process wakes first take a
-burst, and run out of its open-file limit while the others idle). Each child is a whole
-web process: its own loop, registry, bus subscriptions and metrics (prometheus-client's
-multiprocess files, so any child's /metrics sums them all). The
-parent forwards SIGTERM and SIGINT to every child, each closes its sockets with 1012 and
-exits, and the parent exits once they all have; a child that dies on its own is started
-again (a child that keeps dying stops them all). Once the children are forked, the
-parent's waiting is web/supervisor.py's, in a process image of its own.
+With WEB_CONCURRENCY > 1, web/supervisor.py forks that many children, each listening on
+the port with SO_REUSEPORT (`serve(config, reuse_port=True)`). Each child is a whole web
+process: its own loop, registry, bus subscriptions and metrics (prometheus-client's
+multiprocess files, so any child's /metrics sums them all).
 """
 
 from __future__ import annotations
@@ -27,13 +21,12 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from tornado.netutil import bind_sockets
 
-from notifier.dev.embedded import die_with_parent
 from notifier.realtime import bus
 from notifier.realtime.disconnect import SERVICE_RESTART
 from notifier.realtime.registry import ConnectionRegistry
 from notifier.settings import ConfigurationError, Settings
 from notifier.storage.schema import ensure_indexes_async
-from web import stats, supervisor
+from web import stats
 from web.app import live_path, make_app, mongo_client
 from web.server import NotifierHTTPServer
 
@@ -184,35 +177,3 @@ def serve(config: Settings, reuse_port: bool = False) -> int:
         print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
         return 1
     return 0
-
-
-def supervise(config: Settings, remove_metrics_dir: bool = False) -> int:
-    """Fork config.web_concurrency web processes on one port (SO_REUSEPORT); wait for them.
-
-    The waiting is web/supervisor.py's, in a process of its own (exec) that leaves this
-    one's imports to the children. `remove_metrics_dir`: config.metrics_dir is removed
-    at exit.
-    """
-    try:  # a port someone else holds: one line now, not children failing in turn
-        for sock in bind_sockets(config.port, reuse_port=True):
-            sock.close()
-    except OSError as e:
-        print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
-        return 1
-
-    def child() -> int:
-        die_with_parent()
-        return serve(config, reuse_port=True)
-
-    # What this process imported stays shared with the children: their collections skip
-    # frozen objects, so they do not write to (copy) those pages. At 6 children, PSS 189 ->
-    # 134 MiB; RSS, which counts shared pages in each process, is the same.
-    gc.freeze()
-    signal.pthread_sigmask(signal.SIG_BLOCK, supervisor.STOP_SIGNALS)  # until watch()
-    children = {supervisor.start_child(child): index for index in range(config.web_concurrency)}
-    # Before the handover, as before it: whoever reads the log sees this line first.
-    log.info("supervising %d web processes on port %d", len(children), config.port)
-    metrics_dir = config.metrics_dir
-    supervisor.handover(children, config.production, metrics_dir, remove_metrics_dir)
-    # The exec failed: this process watches them.
-    return supervisor.watch(children, lambda _: supervisor.start_child(child), metrics_dir)
