@@ -7,9 +7,12 @@ one turn of the loop goes out as one SUBSCRIBE of up to BATCH channels. A handsh
 waits for its channel's confirmation before it reads the user's state (subscribe, then
 read: nothing published in between is missed; a gap is filled from MongoDB anyway).
 
-It speaks RESP itself over asyncio streams and parses with hiredis: redis-py's PubSub adds
-a timeout, a health check, a retry wrapper and a dict per message, which cost more than
-delivering the message, and reading its connection directly meant using a private API.
+It speaks RESP itself and parses with hiredis: redis-py's PubSub adds a timeout, a health
+check, a retry wrapper and a dict per message, which cost more than delivering the
+message, and reading its connection directly meant using a private API. Once logged in, a
+connection's bytes are parsed in the transport's own callback (a Protocol), not by a task
+woken for each read: with several processes each read carries few events, and the
+wake-up was a good part of its cost.
 On a Redis Cluster the channels are sharded (SSUBSCRIBE), with one connection per shard
 that owns any of them; a command names channels of one hash-tag group (one slot) only.
 
@@ -46,7 +49,6 @@ log = logging.getLogger(__name__)
 LINGER = 1.0  # seconds a user's channel is kept after their last socket here closed
 BATCH = 1000  # channels per SUBSCRIBE / UNSUBSCRIBE command
 HOLD_WAIT = 5.0  # the longest a handshake waits for its channel's confirmation
-READ_SIZE = 256 * 1024
 
 
 @dataclass
@@ -131,13 +133,33 @@ def _group_of(channel: str) -> int:
     return int(channel[start + 2 : channel.index("}", start)])
 
 
-class _Link:
-    """One subscription connection (to one node)."""
+class _Link(asyncio.Protocol):
+    """One subscription connection (to one node): what it reads goes to `received` as it
+    arrives; its end goes to `lost`."""
 
-    def __init__(self, node: Node, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
-        self.node, self.reader, self.writer = node, reader, writer
+    def __init__(
+        self,
+        node: Node,
+        writer: asyncio.StreamWriter,
+        received: Callable[[_Link, bytes], None],
+        lost: Callable[[_Link, BusLost], None],
+    ) -> None:
+        self.node, self.writer = node, writer
         self.replies = hiredis.Reader()
         self.unanswered = 0  # PINGs sent since Redis last said anything
+        self._received, self._lost = received, lost
+        # Logged in and nothing else asked yet, so the stream holds nothing unread.
+        writer.transport.set_protocol(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._received(self, data)
+
+    def eof_received(self) -> bool:
+        self._lost(self, BusLost("Redis closed the subscription"))
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost(self, BusLost(f"the subscription's connection was lost: {exc or 'closed'}"))
 
     def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -188,7 +210,6 @@ class Subscriber:
         self._links: dict[Node, _Link] = {}
         self._connected = False
         self._lost: asyncio.Future[None] | None = None
-        self._readers: list[asyncio.Task[None]] = []
         self._joining: set[str] = set()  # channels a (re)join still waits to be confirmed
         self._joined: asyncio.Future[None] | None = None
         self._on_bus = asyncio.Event()  # set once joined (on_joined done), cleared when lost
@@ -305,9 +326,8 @@ class Subscriber:
         """Connect to every node, subscribe to everything held, then run on_joined."""
         loop = asyncio.get_running_loop()
         for node in self.topology.nodes():
-            reader, writer = await node.connect()
-            self._links[node] = _Link(node, reader, writer)
-        self._readers = [asyncio.create_task(self._read(link)) for link in self._links.values()]
+            _, writer = await node.connect()
+            self._links[node] = _Link(node, writer, self._received, self._link_lost)
         self.state.heard_at = loop.time()
         self._connected = True
         wanted = [BROADCAST, *self._holders]
@@ -354,36 +374,34 @@ class Subscriber:
                 link.send(command("PING"))
                 link.unanswered += 1
 
-    async def _read(self, link: _Link) -> None:
-        """Parse what a connection sends: events to `handle`, confirmations to the waiters."""
-        loop = asyncio.get_running_loop()
-        message, confirmed = self._message, self._verb
+    def _received(self, link: _Link, data: bytes) -> None:
+        """Parse what a connection sent: events to `handle`, confirmations to the waiters."""
+        if self._lost is None or self._lost.done() or self._links.get(link.node) is not link:
+            return  # a connection being dropped
+        self.state.heard_at = asyncio.get_running_loop().time()
+        link.unanswered = 0
+        message = self._message
         try:
-            while True:
-                data = await link.reader.read(READ_SIZE)
-                if not data:
-                    raise BusLost("Redis closed the subscription")
-                self.state.heard_at = loop.time()
-                link.unanswered = 0
-                link.replies.feed(data)
-                # [b"message", channel, data]; [b"subscribe", channel, n]; the PONG is
-                # [b"pong", b""]: every reply is a sign of life.
-                while (reply := link.replies.gets()) is not False:
-                    if not isinstance(reply, list):
-                        if isinstance(reply, hiredis.ReplyError):
-                            raise BusLost(f"Redis answered an error: {reply}")
-                        continue
-                    kind = reply[0]
-                    if kind == message:
-                        self._dispatch(reply[2])
-                    elif kind == confirmed:
-                        self._confirm(reply[1].decode())
-                    elif kind == b"sunsubscribe" and reply[1].decode() in self._confirmed:
-                        raise BusLost("a shard dropped a subscription (its slot moved)")
-                if self._after_batch is not None:
-                    self._after_batch()
-        except (BusLost, OSError, hiredis.ProtocolError) as e:
+            link.replies.feed(data)
+            # [b"message", channel, data]; [b"subscribe", channel, n]; the PONG is
+            # [b"pong", b""]: every reply is a sign of life.
+            while (reply := link.replies.gets()) is not False:
+                if not isinstance(reply, list):
+                    if isinstance(reply, hiredis.ReplyError):
+                        raise BusLost(f"Redis answered an error: {reply}")
+                    continue
+                kind = reply[0]
+                if kind == message:
+                    self._dispatch(reply[2])
+                elif kind == self._verb:
+                    self._confirm(reply[1].decode())
+                elif kind == b"sunsubscribe" and reply[1].decode() in self._confirmed:
+                    raise BusLost("a shard dropped a subscription (its slot moved)")
+        except (BusLost, hiredis.ProtocolError) as e:
             self._lose(e if isinstance(e, BusLost) else BusLost(str(e)))
+        finally:
+            if self._after_batch is not None:
+                self._after_batch()
 
     def _confirm(self, channel: str) -> None:
         self._in_flight.discard(channel)
@@ -406,6 +424,10 @@ class Subscriber:
             self._handle(event)
         except Exception:
             log.exception("handling a %s event failed", type(event).__name__)
+
+    def _link_lost(self, link: _Link, error: BusLost) -> None:
+        if self._links.get(link.node) is link:  # not one closed by an earlier _drop
+            self._lose(error)
 
     def _lose(self, error: BusLost) -> None:
         if self._lost is not None and not self._lost.done():
@@ -432,7 +454,3 @@ class Subscriber:
                     waiter.set_result(None)
         if self._lost is not None and self._lost.done():
             self._lost.exception()  # retrieved: no "never retrieved" warning
-        readers, self._readers = self._readers, []
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
