@@ -14,7 +14,7 @@ from bson import ObjectId
 from notifier.accounts.preferences import Preferences
 from notifier.email.service import EmailService
 from notifier.notifications.store import NotificationWriter
-from notifier.realtime.presence import KEY, ONLINE_KEY, is_online, online_now
+from notifier.realtime.presence import KEY, ONLINE_KEY, TTL, is_online, online_now
 from tests.helpers import acknowledge, assert_no_email
 
 
@@ -320,6 +320,19 @@ async def test_presence_follows_sockets_and_expires(ws_connect, sync_redis, alic
     assert not is_online(sync_redis, bob.user_id)
     sock.conn.close()
     await sock.closed()
+
+
+def test_each_heartbeat_rewrites_a_share_of_the_presence_well_within_its_ttl():
+    """A web process rewrites its users' presence a share per report (web/stats.py): each
+    user once in every PRESENCE_SHARES reports, a report late or lost still in time."""
+    from web.stats import INTERVAL, PRESENCE_SHARES, presence_share
+
+    users = [f"user-{i}" for i in range(1000)]
+    shares = [presence_share(users, n) for n in range(PRESENCE_SHARES)]
+    assert sorted(u for share in shares for u in share) == sorted(users)  # each exactly once
+    assert all(shares)
+    assert presence_share(users, PRESENCE_SHARES + 1) == shares[1]
+    assert PRESENCE_SHARES * INTERVAL <= TTL / 2
 
 
 @pytest.mark.gen_test

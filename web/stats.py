@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -20,12 +21,26 @@ log = logging.getLogger(__name__)
 
 KEY = STATS_KEY
 INTERVAL = 5.0
+# Each report rewrites the presence of one share of the users, so each user's is rewritten
+# every PRESENCE_SHARES * INTERVAL seconds (20 s, a third of presence.TTL; a handshake
+# writes it at once). All of them every report held the loop and Redis long enough, at
+# 11,000 users, to take p99 at 5,000 msg/s from 3.0 ms to 5.5-5.9.
+PRESENCE_SHARES = 4
 STALE_AFTER = STATS_STALE_AFTER  # three missed reports
 
 
+def presence_share(users: Iterable[str], report: int) -> list[str]:
+    """The users whose presence report number `report` rewrites: every user once in any
+    PRESENCE_SHARES reports in a row."""
+    share = report % PRESENCE_SHARES
+    return [u for u in users if hash(u) % PRESENCE_SHARES == share]
+
+
 async def report(client: aioredis.Redis, process: str, registry: ConnectionRegistry) -> None:
-    """Every INTERVAL seconds until cancelled: this process's figures, and its users' presence."""
+    """Every INTERVAL seconds until cancelled: this process's figures, and a share of its
+    users' presence."""
     presence = Presence(client, process)
+    reports = 0
     try:
         while True:
             try:
@@ -35,7 +50,8 @@ async def report(client: aioredis.Redis, process: str, registry: ConnectionRegis
                 metrics.USERS_ONLINE.set(counts["users"])
                 figures = {**counts, "process": process, "at": time.time()}
                 await client.hset(KEY, process, json.dumps(figures))
-                await presence.here(registry.users())
+                await presence.here(presence_share(registry.users(), reports))
+                reports += 1
             except (redis.RedisError, OSError) as e:
                 log.warning("could not report connection stats: %s", e)
             await asyncio.sleep(INTERVAL)

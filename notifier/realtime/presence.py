@@ -28,7 +28,7 @@ STATS_STALE_AFTER = 15.0
 TTL = 60.0
 LINGER = 15.0  # after the last socket closes: a tab that is only reconnecting stays online
 ONLINE_BATCH = 1000  # users whose entries one pipeline reads
-HERE_BATCH = 1000  # users per heartbeat script (each holds Redis for about a millisecond)
+HERE_BATCH = 250  # users per heartbeat script (each holds Redis for a fraction of a ms)
 # KEYS: the online set, then each user's presence. ARGV: process, expires_at, TTL, now,
 # then the user ids (in the order of their keys).
 _HERE = """
