@@ -684,11 +684,13 @@ def markdown(result: dict[str, Any], stem: str) -> str:
         "",
         "## How it is measured",
         "",
-        "- Both servers are started fresh for each repetition, alone on core 0, with "
-        "pings and compression off. notifier is the real web process (`python -m web`); "
-        "the peer is `bench/peers/node-ws/server.js` (ws + ioredis): it subscribes to "
-        "`notifier:events`, keeps user → set of sockets, and checks each socket's HS256 "
-        "token (signature and expiry, node's crypto) as notifier does.",
+        "- Both servers are started fresh for each repetition, alone on core 0, without "
+        "compression. notifier is the real web process (`python -m web`) with its default "
+        "settings, so it pings every socket every 30 s (the clients answer); the peer, "
+        "`bench/peers/node-ws/server.js` (ws + ioredis), sends no pings. The peer "
+        "subscribes to each user's channel while it holds a socket of theirs and to "
+        "`notifier:events` for announcements, keeps user → set of sockets, and checks "
+        "each socket's HS256 token (signature and expiry, node's crypto) as notifier does.",
         "- Same bytes: every event the bench publishes carries the payload notifier's "
         "renderer makes of it (`bench.html`, `bench.json`); the peer sends that, notifier "
         "renders its own (the JSON envelope differs only in its timestamp). Both parse "
