@@ -170,6 +170,15 @@ def spawn(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.
     )
 
 
+def reap(proc: subprocess.Popen) -> None:
+    """Kill a process `spawn` started if it is still running, and close its output."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+
+
 def numbered_notes(service: Any, user_id: str, count: int) -> tuple[threading.Thread, list[str]]:
     """A thread (not yet started) that stores system messages #0..#count-1 for the user one
     at a time through `service`, and the list that fills with their ids in order."""

@@ -24,7 +24,7 @@ from notifier import vapid
 from notifier.dev.embedded import free_port
 from notifier.errors import ConfigurationError
 from tests.conftest import ROOT
-from tests.helpers import read_until, spawn
+from tests.helpers import read_until, reap, spawn
 from web.taskqueue import TaskQueue, broker_unreachable
 
 LATER = ("celery", "kombu", "cryptography.hazmat", "jwt", "py_vapid", "pywebpush", "urllib3")
@@ -157,8 +157,4 @@ def test_the_parent_of_web_processes_is_small_restarts_a_dead_one_and_stops_them
         assert proc.wait(30) == 0
         assert not Path(metrics.decode()).exists()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
+        reap(proc)

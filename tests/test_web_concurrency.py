@@ -26,7 +26,7 @@ from notifier.realtime.bus import Publisher, user_channel
 from notifier.realtime.fanout import METRICS_EVERY
 from notifier.realtime.publishing import NotificationService
 from notifier.realtime.socket_limit import KEY as SOCKETS_KEY
-from tests.helpers import read_until, restartable, spawn
+from tests.helpers import read_until, reap, restartable, spawn
 
 
 def processes_holding(client: redis.Redis, user_id: str) -> set[str]:
@@ -163,10 +163,6 @@ def test_two_processes_on_one_port_deliver_every_event_once_to_every_socket(
             assert io_loop.run_sync(sigterm, timeout=30) == {(1012, "server restarting")}
             assert proc.wait(30) == 0
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stdout is not None
-            proc.stdout.close()
+            reap(proc)
             control.close()
             publishing.close()
