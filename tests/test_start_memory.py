@@ -158,3 +158,27 @@ def test_the_parent_of_web_processes_is_small_restarts_a_dead_one_and_stops_them
         assert not Path(metrics.decode()).exists()
     finally:
         reap(proc)
+
+
+# A child dies and is started again; SIGTERM comes while the new one is being forked.
+STOP_DURING_RESTART = """
+import os, signal, sys, time
+from web.supervisor import start_child, watch
+
+def sleeper():
+    time.sleep(30)
+    return 0
+
+def restart(index):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return start_child(sleeper)
+
+sys.exit(watch({start_child(lambda: 3): 0}, restart, None))
+"""
+
+
+def test_a_stop_while_a_child_is_restarted_reaches_that_child_too():
+    result = subprocess.run(
+        [sys.executable, "-c", STOP_DURING_RESTART], cwd=ROOT, capture_output=True, timeout=15
+    )
+    assert result.returncode == 0, result.stderr

@@ -15,7 +15,8 @@ The parent forwards SIGTERM and SIGINT to every child, each closes its sockets w
 and exits, and the parent exits once they all have; a child that dies on its own is
 started again (it imports the app itself, a second or so), and one that keeps dying
 stops them all. SIGTERM and SIGINT are blocked from the first fork to the exec'd
-module's handlers (a signal mask survives exec): one that comes meanwhile waits.
+module's handlers (a signal mask survives exec), and while a child is started again
+(until its pid is one the handler signals): one that comes meanwhile waits.
 """
 
 from __future__ import annotations
@@ -137,7 +138,13 @@ def watch(children: dict[int, int], restart: Callable[[int], int], metrics_dir: 
             status = 1
             stop(signal.SIGTERM, None)
             continue
-        children[restart(index)] = index
+        # Blocked while the child is forked and not yet in `children`: a stop meanwhile
+        # would miss it, and this would wait for it for ever. The child unblocks them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            children[restart(index)] = index
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     return status
 
 
