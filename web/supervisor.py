@@ -22,6 +22,7 @@ module's handlers (a signal mask survives exec), and while a child is started ag
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -53,8 +54,7 @@ def supervise(config: Settings, remove_metrics_dir: bool = False) -> int:
 
     from tornado.netutil import bind_sockets
 
-    from notifier.dev.embedded import die_with_parent
-    from web.serve import serve
+    import web.serve  # noqa: F401 (the app, imported before the forks: the children share it)
 
     try:  # a port someone else holds: one line now, not children failing in turn
         for sock in bind_sockets(config.port, reuse_port=True):
@@ -63,10 +63,7 @@ def supervise(config: Settings, remove_metrics_dir: bool = False) -> int:
         print(f"notifier: cannot serve on port {config.port}: {e.strerror or e}", file=sys.stderr)
         return 1
 
-    def child() -> int:
-        die_with_parent()
-        return serve(config, reuse_port=True)
-
+    child = functools.partial(serve_child, config)
     # What this process imported stays shared with the children: their collections skip
     # frozen objects, so they do not write to (copy) those pages. At 6 children, PSS 189 ->
     # 134 MiB; RSS, which counts shared pages in each process, is the same.
@@ -148,14 +145,15 @@ def watch(children: dict[int, int], restart: Callable[[int], int], metrics_dir: 
     return status
 
 
-def serve_from_env() -> int:
-    """A restarted child's work: read the settings, import the app, serve the port."""
+def serve_child(config: Settings | None = None) -> int:
+    """A child's work: serve the port. One restarted by `python -m web.supervisor` has no
+    `config`: it reads the settings and imports the app itself."""
     from notifier.dev.embedded import die_with_parent
     from notifier.settings import Settings
     from web.serve import serve
 
     die_with_parent()
-    return serve(Settings.from_env(), reuse_port=True)
+    return serve(config or Settings.from_env(), reuse_port=True)
 
 
 def handover(
@@ -188,7 +186,7 @@ def main() -> None:
     children = {int(pid): index for pid, index in order["children"].items()}
     metrics_dir = order["metrics_dir"]
     try:
-        status = watch(children, lambda _: start_child(serve_from_env), metrics_dir)
+        status = watch(children, lambda _: start_child(serve_child), metrics_dir)
     finally:
         if order["remove_metrics_dir"]:
             shutil.rmtree(metrics_dir, ignore_errors=True)
