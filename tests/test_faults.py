@@ -21,6 +21,7 @@ from notifier.realtime.bus import Publisher
 from notifier.realtime.disconnect import LOGGED_OUT
 from notifier.realtime.publishing import NotificationService
 from tests.helpers import announcement_message, collect, login, numbered_notes, restartable
+from web.taskqueue import TaskQueue
 
 
 @pytest.fixture
@@ -188,4 +189,17 @@ async def test_redis_down_is_a_503_not_a_500(fetch, admin, own_redis):
     assert json.loads(answer.body)["error"] == {
         "code": "unavailable",
         "message": "Redis is unavailable; try again shortly",
+    }
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_task_queue_out_of_reach_at_its_first_send_is_a_503_not_a_500(app, fetch, admin):
+    """Celery is imported by the first send (web/taskqueue.py): when that send cannot reach
+    the broker, the answer is still a 503 naming the task queue."""
+    app.settings["tasks"] = TaskQueue("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    answer = await fetch("/api/deal-checks", "POST", {}, headers=admin.auth)
+    assert answer.code == 503 and answer.headers["Retry-After"] == "5"
+    assert json.loads(answer.body)["error"] == {
+        "code": "unavailable",
+        "message": "the task queue is unavailable; try again shortly",
     }
