@@ -53,7 +53,7 @@ MESSAGES_DELIVERED = Counter(
 DELIVERY_LATENCY = Histogram(
     "notifier_delivery_latency_seconds",
     "From the created_at (stored by the worker) of a notification to its frames being "
-    "written: one observation per half second with notifications, the latest of them",
+    "written: one observation per half second with notifications, the slowest of them",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )

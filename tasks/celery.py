@@ -9,7 +9,7 @@ from functools import cached_property
 from typing import Any
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import setup_logging, worker_process_init
 from pymongo import MongoClient
 from pymongo.synchronous.database import Database
@@ -159,9 +159,8 @@ if settings.production:
         logs.configure(production=True)
 
 
-def decide_and_send(service: AfterAckWait, notification_ids: list[str] | None, send: Any) -> int:
-    """Decide a channel's waiting deals (these, or every one due) and queue `send` for each
-    email or push that is due; how many."""
+def decide_and_send(service: AfterAckWait, notification_ids: list[str] | None, send: Task) -> int:
+    """Decide a channel's waiting deals (these, or every one due); queue `send` for each due."""
     due = service.decide_now(notification_ids)
     for planned_id in due:
         send.delay(planned_id)

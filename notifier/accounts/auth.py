@@ -151,7 +151,7 @@ def _issued_claims(secret: str, token: str) -> dict[str, Any] | None:
     try:
         decoded = base64.urlsafe_b64decode(payload + b"=" * (-len(payload) % 4))
         claims = msgspec.json.decode(decoded)
-    except (ValueError, RecursionError, msgspec.DecodeError):
+    except (ValueError, RecursionError):  # msgspec.DecodeError is a ValueError
         return None
     if _b64url(decoded) != payload or not isinstance(claims, dict):
         return None

@@ -44,9 +44,9 @@ class FanOut:
     def __init__(self, registry: ConnectionRegistry, latest: LatestAnnouncement) -> None:
         self.registry = registry
         self.latest = latest  # the newest announcement known: what /ws connects check
-        self._delivered: Counter[str] = Counter()  # message type -> sockets, this batch
+        self._delivered: Counter[str] = Counter()  # message type -> sockets, this window
         self._oldest: float | None = None  # the oldest notification delivered, this batch
-        self._latest: float | None = None  # how late the latest batch's oldest was, this window
+        self._slowest: float | None = None  # the most a batch's oldest was late, this window
         self._window: asyncio.TimerHandle | None = None  # when this window's metrics go out
 
     def __call__(self, event: Event) -> None:
@@ -103,23 +103,23 @@ class FanOut:
         window's metrics will be written."""
         if self._oldest is not None:
             late = max(0.0, time.time() - self._oldest)
-            self._latest = late if self._latest is None else max(self._latest, late)
+            self._slowest = late if self._slowest is None else max(self._slowest, late)
             self._oldest = None
-        if self._window is None and (self._delivered or self._latest is not None):
+        if self._window is None and (self._delivered or self._slowest is not None):
             self._window = asyncio.get_running_loop().call_later(METRICS_EVERY, self.write_metrics)
 
     def write_metrics(self) -> None:
-        """Write the window's deliveries, and one latency: the latest its notifications
-        were (the oldest of a read from the bus, at its delivery)."""
+        """Write the window's deliveries, and one latency: the slowest of its reads from the
+        bus (how late each read's oldest notification was, at its delivery)."""
         if self._window is not None:
             self._window.cancel()
             self._window = None
         for message_type, sockets in self._delivered.items():
             metrics.delivered(message_type).inc(sockets)
         self._delivered.clear()
-        if self._latest is not None:
-            metrics.DELIVERY_LATENCY.observe(self._latest)
-            self._latest = None
+        if self._slowest is not None:
+            metrics.DELIVERY_LATENCY.observe(self._slowest)
+            self._slowest = None
 
     async def resubscribed(self) -> None:
         """The bus was (re)joined: anything published meanwhile is filled from MongoDB."""

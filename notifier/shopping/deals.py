@@ -166,6 +166,7 @@ def memory_to_text(memory: list[Memory]) -> str:
 
 
 def memory_from_text(text: str) -> list[Memory]:
+    """The watch updates `memory_to_text` wrote."""
     return [(i, u) for i, u in bson.decode(base64.b64decode(text))["w"]]
 
 
