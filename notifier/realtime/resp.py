@@ -183,8 +183,9 @@ class RedisLink:
             setup = [*self._node.login()]
             if self._node.db:
                 setup.append(command("SELECT", self._node.db))
-            for cmd in setup:
-                await self._send(cmd)
+            # Queued at once, so a call made while they are answered (the link is open)
+            # goes out after SELECT, not into database 0 between AUTH and SELECT.
+            await asyncio.gather(*[self._send(cmd) for cmd in setup])
         except (OSError, TimeoutError) as e:
             self._drop(RedisConnectionError(f"could not connect to Redis: {e}"))
             raise RedisConnectionError(f"could not connect to Redis: {e}") from e
