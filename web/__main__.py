@@ -1,7 +1,8 @@
 """`python -m web`: the web processes (HTTP, JSON API and /ws) on $PORT.
 
-WEB_CONCURRENCY (default 1) says how many: with more than one, this process binds the
-port and supervises that many children that share it (web/supervisor.py).
+WEB_CONCURRENCY (default 1) says how many: with more than one, this process checks the
+port, forks that many children that share it, then becomes `python -m web.supervisor`,
+which waits for them, restarts and stops them (web/supervisor.py).
 """
 
 from __future__ import annotations
